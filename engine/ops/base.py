@@ -1,0 +1,154 @@
+"""The operation registry: declared parameters, one place for timing and validation.
+
+An operation is a small module that calls ``register`` once, thumbor-filter style::
+
+    @register("edge", help="Canny edge detection",
+              params=[Param("low", float, 100.0, min=0, max=1000, help="lower hysteresis threshold")])
+    def edge(image, ctx, *, low):
+        ...
+
+The function takes a numpy image (H x W grey, or H x W x 3 BGR, or H x W x 4 BGRA,
+uint8) and returns one. It must be vectorised (no per-pixel Python). ``ctx`` carries
+the output settings, metadata for the reply, and a per-process cache for warm state.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import BadParameter
+
+REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Param:
+    """One declared parameter: its type, range, default and a line of help."""
+
+    name: str
+    type: type
+    default: Any = REQUIRED
+    min: float | None = None
+    max: float | None = None
+    choices: tuple | None = None
+    help: str = ""
+
+    def describe(self) -> dict:
+        out: dict[str, Any] = {"name": self.name, "type": self.type.__name__, "help": self.help}
+        if self.default is not REQUIRED:
+            out["default"] = self.default
+        else:
+            out["required"] = True
+        for key in ("min", "max"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if self.choices:
+            out["choices"] = list(self.choices)
+        return out
+
+    def coerce(self, op: str, value: Any) -> Any:
+        """The value as this parameter's type, checked against range and choices."""
+        where = f"{op}: parameter {self.name!r}"
+        try:
+            if self.type is bool:
+                if isinstance(value, str):
+                    low = value.strip().lower()
+                    if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                        raise ValueError(value)
+                    value = low in ("1", "true", "yes", "on")
+                elif not isinstance(value, (bool, int)):
+                    raise ValueError(value)
+                value = bool(value)
+            elif self.type is int:
+                if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                    raise ValueError(value)
+                value = int(value)
+            elif self.type is float:
+                if isinstance(value, bool):
+                    raise ValueError(value)
+                value = float(value)
+                if value != value or value in (float("inf"), float("-inf")):
+                    raise ValueError(value)
+            else:
+                value = self.type(value)
+        except (TypeError, ValueError):
+            raise BadParameter(f"{where} must be {self.type.__name__}, got {value!r}") from None
+        if self.choices is not None and value not in self.choices:
+            raise BadParameter(f"{where} must be one of {', '.join(map(str, self.choices))}; got {value!r}")
+        if self.min is not None and value < self.min:
+            raise BadParameter(f"{where} must be >= {self.min}, got {value!r}")
+        if self.max is not None and value > self.max:
+            raise BadParameter(f"{where} must be <= {self.max}, got {value!r}")
+        return value
+
+
+@dataclass
+class Context:
+    """What a pipeline run shares between its steps."""
+
+    output_format: str = "jpeg"
+    quality: int = 90
+    meta: dict = field(default_factory=dict)
+    cache: dict = field(default_factory=dict)  # per-process warm state (cascades, tables)
+
+
+@dataclass(frozen=True)
+class Operation:
+    """A registered operation. ``kind`` is "transform" (image -> image) or "format"
+    (sets the output encoding). ``makes_grey`` tells the planner that the output
+    is single-channel whatever the input, so decoding can go straight to grey."""
+
+    name: str
+    fn: Callable[..., np.ndarray | None]
+    params: tuple[Param, ...]
+    help: str
+    kind: str = "transform"
+    makes_grey: bool = False
+
+    def bind(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """Checked, complete keyword arguments from user-given ones (strings or typed)."""
+        known = {p.name: p for p in self.params}
+        unknown = sorted(set(raw) - set(known))
+        if unknown:
+            valid = ", ".join(known) or "none"
+            raise BadParameter(f"{self.name}: unknown parameter {unknown[0]!r}; valid parameters: {valid}")
+        out = {}
+        for p in self.params:
+            if p.name in raw:
+                out[p.name] = p.coerce(self.name, raw[p.name])
+            elif p.default is REQUIRED:
+                raise BadParameter(f"{self.name}: parameter {p.name!r} is required ({p.help})")
+            else:
+                out[p.name] = p.default
+        return out
+
+    def __call__(self, image: np.ndarray, ctx: Context, params: dict[str, Any]) -> np.ndarray:
+        started = time.perf_counter()
+        result = self.fn(image, ctx, **params)
+        timings = ctx.meta.setdefault("op_ms", [])
+        timings.append([self.name, round((time.perf_counter() - started) * 1000, 3)])
+        return image if result is None else result
+
+    def describe(self) -> dict:
+        return {"name": self.name, "help": self.help, "kind": self.kind,
+                "params": [p.describe() for p in self.params]}
+
+
+REGISTRY: dict[str, Operation] = {}
+
+
+def register(name: str, *, help: str, params: list[Param] | tuple[Param, ...] = (),
+             kind: str = "transform", makes_grey: bool = False) -> Callable:
+    """Decorator: add the function to the registry under ``name``."""
+
+    def deco(fn: Callable) -> Callable:
+        if name in REGISTRY:
+            raise ValueError(f"operation {name!r} is registered twice")
+        REGISTRY[name] = Operation(name=name, fn=fn, params=tuple(params), help=help,
+                                   kind=kind, makes_grey=makes_grey)
+        return fn
+
+    return deco

@@ -1,0 +1,20 @@
+"""Output formats: the last word on how the result is encoded."""
+from .base import Param, register
+
+_QUALITY = Param("quality", int, 90, min=1, max=100, help="encoder quality (1-100)")
+
+
+@register("jpeg", kind="format", help="encode the result as JPEG", params=[_QUALITY])
+def jpeg(image, ctx, *, quality):
+    ctx.output_format, ctx.quality = "jpeg", quality
+
+
+@register("png", kind="format", help="encode the result as PNG (lossless)", params=[
+    Param("compression", int, 3, min=0, max=9, help="zlib compression level (0-9)")])
+def png(image, ctx, *, compression):
+    ctx.output_format, ctx.quality = "png", compression
+
+
+@register("webp", kind="format", help="encode the result as WebP", params=[_QUALITY])
+def webp(image, ctx, *, quality):
+    ctx.output_format, ctx.quality = "webp", quality

@@ -1,0 +1,211 @@
+"""The wire format, and nothing else. See docs/protocol.md for the prose version.
+
+A message is a list of ZeroMQ frames: one msgpack header frame, then raw payload
+frames (image bytes). Header keys are short but readable; ``v`` is the protocol
+version and ``t`` the message type. Payloads are never inside the header, so an image
+crosses the broker as the same zmq.Frame it arrived in (send with ``copy=False``:
+pyzmq copies frames under ``zmq.COPY_THRESHOLD`` (64 KiB) anyway, and passes larger
+ones by reference).
+
+Every received message goes through ``decode``, which checks frame count, header size,
+version, type and field types before anything else looks at it, and raises
+``ProtocolError`` (carrying the bad data) instead of asserting.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Sequence
+
+import msgpack
+import zmq
+
+from .errors import ProtocolError, VersionError
+
+PROTOCOL_VERSION = 1
+MAX_HEADER_BYTES = 64 * 1024
+MAX_TASK_ID_CHARS = 128
+
+# Message types (header key "t").
+READY = 1  # worker -> broker: I can take `capacity` more tasks
+REQUEST = 2  # client -> broker -> worker: process payload[0] with `pipeline`
+REPLY = 3  # worker -> broker -> client: payload[0] is the result
+ERROR = 4  # anyone -> requester: the task (or message) failed, with a stable code
+HEARTBEAT = 5  # both ways, broker <-> worker and broker <-> client
+DISCONNECT = 6  # either side: I am going away (or: who are you? register again)
+CANCEL = 7  # client -> broker -> worker: drop this task if you still can
+INFO = 8  # client -> broker (request, empty data) and broker -> client (answer)
+
+TYPE_NAMES = {
+    READY: "READY", REQUEST: "REQUEST", REPLY: "REPLY", ERROR: "ERROR",
+    HEARTBEAT: "HEARTBEAT", DISCONNECT: "DISCONNECT", CANCEL: "CANCEL", INFO: "INFO",
+}
+
+
+@dataclass(frozen=True)
+class Message:
+    """Base of all messages: ``TYPE`` is the wire type, ``PAYLOADS`` how many raw frames follow."""
+
+    TYPE: ClassVar[int] = 0
+    PAYLOADS: ClassVar[int] = 0
+    # field name -> (header key, accepted types, required)
+    FIELDS: ClassVar[dict[str, tuple[str, tuple[type, ...], bool]]] = {}
+
+    def header(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"v": PROTOCOL_VERSION, "t": self.TYPE}
+        for name, (key, _types, required) in self.FIELDS.items():
+            value = getattr(self, name)
+            if value is not None or required:
+                out[key] = value
+        return out
+
+
+@dataclass(frozen=True)
+class Ready(Message):
+    TYPE: ClassVar[int] = READY
+    FIELDS: ClassVar = {"capacity": ("cap", (int,), True), "ops": ("ops", (dict,), False),
+                        "host": ("host", (str,), False), "pid": ("pid", (int,), False)}
+    capacity: int
+    ops: dict | None = None
+    host: str | None = None
+    pid: int | None = None
+
+
+@dataclass(frozen=True)
+class Request(Message):
+    TYPE: ClassVar[int] = REQUEST
+    PAYLOADS: ClassVar[int] = 1
+    FIELDS: ClassVar = {"task_id": ("id", (str,), True), "pipeline": ("pipeline", (str, list), True),
+                        "options": ("opts", (dict,), False)}
+    task_id: str
+    pipeline: str | list
+    options: dict | None = None
+
+
+@dataclass(frozen=True)
+class Reply(Message):
+    TYPE: ClassVar[int] = REPLY
+    PAYLOADS: ClassVar[int] = 1
+    FIELDS: ClassVar = {"task_id": ("id", (str,), True), "meta": ("meta", (dict,), True)}
+    task_id: str
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Error(Message):
+    TYPE: ClassVar[int] = ERROR
+    FIELDS: ClassVar = {"task_id": ("id", (str,), False), "code": ("code", (str,), True),
+                        "message": ("msg", (str,), True), "meta": ("meta", (dict,), False)}
+    task_id: str | None
+    code: str
+    message: str
+    meta: dict | None = None
+
+
+@dataclass(frozen=True)
+class Heartbeat(Message):
+    TYPE: ClassVar[int] = HEARTBEAT
+    FIELDS: ClassVar = {"sender": ("sid", (str,), False)}
+    sender: str | None = None  # the sender's instance id (a broker restart changes it)
+
+
+@dataclass(frozen=True)
+class Disconnect(Message):
+    TYPE: ClassVar[int] = DISCONNECT
+    FIELDS: ClassVar = {"reason": ("reason", (str,), False)}
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Cancel(Message):
+    TYPE: ClassVar[int] = CANCEL
+    FIELDS: ClassVar = {"task_id": ("id", (str,), True)}
+    task_id: str
+
+
+@dataclass(frozen=True)
+class Info(Message):
+    TYPE: ClassVar[int] = INFO
+    FIELDS: ClassVar = {"data": ("data", (dict,), False)}
+    data: dict | None = None
+
+
+MESSAGE_CLASSES: dict[int, type[Message]] = {
+    cls.TYPE: cls for cls in (Ready, Request, Reply, Error, Heartbeat, Disconnect, Cancel, Info)
+}
+
+
+def encode(msg: Message, *payloads: Any) -> list:
+    """Frames for ``msg``: the packed header, then its payloads as given (bytes or zmq.Frame)."""
+    if len(payloads) != msg.PAYLOADS:
+        raise ValueError(f"{TYPE_NAMES[msg.TYPE]} takes {msg.PAYLOADS} payload frame(s), got {len(payloads)}")
+    return [msgpack.packb(msg.header(), use_bin_type=True), *payloads]
+
+
+def _as_bytes(frame: Any) -> bytes:
+    if isinstance(frame, zmq.Frame):
+        return frame.bytes
+    return bytes(frame)
+
+
+def decode(frames: Sequence[Any]) -> tuple[Message, list]:
+    """Check and unpack a received message (identity frames already removed).
+
+    Returns the message and its payload frames, untouched (zmq.Frame stays zmq.Frame).
+    Raises ProtocolError (or VersionError) describing what is wrong.
+    """
+    if not frames:
+        raise ProtocolError("empty message: expected a header frame", data=[])
+    raw = _as_bytes(frames[0])
+    if len(raw) > MAX_HEADER_BYTES:
+        raise ProtocolError(f"header frame is {len(raw)} bytes; the limit is {MAX_HEADER_BYTES}", data=raw[:64])
+    try:
+        head = msgpack.unpackb(raw, raw=False, strict_map_key=True, max_buffer_size=MAX_HEADER_BYTES)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise ProtocolError(f"header frame is not valid msgpack ({type(exc).__name__})", data=raw[:64]) from exc
+    if not isinstance(head, dict):
+        raise ProtocolError("header must be a msgpack map", data=raw[:64])
+    version = head.get("v")
+    if version != PROTOCOL_VERSION:
+        raise VersionError(f"protocol version {version!r} is not supported; this engine speaks "
+                           f"version {PROTOCOL_VERSION}", data=raw[:64])
+    cls = MESSAGE_CLASSES.get(head.get("t"))  # type: ignore[arg-type]
+    if cls is None:
+        raise ProtocolError(f"unknown message type {head.get('t')!r}; known: {sorted(MESSAGE_CLASSES)}",
+                            data=raw[:64])
+    name = TYPE_NAMES[cls.TYPE]
+    if len(frames) - 1 != cls.PAYLOADS:
+        raise ProtocolError(f"{name} must carry {cls.PAYLOADS} payload frame(s), got {len(frames) - 1}",
+                            data=raw[:64])
+    kwargs = {}
+    for name_, (key, types, required) in cls.FIELDS.items():
+        value = head.get(key)
+        if value is None:
+            if required:
+                raise ProtocolError(f"{name} header lacks the required field {key!r}", data=head)
+            kwargs[name_] = None
+            continue
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            want = " or ".join(t.__name__ for t in types)
+            raise ProtocolError(f"{name} field {key!r} must be {want}, got {type(value).__name__}", data=head)
+        kwargs[name_] = value
+    task_id = kwargs.get("task_id")
+    if isinstance(task_id, str) and not 0 < len(task_id) <= MAX_TASK_ID_CHARS:
+        raise ProtocolError(f"task id must have 1 to {MAX_TASK_ID_CHARS} characters", data=head)
+    if cls is Ready and kwargs["capacity"] < 0:
+        raise ProtocolError("READY capacity must not be negative", data=head)
+    return cls(**kwargs), list(frames[1:])
+
+
+def error_frames(task_id: str | None, code: str, message: str, meta: dict | None = None) -> list:
+    """Frames of an ERROR reply (the common case, shared by broker and worker)."""
+    return encode(Error(task_id=task_id, code=code, message=message, meta=meta))
+
+
+def peek_task_id(frames: Sequence[Any]) -> str | None:
+    """Best-effort task id from a message that failed ``decode``, so its ERROR can name it."""
+    try:
+        head = msgpack.unpackb(_as_bytes(frames[0])[:MAX_HEADER_BYTES], raw=False)
+        tid = head.get("id") if isinstance(head, dict) else None
+        return tid if isinstance(tid, str) and len(tid) <= MAX_TASK_ID_CHARS else None
+    except Exception:
+        return None

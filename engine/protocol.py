@@ -111,8 +111,9 @@ class Heartbeat(Message):
 @dataclass(frozen=True)
 class Disconnect(Message):
     TYPE: ClassVar[int] = DISCONNECT
-    FIELDS: ClassVar = {"reason": ("reason", (str,), False)}
+    FIELDS: ClassVar = {"reason": ("reason", (str,), False), "drain": ("drain", (bool,), False)}
     reason: str | None = None
+    drain: bool | None = None  # worker: "no new tasks; I finish those I hold, then disconnect"
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,7 @@ def decode(frames: Sequence[Any]) -> tuple[Message, list]:
     if len(raw) > MAX_HEADER_BYTES:
         raise ProtocolError(f"header frame is {len(raw)} bytes; the limit is {MAX_HEADER_BYTES}", data=raw[:64])
     try:
-        head = msgpack.unpackb(raw, raw=False, strict_map_key=True, max_buffer_size=MAX_HEADER_BYTES)
+        head = msgpack.unpackb(raw, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types
         raise ProtocolError(f"header frame is not valid msgpack ({type(exc).__name__})", data=raw[:64]) from exc
     if not isinstance(head, dict):

@@ -1,0 +1,82 @@
+"""python -m engine.broker: run a broker (and, with --local-workers, its own workers)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+
+from ..settings import flag, setup_logging
+from . import config as C
+from .core import Broker
+from .local import LocalWorkers, connect_endpoint
+
+log = logging.getLogger("engine.broker")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m engine.broker",
+        description="Route image tasks from clients to workers over ZeroMQ. Clients connect a DEALER to "
+                    "--front, workers to --back; each task goes to the least recently used worker with a "
+                    "free slot. With --local-workers N this one command is a complete system.",
+        epilog="Every flag can also be set by the environment variable named in its help.")
+    flag(p, "--front", env="ENGINE_BROKER_FRONT", default=C.FRONT, help="endpoint clients connect to")
+    flag(p, "--back", env="ENGINE_BROKER_BACK", default=C.BACK, help="endpoint workers connect to")
+    flag(p, "--local-workers", env="ENGINE_LOCAL_WORKERS", default=0, type=int,
+         help="start a local worker with this many processes beside the broker (0: none)")
+    flag(p, "--max-queue", env="ENGINE_MAX_QUEUE", default=C.MAX_QUEUE, type=int,
+         help="tasks that may wait for a free worker; when full, clients get a 'busy' error")
+    flag(p, "--max-retries", env="ENGINE_MAX_RETRIES", default=C.MAX_RETRIES, type=int,
+         help="times a task may crash or lose its worker before it is failed to the client")
+    flag(p, "--heartbeat-interval-s", env="ENGINE_HEARTBEAT_INTERVAL_S", default=C.HEARTBEAT_INTERVAL_S,
+         type=float, help="seconds between heartbeats; a peer silent for 3 intervals is dead")
+    flag(p, "--max-message-mb", env="ENGINE_MAX_MESSAGE_MB", default=C.MAX_MESSAGE_BYTES // 2**20, type=int,
+         help="largest message frame accepted, in MiB; a peer that sends more is disconnected")
+    flag(p, "--drain-timeout-s", env="ENGINE_DRAIN_TIMEOUT_S", default=C.DRAIN_TIMEOUT_S, type=float,
+         help="on SIGTERM, seconds to wait for tasks in flight before exiting")
+    flag(p, "--compat", env="ENGINE_COMPAT", default=False,
+         help="also serve the older JSON/base64 format on the three compat sockets below")
+    flag(p, "--compat-pull", env="ENGINE_COMPAT_PULL", default=C.COMPAT_PULL,
+         help="compat: PULL socket where JSON clients PUSH requests")
+    flag(p, "--compat-push", env="ENGINE_COMPAT_PUSH", default=C.COMPAT_PUSH,
+         help="compat: PUSH socket JSON clients PULL results from (one client only: PUSH cannot address)")
+    flag(p, "--compat-router", env="ENGINE_COMPAT_ROUTER", default=C.COMPAT_ROUTER,
+         help="compat: ROUTER socket where a REQ or DEALER client gets its own JSON replies (recommended)")
+    flag(p, "--log-level", env="ENGINE_LOG_LEVEL", default="info", help="debug, info, warning or error")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.log_level)
+    config = C.BrokerConfig(
+        front=args.front, back=args.back, heartbeat_interval_s=args.heartbeat_interval_s,
+        max_queue=args.max_queue, max_retries=args.max_retries,
+        max_message_bytes=args.max_message_mb * 2**20, drain_timeout_s=args.drain_timeout_s,
+        compat=args.compat, compat_pull=args.compat_pull, compat_push=args.compat_push,
+        compat_router=args.compat_router)
+    try:
+        broker = Broker(config)
+    except OSError as exc:
+        log.error("%s", exc)
+        return 2
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: broker.stop())
+    workers = None
+    if args.local_workers > 0:
+        workers = LocalWorkers(connect_endpoint(broker.endpoints["back"]), args.local_workers,
+                               extra_args=["--heartbeat-interval-s", str(args.heartbeat_interval_s)])
+        workers.start()
+    log.info("ready: send images to %s%s", connect_endpoint(broker.endpoints["front"]),
+             " (python -m engine.client --help)" if workers else "")
+    try:
+        broker.run()
+    finally:
+        if workers:
+            workers.stop()
+        broker.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

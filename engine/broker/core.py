@@ -1,0 +1,341 @@
+"""The broker: a ROUTER for clients, a ROUTER for workers, all owned by one thread.
+
+Tasks are admitted into a bounded queue and handed to the least recently used worker
+with a free slot (see ``state.Dispatcher``). Replies go back to the origin that sent
+the request. Heartbeats both ways; a silent worker's tasks are queued again.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Hashable
+
+import zmq
+
+from .. import protocol as P
+from ..errors import ProtocolError, TaskFailed
+from .compat import CompatFront
+from .config import BrokerConfig
+from .state import Dispatcher, Task
+
+log = logging.getLogger("engine.broker")
+
+DRAIN_BATCH = 512  # messages read from one socket before looking at the others
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a task came from, so its reply goes there and nowhere else."""
+
+    kind: str  # "front", "compat_push" or "compat_router"
+    route: tuple = ()  # frames that address the peer (routing id, REQ envelope)
+    extra: Any = field(default=None, compare=False)  # compat: the request's own task id and task
+
+    @property
+    def key(self) -> Hashable:
+        return (self.kind, self.route)
+
+    def dedup_key(self, task_id: str) -> Hashable | None:
+        return (self.kind, self.route, task_id) if self.kind == "front" else None
+
+
+class Broker:
+    def __init__(self, config: BrokerConfig, *, context: zmq.Context | None = None) -> None:
+        self.config = config
+        self.instance_id = uuid.uuid4().hex[:12]
+        self.ctx = context or zmq.Context.instance()
+        self.dispatcher = Dispatcher(max_queue=config.max_queue,
+                                     liveness_s=config.heartbeat_interval_s * config.heartbeat_liveness)
+        self.stats = {"received": 0, "completed": 0, "failed": 0, "requeued": 0, "busy": 0,
+                      "bad_messages": 0, "cancelled": 0, "late_replies": 0}
+        self._clients: dict[bytes, float] = {}  # front routing id -> expiry (monotonic s)
+        self._wake_r, self._wake_w = os.pipe()
+        self._stopping = False
+        self._started_s = time.monotonic()
+        self.front = self._router(config.front, "front")
+        self.back = self._router(config.back, "back")
+        self.compat = CompatFront(self.ctx, config, self) if config.compat else None
+        self.endpoints = {"front": self._last(self.front), "back": self._last(self.back)}
+
+    # ---- sockets -----------------------------------------------------------------
+    def _router(self, endpoint: str, name: str) -> zmq.Socket:
+        sock = self.ctx.socket(zmq.ROUTER)
+        sock.linger = 0
+        sock.router_handover = 1
+        sock.sndhwm = 0  # replies are bounded by admitted tasks, never dropped for a slow peer
+        sock.maxmsgsize = self.config.max_message_bytes
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            sock.close()
+            raise OSError(f"broker {name} socket cannot bind {endpoint}: {exc}") from exc
+        return sock
+
+    @staticmethod
+    def _last(sock: zmq.Socket) -> str:
+        return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    def stop(self) -> None:
+        """Ask the loop to stop (thread- and signal-safe)."""
+        self._stopping = True
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        for sock in (self.front, self.back):
+            sock.close(linger=0)
+        if self.compat:
+            self.compat.close()
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    # ---- the loop ----------------------------------------------------------------
+    def run(self) -> None:
+        """Route until ``stop``; then drain in-flight work for up to ``drain_timeout_s``."""
+        poller = zmq.Poller()
+        poller.register(self.front, zmq.POLLIN)
+        poller.register(self.back, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        if self.compat:
+            self.compat.register(poller)
+        interval_s = self.config.heartbeat_interval_s
+        next_beat_s = time.monotonic()
+        drain_until_s = None
+        log.info("broker %s: clients on %s, workers on %s", self.instance_id,
+                 self.endpoints["front"], self.endpoints["back"])
+        while True:
+            if self._stopping and drain_until_s is None:
+                drain_until_s = time.monotonic() + self.config.drain_timeout_s
+                log.info("broker stopping: draining %d task(s) for up to %.1f s",
+                         len(self.dispatcher.tasks), self.config.drain_timeout_s)
+            if drain_until_s is not None and (not self.dispatcher.tasks or time.monotonic() >= drain_until_s):
+                break
+            timeout_ms = max(0, int((next_beat_s - time.monotonic()) * 1000))
+            if drain_until_s is not None:
+                timeout_ms = min(timeout_ms, 100)
+            events = dict(poller.poll(timeout_ms))
+            if self._wake_r in events:
+                os.read(self._wake_r, 64)
+            if self.front in events:
+                self._drain(self.front, self._on_front)
+            if self.back in events:
+                self._drain(self.back, self._on_back)
+            if self.compat:
+                self.compat.handle(events)
+            self._dispatch()
+            now_s = time.monotonic()
+            if now_s >= next_beat_s:
+                self._beat(now_s)
+                next_beat_s = now_s + interval_s
+        left = len(self.dispatcher.tasks)
+        if left:
+            log.warning("broker stopped with %d task(s) unfinished; clients will resend them", left)
+
+    def _drain(self, sock: zmq.Socket, handler) -> None:
+        for _ in range(DRAIN_BATCH):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            handler(frames)
+
+    # ---- clients -----------------------------------------------------------------
+    def _on_front(self, frames: list) -> None:
+        route, body = frames[0].bytes, frames[1:]
+        origin = Origin("front", (route,))
+        try:
+            msg, payloads = P.decode(body)
+        except ProtocolError as exc:
+            self.stats["bad_messages"] += 1
+            log.debug("bad message from client %s: %s", route.hex(), exc)
+            self._send_front(route, P.error_frames(P.peek_task_id(body) if body else None, exc.code, str(exc)))
+            return
+        self._clients[route] = time.monotonic() + self.dispatcher.liveness_s
+        if isinstance(msg, P.Request):
+            self.submit(origin, msg, payloads[0])
+        elif isinstance(msg, P.Heartbeat):
+            self._send_front(route, P.encode(P.Heartbeat(sender=self.instance_id)))
+        elif isinstance(msg, P.Cancel):
+            self._cancel(origin, msg.task_id)
+        elif isinstance(msg, P.Info):
+            self._send_front(route, P.encode(P.Info(data=self.info())))
+        elif isinstance(msg, P.Disconnect):
+            self._forget_client(route)
+        else:
+            self._send_front(route, P.error_frames(getattr(msg, "task_id", None), "bad_message",
+                                                   f"clients may not send {P.TYPE_NAMES[msg.TYPE]}"))
+
+    def submit(self, origin: Origin, request: P.Request, payload: Any) -> None:
+        """Admit a task from any front end, or answer busy (the one entry point for tasks)."""
+        self.stats["received"] += 1
+        if self.dispatcher.holds(origin, request.task_id):
+            return  # a resend of a task we already hold
+        if self._stopping or self.dispatcher.queue_full():
+            self.stats["busy"] += 1
+            why = "the broker is shutting down" if self._stopping else \
+                f"the broker's queue is full ({self.config.max_queue} tasks waiting)"
+            self.reply_error(origin, request.task_id, "busy", f"{why}; retry later or add workers")
+            return
+        task = Task(jid=self.dispatcher.new_jid(), origin=origin, task_id=request.task_id,
+                    request=request, payload=payload, received_s=time.monotonic())
+        self.dispatcher.admit(task)
+
+    def _cancel(self, origin: Origin, task_id: str) -> None:
+        task = self.dispatcher.cancel(origin, task_id)
+        if task is None:
+            return  # unknown or already done: the client ignores a late answer anyway
+        self.stats["cancelled"] += 1
+        if task.worker is not None:
+            self._send_back(task.worker, P.encode(P.Cancel(task_id=self._worker_task_id(task.jid))))
+        self.reply_error(origin, task_id, "cancelled", "the task was cancelled by its client")
+
+    def _forget_client(self, route: bytes) -> None:
+        self._clients.pop(route, None)
+        dropped = self.dispatcher.drop_origin(("front", (route,)))
+        if dropped:
+            log.info("client %s went away: dropped %d queued task(s)", route.hex(), len(dropped))
+
+    # ---- workers -----------------------------------------------------------------
+    def _on_back(self, frames: list) -> None:
+        wid = frames[0].bytes
+        try:
+            msg, payloads = P.decode(frames[1:])
+        except ProtocolError as exc:
+            self.stats["bad_messages"] += 1
+            log.warning("dropped a bad message from worker %s: %s", wid.hex(), exc)
+            return
+        now_s = time.monotonic()
+        d = self.dispatcher
+        if isinstance(msg, P.Ready):
+            if d.ready(wid, msg.capacity, now_s, host=msg.host or "", pid=msg.pid or 0, ops=msg.ops):
+                log.info("worker %s joined from %s pid %s with %d slot(s)", wid.hex(), msg.host, msg.pid,
+                         msg.capacity)
+            return
+        known = d.seen(wid, now_s)
+        if isinstance(msg, (P.Reply, P.Error)):
+            self._on_result(wid, msg, payloads, known)
+        elif isinstance(msg, P.Disconnect):
+            if msg.drain and known:
+                d.drain(wid)
+                log.info("worker %s is draining (%s)", wid.hex(), msg.reason or "no reason given")
+            else:
+                self._remove_worker(wid, f"disconnected ({msg.reason or 'no reason given'})")
+            return
+        elif not isinstance(msg, P.Heartbeat):
+            log.warning("worker %s sent %s, which workers may not send", wid.hex(), P.TYPE_NAMES[msg.TYPE])
+        if not known:
+            self._send_back(wid, P.encode(P.Disconnect(reason="unknown worker: send READY")))
+
+    def _worker_task_id(self, jid: int) -> str:
+        return f"{jid}@{self.instance_id}"
+
+    def _on_result(self, wid: bytes, msg: P.Reply | P.Error, payloads: list, known: bool) -> None:
+        jid_text, _, instance = (msg.task_id or "").partition("@")
+        if instance != self.instance_id or not jid_text.isdigit():
+            log.debug("worker %s answered task %r of another broker instance: dropped", wid.hex(), msg.task_id)
+            return
+        jid = int(jid_text)
+        d = self.dispatcher
+        released = d.release(wid, jid)
+        task = d.tasks.get(jid)
+        if task is None:
+            return  # finished already (a duplicate after requeue, or cancelled)
+        if released is None:
+            self.stats["late_replies"] += 1  # from a worker declared dead, or before a restart
+        if isinstance(msg, P.Error) and msg.code == "worker_crashed":
+            if released is None:
+                return  # the broker already requeued it when it dropped that worker
+            task.attempts += 1
+            if task.attempts > self.config.max_retries:
+                self._fail(task, msg.message)
+            else:
+                self.stats["requeued"] += 1
+                log.info("task %s requeued after worker %s failed on it (attempt %d): %s", jid,
+                         wid.hex(), task.attempts, msg.message)
+                d.requeue(task)
+            return
+        d.finish(jid)
+        if task.worker is not None:  # another worker runs it after a requeue; its answer is dropped
+            self._send_back(task.worker, P.encode(P.Cancel(task_id=self._worker_task_id(jid))))
+        if isinstance(msg, P.Reply):
+            self.stats["completed"] += 1
+            meta = dict(msg.meta)
+            meta["broker_ms"] = round((time.monotonic() - task.received_s) * 1000, 3)
+            self.reply(task, meta, payloads[0])
+        else:
+            self.stats["failed"] += 1
+            self.reply_error(task.origin, task.task_id, msg.code, msg.message, msg.meta)
+
+    def _fail(self, task: Task, last_error: str) -> None:
+        self.dispatcher.finish(task.jid)
+        self.stats["failed"] += 1
+        text = (f"the task failed {task.attempts} time(s) on workers and was given up "
+                f"(max_retries={self.config.max_retries}); last error: {last_error}")
+        log.warning("task %s (%s): %s", task.jid, task.task_id, text)
+        self.reply_error(task.origin, task.task_id, TaskFailed.code, text)
+
+    def _remove_worker(self, wid: bytes, why: str) -> None:
+        orphans = self.dispatcher.remove_worker(wid)
+        log.info("worker %s %s; %d task(s) requeued", wid.hex(), why, len(orphans))
+        for task in orphans:
+            if task.attempts > self.config.max_retries:
+                self.dispatcher.queue.remove(task)
+                self._fail(task, f"worker {why}")
+            else:
+                self.stats["requeued"] += 1
+
+    def _dispatch(self) -> None:
+        for task, worker in self.dispatcher.assignments():
+            req = task.request
+            frames = P.encode(P.Request(task_id=self._worker_task_id(task.jid), pipeline=req.pipeline, options=req.options),
+                              task.payload)
+            self._send_back(worker.wid, frames)
+
+    def _beat(self, now_s: float) -> None:
+        beat = P.encode(P.Heartbeat(sender=self.instance_id))
+        for wid in self.dispatcher.expired(now_s):
+            self._send_back(wid, P.encode(P.Disconnect(reason="no heartbeat: declared dead")))
+            self._remove_worker(wid, "missed heartbeats: declared dead")
+        for wid in list(self.dispatcher.workers):
+            self._send_back(wid, beat)
+        for route, expiry_s in list(self._clients.items()):
+            if expiry_s <= now_s:
+                self._forget_client(route)
+
+    # ---- replies -----------------------------------------------------------------
+    def reply(self, task: Task, meta: dict, payload: Any) -> None:
+        origin = task.origin
+        if origin.kind == "front":
+            self._send_front(origin.route[0], P.encode(P.Reply(task_id=task.task_id, meta=meta), payload))
+        else:
+            self.compat.reply(origin, payload)
+
+    def reply_error(self, origin: Origin, task_id: str | None, code: str, message: str,
+                    meta: dict | None = None) -> None:
+        if origin.kind == "front":
+            self._send_front(origin.route[0], P.error_frames(task_id, code, message, meta))
+        else:
+            self.compat.reply_error(origin, code, message)
+
+    def _send_front(self, route: bytes, frames: list) -> None:
+        self.front.send_multipart([route, *frames], copy=False)
+
+    def _send_back(self, wid: bytes, frames: list) -> None:
+        self.back.send_multipart([wid, *frames], copy=False)
+
+    def info(self) -> dict:
+        now_s = time.monotonic()
+        d = self.dispatcher
+        return {"broker": self.instance_id, "uptime_s": round(now_s - self._started_s, 3),
+                "queue_depth": len(d.queue), "in_flight": len(d.tasks) - len(d.queue),
+                "max_queue": self.config.max_queue, "clients": len(self._clients),
+                "workers": [w.describe(now_s) for w in d.workers.values()],
+                "ops": d.offered_ops(), **self.stats}

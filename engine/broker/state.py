@@ -1,0 +1,195 @@
+"""The broker's bookkeeping, with no sockets: tasks, the queue, workers and their slots.
+
+LRU readiness: ``_ready`` is an ordered map of the workers that have a free slot, least
+recently used first. A task goes to the first of them; that worker then moves to the
+end (or leaves the map when it has no slot left). A finished task gives its slot back
+and moves its worker to the end, so work spreads over all workers.
+"""
+from __future__ import annotations
+
+import itertools
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any, Hashable, Iterator
+
+from ..protocol import Request
+
+
+@dataclass(eq=False)
+class Task:
+    """One task as the broker holds it, from admission to its reply."""
+
+    jid: int  # the broker's own id for it, what workers see
+    origin: Any  # where the reply goes (see core.Origin)
+    task_id: str  # the client's id
+    request: Request
+    payload: Any  # the image frame, forwarded untouched
+    received_s: float
+    attempts: int = 0  # worker failures while holding it
+    worker: bytes | None = None  # who runs it now
+
+    @property
+    def dedup_key(self) -> Hashable | None:
+        return self.origin.dedup_key(self.task_id)
+
+
+@dataclass(eq=False)
+class WorkerState:
+    wid: bytes
+    free: int
+    expiry_s: float
+    host: str = ""
+    pid: int = 0
+    ops: dict | None = None
+    joined_s: float = 0.0
+    last_seen_s: float = 0.0
+    tasks_done: int = 0
+    draining: bool = False  # takes no new task; finishes those it holds
+    tasks: dict[int, Task] = field(default_factory=dict)  # jid -> task, in flight here
+
+    def describe(self, now_s: float) -> dict:
+        return {"id": self.wid.hex(), "host": self.host, "pid": self.pid, "free": self.free,
+                "in_flight": len(self.tasks), "busy": bool(self.tasks), "tasks_done": self.tasks_done,
+                "draining": self.draining,
+                "last_heartbeat_s_ago": round(now_s - self.last_seen_s, 3),
+                "joined_s_ago": round(now_s - self.joined_s, 3)}
+
+
+class Dispatcher:
+    """Queue, workers and slots. All methods are O(1) but ``cancel`` and ``drop_origin``."""
+
+    def __init__(self, *, max_queue: int, liveness_s: float) -> None:
+        self.max_queue = max_queue
+        self.liveness_s = liveness_s
+        self.workers: dict[bytes, WorkerState] = {}
+        self.queue: deque[Task] = deque()
+        self.tasks: dict[int, Task] = {}  # every admitted, unfinished task
+        self._by_key: dict[Hashable, int] = {}
+        self._ready: OrderedDict[bytes, None] = OrderedDict()
+        self._jids = itertools.count(1)
+
+    # ---- tasks -------------------------------------------------------------------
+    def new_jid(self) -> int:
+        return next(self._jids)
+
+    def holds(self, origin: Any, task_id: str) -> bool:
+        key = origin.dedup_key(task_id)
+        return key is not None and key in self._by_key
+
+    def queue_full(self) -> bool:
+        return len(self.queue) >= self.max_queue
+
+    def admit(self, task: Task) -> None:
+        self.tasks[task.jid] = task
+        if task.dedup_key is not None:
+            self._by_key[task.dedup_key] = task.jid
+        self.queue.append(task)
+
+    def finish(self, jid: int) -> Task | None:
+        """Forget a task (done, failed or cancelled). Its worker slot is not touched."""
+        task = self.tasks.pop(jid, None)
+        if task is not None and task.dedup_key is not None:
+            self._by_key.pop(task.dedup_key, None)
+        return task
+
+    def assignments(self) -> Iterator[tuple[Task, WorkerState]]:
+        """Pair queued tasks with free workers, LRU first, until one side runs out."""
+        while self.queue and self._ready:
+            task = self.queue.popleft()
+            if task.jid not in self.tasks:  # finished while queued (cancel, late reply)
+                continue
+            wid = next(iter(self._ready))
+            worker = self.workers[wid]
+            worker.free -= 1
+            if worker.free <= 0:
+                del self._ready[wid]
+            else:
+                self._ready.move_to_end(wid)
+            worker.tasks[task.jid] = task
+            task.worker = wid
+            yield task, worker
+
+    def release(self, wid: bytes, jid: int) -> Task | None:
+        """A worker is done with ``jid``: give its slot back if the task was assigned to it."""
+        worker = self.workers.get(wid)
+        task = worker.tasks.pop(jid, None) if worker else None
+        if task is not None:
+            task.worker = None
+            worker.tasks_done += 1
+            self._add_slots(worker, 1)
+        return task
+
+    def requeue(self, task: Task) -> None:
+        """Put a task back at the front: it was admitted already, so the queue limit does not apply."""
+        task.worker = None
+        self.queue.appendleft(task)
+
+    def cancel(self, origin: Any, task_id: str) -> Task | None:
+        """Forget a task by its client id; returns it (its ``worker`` says if one is running it)."""
+        jid = self._by_key.get(origin.dedup_key(task_id))
+        return self.finish(jid) if jid is not None else None
+
+    def drop_origin(self, origin_key: Hashable) -> list[Task]:
+        """Forget every queued task of a client that went away (running ones finish unseen)."""
+        dropped = [t for t in self.queue if t.origin.key == origin_key and t.jid in self.tasks]
+        for task in dropped:
+            self.finish(task.jid)
+        return dropped
+
+    # ---- workers -----------------------------------------------------------------
+    def ready(self, wid: bytes, slots: int, now_s: float, *, host: str = "", pid: int = 0,
+              ops: dict | None = None) -> bool:
+        """READY from a worker; returns True if it is new."""
+        worker = self.workers.get(wid)
+        new = worker is None
+        if new:
+            worker = self.workers[wid] = WorkerState(wid=wid, free=0, expiry_s=now_s + self.liveness_s,
+                                                     joined_s=now_s)
+        worker.host, worker.pid = host or worker.host, pid or worker.pid
+        if ops is not None:
+            worker.ops = ops
+        self.seen(wid, now_s)
+        self._add_slots(worker, slots)
+        return new
+
+    def seen(self, wid: bytes, now_s: float) -> bool:
+        worker = self.workers.get(wid)
+        if worker is None:
+            return False
+        worker.expiry_s = now_s + self.liveness_s
+        worker.last_seen_s = now_s
+        return True
+
+    def remove_worker(self, wid: bytes) -> list[Task]:
+        """Forget a worker; its unfinished tasks go back to the front of the queue."""
+        worker = self.workers.pop(wid, None)
+        self._ready.pop(wid, None)
+        if worker is None:
+            return []
+        orphans = [t for t in worker.tasks.values() if t.jid in self.tasks]
+        for task in reversed(orphans):
+            task.attempts += 1
+            self.requeue(task)
+        return orphans
+
+    def drain(self, wid: bytes) -> None:
+        worker = self.workers.get(wid)
+        if worker is not None:
+            worker.draining = True
+            self._ready.pop(wid, None)
+
+    def expired(self, now_s: float) -> list[bytes]:
+        return [wid for wid, w in self.workers.items() if w.expiry_s <= now_s]
+
+    def _add_slots(self, worker: WorkerState, slots: int) -> None:
+        if slots <= 0 or worker.draining:
+            return
+        worker.free += slots
+        self._ready[worker.wid] = None
+        self._ready.move_to_end(worker.wid)
+
+    def offered_ops(self) -> dict:
+        ops: dict = {}
+        for worker in self.workers.values():
+            ops.update(worker.ops or {})
+        return ops

@@ -1,0 +1,107 @@
+"""python -m engine.client: process files and folders of images through a broker."""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import sys
+import time
+from pathlib import Path
+
+from ..errors import EngineError
+from ..settings import flag, positive_int
+from .sync import Client
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "webp": ".webp"}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m engine.client",
+        description="Send images (files, or folders of them) through a broker and write the results to "
+                    "OUTDIR, keeping each file's path relative to the folder it was found in. Exits 1 if "
+                    "any image failed.",
+        epilog="Example: python -m engine.client --pipeline grayscale photos/ -o out/. "
+               "Pipelines: 'edge', 'grayscale|png', or see python -m engine.ops. "
+               "Every flag can also be set by the environment variable named in its help.")
+    p.add_argument("inputs", nargs="*", type=Path, help="image files and folders")
+    p.add_argument("-o", "--output", type=Path, help="folder for the results (created if missing)")
+    flag(p, "--connect", env="ENGINE_CLIENT_CONNECT", default="tcp://127.0.0.1:5555", help="the broker's client endpoint")
+    flag(p, "--pipeline", env="ENGINE_PIPELINE", default="grayscale", help="what to do to each image")
+    flag(p, "--window", env="ENGINE_WINDOW", default=16, type=positive_int, help="tasks in flight at once")
+    flag(p, "--timeout-s", env="ENGINE_TIMEOUT_S", default=120.0, type=float, help="per image, from sending to result")
+    flag(p, "--recursive", env="ENGINE_RECURSIVE", default=False, help="descend into sub-folders")
+    p.add_argument("--info", action="store_true", help="print the broker's workers, queue and operations, then exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+def find_images(inputs: list[Path], recursive: bool) -> list[tuple[Path, Path]]:
+    """(file, path to write it under) for every image named or found in a folder."""
+    found = []
+    for item in inputs:
+        if item.is_dir():
+            files = item.rglob("*") if recursive else item.iterdir()
+            found += [(f, f.relative_to(item)) for f in sorted(files)
+                      if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+        elif item.is_file():
+            found.append((item, Path(item.name)))
+        else:
+            raise FileNotFoundError(f"no such file or folder: {item}")
+    return found
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.info:
+        with Client(args.connect, timeout_s=args.timeout_s) as client:
+            print(json.dumps(client.info(), indent=2))
+        return 0
+    if not args.inputs or args.output is None:
+        print("error: give images or folders, and -o OUTDIR (see --help)", file=sys.stderr)
+        return 2
+    try:
+        images = find_images(args.inputs, args.recursive)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not images:
+        print("error: no images found (looked for " + ", ".join(sorted(IMAGE_SUFFIXES)) + ")", file=sys.stderr)
+        return 2
+    from tqdm import tqdm
+
+    failures: list[tuple[Path, str]] = []
+    started_s = time.monotonic()
+    with Client(args.connect, timeout_s=args.timeout_s) as client, \
+            tqdm(total=len(images), unit="img", disable=args.quiet, file=sys.stderr) as bar:
+        inflight: dict[cf.Future, tuple[Path, Path]] = {}
+        todo = iter(images)
+        while True:
+            for src, rel in todo:
+                inflight[client.submit(src.read_bytes(), args.pipeline)] = (src, rel)
+                if len(inflight) >= args.window:
+                    break
+            if not inflight:
+                break
+            done, _ = cf.wait(inflight, return_when=cf.FIRST_COMPLETED)
+            for future in done:
+                src, rel = inflight.pop(future)
+                try:
+                    result = future.result()
+                except EngineError as exc:
+                    failures.append((src, str(exc)))
+                    bar.write(f"failed: {src}: {exc}")
+                else:
+                    out = args.output / rel.with_suffix(EXTENSIONS.get(result.format, rel.suffix))
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    out.write_bytes(result.data)
+                bar.update(1)
+    elapsed_s = time.monotonic() - started_s
+    print(f"{len(images)} image(s), {len(failures)} failed, {elapsed_s:.2f} s, "
+          f"{len(images) / elapsed_s:.1f} images/s -> {args.output}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

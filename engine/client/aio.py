@@ -1,0 +1,163 @@
+"""The asyncio client: the same core as ``Client``, driven by the event loop.
+
+Everything runs in the loop's thread, so the socket has one owner. A reader task
+receives answers; a timer task does heartbeats, busy retries and timeouts.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any, AsyncIterator, Iterable
+
+import zmq
+import zmq.asyncio
+
+from ..errors import BrokerUnavailable, TaskTimeout
+from .core import HEARTBEAT_INTERVAL_S, TIMEOUT_S, ClientCore, Result
+
+
+class AsyncClient:
+    """``async with AsyncClient(address) as c: result = await c.process(data, "grayscale")``."""
+
+    def __init__(self, address: str = "tcp://127.0.0.1:5555", *, timeout_s: float = TIMEOUT_S,
+                 heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S, retry_busy: bool = True,
+                 context: zmq.asyncio.Context | None = None) -> None:
+        self.address = address
+        self._core = ClientCore(address=address, heartbeat_interval_s=heartbeat_interval_s,
+                                timeout_s=timeout_s, retry_busy=retry_busy)
+        self._ctx = context or zmq.asyncio.Context.instance()
+        self._routing_id = f"c-{uuid.uuid4().hex}".encode()
+        self._sock: zmq.asyncio.Socket | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._wake = asyncio.Event()
+        self._closed = False
+
+    async def start(self) -> "AsyncClient":
+        self._open()
+        self._core.outbox.append(self._core.greeting())
+        self._flush()
+        self._tasks = [asyncio.ensure_future(self._read()), asyncio.ensure_future(self._timer())]
+        return self
+
+    async def __aenter__(self) -> "AsyncClient":
+        return await self.start()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    def submit(self, data: bytes, pipeline: str | list, *, options: dict | None = None,
+               timeout_s: float | None = None) -> asyncio.Future:
+        """Send one image; await the future for a ``Result`` (or the task's error)."""
+        if self._closed or self._sock is None:
+            raise BrokerUnavailable("the client is not started, or closed")
+        future = asyncio.get_running_loop().create_future()
+        task_id = self._core.new_task_id()
+        self._core.submit(task_id, data, pipeline, future, options=options, timeout_s=timeout_s)
+        future.add_done_callback(lambda f: f.cancelled() and self._cancel(task_id))
+        if timeout_s is not None and timeout_s < self._core.interval_s:
+            self._wake.set()  # the timer may sleep past this deadline
+        self._flush()
+        return future
+
+    async def process(self, data: bytes, pipeline: str | list, **kwargs: Any) -> Result:
+        return await self.submit(data, pipeline, **kwargs)
+
+    async def map(self, items: Iterable[bytes], pipeline: str | list, *, window: int = 16,
+                  **kwargs: Any) -> AsyncIterator[Result]:
+        """Results in input order with at most ``window`` in flight (errors are raised)."""
+        inflight: list[asyncio.Future] = []
+        try:
+            for data in items:
+                inflight.append(self.submit(data, pipeline, **kwargs))
+                if len(inflight) >= window:
+                    yield await inflight.pop(0)
+            while inflight:
+                yield await inflight.pop(0)
+        finally:
+            for future in inflight:
+                future.cancel()
+
+    async def info(self, timeout_s: float = 5.0) -> dict:
+        future = asyncio.get_running_loop().create_future()
+        self._core.request_info(future)
+        self._flush()
+        try:
+            return await asyncio.wait_for(future, timeout_s)
+        except asyncio.TimeoutError:
+            raise TaskTimeout(f"the broker at {self.address} did not answer INFO within {timeout_s} s") from None
+
+    @property
+    def stats(self) -> dict:
+        return dict(self._core.stats)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._complete(self._core.fail_all(lambda: BrokerUnavailable("the client was closed")))
+        if self._sock is not None:
+            self._sock.send_multipart(self._core.goodbye())
+            self._sock.close(linger=100)
+            self._sock = None
+
+    # ---- internals -------------------------------------------------------------------
+    def _open(self) -> None:
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.sndhwm = 0
+        sock.routing_id = self._routing_id
+        sock.connect(self.address)
+        self._sock = sock
+
+    def _cancel(self, task_id: str) -> None:
+        self._core.cancel(task_id)
+        self._flush()
+
+    def _flush(self) -> None:
+        outbox = self._core.outbox
+        while outbox and self._sock is not None:
+            self._sock.send_multipart(outbox.popleft(), copy=False)  # never blocks: sndhwm is 0
+
+    async def _read(self) -> None:
+        while True:
+            sock = self._sock
+            try:
+                frames = await sock.recv_multipart(copy=False)
+            except zmq.ZMQError:
+                if sock is self._sock:
+                    raise
+                continue  # the timer replaced the socket under us
+            self._complete(self._core.on_message(frames))
+            self._flush()
+
+    async def _timer(self) -> None:
+        core = self._core
+        while True:
+            delay_s = max(0.0, core.next_wakeup_s() - time.monotonic())
+            try:
+                await asyncio.wait_for(self._wake.wait(), delay_s + 0.001)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            self._complete(core.on_tick())
+            if core.take_reconnect():
+                old, self._tasks[0] = self._tasks[0], None  # type: ignore[call-overload]
+                old.cancel()
+                self._sock.close(linger=0)
+                self._open()
+                self._tasks[0] = asyncio.ensure_future(self._read())
+            self._flush()
+
+    @staticmethod
+    def _complete(completions: list) -> None:
+        for future, outcome in completions:
+            if future.done():
+                continue
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)

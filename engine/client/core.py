@@ -1,0 +1,250 @@
+"""The client's logic with no socket and no event loop (both adapters share it).
+
+The core keeps every outstanding task until its answer comes, so it can resend them:
+requests go out only while a broker is known to be there (it answered a heartbeat
+within ``liveness`` intervals); when one answers after a silence, or a different broker
+instance answers, every outstanding task is sent again. The broker ignores a task id it
+already holds, and a second answer for the same task id is dropped here, so each task
+completes exactly once.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from .. import protocol as P
+from ..errors import BrokerUnavailable, ProtocolError, TaskTimeout, error_from_code
+
+HEARTBEAT_INTERVAL_S = 2.0
+HEARTBEAT_LIVENESS = 3
+TIMEOUT_S = 120.0  # per task, from submit to answer
+BUSY_RETRY_S = 0.25  # first wait before resending a task the broker was too busy to take
+BUSY_RETRY_MAX_S = 4.0
+MAX_INPUT_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Result:
+    """A finished task: the output image bytes and what the worker said about it."""
+
+    task_id: str
+    data: bytes
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def format(self) -> str:
+        return self.meta.get("format", "")
+
+    @property
+    def width(self) -> int:
+        return self.meta.get("width", 0)
+
+    @property
+    def height(self) -> int:
+        return self.meta.get("height", 0)
+
+    @property
+    def worker(self) -> str:
+        return self.meta.get("worker", "")
+
+    @property
+    def elapsed_ms(self) -> float:
+        return self.meta.get("elapsed_ms", 0.0)
+
+
+@dataclass(eq=False)
+class Pending:
+    task_id: str
+    frames: list
+    handle: Any  # the adapter's future
+    submitted_s: float
+    deadline_s: float
+    sent: bool = False
+    busy_retries: int = 0
+    retry_at_s: float | None = None
+
+
+Completion = tuple[Any, Any]  # (handle, Result or exception)
+
+
+class ClientCore:
+    def __init__(self, *, address: str, heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
+                 heartbeat_liveness: int = HEARTBEAT_LIVENESS, timeout_s: float = TIMEOUT_S,
+                 retry_busy: bool = True, max_input_bytes: int = MAX_INPUT_BYTES) -> None:
+        self.address = address
+        self.interval_s = heartbeat_interval_s
+        self.liveness_s = heartbeat_interval_s * heartbeat_liveness
+        self.timeout_s = timeout_s
+        self.retry_busy = retry_busy
+        self.max_input_bytes = max_input_bytes
+        self.pending: dict[str, Pending] = {}
+        self.outbox: deque[list] = deque()
+        self.broker_id: str | None = None
+        self.connected = False
+        self.stats = {"submitted": 0, "completed": 0, "failed": 0, "resent": 0, "duplicates": 0}
+        self._heard_s = 0.0
+        self._next_beat_s = 0.0
+        self._retries: list[tuple[float, int, str]] = []  # heap of (at, seq, task id)
+        self._deadlines: list[tuple[float, int, str]] = []  # heap of (deadline, seq, task id)
+        self._seq = itertools.count()
+        self._info_waiters: deque[Any] = deque()
+        self._reconnect = False
+
+    def take_reconnect(self) -> bool:
+        """True once after the broker fell silent: the adapter should open a fresh socket."""
+        flag, self._reconnect = self._reconnect, False
+        return flag
+
+    @staticmethod
+    def new_task_id() -> str:
+        return uuid.uuid4().hex
+
+    # ---- requests --------------------------------------------------------------------
+    def submit(self, task_id: str, data: Any, pipeline: str | list, handle: Any, *,
+               options: dict | None = None, timeout_s: float | None = None) -> None:
+        """Queue a task; its answer comes back as a completion for ``handle``."""
+        if not isinstance(pipeline, (str, list)):
+            raise TypeError(f"pipeline must be text or a list of steps, not {type(pipeline).__name__}")
+        size = len(data)
+        if size > self.max_input_bytes:
+            from ..errors import ImageTooLarge
+
+            raise ImageTooLarge(f"input is {size} bytes; the client's limit is {self.max_input_bytes}")
+        now_s = time.monotonic()
+        frames = P.encode(P.Request(task_id=task_id, pipeline=pipeline, options=options), data)
+        pending = Pending(task_id, frames, handle, now_s, now_s + (timeout_s or self.timeout_s))
+        self.pending[task_id] = pending
+        heapq.heappush(self._deadlines, (pending.deadline_s, next(self._seq), task_id))
+        self.stats["submitted"] += 1
+        if self.connected:
+            self._send(pending)
+
+    def cancel(self, task_id: str) -> None:
+        pending = self.pending.pop(task_id, None)
+        if pending is not None and pending.sent and self.connected:
+            self.outbox.append(P.encode(P.Cancel(task_id=task_id)))
+
+    def request_info(self, handle: Any) -> None:
+        self._info_waiters.append(handle)
+        self.outbox.append(P.encode(P.Info()))
+
+    def greeting(self) -> list:
+        """First frames to send: a heartbeat, so the broker answers and we know it is there."""
+        self._next_beat_s = time.monotonic() + self.interval_s
+        return P.encode(P.Heartbeat())
+
+    def goodbye(self) -> list:
+        return P.encode(P.Disconnect(reason="client closed"))
+
+    def _send(self, pending: Pending) -> None:
+        if pending.sent:
+            self.stats["resent"] += 1
+        pending.sent = True
+        self.outbox.append(pending.frames)
+
+    # ---- answers ---------------------------------------------------------------------
+    def on_message(self, frames: list) -> list[Completion]:
+        try:
+            msg, payloads = P.decode(frames)
+        except ProtocolError:
+            return []  # not from a broker of ours; nothing to complete
+        now_s = time.monotonic()
+        self._heard_s = now_s
+        done: list[Completion] = []
+        if isinstance(msg, P.Heartbeat):
+            if not self.connected or (msg.sender and msg.sender != self.broker_id):
+                self.connected = True
+                self.broker_id = msg.sender
+                for pending in self.pending.values():  # everything: a new broker knows nothing
+                    if pending.retry_at_s is None:
+                        self._send(pending)
+        elif isinstance(msg, P.Reply):
+            pending = self.pending.pop(msg.task_id, None)
+            if pending is None:
+                self.stats["duplicates"] += 1
+            else:
+                meta = dict(msg.meta)
+                meta["elapsed_ms"] = round((now_s - pending.submitted_s) * 1000, 3)
+                data = payloads[0].bytes if isinstance(payloads[0], zmq.Frame) else bytes(payloads[0])
+                self.stats["completed"] += 1
+                done.append((pending.handle, Result(msg.task_id, data, meta)))
+        elif isinstance(msg, P.Error):
+            done.extend(self._on_error(msg, now_s))
+        elif isinstance(msg, P.Info) and self._info_waiters:
+            done.append((self._info_waiters.popleft(), msg.data or {}))
+        return done
+
+    def _on_error(self, msg: P.Error, now_s: float) -> list[Completion]:
+        pending = self.pending.get(msg.task_id) if msg.task_id else None
+        if pending is None:
+            return []
+        if msg.code == "busy" and self.retry_busy:
+            delay_s = min(BUSY_RETRY_S * 2 ** pending.busy_retries, BUSY_RETRY_MAX_S)
+            pending.busy_retries += 1
+            pending.retry_at_s = now_s + delay_s
+            heapq.heappush(self._retries, (pending.retry_at_s, next(self._seq), pending.task_id))
+            return []
+        del self.pending[msg.task_id]
+        self.stats["failed"] += 1
+        return [(pending.handle, error_from_code(msg.code, msg.message, task_id=msg.task_id))]
+
+    # ---- time --------------------------------------------------------------------------
+    def on_tick(self) -> list[Completion]:
+        """Heartbeats, resends after busy, broker loss and task timeouts, as of now."""
+        now_s = time.monotonic()
+        done: list[Completion] = []
+        if now_s >= self._next_beat_s:
+            self.outbox.append(P.encode(P.Heartbeat()))
+            self._next_beat_s = now_s + self.interval_s
+        if self.connected and now_s - self._heard_s > self.liveness_s:
+            self.connected = False  # requests wait until a broker answers again
+            self._reconnect = True
+        while self._retries and self._retries[0][0] <= now_s:
+            _, _, task_id = heapq.heappop(self._retries)
+            pending = self.pending.get(task_id)
+            if pending is not None and pending.retry_at_s is not None:
+                pending.retry_at_s = None
+                if self.connected:
+                    self._send(pending)
+                else:
+                    pending.sent = False
+        while self._deadlines and self._deadlines[0][0] <= now_s:
+            _, _, task_id = heapq.heappop(self._deadlines)
+            pending = self.pending.pop(task_id, None)
+            if pending is not None:
+                self.stats["failed"] += 1
+                done.append((pending.handle, self._timeout_error(pending, now_s)))
+        return done
+
+    def _timeout_error(self, pending: Pending, now_s: float) -> Exception:
+        waited_s = now_s - pending.submitted_s
+        if not self.connected and not self.broker_id:
+            return BrokerUnavailable(f"no broker answered at {self.address} within {waited_s:.1f} s")
+        why = "" if self.connected else f" (the broker at {self.address} has not answered recently)"
+        return TaskTimeout(f"no result for task {pending.task_id} within {waited_s:.1f} s{why}")
+
+    def next_wakeup_s(self) -> float:
+        """When ``on_tick`` next has something to do (monotonic seconds)."""
+        wake = self._next_beat_s
+        if self._retries:
+            wake = min(wake, self._retries[0][0])
+        while self._deadlines and self._deadlines[0][2] not in self.pending:
+            heapq.heappop(self._deadlines)  # answered already
+        if self._deadlines:
+            wake = min(wake, self._deadlines[0][0])
+        return wake
+
+    def fail_all(self, exc_factory) -> list[Completion]:
+        done = [(p.handle, exc_factory()) for p in self.pending.values()]
+        done += [(h, exc_factory()) for h in self._info_waiters]
+        self.pending.clear()
+        self._deadlines.clear()
+        self._info_waiters.clear()
+        return done

@@ -1,0 +1,238 @@
+"""The blocking client: futures, bounded in-flight windows, for batch jobs and threads.
+
+One background thread owns the DEALER socket. Other threads never touch it: they put
+commands on a queue and write a byte to a pipe the IO thread polls (no busy waiting).
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import os
+import queue
+import threading
+import time
+import uuid
+from typing import Any, Iterable, Iterator
+
+import zmq
+
+from ..errors import BrokerUnavailable, TaskTimeout
+from .core import HEARTBEAT_INTERVAL_S, TIMEOUT_S, ClientCore, Result
+
+DEFAULT_WINDOW = 16
+
+
+class Client:
+    """Submit images to a broker. Thread-safe; use as a context manager::
+
+        with Client("tcp://127.0.0.1:5555") as client:
+            result = client.submit(jpeg_bytes, "grayscale").result()
+            for r in client.map(images, "edge", window=32):
+                ...
+    """
+
+    def __init__(self, address: str = "tcp://127.0.0.1:5555", *, timeout_s: float = TIMEOUT_S,
+                 heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S, retry_busy: bool = True,
+                 context: zmq.Context | None = None) -> None:
+        self.address = address
+        self.timeout_s = timeout_s
+        self._core = ClientCore(address=address, heartbeat_interval_s=heartbeat_interval_s,
+                                timeout_s=timeout_s, retry_busy=retry_busy)
+        self._ctx = context or zmq.Context.instance()
+        self._commands: queue.SimpleQueue = queue.SimpleQueue()
+        self._wake_r, self._wake_w = os.pipe()
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._io_loop, name="engine-client-io", daemon=True)
+        self._thread.start()
+
+    # ---- public API ------------------------------------------------------------------
+    def submit(self, data: bytes, pipeline: str | list, *, options: dict | None = None,
+               timeout_s: float | None = None) -> cf.Future:
+        """Send one image; the future's result is a ``Result`` or raises an engine error."""
+        if self._closed:
+            raise BrokerUnavailable("the client is closed")
+        future: cf.Future = cf.Future()
+        task_id = self._core.new_task_id()
+        future.add_done_callback(lambda f: f.cancelled() and self._command(("cancel", task_id)))
+        self._command(("submit", task_id, data, pipeline, options, timeout_s, future))
+        return future
+
+    def process(self, data: bytes, pipeline: str | list, **kwargs: Any) -> Result:
+        """Submit and wait: the result, or the task's error raised."""
+        return self.submit(data, pipeline, **kwargs).result()
+
+    def map(self, items: Iterable[bytes], pipeline: str | list, *, window: int = DEFAULT_WINDOW,
+            return_exceptions: bool = False, **kwargs: Any) -> Iterator[Result | BaseException]:
+        """Results in input order, with at most ``window`` tasks in flight.
+
+        A failed task raises its error where its result would be (and the tasks still in
+        flight are cancelled), unless ``return_exceptions`` yields the error instead.
+        """
+        inflight: collections.deque[cf.Future] = collections.deque()
+        source = iter(items)
+        try:
+            for data in source:
+                inflight.append(self.submit(data, pipeline, **kwargs))
+                if len(inflight) >= window:
+                    yield self._outcome(inflight.popleft(), return_exceptions)
+            while inflight:
+                yield self._outcome(inflight.popleft(), return_exceptions)
+        finally:
+            for future in inflight:
+                future.cancel()
+
+    def imap_unordered(self, items: Iterable[bytes], pipeline: str | list, *, window: int = DEFAULT_WINDOW,
+                       return_exceptions: bool = False, **kwargs: Any) -> Iterator[Result | BaseException]:
+        """Results as they come, with at most ``window`` tasks in flight."""
+        inflight: set[cf.Future] = set()
+        source = iter(items)
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(inflight) < window:
+                    try:
+                        inflight.add(self.submit(next(source), pipeline, **kwargs))
+                    except StopIteration:
+                        exhausted = True
+                if not inflight:
+                    return
+                done, inflight = cf.wait(inflight, return_when=cf.FIRST_COMPLETED)
+                for future in done:
+                    yield self._outcome(future, return_exceptions)
+        finally:
+            for future in inflight:
+                future.cancel()
+
+    def info(self, timeout_s: float = 5.0) -> dict:
+        """The broker's view: workers, queue depth, counters, operations offered."""
+        future: cf.Future = cf.Future()
+        self._command(("info", future))
+        try:
+            return future.result(timeout_s)
+        except cf.TimeoutError:
+            raise TaskTimeout(f"the broker at {self.address} did not answer INFO within {timeout_s} s") from None
+
+    @property
+    def stats(self) -> dict:
+        """Counters: submitted, completed, failed, resent, duplicates (dropped second answers)."""
+        return dict(self._core.stats)
+
+    def close(self) -> None:
+        """Stop the IO thread; tasks still outstanding fail with BrokerUnavailable."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._command(("close",))
+        self._thread.join(10)
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _outcome(self, future: cf.Future, return_exceptions: bool) -> Result | BaseException:
+        # The core completes every future (answer, error or timeout); the margin only
+        # guards against a stopped IO thread.
+        try:
+            return future.result(self.timeout_s + 30)
+        except cf.TimeoutError:
+            err: BaseException = TaskTimeout("the client's IO thread stopped answering")
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            err = exc
+        if return_exceptions:
+            return err
+        raise err
+
+    def _command(self, cmd: tuple) -> None:
+        self._commands.put(cmd)
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    # ---- the IO thread ---------------------------------------------------------------
+    def _io_loop(self) -> None:
+        core = self._core
+        routing_id = f"c-{uuid.uuid4().hex}".encode()
+        sock = self._socket(routing_id)
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        core.outbox.append(core.greeting())
+        running = True
+        try:
+            while running:
+                if core.take_reconnect():  # broker silent: drop what is queued for it, start afresh
+                    poller.unregister(sock)
+                    sock.close(linger=0)
+                    sock = self._socket(routing_id)
+                    poller.register(sock, zmq.POLLIN)
+                self._flush(sock)
+                timeout_ms = max(0, int((core.next_wakeup_s() - time.monotonic()) * 1000)) + 1
+                events = dict(poller.poll(timeout_ms))
+                if self._wake_r in events:
+                    os.read(self._wake_r, 4096)
+                    running = self._run_commands()
+                if sock in events:
+                    for _ in range(1024):
+                        try:
+                            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        self._complete(core.on_message(frames))
+                self._complete(core.on_tick())
+            self._complete(core.fail_all(lambda: BrokerUnavailable("the client was closed")))
+            sock.send_multipart(core.goodbye(), zmq.NOBLOCK)
+        finally:
+            sock.close(linger=100)
+
+    def _socket(self, routing_id: bytes) -> zmq.Socket:
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.sndhwm = 0  # only heartbeats queue while no broker is there; tasks wait in the core
+        sock.routing_id = routing_id  # the same id across reconnects: the broker knows our tasks
+        sock.connect(self.address)
+        return sock
+
+    def _run_commands(self) -> bool:
+        core = self._core
+        while True:
+            try:
+                cmd = self._commands.get_nowait()
+            except queue.Empty:
+                return True
+            kind = cmd[0]
+            if kind == "submit":
+                _, task_id, data, pipeline, options, timeout_s, future = cmd
+                if future.cancelled():  # stays PENDING until answered, so cancel() works
+                    continue
+                try:
+                    core.submit(task_id, data, pipeline, future, options=options, timeout_s=timeout_s)
+                except Exception as exc:  # bad argument: fail this future, not the thread
+                    future.set_exception(exc)
+            elif kind == "cancel":
+                core.cancel(cmd[1])
+            elif kind == "info":
+                core.request_info(cmd[1])
+            elif kind == "close":
+                return False
+
+    def _flush(self, sock: zmq.Socket) -> None:
+        outbox = self._core.outbox
+        while outbox:
+            sock.send_multipart(outbox.popleft(), copy=False)
+
+    @staticmethod
+    def _complete(completions: list) -> None:
+        for future, outcome in completions:
+            if future.done():
+                continue
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)

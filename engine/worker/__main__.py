@@ -1,0 +1,53 @@
+"""python -m engine.worker: serve a broker with a pool of processes."""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+
+from ..settings import flag, positive_int, setup_logging
+from . import config as C
+from .supervisor import Supervisor
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m engine.worker",
+        description="Connect to a broker's worker socket and process image tasks in a pool of processes "
+                    "(one task per process at a time, OpenCV single-threaded in each). SIGTERM drains: "
+                    "tasks in hand finish, then the worker disconnects.",
+        epilog="Every flag can also be set by the environment variable named in its help.")
+    flag(p, "--connect", env="ENGINE_WORKER_CONNECT", default=C.CONNECT, help="the broker's worker endpoint")
+    flag(p, "--processes", env="ENGINE_WORKER_PROCESSES", default=os.cpu_count() or 1, type=positive_int,
+         help="pool processes (tasks run at once)")
+    flag(p, "--heartbeat-interval-s", env="ENGINE_HEARTBEAT_INTERVAL_S", default=C.HEARTBEAT_INTERVAL_S,
+         type=float, help="seconds between heartbeats; the broker is presumed gone after 3 silent intervals")
+    flag(p, "--task-timeout-s", env="ENGINE_TASK_TIMEOUT_S", default=C.TASK_TIMEOUT_S, type=float,
+         help="a pool process busy longer than this on one task is killed and replaced; the broker retries "
+              "the task elsewhere")
+    flag(p, "--drain-timeout-s", env="ENGINE_WORKER_DRAIN_TIMEOUT_S", default=C.DRAIN_TIMEOUT_S, type=float,
+         help="on SIGTERM, seconds to finish tasks in hand before disconnecting anyway")
+    flag(p, "--max-pixels", env="ENGINE_MAX_PIXELS", default=C.MAX_PIXELS, type=positive_int,
+         help="largest image accepted, in pixels (checked from the header, before decoding)")
+    flag(p, "--max-input-mb", env="ENGINE_MAX_INPUT_MB", default=C.MAX_INPUT_BYTES // 2**20, type=positive_int,
+         help="largest encoded input accepted, in MiB")
+    flag(p, "--log-level", env="ENGINE_LOG_LEVEL", default="info", help="debug, info, warning or error")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.log_level)
+    config = C.WorkerConfig(connect=args.connect, processes=args.processes,
+                            heartbeat_interval_s=args.heartbeat_interval_s, task_timeout_s=args.task_timeout_s,
+                            drain_timeout_s=args.drain_timeout_s, max_pixels=args.max_pixels,
+                            max_input_bytes=args.max_input_mb * 2**20)
+    supervisor = Supervisor(config)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: supervisor.stop())
+    supervisor.run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

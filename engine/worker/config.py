@@ -1,0 +1,29 @@
+"""Worker settings: one dataclass, every default with its unit."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ..ops.codec import MAX_INPUT_BYTES, MAX_PIXELS
+
+CONNECT = "tcp://127.0.0.1:5556"
+HEARTBEAT_INTERVAL_S = 2.0
+HEARTBEAT_LIVENESS = 3
+TASK_TIMEOUT_S = 60.0  # a pool process still busy after this is killed and replaced
+RECONNECT_MIN_S = 0.25
+RECONNECT_MAX_S = 8.0
+DRAIN_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerConfig:
+    connect: str = CONNECT
+    processes: int = os.cpu_count() or 1
+    heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S
+    heartbeat_liveness: int = HEARTBEAT_LIVENESS
+    task_timeout_s: float = TASK_TIMEOUT_S
+    reconnect_min_s: float = RECONNECT_MIN_S
+    reconnect_max_s: float = RECONNECT_MAX_S
+    drain_timeout_s: float = DRAIN_TIMEOUT_S
+    max_pixels: int = MAX_PIXELS
+    max_input_bytes: int = MAX_INPUT_BYTES

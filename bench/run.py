@@ -1,0 +1,77 @@
+"""python bench/run.py: measure the engine and the systems users would pick instead.
+
+    python bench/run.py --workers 2 --quick        # under a minute
+    python bench/run.py --workers 1,2              # full mode, two worker counts
+    python bench/run.py --broker tcp://host:5555   # an existing deployment
+    python bench/report.py                         # tables and charts from bench/results/
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import workloads as W  # noqa: E402
+from bench.harness import PEERS, Settings, run_all, save  # noqa: E402
+
+QUICK = {"duration_s": 0.8, "sizes": ["photo"], "probe_tasks": 10, "capacity_duration_s": 1.0}
+
+
+def _list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _ints(text: str) -> list[int]:
+    values = [int(x) for x in _list(text)]
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("expected positive integers such as 2 or 1,2,4")
+    return values
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python bench/run.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--workers", type=_ints, default=[2], help="worker processes per system; a list sweeps (1,2,4)")
+    p.add_argument("--clients", type=int, default=1, help="client processes driving the engine [1]")
+    p.add_argument("--broker", help="measure an existing deployment at this front endpoint instead of "
+                                    "starting one (only the engine peer runs unless --peers says more)")
+    p.add_argument("--quick", action="store_true", help="photo-size images, short runs: under a minute")
+    p.add_argument("--duration-s", type=float, help="measured seconds per workload and peer [full 5, quick 0.8]")
+    p.add_argument("--window", type=int, default=0, help="tasks in flight across clients [4 per worker]")
+    p.add_argument("--peers", type=_list, help=f"comma list from {','.join(PEERS)} [all]")
+    p.add_argument("--workloads", type=_list, default=list(W.PIPELINES), help="comma list [all]")
+    p.add_argument("--sizes", type=_list, help=f"comma list from {','.join(W.SIZES)} [full: all, quick: photo]")
+    p.add_argument("--no-capacity", action="store_true", help="skip the broker capacity runs")
+    p.add_argument("--target", help="results folder name under bench/results [from the CPU, e.g. x86_64-2core]")
+    p.add_argument("--out", type=Path, help="write the JSON here instead (a folder)")
+    args = p.parse_args(argv)
+    bad = [x for x in (args.peers or []) if x not in PEERS] + [x for x in args.workloads if x not in W.PIPELINES]
+    bad += [x for x in (args.sizes or []) if x not in W.SIZES]
+    if bad:
+        p.error(f"unknown name(s): {', '.join(bad)}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    quick = QUICK if args.quick else {}
+    peers = args.peers or (["engine"] if args.broker else list(PEERS))
+    for workers in args.workers:
+        settings = Settings(workers=workers, clients=args.clients, window=args.window,
+                            duration_s=args.duration_s or quick.get("duration_s", 5.0),
+                            probe_tasks=quick.get("probe_tasks", 30), workloads=args.workloads,
+                            sizes=args.sizes or quick.get("sizes", list(W.SIZES)), peers=peers,
+                            broker=args.broker, capacity=not args.no_capacity,
+                            capacity_duration_s=quick.get("capacity_duration_s", 3.0),
+                            mode="quick" if args.quick else "full")
+        result = run_all(settings, target=args.target, argv=["python", "bench/run.py", *(argv or sys.argv[1:])])
+        path = save(result, args.out)
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,10 +1,11 @@
-"""Image operations: the registry, pipelines and the runner.
+"""Image operations: the registry, pipelines, the planner and the runner.
 
 Importing this package registers every built-in operation. ``run`` processes encoded
 bytes; ``parse`` validates a pipeline; ``describe`` lists the operations and their
 declared parameters (what workers announce to the broker).
 """
-from . import edge, formats, grayscale  # noqa: F401  (registers the operations)
+from . import (colour, edge, effects, faces, filters, formats, gradients, grayscale,  # noqa: F401
+               histogram, morphology, resize, threshold, tone, transform, watermark)
 from .base import REGISTRY, Context, Operation, Param, register
 from .codec import Limits
 from .pipeline import Step, canonical, parse

@@ -9,7 +9,20 @@ An operation is a small module that calls ``register`` once, thumbor-filter styl
 
 The function takes a numpy image (H x W grey, or H x W x 3 BGR, or H x W x 4 BGRA,
 uint8) and returns one. It must be vectorised (no per-pixel Python). ``ctx`` carries
-the output settings, metadata for the reply, and a per-process cache for warm state.
+the output settings, metadata for the reply, the size limits, and a per-process cache
+for warm state.
+
+An operation may also tell the planner about itself (see ``planner.py``):
+
+- ``makes_grey``: the output is single-channel whatever the input;
+- ``geometric``: it only moves pixels (resize, crop, flip...), so it commutes with
+  dropping colour;
+- ``shrink(params, width, height)``: the (width, height) it will produce from an input
+  of that size, so a JPEG can be decoded already scaled down;
+- ``noop(params)``: true when these parameter values change nothing;
+- ``lut(params)``: a 256-entry uint8 table equivalent to the operation, so adjacent
+  table operations fuse into one pass;
+- ``check(params)``: cross-parameter validation, run when a pipeline is parsed.
 """
 from __future__ import annotations
 
@@ -19,7 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import BadParameter
+from ..errors import BadParameter, ImageTooLarge
 
 REQUIRED = object()
 
@@ -93,6 +106,13 @@ class Context:
     quality: int = 90
     meta: dict = field(default_factory=dict)
     cache: dict = field(default_factory=dict)  # per-process warm state (cascades, tables)
+    max_pixels: int = 64_000_000  # no step may produce a larger image
+
+    def check_size(self, op: str, width: int, height: int) -> None:
+        """Refuse, before allocating, an output larger than the pixel limit."""
+        if width * height > self.max_pixels:
+            raise ImageTooLarge(f"{op} would make a {width}x{height} image "
+                                f"({width * height / 1e6:.1f} MP); the limit is {self.max_pixels / 1e6:.1f} MP")
 
 
 @dataclass(frozen=True)
@@ -107,6 +127,11 @@ class Operation:
     help: str
     kind: str = "transform"
     makes_grey: bool = False
+    geometric: bool = False
+    shrink: Callable[[dict, int, int], tuple[int, int]] | None = None
+    noop: Callable[[dict], bool] | None = None
+    lut: Callable[[dict], np.ndarray] | None = None
+    check: Callable[[dict], None] | None = None
 
     def bind(self, raw: dict[str, Any]) -> dict[str, Any]:
         """Checked, complete keyword arguments from user-given ones (strings or typed)."""
@@ -123,6 +148,8 @@ class Operation:
                 raise BadParameter(f"{self.name}: parameter {p.name!r} is required ({p.help})")
             else:
                 out[p.name] = p.default
+        if self.check is not None:
+            self.check(out)
         return out
 
     def __call__(self, image: np.ndarray, ctx: Context, params: dict[str, Any]) -> np.ndarray:
@@ -141,14 +168,18 @@ REGISTRY: dict[str, Operation] = {}
 
 
 def register(name: str, *, help: str, params: list[Param] | tuple[Param, ...] = (),
-             kind: str = "transform", makes_grey: bool = False) -> Callable:
-    """Decorator: add the function to the registry under ``name``."""
+             kind: str = "transform", **hints: Any) -> Callable:
+    """Decorator: add the function to the registry under ``name``.
+
+    ``hints`` are the planner's keyword fields of ``Operation`` (makes_grey, geometric,
+    shrink, noop, lut, check).
+    """
 
     def deco(fn: Callable) -> Callable:
         if name in REGISTRY:
             raise ValueError(f"operation {name!r} is registered twice")
         REGISTRY[name] = Operation(name=name, fn=fn, params=tuple(params), help=help,
-                                   kind=kind, makes_grey=makes_grey)
+                                   kind=kind, **hints)
         return fn
 
     return deco

@@ -8,6 +8,7 @@ import numpy as np
 import simplejpeg
 
 from ..errors import ImageError, ImageTooLarge
+from .headers import Header, read_header
 
 MAX_PIXELS = 64_000_000
 MAX_INPUT_BYTES = 64 * 1024 * 1024
@@ -44,32 +45,93 @@ def _check_size(width: int, height: int, limits: Limits) -> None:
                             f"the limit is {limits.max_pixels / 1e6:.1f} MP")
 
 
-def decode(data, *, grey: bool = False, limits: Limits = Limits()) -> tuple[np.ndarray, str]:
-    """Decode ``data`` (any bytes-like) to BGR/BGRA or, with ``grey``, single-channel.
-
-    Returns the image and the input format. Raises ImageError naming the problem.
-    """
+def probe(data, limits: Limits = Limits()) -> Header:
+    """Format, size and orientation from the header alone; refuses what is over the limits."""
     size = len(data)
     if size > limits.max_input_bytes:
         raise ImageTooLarge(f"input is {size} bytes; the limit is {limits.max_input_bytes} bytes")
     fmt = sniff(data)
     if fmt is None:
         raise ImageError("input is not a JPEG, PNG, WebP, BMP or TIFF image (unrecognised first bytes)")
-    if fmt == "jpeg":
-        try:
-            height, width, _, _ = simplejpeg.decode_jpeg_header(data)
-            _check_size(width, height, limits)
-            image = simplejpeg.decode_jpeg(data, colorspace="GRAY" if grey else "BGR")
-        except ValueError as exc:
-            raise ImageError(f"corrupt JPEG: {exc}") from None
-        return (image[:, :, 0] if grey else image), fmt
-    buf = np.frombuffer(data, dtype=np.uint8)
-    flags = cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_UNCHANGED
-    image = cv2.imdecode(buf, flags)
-    if image is None:
-        raise ImageError(f"corrupt or unsupported {fmt.upper()} image: OpenCV could not decode it")
+    header = read_header(data, fmt)
+    if header.width <= 0 or header.height <= 0:
+        raise ImageError(f"{fmt.upper()} header gives an empty {header.width}x{header.height} image")
+    _check_size(header.width, header.height, limits)
+    return header
+
+
+def orient(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1-8) so the image is the right way up."""
+    if orientation == 2:
+        return cv2.flip(image, 1)
+    if orientation == 3:
+        return cv2.rotate(image, cv2.ROTATE_180)
+    if orientation == 4:
+        return cv2.flip(image, 0)
+    if orientation == 5:
+        return cv2.transpose(image)
+    if orientation == 6:
+        return cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE)
+    if orientation == 7:
+        return cv2.rotate(cv2.transpose(image), cv2.ROTATE_180)
+    if orientation == 8:
+        return cv2.rotate(image, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    return image
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.uint16:
+        return (image >> 8).astype(np.uint8)
+    if image.dtype.kind == "f":
+        return np.clip(np.nan_to_num(image) * 255 + 0.5, 0, 255).astype(np.uint8)
+    return cv2.convertScaleAbs(image)
+
+
+def _decode_jpeg(data, grey: bool, header: Header, min_size: tuple[int, int] | None) -> np.ndarray:
+    scale = {}
+    if min_size is not None:  # DCT scaling: at least min_size (as displayed), at least 2x smaller
+        w, h = min_size[::-1] if header.swaps_sides else min_size
+        scale = dict(min_width=w, min_height=h, min_factor=2.0)
+    try:
+        image = simplejpeg.decode_jpeg(data, colorspace="GRAY" if grey else "BGR", **scale)
+        return image[:, :, 0] if grey else image
+    except ValueError:
+        return _decode_opencv(data, grey, "jpeg")  # e.g. CMYK or arithmetic-coded JPEGs
+
+
+def _decode_opencv(data, grey: bool, fmt: str) -> np.ndarray:
+    flags = (cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION) if grey else cv2.IMREAD_UNCHANGED
+    try:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+    except cv2.error:
+        image = None
+    if image is None or image.size == 0:
+        raise ImageError(f"corrupt or unsupported {fmt.upper()} image: it could not be decoded")
+    return _to_uint8(image)
+
+
+def decode(data, *, grey: bool = False, limits: Limits = Limits(), header: Header | None = None,
+           min_size: tuple[int, int] | None = None) -> tuple[np.ndarray, str]:
+    """Decode ``data`` (any bytes-like) to BGR/BGRA or, with ``grey``, single-channel,
+    the right way up (EXIF orientation applied). Grey inputs stay single-channel.
+
+    ``min_size`` (width, height as displayed) lets a JPEG decode already scaled down by
+    2x or more, but never below that size. Returns the image and the input format.
+    Raises ImageError (ImageTooLarge over the limits, checked before decoding).
+    """
+    header = header or probe(data, limits)
+    if header.format == "jpeg":
+        image = _decode_jpeg(data, grey, header, min_size)
+    else:
+        image = _decode_opencv(data, grey, header.format)
     _check_size(image.shape[1], image.shape[0], limits)
-    return image, fmt
+    if image.ndim == 3 and image.shape[2] == 2:  # grey + alpha
+        image = np.dstack([image[:, :, 0]] * 3 + [image[:, :, 1]])
+    return orient(image, header.orientation), header.format
 
 
 def encode(image: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> bytes:

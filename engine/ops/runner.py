@@ -7,29 +7,38 @@ from typing import Any
 from . import codec
 from .base import Context
 from .pipeline import Step, parse
+from .planner import Plan
+from .planner import plan as make_plan
 
 # Formats an output keeps by default when no format step is given.
 _KEEP_FORMATS = {"jpeg", "png", "webp"}
 
 
 def run(data, pipeline: str | list | list[Step], *, limits: codec.Limits = codec.Limits(),
-        cache: dict | None = None) -> tuple[bytes, dict[str, Any]]:
-    """Process ``data`` and return the encoded result and its metadata."""
+        cache: dict | None = None, plan: bool = True) -> tuple[bytes, dict[str, Any]]:
+    """Process ``data`` and return the encoded result and its metadata.
+
+    With ``plan=False`` every step runs as written on a full-colour, full-size decode
+    (the reference the planner is tested against).
+    """
     started = time.perf_counter()
     steps = pipeline if pipeline and isinstance(pipeline[0], Step) else parse(pipeline)  # type: ignore[index]
-    transforms = [s for s in steps if s.op.kind == "transform"]
-    # Planner, first cut: a chain that starts by dropping colour decodes straight to grey.
-    grey = bool(transforms) and transforms[0].op.makes_grey
-    image, in_fmt = codec.decode(data, grey=grey, limits=limits)
+    header = codec.probe(data, limits)
+    chosen = make_plan(list(steps), header) if plan else Plan(list(steps))
+    image, in_fmt = codec.decode(data, grey=chosen.grey, limits=limits, header=header,
+                                 min_size=chosen.min_size)
     decoded = time.perf_counter()
-    ctx = Context(output_format=in_fmt if in_fmt in _KEEP_FORMATS else "png", cache=cache or {})
+    ctx = Context(output_format=in_fmt if in_fmt in _KEEP_FORMATS else "png",
+                  cache={} if cache is None else cache, max_pixels=limits.max_pixels)
     ctx.quality = 3 if ctx.output_format == "png" else 90
-    for step in steps:
+    for step in chosen.steps:
         image = step.op(image, ctx, step.params)
     processed = time.perf_counter()
     out = codec.encode(image, ctx.output_format, ctx.quality)
     done = time.perf_counter()
     meta = dict(ctx.meta)
+    if chosen.notes:
+        meta["plan"] = chosen.notes
     meta.update(format=ctx.output_format, width=int(image.shape[1]), height=int(image.shape[0]),
                 channels=1 if image.ndim == 2 else int(image.shape[2]), input_format=in_fmt,
                 decode_ms=round((decoded - started) * 1000, 3),

@@ -1,0 +1,64 @@
+"""python -m engine.web: run the web gateway in front of a broker."""
+from __future__ import annotations
+
+import argparse
+
+from ..settings import flag
+from . import serve
+from .settings import DEFAULT_BROKER, DEFAULT_LISTEN, WebSettings
+
+MIB = 2**20
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    d = WebSettings()
+    p = argparse.ArgumentParser(
+        prog="python -m engine.web",
+        description="Serve the web pages (sign up, build a pipeline, drop images, history, live status) and "
+                    "the HTTP API under /api/v1 (OpenAPI at /api/v1/openapi.json). Images are processed by "
+                    "the broker at --broker; run it first, e.g. python -m engine.broker --local-workers 2.",
+        epilog="Every flag can also be set by the environment variable named in its help.")
+    flag(p, "--listen", env="ENGINE_WEB_LISTEN", default=DEFAULT_LISTEN,
+         help="host:port to serve HTTP on (keep 127.0.0.1 unless behind an HTTPS proxy)")
+    flag(p, "--broker", env="ENGINE_WEB_BROKER", default=DEFAULT_BROKER, help="the broker's front endpoint")
+    flag(p, "--data-dir", env="ENGINE_WEB_DATA_DIR", default=str(d.data_dir),
+         help="folder for the SQLite history (web.sqlite3) and the content-addressed images")
+    flag(p, "--task-timeout-s", env="ENGINE_WEB_TASK_TIMEOUT_S", default=d.task_timeout_s, type=float,
+         help="seconds one image may take at the engine before the page reports a timeout")
+    flag(p, "--heartbeat-interval-s", env="ENGINE_HEARTBEAT_INTERVAL_S", default=d.heartbeat_interval_s,
+         type=float, help="seconds between heartbeats to the broker; use the broker's own value")
+    flag(p, "--broker-check-timeout-s", env="ENGINE_WEB_BROKER_CHECK_TIMEOUT_S",
+         default=d.broker_check_timeout_s, type=float,
+         help="seconds to wait for the broker's answer before saying it is down")
+    flag(p, "--max-upload-mb", env="ENGINE_WEB_MAX_UPLOAD_MB", default=d.max_upload_bytes // MIB, type=int,
+         help="largest image accepted, in MiB (bigger: HTTP 413)")
+    flag(p, "--max-batch-files", env="ENGINE_WEB_MAX_BATCH_FILES", default=d.max_batch_files, type=int,
+         help="most images in one batch")
+    flag(p, "--quota-mb", env="ENGINE_WEB_QUOTA_MB", default=d.quota_bytes // MIB, type=int,
+         help="storage per user (inputs and outputs), in MiB; over it uploads get HTTP 429")
+    flag(p, "--retention-days", env="ENGINE_WEB_RETENTION_DAYS", default=d.retention_days, type=float,
+         help="jobs older than this are deleted with their images")
+    flag(p, "--retention-jobs", env="ENGINE_WEB_RETENTION_JOBS", default=d.retention_jobs, type=int,
+         help="jobs kept per user; the oldest beyond this are deleted")
+    flag(p, "--max-in-flight", env="ENGINE_WEB_MAX_IN_FLIGHT", default=d.max_in_flight, type=int,
+         help="images the gateway has at the broker at once, over all users")
+    flag(p, "--secure-cookies", env="ENGINE_WEB_SECURE_COOKIES", default=d.secure_cookies,
+         help="mark cookies Secure (when served over HTTPS)")
+    flag(p, "--log-level", env="ENGINE_LOG_LEVEL", default="info", help="debug, info, warning or error")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    serve(listen=args.listen, broker=args.broker, data_dir=args.data_dir, log_level=args.log_level,
+          task_timeout_s=args.task_timeout_s, broker_check_timeout_s=args.broker_check_timeout_s,
+          heartbeat_interval_s=args.heartbeat_interval_s,
+          max_upload_bytes=args.max_upload_mb * MIB, max_batch_files=args.max_batch_files,
+          quota_bytes=args.quota_mb * MIB, retention_days=args.retention_days,
+          retention_jobs=args.retention_jobs, max_in_flight=args.max_in_flight,
+          secure_cookies=args.secure_cookies)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,106 @@
+"""What the pages and the API share: the app's parts, reading uploads, job JSON."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+
+from .auth import Auth
+from .blobs import BlobStore
+from .db import Store
+from .jobs import Jobs, Upload
+from .link import EngineLink
+from .problems import WebError
+from .settings import WebSettings
+from .status import StatusMonitor
+
+MEDIA_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "bmp": "image/bmp",
+               "tiff": "image/tiff"}
+EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "bmp": "bmp", "tiff": "tif"}
+MAX_FORM_FIELDS = 20
+
+
+@dataclass
+class Parts:
+    """Everything a request handler needs, built once by the app's lifespan."""
+
+    settings: WebSettings
+    store: Store
+    blobs: BlobStore
+    auth: Auth
+    link: EngineLink
+    jobs: Jobs
+    status: StatusMonitor
+
+
+def parts(request: Request) -> Parts:
+    return request.app.state.parts
+
+
+def require_user(request: Request) -> dict:
+    user = parts(request).auth.user(request)
+    if user is None:
+        raise WebError(401, "unauthorized", "Log in, or send 'Authorization: Bearer <API token>'.")
+    return user
+
+
+async def read_form(request: Request, *, max_files: int) -> tuple[dict[str, str], list[Upload]]:
+    """Text fields and uploaded files of a multipart or urlencoded form."""
+    settings = parts(request).settings
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > settings.max_body_bytes:
+        raise WebError(413, "too_large", f"the request is {int(length) / 2**20:.1f} MiB; the limit is "
+                                         f"{settings.max_body_bytes / 2**20:.0f} MiB")
+    try:
+        form = await request.form(max_files=max_files, max_fields=MAX_FORM_FIELDS)
+    except Exception as exc:  # python-multipart and starlette raise several types
+        status = getattr(exc, "status_code", 400)
+        raise WebError(status if status in (400, 413) else 400, "bad_form",
+                       f"the form could not be read: {getattr(exc, 'detail', exc)}") from None
+    fields: dict[str, str] = {}
+    uploads: list[Upload] = []
+    for key, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            if value.size and value.size > settings.max_upload_bytes:
+                raise WebError(413, "image_too_large", f"{value.filename} is {value.size / 2**20:.1f} MiB; "
+                               f"the limit is {settings.max_upload_bytes / 2**20:.0f} MiB per image")
+            data = await value.read()
+            if data or value.filename:
+                uploads.append(Upload(value.filename or "image", data))
+        else:
+            fields[key] = value
+    await form.close()
+    return fields, uploads
+
+
+def job_json(job: dict) -> dict:
+    base = f"/api/v1/jobs/{job['id']}"
+    done = job["status"] == "done"
+    return {
+        "id": job["id"], "batch_id": job["batch_id"], "pipeline": job["pipeline"],
+        "input_name": job["input_name"], "status": job["status"],
+        "error": {"code": job["error_code"], "message": job["error_message"]} if job["error_code"] else None,
+        "created_at": job["created_at"], "finished_at": job["finished_at"],
+        "input_bytes": job["input_bytes"], "output_bytes": job["output_bytes"], "meta": job["meta"],
+        "urls": {"self": base, "input": f"{base}/input", "output": f"{base}/output" if done else None,
+                 "thumbnail": f"{base}/thumbnail" if job.get("thumb_sha") else None,
+                 "page": f"/jobs/{job['id']}"},
+    }
+
+
+def output_name(job: dict) -> str:
+    """A download name: the input's stem, the job id and the output format's extension."""
+    stem = job["input_name"].rsplit("/", 1)[-1].rsplit(".", 1)[0] or "image"
+    ext = EXTENSIONS.get(job["meta"].get("format", ""), "bin")
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:80]
+    return f"{safe}-{job['id']}.{ext}"
+
+
+def batch_json(batch: dict, jobs: list[dict]) -> dict:
+    counts = {s: sum(1 for j in jobs if j["status"] == s) for s in ("queued", "done", "failed")}
+    return {"id": batch["id"], "pipeline": batch["pipeline"], "created_at": batch["created_at"],
+            "total": len(jobs), **counts, "finished": counts["queued"] == 0,
+            "jobs": [job_json(j) for j in jobs],
+            "urls": {"self": f"/api/v1/batches/{batch['id']}", "zip": f"/api/v1/batches/{batch['id']}/zip",
+                     "page": f"/batches/{batch['id']}"}}

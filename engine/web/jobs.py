@@ -1,0 +1,191 @@
+"""Jobs and batches: validate, store inputs, send to the engine, keep results, enforce
+quotas and retention. Used by both the pages and the API, so they behave the same.
+
+A batch is a list of jobs with one pipeline. Submitting one returns at once; its jobs
+run in a background asyncio task (at most ``max_in_flight`` at the broker at a time,
+over all users) and their status is read back from the database.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+
+import cv2
+
+from .. import errors as E
+from .. import ops
+from ..ops import codec
+from .blobs import BlobStore
+from .db import Store
+from .link import EngineLink
+from .problems import WebError, describe
+from .settings import WebSettings
+
+log = logging.getLogger("engine.web")
+
+THUMB_PX = 160
+THUMB_QUALITY = 80
+RETENTION_EVERY_S = 3600.0
+
+
+@dataclass(frozen=True)
+class Upload:
+    name: str
+    data: bytes
+
+
+def new_id() -> str:
+    return secrets.token_hex(8)
+
+
+def check_pipeline(pipeline: object) -> str:
+    """The canonical text of a pipeline, or a PipelineError saying what is wrong."""
+    if isinstance(pipeline, str) and not pipeline.strip():
+        raise E.PipelineError("the pipeline is empty: add at least one step")
+    return ops.canonical(pipeline)  # type: ignore[arg-type]
+
+
+def make_thumbnail(data: bytes) -> bytes | None:
+    """A small JPEG of an image for history pages (None if it cannot be decoded)."""
+    try:
+        image, _fmt = codec.decode(data)
+    except E.ImageError:
+        return None
+    height, width = image.shape[:2]
+    scale = THUMB_PX / max(height, width)
+    if scale < 1:
+        image = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))),
+                           interpolation=cv2.INTER_AREA)
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = image[:, :, :3]
+    return codec.encode(image, "jpeg", THUMB_QUALITY)
+
+
+class Jobs:
+    def __init__(self, store: Store, blobs: BlobStore, link: EngineLink, settings: WebSettings) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.link = link
+        self.settings = settings
+        self._running: set[asyncio.Task] = set()
+
+    # -- submitting -----------------------------------------------------------------------
+
+    def _check_uploads(self, user_id: int, uploads: list[Upload]) -> None:
+        if not uploads:
+            raise WebError(400, "no_image", "No image was sent: choose or drop at least one file.")
+        if len(uploads) > self.settings.max_batch_files:
+            raise WebError(413, "too_many_files", f"{len(uploads)} files in one batch; the limit is "
+                                                  f"{self.settings.max_batch_files}.")
+        for up in uploads:
+            if len(up.data) > self.settings.max_upload_bytes:
+                raise E.ImageTooLarge(f"{up.name} is {len(up.data) / 2**20:.1f} MiB; the limit is "
+                                      f"{self.settings.max_upload_bytes / 2**20:.0f} MiB per image")
+            if not up.data:
+                raise E.ImageError(f"{up.name} is empty (0 bytes)")
+        used = self.store.usage_bytes(user_id)
+        adding = sum(len(u.data) for u in uploads)
+        if used + adding > self.settings.quota_bytes:
+            raise E.QuotaError(f"your storage quota is {self.settings.quota_bytes / 2**20:.0f} MiB and you use "
+                               f"{used / 2**20:.1f} MiB; delete some history to make room for "
+                               f"{adding / 2**20:.1f} MiB more")
+
+    async def _add_jobs(self, user_id: int, batch_id: str | None, pipeline: str,
+                        uploads: list[Upload]) -> list[str]:
+        job_ids = []
+        for up in uploads:
+            sha = await asyncio.to_thread(self.blobs.put, up.data)
+            job_id = new_id()
+            self.store.add_job(job_id, user_id, batch_id=batch_id, pipeline=pipeline,
+                               input_name=(up.name or "image")[:200], input_sha=sha, input_bytes=len(up.data))
+            job_ids.append(job_id)
+        return job_ids
+
+    async def submit_batch(self, user_id: int, pipeline: object, uploads: list[Upload]) -> str:
+        """Store the inputs, start processing in the background; returns the batch id."""
+        canonical = check_pipeline(pipeline)
+        self._check_uploads(user_id, uploads)
+        await self.link.ensure_up()  # "the engine is down" now, not one failed job per image later
+        batch_id = new_id()
+        self.store.add_batch(batch_id, user_id, canonical)
+        job_ids = await self._add_jobs(user_id, batch_id, canonical, uploads)
+        task = asyncio.ensure_future(self._run_all(list(zip(job_ids, uploads)), canonical))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        return batch_id
+
+    async def process_now(self, user_id: int, pipeline: object, upload: Upload) -> tuple[dict, bytes]:
+        """Process one image and wait for it; returns the finished job and the result, or
+        raises the engine error (the failed job stays in history)."""
+        canonical = check_pipeline(pipeline)
+        self._check_uploads(user_id, [upload])
+        (job_id,) = await self._add_jobs(user_id, None, canonical, [upload])
+        output = await self._run_one(job_id, upload.data, canonical, reraise=True)
+        return self.store.job(user_id, job_id), output  # type: ignore[return-value]
+
+    async def rerun(self, user_id: int, job_id: str) -> str:
+        """A new batch with the same input and pipeline as an earlier job."""
+        job = self.store.job(user_id, job_id)
+        if job is None:
+            raise WebError(404, "not_found", "No such job in your history.")
+        data = await asyncio.to_thread(self.blobs.get, job["input_sha"])
+        return await self.submit_batch(user_id, job["pipeline"], [Upload(job["input_name"], data)])
+
+    # -- running --------------------------------------------------------------------------
+
+    async def _run_all(self, work: list[tuple[str, Upload]], pipeline: str) -> None:
+        await asyncio.gather(*(self._run_one(job_id, up.data, pipeline) for job_id, up in work))
+        await self.enforce_retention()
+
+    async def _run_one(self, job_id: str, data: bytes, pipeline: str, *, reraise: bool = False) -> bytes:
+        try:
+            output, meta = await self.link.process(data, pipeline)
+            sha = await asyncio.to_thread(self.blobs.put, output)
+            thumb = await asyncio.to_thread(make_thumbnail, output)
+            thumb_sha = await asyncio.to_thread(self.blobs.put, thumb) if thumb else None
+        except Exception as exc:  # every failure ends up in the job's row, never lost
+            if not isinstance(exc, E.EngineError):
+                log.exception("job %s failed in the gateway", job_id)
+            _status, code, message = describe(exc, broker=self.settings.broker)
+            self.store.fail_job(job_id, code, message)
+            if reraise:
+                raise
+            return b""
+        meta["input_bytes"], meta["output_bytes"] = len(data), len(output)
+        self.store.finish_job(job_id, output_sha=sha, output_bytes=len(output), thumb_sha=thumb_sha, meta=meta)
+        return output
+
+    async def close(self) -> None:
+        for task in list(self._running):
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
+        self.store.fail_unfinished("the web gateway stopped before this job finished; re-run it")
+
+    # -- deleting and retention -----------------------------------------------------------
+
+    async def delete(self, user_id: int, job_id: str) -> bool:
+        job = self.store.delete_job(user_id, job_id)
+        if job is None:
+            return False
+        for sha in {job["input_sha"], job["output_sha"], job.get("thumb_sha")} - {None}:
+            if not self.store.sha_in_use(sha):
+                await asyncio.to_thread(self.blobs.remove, sha)
+        return True
+
+    async def enforce_retention(self) -> int:
+        older_than = time.time() - self.settings.retention_days * 86400
+        expired = self.store.expired_jobs(older_than=older_than, keep_per_user=self.settings.retention_jobs)
+        for user_id, job_id in expired:
+            await self.delete(user_id, job_id)
+        return len(expired)
+
+    async def retention_loop(self) -> None:
+        while True:
+            try:
+                await self.enforce_retention()
+            except Exception:
+                log.exception("retention pass failed")
+            await asyncio.sleep(RETENTION_EVERY_S)

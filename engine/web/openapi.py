@@ -1,0 +1,146 @@
+"""The OpenAPI 3.0 description of /api/v1, served at /api/v1/openapi.json."""
+from __future__ import annotations
+
+from .. import __version__
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_ID = {"type": "string", "pattern": "^[0-9a-f]{16}$"}
+_IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp")
+
+
+def _json(schema: dict, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict:
+    text = {400: "bad request", 401: "not logged in / no token", 403: "CSRF header missing",
+            404: "not yours, or does not exist", 409: "nothing finished yet", 413: "too large",
+            415: "not an image / wrong content type", 422: "invalid pipeline", 429: "over your quota",
+            502: "the engine failed the task", 503: "the engine is unreachable or busy",
+            504: "the engine did not answer in time"}
+    return {str(s): _json(_ERROR, text[s]) for s in statuses}
+
+
+def _path_param(name: str, schema: dict) -> dict:
+    return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+_PIPELINE = {"type": "string", "minLength": 1, "maxLength": 4096,
+             "description": "pipeline text, e.g. grayscale|edge:low=50|png (see GET /api/v1/operations)",
+             "example": "grayscale|png"}
+_ENGINE_ERRORS = (400, 401, 403, 413, 415, 422, 429, 502, 503, 504)
+
+
+def openapi_document() -> dict:
+    image_response = {"description": "the processed image; X-Engine-Meta has its metadata as JSON",
+                      "headers": {"X-Job-Id": {"schema": {"type": "string"}},
+                                  "X-Engine-Meta": {"schema": {"type": "string"}}},
+                      "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in _IMAGE_TYPES}}
+    binary = {"type": "string", "format": "binary"}
+    job_path = [_path_param("job_id", _ID)]
+    paths = {
+        "/api/v1/operations": {"get": {
+            "summary": "List the operations and their declared parameters", "security": [],
+            "responses": {"200": _json({"type": "object", "required": ["operations"],
+                                        "properties": {"operations": {"type": "object"}}}, "operations by name")}}},
+        "/api/v1/process": {"post": {
+            "summary": "Process one image and wait for the result",
+            "parameters": [{"name": "pipeline", "in": "query", "required": False, "schema": _PIPELINE},
+                           {"name": "name", "in": "query", "required": False,
+                            "schema": {"type": "string", "maxLength": 200}}],
+            "requestBody": {"required": True, "content": {
+                "application/octet-stream": {"schema": binary},
+                "multipart/form-data": {"schema": {
+                    "type": "object", "required": ["image", "pipeline"],
+                    "properties": {"image": binary, "pipeline": _PIPELINE}}}}},
+            "responses": {"200": image_response, **_errors(*_ENGINE_ERRORS)}}},
+        "/api/v1/batches": {"post": {
+            "summary": "Submit a batch of images; follow it with GET /api/v1/batches/{batch_id}",
+            "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                "type": "object", "required": ["images", "pipeline"],
+                "properties": {"images": {"type": "array", "items": binary}, "pipeline": _PIPELINE}}}}},
+            "responses": {"202": _json({"$ref": "#/components/schemas/Batch"}, "accepted"),
+                          **_errors(400, 401, 403, 413, 415, 422, 429)}}},
+        "/api/v1/batches/{batch_id}": {"get": {
+            "summary": "A batch's progress and its jobs", "parameters": [_path_param("batch_id", _ID)],
+            "responses": {"200": _json({"$ref": "#/components/schemas/Batch"}, "the batch"),
+                          **_errors(401, 404)}}},
+        "/api/v1/batches/{batch_id}/zip": {"get": {
+            "summary": "The finished results of a batch as a zip", "parameters": [_path_param("batch_id", _ID)],
+            "responses": {"200": {"description": "zip", "content": {"application/zip": {"schema": binary}}},
+                          **_errors(401, 404, 409)}}},
+        "/api/v1/jobs": {"get": {
+            "summary": "Your history, newest first",
+            "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
+                                                                      "maximum": 200, "default": 50}},
+                           {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0,
+                                                                       "default": 0}}],
+            "responses": {"200": _json({"type": "object", "required": ["jobs", "total"], "properties": {
+                "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
+                "total": {"type": "integer"}, "limit": {"type": "integer"}, "offset": {"type": "integer"}}},
+                "a page of jobs"), **_errors(400, 401)}}},
+        "/api/v1/jobs/{job_id}": {
+            "get": {"summary": "One job", "parameters": job_path,
+                    "responses": {"200": _json({"$ref": "#/components/schemas/Job"}, "the job"),
+                                  **_errors(401, 404)}},
+            "delete": {"summary": "Delete a job and, if no other job uses them, its images",
+                       "parameters": job_path,
+                       "responses": {"204": {"description": "deleted"}, **_errors(401, 403, 404)}}},
+        "/api/v1/jobs/{job_id}/rerun": {"post": {
+            "summary": "Run a job's input and pipeline again, as a new batch", "parameters": job_path,
+            "responses": {"202": _json({"$ref": "#/components/schemas/Batch"}, "accepted"),
+                          **_errors(401, 403, 404, 413, 422, 429)}}},
+        "/api/v1/status": {"get": {
+            "summary": "Workers, queue depth and throughput, live from the broker",
+            "responses": {"200": _json({"type": "object", "required": ["up"],
+                                        "properties": {"up": {"type": "boolean"}}}, "status"),
+                          **_errors(401)}}},
+        "/api/v1/tokens": {
+            "get": {"summary": "Your API tokens (never their secrets)",
+                    "responses": {"200": _json({"type": "object"}, "tokens"), **_errors(401)}},
+            "post": {"summary": "Create an API token; the secret is shown only in this answer",
+                     "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                         "type": "object", "properties": {"name": {"type": "string", "maxLength": 64}}}}}},
+                     "responses": {"201": _json({"type": "object", "required": ["id", "token"]}, "created"),
+                                   **_errors(400, 401, 403)}}},
+        "/api/v1/tokens/{token_id}": {"delete": {
+            "summary": "Revoke a token", "parameters": [_path_param("token_id", {"type": "integer"})],
+            "responses": {"204": {"description": "revoked"}, **_errors(401, 403, 404)}}},
+        "/api/v1/legacy": {"post": {
+            "summary": 'The older JSON format: {"task_id", "task": pipeline, "image": base64}',
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["task_id", "task", "image"],
+                "properties": {"task_id": {"type": "string"}, "task": _PIPELINE,
+                               "image": {"type": "string", "format": "byte"}}}}}},
+            "responses": {"200": _json({"type": "object", "required": ["task_id", "task", "image"]}, "result"),
+                          **{str(s): _json({"type": "object", "required": ["error"]}, "error")
+                             for s in _ENGINE_ERRORS}}}},
+    }
+    job = {"type": "object", "required": ["id", "status", "pipeline"], "properties": {
+        "id": {"type": "string"}, "batch_id": {"type": "string", "nullable": True},
+        "pipeline": {"type": "string"}, "input_name": {"type": "string"},
+        "status": {"type": "string", "enum": ["queued", "done", "failed"]},
+        "error": {"type": "object", "nullable": True}, "meta": {"type": "object"},
+        "input_bytes": {"type": "integer"}, "output_bytes": {"type": "integer"},
+        "created_at": {"type": "number"}, "finished_at": {"type": "number", "nullable": True},
+        "urls": {"type": "object"}}}
+    batch = {"type": "object", "required": ["id", "total", "done", "failed", "finished", "jobs"], "properties": {
+        "id": {"type": "string"}, "pipeline": {"type": "string"}, "total": {"type": "integer"},
+        "queued": {"type": "integer"}, "done": {"type": "integer"}, "failed": {"type": "integer"},
+        "finished": {"type": "boolean"}, "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}}}}
+    error = {"type": "object", "required": ["error", "code"],
+             "properties": {"error": {"type": "string"}, "code": {"type": "string"}}}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "zmq-image-engine web gateway", "version": __version__,
+                 "description": "Process images, follow batches and read your history over HTTP."},
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}, {"session": []}],
+        "paths": paths,
+        "components": {
+            "schemas": {"Job": job, "Batch": batch, "Error": error},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "an API token from /tokens"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "engine_session",
+                            "description": "the browser session; POST and DELETE also need X-CSRF-Token"}}},
+    }

@@ -1,0 +1,30 @@
+"""The gateway's settings: one dataclass, every default with its unit."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_LISTEN = "127.0.0.1:8080"
+DEFAULT_BROKER = "tcp://127.0.0.1:5555"
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    broker: str = DEFAULT_BROKER
+    data_dir: Path = field(default_factory=lambda: Path("engine-web-data"))
+    task_timeout_s: float = 60.0  # one image, end to end
+    heartbeat_interval_s: float = 2.0  # to the broker; must match the broker's --heartbeat-interval-s
+    broker_check_timeout_s: float = 3.0  # "is the broker there?" before a batch, and the status page
+    max_upload_bytes: int = 32 * 1024 * 1024  # one image
+    max_batch_files: int = 50
+    quota_bytes: int = 512 * 1024 * 1024  # stored inputs + outputs per user
+    retention_days: float = 30.0  # older jobs are deleted
+    retention_jobs: int = 1000  # per user; the oldest beyond this are deleted
+    max_in_flight: int = 16  # tasks the gateway has at the broker at once
+    session_days: float = 14.0
+    secure_cookies: bool = False  # set behind HTTPS
+
+    @property
+    def max_body_bytes(self) -> int:
+        """Largest HTTP request body: a full batch plus room for the form fields."""
+        return self.max_upload_bytes * self.max_batch_files + 1024 * 1024

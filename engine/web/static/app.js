@@ -1,0 +1,234 @@
+// Small progressive enhancements over plain forms: pipeline builder, drag and drop,
+// live batch progress, live status. No build step, no libraries.
+"use strict";
+
+const $ = (sel, root = document) => root.querySelector(sel);
+const el = (tag, attrs = {}, ...children) => {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "text") node.textContent = v; else node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c);
+  return node;
+};
+const size = (n) => {
+  if (!n) return "0 B";
+  const units = ["B", "KiB", "MiB", "GiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return i ? `${n.toFixed(1)} ${units[i]}` : `${n} B`;
+};
+
+function localTimes() {
+  for (const t of document.querySelectorAll("time[data-ts]")) {
+    t.textContent = new Date(parseFloat(t.dataset.ts) * 1000).toLocaleString();
+  }
+}
+
+// ---- pipeline builder: one form per step, generated from the operations' declared params
+function builder() {
+  const data = $("#ops");
+  const text = $("#pipeline");
+  if (!data || !text) return;
+  const ops = JSON.parse(data.textContent);
+  const select = $("#op-select");
+  const list = $("#steps");
+  let steps = [];
+  for (const name of Object.keys(ops)) select.append(el("option", { value: name, text: `${name} — ${ops[name].help}` }));
+  $("#builder").hidden = false;
+
+  const fmt = (v) => (typeof v === "boolean" ? (v ? "true" : "false") : String(v));
+  const serialise = () => steps.map((s) => {
+    const args = Object.entries(s.params).filter(([, v]) => v !== "" && v !== undefined)
+      .map(([k, v]) => `${k}=${fmt(v)}`);
+    return args.length ? `${s.op}:${args.join(",")}` : s.op;
+  }).join("|");
+
+  function paramInput(step, p) {
+    const id = `p-${list.children.length}-${p.name}`;
+    const value = step.params[p.name] ?? p.default ?? "";
+    let input;
+    if (p.choices) {
+      input = el("select", { id });
+      for (const c of p.choices) input.append(el("option", { value: String(c), text: String(c) }));
+      input.value = String(value);
+    } else if (p.type === "bool") {
+      input = el("input", { id, type: "checkbox" });
+      input.checked = value === true || value === "true";
+    } else if (p.type === "int" || p.type === "float") {
+      input = el("input", { id, type: "number", step: p.type === "int" ? "1" : "any" });
+      if (p.min !== undefined) input.min = p.min;
+      if (p.max !== undefined) input.max = p.max;
+      input.value = value;
+    } else {
+      input = el("input", { id, type: "text" });
+      input.value = value;
+    }
+    input.dataset.param = p.name;
+    if (p.required) input.required = true;
+    input.addEventListener("input", () => {
+      step.params[p.name] = input.type === "checkbox" ? input.checked : input.value;
+      text.value = serialise();
+    });
+    const range = [p.min !== undefined ? `min ${p.min}` : "", p.max !== undefined ? `max ${p.max}` : ""]
+      .filter(Boolean).join(", ");
+    return el("label", { title: p.help }, `${p.name} `, input, el("small", { text: ` ${p.help}${range ? ` (${range})` : ""}` }));
+  }
+
+  function render() {
+    list.replaceChildren();
+    steps.forEach((step, i) => {
+      const op = ops[step.op];
+      const remove = el("button", { type: "button", class: "link", text: "remove", "aria-label": `remove step ${i + 1}` });
+      remove.addEventListener("click", () => { steps.splice(i, 1); render(); text.value = serialise(); });
+      const item = el("li", { class: "step", "data-op": step.op }, el("strong", { text: step.op }), " ", remove);
+      for (const p of op ? op.params : []) item.append(paramInput(step, p));
+      list.append(item);
+    });
+  }
+
+  function fromText() {
+    steps = [];
+    for (const chunk of text.value.split("|").map((c) => c.trim()).filter(Boolean)) {
+      const [name, args = ""] = chunk.split(/:(.*)/s);
+      const params = {};
+      for (const pair of args.split(",").filter(Boolean)) {
+        const [k, v = ""] = pair.split("=");
+        params[k.trim()] = v.trim();
+      }
+      steps.push({ op: name.trim(), params });
+    }
+    render();
+  }
+
+  $("#add-step").addEventListener("click", () => {
+    steps.push({ op: select.value, params: {} });
+    render();
+    text.value = serialise();
+  });
+  select.addEventListener("change", () => { $("#op-help").textContent = ops[select.value].help; });
+  text.addEventListener("change", fromText);
+  fromText();
+}
+
+// ---- drag and drop onto the file input, with a list of what was chosen
+function dropzone() {
+  const zone = $("#drop");
+  const input = $("#images");
+  if (!zone || !input) return;
+  const show = () => {
+    const list = $("#chosen");
+    list.replaceChildren();
+    for (const f of input.files) {
+      const img = el("img", { alt: f.name, class: "thumb" });
+      img.src = URL.createObjectURL(f);
+      list.append(el("li", {}, img, ` ${f.name} (${size(f.size)})`));
+    }
+  };
+  for (const ev of ["dragenter", "dragover"]) {
+    zone.addEventListener(ev, (e) => { e.preventDefault(); zone.classList.add("over"); });
+  }
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (e) => {
+    e.preventDefault();
+    zone.classList.remove("over");
+    input.files = e.dataTransfer.files;
+    show();
+  });
+  input.addEventListener("change", show);
+  $("#upload-form").addEventListener("submit", () => {
+    const bar = $("#upload-progress");
+    bar.hidden = false;
+    bar.removeAttribute("value"); // indeterminate while the browser uploads
+    $("#process").disabled = true;
+  });
+}
+
+// ---- batch page: poll progress, fill in each result as it arrives
+function outputFigure(job) {
+  const fig = el("figure", { class: "output" });
+  if (job.status === "done") {
+    const m = job.meta;
+    fig.append(el("img", { src: job.urls.output, alt: `output of ${job.input_name}` }),
+      el("figcaption", {}, `Output · ${size(job.output_bytes)} · ${m.width}×${m.height} ${m.format} · ` +
+        `${m.pipeline_ms} ms at the worker, ${m.elapsed_ms} ms in all · `,
+      el("a", { href: `${job.urls.output}?download=1`, class: "download", text: "Download" })));
+  } else if (job.status === "failed") {
+    fig.append(el("p", { class: "message error", text: job.error ? job.error.message : "failed" }));
+  } else {
+    fig.append(el("p", { class: "hint", text: "Processing…" }));
+  }
+  return fig;
+}
+
+async function batchPoller() {
+  const results = $("#results[data-batch]");
+  if (!results) return;
+  const url = `/api/v1/batches/${results.dataset.batch}`;
+  for (;;) {
+    let batch;
+    try {
+      const r = await fetch(url, { credentials: "same-origin" });
+      batch = await r.json();
+      if (!r.ok) throw new Error(batch.error || r.statusText);
+    } catch (err) {
+      $("#batch-count").textContent = `Could not read progress: ${err.message}`;
+      await new Promise((ok) => setTimeout(ok, 2000));
+      continue;
+    }
+    const finished = batch.done + batch.failed;
+    $("#batch-progress").value = finished;
+    $("#batch-count").textContent = `${finished} of ${batch.total} finished` +
+      (batch.failed ? ` (${batch.failed} failed)` : "");
+    for (const job of batch.jobs) {
+      const card = $(`#job-${job.id}`);
+      if (card && card.dataset.status !== job.status) {
+        card.dataset.status = job.status;
+        const badge = $(".status", card);
+        badge.textContent = job.status;
+        badge.className = `status ${job.status}`;
+        $("figure.output", card).replaceWith(outputFigure(job));
+      }
+    }
+    if (batch.done) $("#zip").hidden = false;
+    if (batch.finished) break;
+    await new Promise((ok) => setTimeout(ok, 500));
+  }
+}
+
+// ---- status page: refresh every 2 s
+async function statusPoller() {
+  const box = $("#status[data-live]");
+  if (!box) return;
+  for (;;) {
+    await new Promise((ok) => setTimeout(ok, 2000));
+    let s;
+    try {
+      s = await (await fetch(box.dataset.live, { credentials: "same-origin" })).json();
+    } catch (err) {
+      $("#status-line").textContent = `The web gateway did not answer: ${err.message}`;
+      continue;
+    }
+    const line = $("#status-line");
+    line.textContent = s.up ? `Broker ${s.broker} is up.` : s.error;
+    line.className = `message ${s.up ? "ok" : "error"}`;
+    const dash = (v, suffix = "") => (v === null || v === undefined ? "–" : `${v}${suffix}`);
+    $("#queue-depth").textContent = dash(s.queue_depth);
+    $("#tasks-done").textContent = dash(s.tasks_done);
+    $("#throughput").textContent = dash(s.throughput_per_s, " /s");
+    $("#cache").textContent = s.cache ? `${s.cache.hits} hits, ${s.cache.misses} misses` : "–";
+    $("#workers").replaceChildren(...s.workers.map((w) => el("tr", {},
+      el("td", {}, el("code", { text: w.id })), el("td", { text: w.host || "" }),
+      el("td", { class: `status ${w.state}`, text: w.state }), el("td", { text: `${w.free} / ${w.capacity}` }),
+      el("td", { text: dash(w.tasks_done) }), el("td", { text: `${dash(w.last_heartbeat_s_ago)} s ago` }))));
+    $("#updated").textContent = `Updated ${new Date().toLocaleTimeString()}.`;
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  localTimes();
+  builder();
+  dropzone();
+  batchPoller();
+  statusPoller();
+});

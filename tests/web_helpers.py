@@ -1,0 +1,129 @@
+"""Helpers for the web gateway's tests: a real broker with local workers (from conftest's
+Cluster), the gateway on uvicorn in a thread on a free port, and signed-up users.
+
+Test modules import the fixtures they use: ``from web_helpers import broker, web  # noqa: F401``.
+"""
+from __future__ import annotations
+
+import re
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from conftest import DATA, FAST_HEARTBEAT_S, Cluster, free_port
+from engine.web import WebSettings, create_app
+
+START_TIMEOUT_S = 30.0
+PASSWORD = "correct horse battery"
+CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
+
+
+def jpeg(name: str = "coffee.jpg") -> bytes:
+    return (DATA / name).read_bytes()
+
+
+class WebServer:
+    """The gateway app on a real uvicorn server, in a thread of this process."""
+
+    def __init__(self, data_dir: Path, broker: str, **settings) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        settings.setdefault("heartbeat_interval_s", FAST_HEARTBEAT_S)
+        settings.setdefault("broker_check_timeout_s", 2.0)
+        settings.setdefault("task_timeout_s", 30.0)
+        self.settings = WebSettings(broker=broker, data_dir=data_dir, **settings)
+        self.app = create_app(self.settings)
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
+                                timeout_graceful_shutdown=2)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="web", daemon=True)
+
+    def start(self) -> "WebServer":
+        self.thread.start()
+        deadline_s = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline_s:
+            if self.server.started:
+                return self
+            if not self.thread.is_alive():
+                raise RuntimeError("the web gateway thread exited during start-up")
+            time.sleep(0.05)
+        raise TimeoutError(f"the web gateway did not start within {START_TIMEOUT_S} s")
+
+    @property
+    def parts(self):
+        return self.app.state.parts
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+
+
+class User:
+    """A signed-up account: a cookie session (``browser``) and an API token (``api``)."""
+
+    def __init__(self, web: WebServer, name: str) -> None:
+        self.name = name
+        self.browser = httpx.Client(base_url=web.url, timeout=30.0, follow_redirects=False)
+        page = self.browser.get("/signup")
+        r = self.browser.post("/signup", data={"name": name, "password": PASSWORD, "csrf": csrf_of(page.text)})
+        assert r.status_code == 303, r.text
+        self.csrf = csrf_of(self.browser.get("/upload").text)
+        r = self.browser.post("/api/v1/tokens", json={"name": "tests"}, headers={"X-CSRF-Token": self.csrf})
+        assert r.status_code == 201, r.text
+        self.token = r.json()["token"]
+        self.api = httpx.Client(base_url=web.url, timeout=30.0,
+                                headers={"Authorization": f"Bearer {self.token}"})
+
+    def close(self) -> None:
+        self.browser.close()
+        self.api.close()
+
+
+def csrf_of(html: str) -> str:
+    match = CSRF_META.search(html)
+    assert match, "the page has no CSRF token"
+    return match.group(1)
+
+
+def wait_batch(client: httpx.Client, batch_id: str, timeout_s: float = 30.0) -> dict:
+    deadline_s = time.monotonic() + timeout_s
+    while time.monotonic() < deadline_s:
+        batch = client.get(f"/api/v1/batches/{batch_id}").json()
+        if batch["finished"]:
+            return batch
+        time.sleep(0.1)
+    raise TimeoutError(f"batch {batch_id} not finished within {timeout_s} s: {batch}")
+
+
+@pytest.fixture(scope="module")
+def broker():
+    """A real broker with two local worker processes on free loopback ports."""
+    cluster = Cluster(local_workers=2)
+    try:
+        yield cluster.start_broker()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def web(broker, tmp_path_factory):
+    server = WebServer(tmp_path_factory.mktemp("web"), broker.front).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def users(web):
+    """Two independent accounts on the module's gateway."""
+    made = [User(web, "alice"), User(web, "bob")]
+    try:
+        yield made
+    finally:
+        for u in made:
+            u.close()

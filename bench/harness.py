@@ -96,6 +96,15 @@ def cell(peer, workload: W.Workload, images: W.ImageSet, run: Run, cpu: dict[str
     }
 
 
+def measured(peer, images: tuple[bytes, ...], pipeline: str, *, window: int, duration_s: float,
+             warmup_tasks: int) -> tuple[Run, CpuSampler]:
+    """Warm up (unmeasured), then one measured run with the CPU of the peer's processes sampled."""
+    peer.measure(images, pipeline, window=window, duration_s=0, min_tasks=warmup_tasks)
+    with CpuSampler(peer.roles) as sampler:
+        run = peer.measure(images, pipeline, window=window, duration_s=duration_s, min_tasks=warmup_tasks)
+    return run, sampler
+
+
 def probe_overhead(peer, images: W.ImageSet, pipeline: str, settings: Settings) -> dict | None:
     """Round trip minus the pipeline's own time, one task at a time: what the system adds."""
     run = peer.measure(images.images, pipeline, window=1, duration_s=0, min_tasks=settings.probe_tasks)
@@ -116,21 +125,19 @@ def run_peer(peer, cells, image_sets, settings: Settings, progress: Progress, re
     progress.say(f"{peer.name}: starting")
     try:
         peer.start()
-    except Skip as exc:
-        progress.note(f"skip {peer.name}: {exc}")
+    except Exception as exc:  # Skip: cannot run here; anything else: broke while starting
+        kind = "skipped" if isinstance(exc, Skip) else "failed"
+        reason = str(exc) if isinstance(exc, Skip) else f"{type(exc).__name__}: {exc}"
+        progress.note(f"{'skip' if isinstance(exc, Skip) else 'FAILED'} {peer.name}: {reason}")
         peer.stop()
-        return {"status": "skipped", "reason": str(exc)}
+        return {"status": kind, "reason": reason[:500]}
     status = {"status": "ran", "label": peer.label, "notes": peer.notes()}
     try:
         for workload, size in cells:
             images = image_sets[size]
-            progress.say(f"{peer.name} {workload.name} {size}: warm-up")
-            peer.measure(images.images, workload.pipeline, window=settings.window, duration_s=0,
-                         min_tasks=settings.warmup_tasks)
             progress.say(f"{peer.name} {workload.name} {size}: measuring {settings.duration_s:g} s")
-            with CpuSampler(peer.roles) as sampler:
-                run = peer.measure(images.images, workload.pipeline, window=settings.window,
-                                   duration_s=settings.duration_s, min_tasks=settings.warmup_tasks)
+            run, sampler = measured(peer, images.images, workload.pipeline, window=settings.window,
+                                    duration_s=settings.duration_s, warmup_tasks=settings.warmup_tasks)
             row = cell(peer, workload, images, run, sampler.cores(), sampler.cpu_seconds(), settings)
             results.append(row)
             progress.say(f"{peer.name} {workload.name} {size}: {row['images_per_s']:.1f} img/s, "

@@ -36,7 +36,7 @@ class Run:
         if isinstance(outcome, BaseException):
             self.errors.append(f"{type(outcome).__name__}: {outcome}"[:300])
             return
-        out, meta = outcome
+        out, meta = (outcome.data, outcome.meta) if hasattr(outcome, "meta") else outcome  # engine Result
         self.latencies_s.append(latency_s)
         self.out_bytes += len(out)
         if isinstance(meta, dict) and "pipeline_ms" in meta:

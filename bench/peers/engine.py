@@ -1,0 +1,121 @@
+"""This engine: a broker with local workers (or an existing deployment), driven by
+``engine.Client`` from ``--clients`` processes, each with its share of the window."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from ..measure import drive, pick, wait_futures
+from .base import Peer, Skip, free_port
+from .gang import Gang
+
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 20.0
+
+
+class EngineDriver:
+    """Runs inside each client process."""
+
+    def __init__(self, endpoint: str, share: int) -> None:
+        from engine import Client
+
+        self.client = Client(endpoint, timeout_s=120)
+        self.share = share
+
+    def measure(self, images, pipeline, *, window, duration_s, min_tasks):
+        return drive(lambda i: self.client.submit(pick(images, i), pipeline), wait_futures,
+                     window=max(1, window // self.share), duration_s=duration_s,
+                     min_tasks=-(-min_tasks // self.share))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def broker_ready(endpoint: str, slots: int, timeout_s: float = READY_TIMEOUT_S) -> dict:
+    """Wait until the broker at ``endpoint`` has ``slots`` free worker slots; its INFO."""
+    from engine import Client
+
+    deadline = time.monotonic() + timeout_s
+    info: dict = {}
+    with Client(endpoint, timeout_s=timeout_s) as client:
+        while time.monotonic() < deadline:
+            try:
+                info = client.info(timeout_s=2.0)
+            except Exception:
+                continue
+            if sum(w.get("free", 0) + w.get("in_flight", 0) for w in info.get("workers", [])) >= slots:
+                return info
+            time.sleep(0.1)
+    raise Skip(f"the broker at {endpoint} did not report {slots} worker slot(s) in {timeout_s:.0f} s "
+               f"(last INFO: {str(info)[:200]})")
+
+
+def start_broker(local_workers: int, extra_flags: list[str]) -> tuple[subprocess.Popen, str, str]:
+    """``python -m engine.broker`` on free loopback ports: the process, front and back endpoints."""
+    front, back = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    cmd = [sys.executable, "-m", "engine.broker", "--front", front, "--back", back,
+           "--local-workers", str(local_workers), *extra_flags]
+    env = dict(os.environ, ENGINE_LOG_LEVEL="warning")  # the worker it starts reads this too
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env), front, back
+
+
+class Engine(Peer):
+    name = "engine"
+    label = "this engine (msgpack frames, engine.Client)"
+    modules = ("zmq", "engine.broker", "engine.client")
+    driver = "bench.peers.engine:EngineDriver"
+
+    def _extra_flags(self) -> list[str]:
+        return []
+
+    def _client_endpoint(self) -> str:
+        return self.front
+
+    def start(self) -> None:
+        self._broker = None
+        self._gang = None
+        if self.broker:
+            self.front = self.broker
+            broker_ready(self.front, 1)
+        else:
+            self._broker, self.front, self.back = start_broker(self.workers, self._extra_flags())
+            self._start_workers()
+            broker_ready(self.front, self.workers)
+        self._gang = Gang(self.clients, self.driver, endpoint=self._client_endpoint(), share=self.clients)
+        self._gang.start()
+
+    def _start_workers(self) -> None:
+        pass  # the broker's --local-workers did it
+
+    def stop(self) -> None:
+        if self._gang:
+            self._gang.stop()
+        if self._broker and self._broker.poll() is None:
+            self._broker.terminate()
+            try:
+                self._broker.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self._broker.kill()
+                self._broker.wait()
+
+    def roles(self) -> dict[str, list[int]]:
+        clients = self._gang.pids() if self._gang else []
+        if not self._broker:
+            return {"client": clients}  # a remote deployment: its CPU is not ours to see
+        import psutil
+
+        try:
+            supervisors = [c.pid for c in psutil.Process(self._broker.pid).children()]
+        except psutil.Error:
+            supervisors = []
+        return {"workers": supervisors, "broker": [self._broker.pid], "client": clients}
+
+    def measure(self, images, pipeline, *, window, duration_s, min_tasks):
+        return self._gang.measure(images, pipeline, window=window, duration_s=duration_s, min_tasks=min_tasks)
+
+    def notes(self) -> list[str]:
+        where = f"existing deployment at {self.broker}" if self.broker else \
+            f"python -m engine.broker --local-workers {self.workers}"
+        return [f"{where}; {self.clients} client process(es), Client.submit with a bounded window"]

@@ -124,6 +124,7 @@ class Jobs:
         self._check_uploads(user_id, [upload])
         (job_id,) = await self._add_jobs(user_id, None, canonical, [upload])
         output = await self._run_one(job_id, upload.data, canonical, reraise=True)
+        await self.enforce_retention()
         return self.store.job(user_id, job_id), output  # type: ignore[return-value]
 
     async def rerun(self, user_id: int, job_id: str) -> str:

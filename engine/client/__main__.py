@@ -91,7 +91,7 @@ def main(argv=None) -> int:
                     result = future.result()
                 except EngineError as exc:
                     failures.append((src, str(exc)))
-                    bar.write(f"failed: {src}: {exc}")
+                    bar.write(f"failed: {src}: {exc}", file=sys.stderr)
                 else:
                     out = args.output / rel.with_suffix(EXTENSIONS.get(result.format, rel.suffix))
                     out.parent.mkdir(parents=True, exist_ok=True)

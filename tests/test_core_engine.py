@@ -1,0 +1,143 @@
+"""End to end through a real broker and real worker processes."""
+import asyncio
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from engine import AsyncClient
+from engine.errors import ImageError, UnknownOperation
+
+
+def _grey(data: bytes) -> np.ndarray:
+    return cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2GRAY)
+
+
+def _decoded(data: bytes) -> np.ndarray:
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+
+
+def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def edge_f1(got: np.ndarray, want: np.ndarray) -> float:
+    g, w = got > 127, want > 127
+    return 2 * float((g & w).sum()) / max(1, int(g.sum() + w.sum()))
+
+
+def test_grayscale_results_match_opencv_for_every_sample_photo(cluster, jpegs):
+    with cluster.client() as client:
+        results = dict(zip(jpegs, client.map(jpegs.values(), "grayscale", window=4)))
+    for name, result in results.items():
+        want = _grey(jpegs[name])
+        got = _decoded(result.data)
+        assert got.shape == want.shape, name
+        assert psnr_db(got, want) > 40, name
+        assert (result.format, result.width, result.height) == ("jpeg", want.shape[1], want.shape[0])
+        assert result.worker and result.meta["pipeline_ms"] > 0 and result.elapsed_ms > 0
+
+
+def test_edge_results_match_opencv_canny_100_200(cluster, jpegs):
+    with cluster.client() as client:
+        results = dict(zip(jpegs, client.map(jpegs.values(), "edge", window=4)))
+    for name, result in results.items():
+        want = cv2.Canny(_grey(jpegs[name]), 100, 200)
+        assert edge_f1(_decoded(result.data), want) > 0.97, name
+
+
+def test_two_clients_at_once_each_get_only_their_own_results(cluster, jpegs):
+    # Each client sends photos of distinct sizes; any crossed wire shows as a wrong size.
+    names = sorted(jpegs)
+    mine = {0: names[0::2], 1: names[1::2]}
+    outcome: dict[int, list] = {}
+
+    def run(k: int) -> None:
+        with cluster.client() as client:
+            items = [jpegs[n] for n in mine[k]] * 5
+            outcome[k] = list(client.map(items, "grayscale", window=8))
+            outcome[k + 10] = client.stats
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    for k in (0, 1):
+        want = [_grey(jpegs[n]).shape for n in mine[k]] * 5
+        assert [(r.height, r.width) for r in outcome[k]] == want
+        assert outcome[k + 10]["duplicates"] == 0
+
+
+def test_unknown_operation_and_corrupt_image_get_errors_and_workers_stay_up(cluster, jpegs):
+    photo = next(iter(jpegs.values()))
+    with cluster.client() as client:
+        workers_before = {w["id"] for w in client.info()["workers"]}
+        with pytest.raises(UnknownOperation) as info:
+            client.process(photo, "grayscale|sparkle")
+        assert "sparkle" in str(info.value) and "grayscale" in str(info.value)
+        with pytest.raises(ImageError):
+            client.process(photo[: len(photo) // 3], "grayscale")  # truncated JPEG
+        with pytest.raises(ImageError):
+            client.process(b"definitely not an image", "edge")
+        assert client.process(photo, "grayscale").width > 0
+        after = client.info()
+    assert {w["id"] for w in after["workers"]} == workers_before
+    assert after["failed"] == 3 and after["completed"] == 1
+
+
+def test_imap_unordered_never_holds_more_than_its_window(cluster, jpegs):
+    photo = jpegs["coins.jpg"]
+    with cluster.client() as client:
+        seen_inflight = []
+
+        def items():
+            for _ in range(30):
+                seen_inflight.append(client.stats["submitted"] - client.stats["completed"])
+                yield photo
+
+        results = list(client.imap_unordered(items(), "grayscale", window=4))
+    assert len(results) == 30
+    assert max(seen_inflight) <= 4
+
+
+def test_async_client_processes_concurrently(cluster, jpegs):
+    async def main():
+        async with AsyncClient(cluster.front, timeout_s=60, heartbeat_interval_s=0.5) as client:
+            results = await asyncio.gather(*(client.process(d, "edge") for d in jpegs.values()))
+            info = await client.info()
+            ordered = [r async for r in client.map(list(jpegs.values()), "grayscale", window=3)]
+            return results, info, ordered
+
+    results, info, ordered = asyncio.run(main())
+    assert [r.width for r in results] == [_grey(d).shape[1] for d in jpegs.values()]
+    assert [r.height for r in ordered] == [_grey(d).shape[0] for d in jpegs.values()]
+    assert len(info["workers"]) == 1 and info["workers"][0]["free"] >= 0
+
+
+def test_batch_command_line_writes_every_result_and_reports_failures(cluster, jpegs, tmp_path):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    for name, data in list(jpegs.items())[:4]:
+        (src / name).write_bytes(data)
+    (src / "sub" / "nested.jpg").write_bytes(jpegs["coins.jpg"])
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "engine.client", "--connect", cluster.front, "--pipeline", "edge|png",
+           "--recursive", "--quiet", str(src), "-o", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "5 image(s), 0 failed" in done.stdout
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert written == sorted([f"{Path(n).stem}.png" for n in list(jpegs)[:4]] + ["sub/nested.png"])
+    (src / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "6 image(s), 1 failed" in done.stdout and "broken.jpg" in done.stderr
+
+
+

@@ -1,0 +1,64 @@
+"""Issue 2's fault cases: a pool process killed, the broker restarted; nothing lost."""
+import concurrent.futures as cf
+import os
+import signal
+import time
+
+import cv2
+import numpy as np
+
+
+def _size(data: bytes) -> tuple[int, int]:
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    return img.shape[1], img.shape[0]
+
+
+def _wait(futures, timeout_s: float = 120.0) -> list:
+    done, not_done = cf.wait(futures, timeout=timeout_s)
+    assert not not_done, f"{len(not_done)} task(s) never completed"
+    return [f.result() for f in futures]  # raises if any task failed
+
+
+def test_worker_process_killed_mid_batch_loses_no_task(cluster, jpegs):
+    photos = [jpegs["retina.jpg"], jpegs["hubble_deep_field.jpg"]] * 20  # slow enough to be caught mid-task
+    with cluster.client() as client:
+        futures = [client.submit(d, "edge") for d in photos]
+        first = futures[0].result(60)
+        pid = int(first.worker.rsplit(":", 1)[1])
+        for _ in range(3):  # kill until a task was running in the victim (it nearly always is)
+            os.kill(pid, signal.SIGKILL)
+            time.sleep(1.0)
+            if client.info()["requeued"] >= 1 or futures[-1].done():
+                break
+            pid = next(int(f.result().worker.rsplit(":", 1)[1]) for f in futures if f.done()
+                       and int(f.result().worker.rsplit(":", 1)[1]) != pid)
+        results = _wait(futures)
+        info = client.info()
+        stats = client.stats
+    assert [(r.width, r.height) for r in results] == [_size(d) for d in photos]
+    assert info["requeued"] >= 1, "the kill never hit a running task"
+    assert info["completed"] == len(photos) and info["failed"] == 0
+    assert stats["completed"] == len(photos) and stats["failed"] == 0
+    assert sum(w["free"] for w in cluster.wait_ready(2)["workers"]) == 2  # replaced, all slots back
+
+
+def test_broker_restarted_mid_batch_loses_no_task(cluster_factory, jpegs):
+    cluster = cluster_factory(local_workers=0)
+    cluster.start_broker(wait_slots=0)
+    cluster.add_worker(2)
+    cluster.wait_ready(2)
+    photos = list(jpegs.values()) * 5
+    with cluster.client() as client:
+        futures = [client.submit(d, "edge") for d in photos]
+        deadline_s = time.monotonic() + 60
+        while sum(f.done() for f in futures) < 5 and time.monotonic() < deadline_s:
+            time.sleep(0.01)
+        cluster.broker.kill()
+        done_at_kill = sum(f.done() for f in futures)
+        cluster.start_broker(wait_slots=0)
+        results = _wait(futures)
+        stats = client.stats
+    assert done_at_kill < len(photos), "the batch finished before the broker was killed"
+    assert [(r.width, r.height) for r in results] == [_size(d) for d in photos]
+    assert stats["completed"] == len(photos) and stats["failed"] == 0
+    assert stats["resent"] >= 1

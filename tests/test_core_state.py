@@ -1,0 +1,94 @@
+"""The broker's routing state: LRU over free slots, requeue, heartbeats never free a slot."""
+from engine.broker.core import Origin
+from engine.broker.state import Dispatcher, Task
+from engine.protocol import Request
+
+
+def _task(d: Dispatcher, n: int, client: bytes = b"c1") -> Task:
+    origin = Origin("front", (client,))
+    task = Task(jid=d.new_jid(), origin=origin, task_id=f"t{n}",
+                request=Request(task_id=f"t{n}", pipeline="grayscale"), payload=b"", received_s=0.0)
+    d.admit(task)
+    return task
+
+
+def _assign(d: Dispatcher) -> list[tuple[str, bytes]]:
+    return [(t.task_id, w.wid) for t, w in d.assignments()]
+
+
+def test_tasks_go_to_the_least_recently_used_worker_with_a_free_slot():
+    d = Dispatcher(max_queue=100, liveness_s=6)
+    d.ready(b"A", 2, 0.0)
+    d.ready(b"B", 1, 0.0)
+    for n in range(4):
+        _task(d, n)
+    # A (oldest) takes one, then B, then A again; the fourth waits: no free slot left.
+    assert _assign(d) == [("t0", b"A"), ("t1", b"B"), ("t2", b"A")]
+    assert [t.task_id for t in d.queue] == ["t3"]
+    # B finishes first, so B is the one with a free slot and gets the waiting task.
+    d.release(b"B", 2)
+    assert _assign(d) == [("t3", b"B")]
+
+
+def test_a_heartbeat_never_gives_a_busy_worker_a_slot():
+    d = Dispatcher(max_queue=10, liveness_s=6)
+    d.ready(b"A", 1, 0.0)
+    _task(d, 0)
+    _task(d, 1)
+    assert _assign(d) == [("t0", b"A")]
+    d.seen(b"A", 1.0)
+    assert _assign(d) == []
+    assert d.workers[b"A"].free == 0
+
+
+def test_a_dead_workers_tasks_go_back_to_the_front_of_the_queue():
+    d = Dispatcher(max_queue=10, liveness_s=6)
+    d.ready(b"A", 2, 0.0)
+    for n in range(3):
+        _task(d, n)
+    _assign(d)
+    orphans = d.remove_worker(b"A")
+    assert {t.task_id for t in orphans} == {"t0", "t1"}
+    assert [t.task_id for t in d.queue] == ["t0", "t1", "t2"]
+    assert all(t.attempts == 1 for t in orphans)
+    d.ready(b"B", 3, 1.0)
+    assert [w for _, w in _assign(d)] == [b"B", b"B", b"B"]
+
+
+def test_workers_silent_past_their_liveness_are_expired():
+    d = Dispatcher(max_queue=10, liveness_s=6)
+    d.ready(b"A", 1, 0.0)
+    d.ready(b"B", 1, 0.0)
+    d.seen(b"B", 5.0)
+    assert d.expired(6.5) == [b"A"]
+
+
+def test_a_resent_task_id_from_the_same_client_is_recognised_but_not_from_another():
+    d = Dispatcher(max_queue=10, liveness_s=6)
+    _task(d, 0, client=b"c1")
+    assert d.holds(Origin("front", (b"c1",)), "t0")
+    assert not d.holds(Origin("front", (b"c2",)), "t0")
+
+
+def test_queue_full_and_a_draining_worker_gets_no_new_task():
+    d = Dispatcher(max_queue=2, liveness_s=6)
+    _task(d, 0)
+    _task(d, 1)
+    assert d.queue_full()
+    d.ready(b"A", 2, 0.0)
+    d.drain(b"A")
+    assert _assign(d) == []
+    d.ready(b"A", 1, 0.1)
+    assert _assign(d) == []
+
+
+def test_cancel_and_a_client_going_away_remove_queued_tasks():
+    d = Dispatcher(max_queue=10, liveness_s=6)
+    for n in range(3):
+        _task(d, n, client=b"c1")
+    _task(d, 9, client=b"c2")
+    assert d.cancel(Origin("front", (b"c1",)), "t1").task_id == "t1"
+    dropped = d.drop_origin(("front", (b"c1",)))
+    assert {t.task_id for t in dropped} == {"t0", "t2"}
+    d.ready(b"A", 5, 0.0)
+    assert _assign(d) == [("t9", b"A")]

@@ -35,10 +35,10 @@ def _size(n: int | None) -> str:
 TEMPLATES.filters["size"] = _size
 
 
-def render(request: Request, name: str, status_code: int = 200, **context) -> HTMLResponse:
+def render(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:
     p = parts(request)
     csrf = p.auth.csrf_token(request)
-    html = TEMPLATES.get_template(name).render(request=request, user=p.auth.user(request), csrf=csrf,
+    html = TEMPLATES.get_template(template).render(request=request, user=p.auth.user(request), csrf=csrf,
                                                csrf_field=CSRF_FIELD, **context)
     response = HTMLResponse(html, status_code=status_code)
     if request.cookies.get("engine_csrf") != csrf:

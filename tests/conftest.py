@@ -78,14 +78,16 @@ class Proc:
 class Cluster:
     """A broker (optionally with local workers) plus any number of extra workers."""
 
-    def __init__(self, *, local_workers: int = 2, compat: bool = False, extra: list[str] | None = None) -> None:
+    def __init__(self, *, local_workers: int = 2, compat: bool = False, cache: bool = False,
+                 extra: list[str] | None = None) -> None:
         self.front_port, self.back_port = free_port(), free_port()
         self.front = f"tcp://127.0.0.1:{self.front_port}"
         self.back = f"tcp://127.0.0.1:{self.back_port}"
         self.local_workers = local_workers
         self.compat = compat
         self.compat_ports = {k: free_port() for k in ("pull", "push", "router")} if compat else {}
-        self.extra = extra or []
+        # The result cache is off unless a test is about it: repeated photos must reach workers.
+        self.extra = (extra or []) + ([] if cache else ["--cache-mb", "0"])
         self.broker: Proc | None = None
         self.workers: list[Proc] = []
 

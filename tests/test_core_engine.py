@@ -141,3 +141,19 @@ def test_batch_command_line_writes_every_result_and_reports_failures(cluster, jp
 
 
 
+
+
+def test_a_repeated_request_is_answered_from_the_cache_without_a_worker(cluster_factory, jpegs):
+    cluster = cluster_factory(local_workers=1, cache=True).start_broker()
+    photo = jpegs["rocket.jpg"]
+    with cluster.client() as client:
+        first = client.process(photo, "edge")
+        before = client.info()
+        second = client.process(photo, "edge")
+        other = client.process(photo, "edge", options={"cache": False})
+        after = client.info()
+    assert second.data == first.data and second.meta["cache"] == "hit"
+    assert first.meta.get("cache") is None and other.meta.get("cache") is None
+    done = lambda info: sum(w["tasks_done"] for w in info["workers"])  # noqa: E731
+    assert done(after) - done(before) == 1  # only the uncached request reached a worker
+    assert (after["cache"]["hits"], after["cache"]["misses"]) == (1, 1)

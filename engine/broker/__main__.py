@@ -34,6 +34,9 @@ def parse_args(argv=None) -> argparse.Namespace:
          help="largest message frame accepted, in MiB; a peer that sends more is disconnected")
     flag(p, "--drain-timeout-s", env="ENGINE_DRAIN_TIMEOUT_S", default=C.DRAIN_TIMEOUT_S, type=float,
          help="on SIGTERM, seconds to wait for tasks in flight before exiting")
+    flag(p, "--cache-mb", env="ENGINE_CACHE_MB", default=C.CACHE_BYTES // 2**20, type=int,
+         help="result cache size in MiB: a repeated image and pipeline is answered without a worker "
+              "(0 turns the cache off; a client can also send options={'cache': False})")
     flag(p, "--compat", env="ENGINE_COMPAT", default=False,
          help="also serve the older JSON/base64 format on the three compat sockets below")
     flag(p, "--compat-pull", env="ENGINE_COMPAT_PULL", default=C.COMPAT_PULL,
@@ -53,6 +56,7 @@ def main(argv=None) -> int:
         front=args.front, back=args.back, heartbeat_interval_s=args.heartbeat_interval_s,
         max_queue=args.max_queue, max_retries=args.max_retries,
         max_message_bytes=args.max_message_mb * 2**20, drain_timeout_s=args.drain_timeout_s,
+        cache_bytes=args.cache_mb * 2**20,
         compat=args.compat, compat_pull=args.compat_pull, compat_push=args.compat_push,
         compat_router=args.compat_router)
     try:

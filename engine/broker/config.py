@@ -14,6 +14,7 @@ MAX_QUEUE = 1000  # tasks waiting for a worker; beyond this, clients get "busy"
 MAX_RETRIES = 2  # times a task may take a worker down with it before it is failed
 MAX_MESSAGE_BYTES = 128 * 1024 * 1024  # ZMQ_MAXMSGSIZE on every broker socket
 DRAIN_TIMEOUT_S = 10.0  # on SIGTERM, how long in-flight tasks get to finish
+CACHE_BYTES = 256 * 1024 * 1024  # result cache size; 0 turns the cache off
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,6 +27,7 @@ class BrokerConfig:
     max_retries: int = MAX_RETRIES
     max_message_bytes: int = MAX_MESSAGE_BYTES
     drain_timeout_s: float = DRAIN_TIMEOUT_S
+    cache_bytes: int = CACHE_BYTES
     compat: bool = False
     compat_pull: str = COMPAT_PULL
     compat_push: str = COMPAT_PUSH

@@ -15,8 +15,10 @@ from typing import Any, Hashable
 
 import zmq
 
+from .. import __version__
 from .. import protocol as P
-from ..errors import ProtocolError, TaskFailed
+from ..cache import ResultCache
+from ..errors import ProtocolError, TaskError, TaskFailed
 from .compat import CompatFront
 from .config import BrokerConfig
 from .state import Dispatcher, Task
@@ -57,6 +59,7 @@ class Broker:
         self._started_s = time.monotonic()
         self.front = self._router(config.front, "front")
         self.back = self._router(config.back, "back")
+        self.cache = ResultCache(config.cache_bytes) if config.cache_bytes > 0 else None
         self.compat = CompatFront(self.ctx, config, self) if config.compat else None
         self.endpoints = {"front": self._last(self.front), "back": self._last(self.back)}
 
@@ -184,9 +187,31 @@ class Broker:
                 f"the broker's queue is full ({self.config.max_queue} tasks waiting)"
             self.reply_error(origin, request.task_id, "busy", f"{why}; retry later or add workers")
             return
+        cache_key = self._cache_key(request, payload)
+        if cache_key is not None:
+            hit = self.cache.get(cache_key)
+            if hit is not None:
+                data, meta = hit
+                meta.update(cache="hit", broker_ms=0.0)
+                self.stats["completed"] += 1
+                self.reply(origin, request.task_id, meta, data)
+                return
         task = Task(jid=self.dispatcher.new_jid(), origin=origin, task_id=request.task_id,
-                    request=request, payload=payload, received_s=time.monotonic())
+                    request=request, payload=payload, received_s=time.monotonic(), cache_key=cache_key)
         self.dispatcher.admit(task)
+
+    def _cache_key(self, request: P.Request, payload: Any) -> str | None:
+        """Input hash + canonical pipeline + engine version; None when not cacheable."""
+        if self.cache is None or (request.options or {}).get("cache") is False:
+            return None
+        from .. import ops  # the broker needs the registry only for canonical pipelines
+
+        try:
+            canonical = ops.canonical(request.pipeline)
+        except TaskError:
+            return None  # invalid: the worker answers with the precise error
+        data = payload.buffer if isinstance(payload, zmq.Frame) else payload
+        return ResultCache.key(data, canonical, __version__)
 
     def _cancel(self, origin: Origin, task_id: str) -> None:
         task = self.dispatcher.cancel(origin, task_id)
@@ -269,7 +294,9 @@ class Broker:
             self.stats["completed"] += 1
             meta = dict(msg.meta)
             meta["broker_ms"] = round((time.monotonic() - task.received_s) * 1000, 3)
-            self.reply(task, meta, payloads[0])
+            if task.cache_key is not None:
+                self.cache.put(task.cache_key, payloads[0].bytes, dict(meta, cache="miss"))
+            self.reply(task.origin, task.task_id, meta, payloads[0])
         else:
             self.stats["failed"] += 1
             self.reply_error(task.origin, task.task_id, msg.code, msg.message, msg.meta)
@@ -311,10 +338,9 @@ class Broker:
                 self._forget_client(route)
 
     # ---- replies -----------------------------------------------------------------
-    def reply(self, task: Task, meta: dict, payload: Any) -> None:
-        origin = task.origin
+    def reply(self, origin: Origin, task_id: str, meta: dict, payload: Any) -> None:
         if origin.kind == "front":
-            self._send_front(origin.route[0], P.encode(P.Reply(task_id=task.task_id, meta=meta), payload))
+            self._send_front(origin.route[0], P.encode(P.Reply(task_id=task_id, meta=meta), payload))
         else:
             self.compat.reply(origin, payload)
 
@@ -338,4 +364,4 @@ class Broker:
                 "queue_depth": len(d.queue), "in_flight": len(d.tasks) - len(d.queue),
                 "max_queue": self.config.max_queue, "clients": len(self._clients),
                 "workers": [w.describe(now_s) for w in d.workers.values()],
-                "ops": d.offered_ops(), **self.stats}
+                "ops": d.offered_ops(), "cache": self.cache.stats() if self.cache else None, **self.stats}

@@ -27,6 +27,7 @@ class Task:
     received_s: float
     attempts: int = 0  # worker failures while holding it
     worker: bytes | None = None  # who runs it now
+    cache_key: str | None = None  # where its result goes in the result cache
 
     @property
     def dedup_key(self) -> Hashable | None:

@@ -107,7 +107,7 @@ function builder() {
     text.value = serialise();
   });
   select.addEventListener("change", () => { $("#op-help").textContent = ops[select.value].help; });
-  text.addEventListener("change", fromText);
+  text.addEventListener("input", fromText); // as the user types, so nothing moves under a click
   fromText();
 }
 

@@ -30,13 +30,16 @@ PEERS = {
     "ray": "bench.peers.ray_peer:Ray",
 }
 REFERENCE = "engine"  # every peer is given as a ratio to this one
+# Tasks in flight per worker process: deep enough that the slowest system to turn a task
+# around (Celery: ~10 ms) keeps its workers busy; at 4 it had half its workers idle.
+WINDOW_PER_WORKER = 16
 
 
 @dataclass
 class Settings:
     workers: int
     clients: int = 1
-    window: int = 0  # tasks in flight across all clients; 0: 4 per worker
+    window: int = 0  # tasks in flight across all clients; 0: WINDOW_PER_WORKER per worker
     duration_s: float = 5.0  # measured time per workload, after warm-up
     warmup_tasks: int = 0  # 0: 2 per worker
     probe_tasks: int = 30  # one-at-a-time tasks for the round-trip overhead
@@ -49,7 +52,7 @@ class Settings:
     mode: str = "full"
 
     def __post_init__(self) -> None:
-        self.window = self.window or 4 * self.workers
+        self.window = self.window or WINDOW_PER_WORKER * self.workers
         self.warmup_tasks = self.warmup_tasks or 2 * self.workers
 
 
@@ -84,7 +87,7 @@ def cell(peer, workload: W.Workload, images: W.ImageSet, run: Run, cpu: dict[str
     return {
         "peer": peer.name, "workload": workload.name, "pipeline": workload.pipeline, "size": images.size,
         "workers": settings.workers, "clients": peer.clients, "window": settings.window,
-        "tasks": n, "errors": len(run.errors), "first_error": run.errors[0] if run.errors else None,
+        "tasks": n, "errors": len(run.errors), "cache_hits": run.cache_hits, "first_error": run.errors[0] if run.errors else None,
         "wall_s": round(run.wall_s, 3), "images_per_s": round(rate, 2),
         "mp_per_s": round(rate * images.mean_mp, 2), "megapixels_per_image": round(images.mean_mp, 3),
         "latency_ms": latency_summary(run.latencies_s),

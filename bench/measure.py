@@ -26,6 +26,7 @@ class Run:
     finished: float = 0.0
     errors: list[str] = field(default_factory=list)
     out_bytes: int = 0
+    cache_hits: int = 0  # answers a result cache gave instead of a worker (should stay 0)
 
     @property
     def wall_s(self) -> float:
@@ -39,17 +40,20 @@ class Run:
         out, meta = (outcome.data, outcome.meta) if hasattr(outcome, "meta") else outcome  # engine Result
         self.latencies_s.append(latency_s)
         self.out_bytes += len(out)
+        if isinstance(meta, dict) and meta.get("cache") == "hit":
+            self.cache_hits += 1
         if isinstance(meta, dict) and "pipeline_ms" in meta:
             self.pipeline_ms.append(float(meta["pipeline_ms"]))
 
     def as_dict(self) -> dict:
         return {"latencies_s": self.latencies_s, "pipeline_ms": self.pipeline_ms, "started": self.started,
-                "finished": self.finished, "errors": self.errors, "out_bytes": self.out_bytes}
+                "finished": self.finished, "errors": self.errors, "out_bytes": self.out_bytes, "cache_hits": self.cache_hits}
 
     def merge(self, other: "Run") -> "Run":
         return Run(self.latencies_s + other.latencies_s, self.pipeline_ms + other.pipeline_ms,
                    min(self.started or other.started, other.started or self.started),
-                   max(self.finished, other.finished), self.errors + other.errors, self.out_bytes + other.out_bytes)
+                   max(self.finished, other.finished), self.errors + other.errors, self.out_bytes + other.out_bytes,
+                   self.cache_hits + other.cache_hits)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -17,7 +17,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from bench import workloads as W  # noqa: E402
 from bench.harness import PEERS, Settings, run_all, save  # noqa: E402
 
-QUICK = {"duration_s": 0.8, "sizes": ["photo"], "probe_tasks": 10, "capacity_duration_s": 1.0}
+QUICK = {"duration_s": 0.6, "sizes": ["photo"], "probe_tasks": 8, "capacity_duration_s": 0.6}
 
 
 def _list(text: str) -> list[str]:
@@ -39,8 +39,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--broker", help="measure an existing deployment at this front endpoint instead of "
                                     "starting one (only the engine peer runs unless --peers says more)")
     p.add_argument("--quick", action="store_true", help="photo-size images, short runs: under a minute")
-    p.add_argument("--duration-s", type=float, help="measured seconds per workload and peer [full 5, quick 0.8]")
-    p.add_argument("--window", type=int, default=0, help="tasks in flight across clients [4 per worker]")
+    p.add_argument("--duration-s", type=float, help="measured seconds per workload and peer [full 5, quick 0.6]")
+    p.add_argument("--window", type=int, default=0, help="tasks in flight across clients [16 per worker]")
     p.add_argument("--peers", type=_list, help=f"comma list from {','.join(PEERS)} [all]")
     p.add_argument("--workloads", type=_list, default=list(W.PIPELINES), help="comma list [all]")
     p.add_argument("--sizes", type=_list, help=f"comma list from {','.join(W.SIZES)} [full: all, quick: photo]")

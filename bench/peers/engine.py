@@ -12,6 +12,7 @@ from .base import Peer, Skip, free_port
 from .gang import Gang
 
 READY_TIMEOUT_S = 30.0
+NO_CACHE = {"cache": False}  # every task is computed: the same images repeat, a cache would answer them
 STOP_TIMEOUT_S = 20.0
 
 
@@ -25,7 +26,7 @@ class EngineDriver:
         self.share = share
 
     def measure(self, images, pipeline, *, window, duration_s, min_tasks):
-        return drive(lambda i: self.client.submit(pick(images, i), pipeline), wait_futures,
+        return drive(lambda i: self.client.submit(pick(images, i), pipeline, options=NO_CACHE), wait_futures,
                      window=max(1, window // self.share), duration_s=duration_s,
                      min_tasks=-(-min_tasks // self.share))
 
@@ -56,7 +57,7 @@ def start_broker(local_workers: int, extra_flags: list[str]) -> tuple[subprocess
     """``python -m engine.broker`` on free loopback ports: the process, front and back endpoints."""
     front, back = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     cmd = [sys.executable, "-m", "engine.broker", "--front", front, "--back", back,
-           "--local-workers", str(local_workers), *extra_flags]
+           "--local-workers", str(local_workers), "--cache-mb", "0", *extra_flags]
     env = dict(os.environ, ENGINE_LOG_LEVEL="warning")  # the worker it starts reads this too
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env), front, back
 

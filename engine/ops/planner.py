@@ -2,9 +2,10 @@
 
 Given the parsed steps and the input's header, ``plan`` decides:
 
-- **grey decode**: when the chain drops colour before anything looks at it (its first
-  transforms are geometric and then comes a ``makes_grey`` one), the image is decoded
-  straight to one channel; for JPEG that skips the colour conversion entirely;
+- **grey decode**: when a JPEG's chain drops colour before anything looks at it (its
+  first transforms are geometric and then comes a ``makes_grey`` one), the luma plane
+  is decoded straight to one channel, skipping chroma upsampling and colour conversion
+  (other formats gain nothing from it, so they decode as usual and stay bit-exact);
 - **DCT scaling**: when the first transforms are geometric and the first one that
   resizes shrinks by 2x or more, a JPEG is decoded already scaled (libjpeg's 1/8..1
   scaling via simplejpeg), never below the size that step produces;
@@ -84,7 +85,7 @@ def plan(steps: list[Step], header: Header) -> Plan:
     leading = 0
     while leading < len(transforms) and transforms[leading].op.geometric:
         leading += 1
-    grey = leading < len(transforms) and transforms[leading].op.makes_grey
+    grey = header.format == "jpeg" and leading < len(transforms) and transforms[leading].op.makes_grey
     if grey:
         notes.append("decoded straight to grey")
     min_size = None

@@ -157,3 +157,15 @@ def test_a_repeated_request_is_answered_from_the_cache_without_a_worker(cluster_
     done = lambda info: sum(w["tasks_done"] for w in info["workers"])  # noqa: E731
     assert done(after) - done(before) == 1  # only the uncached request reached a worker
     assert (after["cache"]["hits"], after["cache"]["misses"]) == (1, 1)
+
+
+def test_command_line_says_so_at_once_when_no_broker_answers(jpegs, tmp_path):
+    from conftest import free_port
+
+    (tmp_path / "a.jpg").write_bytes(jpegs["coins.jpg"])
+    done = subprocess.run([sys.executable, "-m", "engine.client", "--connect", f"tcp://127.0.0.1:{free_port()}",
+                           "--connect-timeout-s", "1", "--quiet", str(tmp_path / "a.jpg"), "-o", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "no broker answered" in done.stderr and "engine.broker" in done.stderr
+    assert not (tmp_path / "o").exists()

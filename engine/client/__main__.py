@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import EngineError
+from ..errors import EngineError, TaskTimeout
 from ..settings import flag, positive_int
 from .sync import Client
 
@@ -32,6 +32,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     flag(p, "--window", env="ENGINE_WINDOW", default=16, type=positive_int, help="tasks in flight at once")
     flag(p, "--timeout-s", env="ENGINE_TIMEOUT_S", default=120.0, type=float, help="per image, from sending to result")
     flag(p, "--recursive", env="ENGINE_RECURSIVE", default=False, help="descend into sub-folders")
+    flag(p, "--connect-timeout-s", env="ENGINE_CONNECT_TIMEOUT_S", default=10.0, type=float,
+         help="give up at once if no broker answers within this")
     p.add_argument("--info", action="store_true", help="print the broker's workers, queue and operations, then exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
@@ -52,12 +54,23 @@ def find_images(inputs: list[Path], recursive: bool) -> list[tuple[Path, Path]]:
     return found
 
 
+def broker_info(client: Client, timeout_s: float) -> dict | None:
+    """The broker's INFO, or None after saying on stderr that nobody answered."""
+    try:
+        return client.info(timeout_s)
+    except TaskTimeout:
+        print(f"error: no broker answered at {client.address} within {timeout_s:g} s; is one running? "
+              "(start one with: python -m engine.broker --local-workers 2)", file=sys.stderr)
+        return None
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.info:
         with Client(args.connect, timeout_s=args.timeout_s) as client:
-            print(json.dumps(client.info(), indent=2))
-        return 0
+            info = broker_info(client, args.connect_timeout_s)
+            print(json.dumps(info, indent=2))
+        return 0 if info is not None else 2
     if not args.inputs or args.output is None:
         print("error: give images or folders, and -o OUTDIR (see --help)", file=sys.stderr)
         return 2
@@ -69,12 +82,23 @@ def main(argv=None) -> int:
     if not images:
         print("error: no images found (looked for " + ", ".join(sorted(IMAGE_SUFFIXES)) + ")", file=sys.stderr)
         return 2
+    started_s = time.monotonic()
+    with Client(args.connect, timeout_s=args.timeout_s) as client:
+        if broker_info(client, args.connect_timeout_s) is None:
+            return 2
+        failures = run_batch(client, images, args)
+    elapsed_s = time.monotonic() - started_s
+    print(f"{len(images)} image(s), {len(failures)} failed, {elapsed_s:.2f} s, "
+          f"{len(images) / elapsed_s:.1f} images/s -> {args.output}")
+    return 1 if failures else 0
+
+
+def run_batch(client: Client, images: list[tuple[Path, Path]], args: argparse.Namespace) -> list:
+    """Send every image with at most ``args.window`` in flight; write results; return the failures."""
     from tqdm import tqdm
 
     failures: list[tuple[Path, str]] = []
-    started_s = time.monotonic()
-    with Client(args.connect, timeout_s=args.timeout_s) as client, \
-            tqdm(total=len(images), unit="img", disable=args.quiet, file=sys.stderr) as bar:
+    with tqdm(total=len(images), unit="img", disable=args.quiet, file=sys.stderr) as bar:
         inflight: dict[cf.Future, tuple[Path, Path]] = {}
         todo = iter(images)
         while True:
@@ -97,10 +121,7 @@ def main(argv=None) -> int:
                     out.parent.mkdir(parents=True, exist_ok=True)
                     out.write_bytes(result.data)
                 bar.update(1)
-    elapsed_s = time.monotonic() - started_s
-    print(f"{len(images)} image(s), {len(failures)} failed, {elapsed_s:.2f} s, "
-          f"{len(images) / elapsed_s:.1f} images/s -> {args.output}")
-    return 1 if failures else 0
+    return failures
 
 
 if __name__ == "__main__":

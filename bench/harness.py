@@ -108,15 +108,16 @@ def measured(peer, images: tuple[bytes, ...], pipeline: str, *, window: int, dur
     return run, sampler
 
 
-def probe_overhead(peer, images: W.ImageSet, pipeline: str, settings: Settings) -> dict | None:
-    """Round trip minus the pipeline's own time, one task at a time: what the system adds."""
+def probe_overhead(peer, images: W.ImageSet, pipeline: str, settings: Settings) -> dict:
+    """Round trip one task at a time, and minus the pipeline's own time: what the system adds."""
     run = peer.measure(images.images, pipeline, window=1, duration_s=0, min_tasks=settings.probe_tasks)
-    if not run.pipeline_ms or len(run.pipeline_ms) != len(run.latencies_s):
-        return None
-    extra = [lat * 1000 - p for lat, p in zip(run.latencies_s, run.pipeline_ms)]
-    return {"pipeline": pipeline, "size": images.size, "tasks": len(extra),
-            "overhead_ms_p50": round(percentile(extra, 50), 3), "overhead_ms_p95": round(percentile(extra, 95), 3),
-            "latency_ms_p50": round(percentile(run.latencies_s, 50) * 1000, 3)}
+    out = {"pipeline": pipeline, "size": images.size, "tasks": len(run.latencies_s),
+           "latency_ms_p50": round(percentile(run.latencies_s, 50) * 1000, 3),
+           "overhead_ms_p50": None, "overhead_ms_p95": None}
+    if run.pipeline_ms and len(run.pipeline_ms) == len(run.latencies_s):
+        extra = [lat * 1000 - p for lat, p in zip(run.latencies_s, run.pipeline_ms)]
+        out.update(overhead_ms_p50=round(percentile(extra, 50), 3), overhead_ms_p95=round(percentile(extra, 95), 3))
+    return out
 
 
 def run_peer(peer, cells, image_sets, settings: Settings, progress: Progress, results: list) -> dict:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 SAMPLE_INTERVAL_S = 0.25
+QUANTILES = tuple(range(0, 101, 5))  # stored per result, for the latency distribution chart
 TASK_TIMEOUT_S = 120.0  # a task not done by then counts as a hang, and the run stops
 
 
@@ -69,7 +70,8 @@ def latency_summary(latencies_s: list[float]) -> dict:
     ms = [x * 1000 for x in latencies_s]
     return {"p50": round(percentile(ms, 50), 3), "p95": round(percentile(ms, 95), 3),
             "p99": round(percentile(ms, 99), 3), "mean": round(sum(ms) / len(ms), 3) if ms else 0.0,
-            "max": round(max(ms), 3) if ms else 0.0}
+            "max": round(max(ms), 3) if ms else 0.0,
+            "quantiles": [round(percentile(ms, q), 3) for q in QUANTILES] if ms else []}
 
 
 def drive(submit: Callable[[int], Any], wait_some: Callable[[list], list], *, window: int, duration_s: float,

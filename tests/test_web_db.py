@@ -84,3 +84,33 @@ def test_blob_store_is_content_addressed(tmp_path):
         blobs.path("../../etc/passwd")
     blobs.remove(sha)
     assert not blobs.path(sha).exists()
+
+
+def test_command_line_serves_pages_and_stops_cleanly(tmp_path):
+    import subprocess
+    import sys
+
+    import httpx
+    from web_helpers import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "engine.web", "--listen", f"127.0.0.1:{port}",
+                             "--broker", f"tcp://127.0.0.1:{free_port()}", "--data-dir", str(tmp_path),
+                             "--log-level", "warning"], stderr=subprocess.PIPE)
+    try:
+        deadline_s = time.monotonic() + 20
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/login", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline_s and proc.poll() is None, proc.stderr.read().decode()
+                time.sleep(0.1)
+        assert r.status_code == 200 and "Log in" in r.text
+        assert r.headers["x-frame-options"] == "DENY" and "default-src 'self'" in r.headers["content-security-policy"]
+    finally:
+        proc.terminate()
+        assert proc.wait(15) in (0, -15)  # uvicorn re-raises SIGTERM after its clean shutdown
+    assert (tmp_path / "web.sqlite3").exists()
+    help_text = subprocess.run([sys.executable, "-m", "engine.web", "--help"], capture_output=True, text=True).stdout
+    assert "ENGINE_WEB_BROKER" in help_text and "--quota-mb" in help_text

@@ -7,7 +7,6 @@ the request. Heartbeats both ways; a silent worker's tasks are queued again.
 from __future__ import annotations
 
 import logging
-import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from .. import __version__
 from .. import protocol as P
 from ..cache import ResultCache
 from ..errors import ProtocolError, TaskError, TaskFailed
+from ..wakeup import Wakeup
 from .compat import CompatFront
 from .config import BrokerConfig
 from .state import Dispatcher, Task
@@ -54,7 +54,7 @@ class Broker:
         self.stats = {"received": 0, "completed": 0, "failed": 0, "requeued": 0, "busy": 0,
                       "bad_messages": 0, "cancelled": 0, "late_replies": 0}
         self._clients: dict[bytes, float] = {}  # front routing id -> expiry (monotonic s)
-        self._wake_r, self._wake_w = os.pipe()
+        self._wakeup = Wakeup()
         self._stopping = False
         self._started_s = time.monotonic()
         self.front = self._router(config.front, "front")
@@ -84,21 +84,14 @@ class Broker:
     def stop(self) -> None:
         """Ask the loop to stop (thread- and signal-safe)."""
         self._stopping = True
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass
+        self._wakeup.fire()
 
     def close(self) -> None:
         for sock in (self.front, self.back):
             sock.close(linger=0)
         if self.compat:
             self.compat.close()
-        for fd in (self._wake_r, self._wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        self._wakeup.close()
 
     # ---- the loop ----------------------------------------------------------------
     def run(self) -> None:
@@ -106,7 +99,7 @@ class Broker:
         poller = zmq.Poller()
         poller.register(self.front, zmq.POLLIN)
         poller.register(self.back, zmq.POLLIN)
-        poller.register(self._wake_r, zmq.POLLIN)
+        poller.register(self._wakeup.fd, zmq.POLLIN)
         if self.compat:
             self.compat.register(poller)
         interval_s = self.config.heartbeat_interval_s
@@ -125,8 +118,8 @@ class Broker:
             if drain_until_s is not None:
                 timeout_ms = min(timeout_ms, 100)
             events = dict(poller.poll(timeout_ms))
-            if self._wake_r in events:
-                os.read(self._wake_r, 64)
+            if self._wakeup.fd in events:
+                self._wakeup.drain()
             if self.front in events:
                 self._drain(self.front, self._on_front)
             if self.back in events:

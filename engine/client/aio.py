@@ -14,7 +14,7 @@ import zmq
 import zmq.asyncio
 
 from ..errors import BrokerUnavailable, TaskTimeout
-from .core import HEARTBEAT_INTERVAL_S, TIMEOUT_S, ClientCore, Result
+from .core import HEARTBEAT_INTERVAL_S, TIMEOUT_S, ClientCore, Result, complete
 
 
 class AsyncClient:
@@ -98,7 +98,7 @@ class AsyncClient:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._complete(self._core.fail_all(lambda: BrokerUnavailable("the client was closed")))
+        complete(self._core.fail_all(lambda: BrokerUnavailable("the client was closed")))
         if self._sock is not None:
             self._sock.send_multipart(self._core.goodbye())
             self._sock.close(linger=100)
@@ -131,7 +131,7 @@ class AsyncClient:
                 if sock is self._sock:
                     raise
                 continue  # the timer replaced the socket under us
-            self._complete(self._core.on_message(frames))
+            complete(self._core.on_message(frames))
             self._flush()
 
     async def _timer(self) -> None:
@@ -143,7 +143,7 @@ class AsyncClient:
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
-            self._complete(core.on_tick())
+            complete(core.on_tick())
             if core.take_reconnect():
                 old, self._tasks[0] = self._tasks[0], None  # type: ignore[call-overload]
                 old.cancel()
@@ -151,13 +151,3 @@ class AsyncClient:
                 self._open()
                 self._tasks[0] = asyncio.ensure_future(self._read())
             self._flush()
-
-    @staticmethod
-    def _complete(completions: list) -> None:
-        for future, outcome in completions:
-            if future.done():
-                continue
-            if isinstance(outcome, BaseException):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)

@@ -74,6 +74,17 @@ class Pending:
 Completion = tuple[Any, Any]  # (handle, Result or exception)
 
 
+def complete(completions: list[Completion]) -> None:
+    """Resolve futures (concurrent or asyncio: same methods); a cancelled one is skipped."""
+    for future, outcome in completions:
+        if future.done():
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+
 class ClientCore:
     def __init__(self, *, address: str, heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
                  heartbeat_liveness: int = HEARTBEAT_LIVENESS, timeout_s: float = TIMEOUT_S,

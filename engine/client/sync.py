@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
-import os
 import queue
 import threading
 import time
@@ -17,7 +16,8 @@ from typing import Any, Iterable, Iterator
 import zmq
 
 from ..errors import BrokerUnavailable, TaskTimeout
-from .core import HEARTBEAT_INTERVAL_S, TIMEOUT_S, ClientCore, Result
+from ..wakeup import Wakeup
+from .core import HEARTBEAT_INTERVAL_S, TIMEOUT_S, ClientCore, Result, complete
 
 DEFAULT_WINDOW = 16
 
@@ -40,7 +40,7 @@ class Client:
                                 timeout_s=timeout_s, retry_busy=retry_busy)
         self._ctx = context or zmq.Context.instance()
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
-        self._wake_r, self._wake_w = os.pipe()
+        self._wakeup = Wakeup()
         self._closed = False
         self._close_lock = threading.Lock()
         self._thread = threading.Thread(target=self._io_loop, name="engine-client-io", daemon=True)
@@ -126,8 +126,7 @@ class Client:
             self._closed = True
         self._command(("close",))
         self._thread.join(10)
-        for fd in (self._wake_r, self._wake_w):
-            os.close(fd)
+        self._wakeup.close()
 
     def __enter__(self) -> "Client":
         return self
@@ -150,10 +149,7 @@ class Client:
 
     def _command(self, cmd: tuple) -> None:
         self._commands.put(cmd)
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass
+        self._wakeup.fire()
 
     # ---- the IO thread ---------------------------------------------------------------
     def _io_loop(self) -> None:
@@ -162,7 +158,7 @@ class Client:
         sock = self._socket(routing_id)
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
-        poller.register(self._wake_r, zmq.POLLIN)
+        poller.register(self._wakeup.fd, zmq.POLLIN)
         core.outbox.append(core.greeting())
         running = True
         try:
@@ -175,8 +171,8 @@ class Client:
                 self._flush(sock)
                 timeout_ms = max(0, int((core.next_wakeup_s() - time.monotonic()) * 1000)) + 1
                 events = dict(poller.poll(timeout_ms))
-                if self._wake_r in events:
-                    os.read(self._wake_r, 4096)
+                if self._wakeup.fd in events:
+                    self._wakeup.drain()
                     running = self._run_commands()
                 if sock in events:
                     for _ in range(1024):
@@ -184,9 +180,9 @@ class Client:
                             frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
                         except zmq.Again:
                             break
-                        self._complete(core.on_message(frames))
-                self._complete(core.on_tick())
-            self._complete(core.fail_all(lambda: BrokerUnavailable("the client was closed")))
+                        complete(core.on_message(frames))
+                complete(core.on_tick())
+            complete(core.fail_all(lambda: BrokerUnavailable("the client was closed")))
             sock.send_multipart(core.goodbye(), zmq.NOBLOCK)
         finally:
             sock.close(linger=100)
@@ -226,13 +222,3 @@ class Client:
         outbox = self._core.outbox
         while outbox:
             sock.send_multipart(outbox.popleft(), copy=False)
-
-    @staticmethod
-    def _complete(completions: list) -> None:
-        for future, outcome in completions:
-            if future.done():
-                continue
-            if isinstance(outcome, BaseException):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)

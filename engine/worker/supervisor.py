@@ -24,6 +24,7 @@ import zmq
 
 from .. import protocol as P
 from ..errors import ProtocolError
+from ..wakeup import Wakeup
 from .config import WorkerConfig
 from .pool import pool_main
 
@@ -69,7 +70,7 @@ class Supervisor:
         self._backoff_s = config.reconnect_min_s
         self._broker_expiry_s = 0.0
         self._generation = 0
-        self._wake_r, self._wake_w = os.pipe()
+        self._wakeup = Wakeup()
         self._stopping = False
         self.stats = {"done": 0, "failed": 0, "crashed": 0, "replaced": 0}
 
@@ -77,10 +78,7 @@ class Supervisor:
     def stop(self) -> None:
         """Drain and stop (thread- and signal-safe)."""
         self._stopping = True
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass
+        self._wakeup.fire()
 
     def run(self) -> None:
         for _ in range(self.config.processes):
@@ -129,8 +127,7 @@ class Supervisor:
             self.broker.close(linger=500)  # let the DISCONNECT go out
         self.pool_sock.close(linger=0)
         shutil.rmtree(self._ipc_dir, ignore_errors=True)
-        for fd in (self._wake_r, self._wake_w):
-            os.close(fd)
+        self._wakeup.close()
         log.info("worker stopped: %s", self.stats)
 
     # ---- broker connection ---------------------------------------------------------
@@ -260,13 +257,13 @@ class Supervisor:
         poller = zmq.Poller()
         poller.register(self.broker, zmq.POLLIN)
         poller.register(self.pool_sock, zmq.POLLIN)
-        poller.register(self._wake_r, zmq.POLLIN)
+        poller.register(self._wakeup.fd, zmq.POLLIN)
         sentinels = {pp.proc.sentinel: pp for pp in self.procs.values()}
         for fd in sentinels:
             poller.register(fd, zmq.POLLIN)
         events = dict(poller.poll(timeout_ms))
-        if self._wake_r in events:
-            os.read(self._wake_r, 64)
+        if self._wakeup.fd in events:
+            self._wakeup.drain()
         for sock, handler in ((self.broker, self._on_broker), (self.pool_sock, self._on_pool)):
             if sock in events:
                 for _ in range(256):

@@ -42,6 +42,14 @@ def test_text_and_structured_forms_are_the_same_pipeline():
     assert ops.canonical("sharpen") == "sharpen:amount=1.0,sigma=1.0,threshold=0"
 
 
+def test_text_values_with_separators_survive_the_canonical_form():
+    pipeline = [{"op": "text", "params": {"text": " 50%, off | today "}}]
+    text = ops.canonical(pipeline)
+    assert "|" not in text and "text=%2050%25%2C%20off%20%7C%20today%20," in text
+    assert ops.parse(text)[0].params["text"] == " 50%, off | today "
+    assert ops.parse("text:text=Hello%2C world")[0].params["text"] == "Hello, world"
+
+
 def test_unknown_operation_lists_the_valid_ones():
     with pytest.raises(UnknownOperation) as err:
         ops.parse("resize:width=10|sparkle")

@@ -26,10 +26,12 @@ def _kmeans(bgr: np.ndarray, k: int, attempts: int, seed: int, meta: dict) -> np
     lab = cv2.cvtColor(bgr, cv2.COLOR_BGR2Lab).reshape(-1, 3).astype(np.float32)
     step = max(1, len(lab) // KMEANS_SAMPLE_PX)
     sample = np.ascontiguousarray(lab[::step])
-    k = min(k, len(sample))
-    cv2.setRNGSeed(seed)
-    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5)
-    _, _, centres = cv2.kmeans(sample, k, None, criteria, attempts, cv2.KMEANS_PP_CENTERS)
+    if len(sample) <= k:  # no more pixels than clusters: each pixel is its own centre
+        centres = sample
+    else:
+        cv2.setRNGSeed(seed)
+        criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5)
+        _, _, centres = cv2.kmeans(sample, k, None, criteria, attempts, cv2.KMEANS_PP_CENTERS)
     best = np.zeros(len(lab), dtype=np.int32)
     best_d = np.full(len(lab), np.inf, dtype=np.float32)
     for i, centre in enumerate(centres):

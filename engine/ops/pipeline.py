@@ -2,11 +2,16 @@
 
 Text form:       ``resize:width=640|sharpen:amount=1.5|webp:quality=80``
 Structured form: ``[{"op": "resize", "params": {"width": 640}}, {"op": "webp"}]``
+
+In the text form a value may hold ``,``, ``|`` or surrounding spaces only %-escaped
+(``text:text=Hello%2C world``); ``canonical`` escapes them, so its text parses back to
+the same steps.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, unquote
 
 from ..errors import BadParameter, PipelineError, UnknownOperation
 from .base import REGISTRY, Operation
@@ -25,7 +30,13 @@ class Step:
         return f"{self.op.name}:{args}" if args else self.op.name
 
 
+# Characters a text-form value keeps as they are (all printable ASCII but % , | and space).
+_SAFE = "".join(chr(c) for c in range(33, 127) if chr(c) not in "%,|")
+
+
 def _fmt(value: Any) -> str:
+    if isinstance(value, str):
+        return quote(value, safe=_SAFE)
     if isinstance(value, bool):
         return "true" if value else "false"
     return repr(value) if isinstance(value, float) else str(value)
@@ -53,7 +64,7 @@ def _split_text(text: str) -> list[tuple[str, dict[str, str]]]:
             key, eq, value = pair.partition("=")
             if not eq or not key.strip():
                 raise BadParameter(f"{name.strip()}: expected key=value, got {pair!r}")
-            params[key.strip()] = value.strip()
+            params[key.strip()] = unquote(value.strip())
         steps.append((name.strip(), params))
     return steps
 

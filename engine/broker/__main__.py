@@ -8,7 +8,7 @@ import signal
 from ..settings import flag, setup_logging
 from . import config as C
 from .core import Broker
-from .local import LocalWorkers, connect_endpoint
+from .local import connect_endpoint, local_workers, web_gateway
 
 log = logging.getLogger("engine.broker")
 
@@ -24,6 +24,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     flag(p, "--back", env="ENGINE_BROKER_BACK", default=C.BACK, help="endpoint workers connect to")
     flag(p, "--local-workers", env="ENGINE_LOCAL_WORKERS", default=0, type=int,
          help="start a local worker with this many processes beside the broker (0: none)")
+    flag(p, "--web", env="ENGINE_WEB", default="",
+         help="also start the web gateway listening on this HOST:PORT, e.g. 127.0.0.1:8080 (empty: no web)")
     flag(p, "--max-queue", env="ENGINE_MAX_QUEUE", default=C.MAX_QUEUE, type=int,
          help="tasks that may wait for a free worker; when full, clients get a 'busy' error")
     flag(p, "--max-retries", env="ENGINE_MAX_RETRIES", default=C.MAX_RETRIES, type=int,
@@ -66,18 +68,22 @@ def main(argv=None) -> int:
         return 2
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: broker.stop())
-    workers = None
+    front = connect_endpoint(broker.endpoints["front"])
+    companions = []
     if args.local_workers > 0:
-        workers = LocalWorkers(connect_endpoint(broker.endpoints["back"]), args.local_workers,
-                               extra_args=["--heartbeat-interval-s", str(args.heartbeat_interval_s)])
-        workers.start()
-    log.info("ready: send images to %s%s", connect_endpoint(broker.endpoints["front"]),
-             " (python -m engine.client --help)" if workers else "")
+        companions.append(local_workers(connect_endpoint(broker.endpoints["back"]), args.local_workers,
+                                        args.heartbeat_interval_s))
+    if args.web:
+        companions.append(web_gateway(args.web, front, args.heartbeat_interval_s))
+    for companion in companions:
+        companion.start()
+    log.info("ready: send images to %s (python -m engine.client --help)%s", front,
+             f"; web pages on http://{args.web}" if args.web else "")
     try:
         broker.run()
     finally:
-        if workers:
-            workers.stop()
+        for companion in reversed(companions):  # the web gateway first, workers (draining) last
+            companion.stop()
         broker.close()
     return 0
 

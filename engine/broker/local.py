@@ -1,4 +1,5 @@
-"""``--local-workers N``: one worker supervisor with N processes, started beside the broker."""
+"""Processes started beside the broker and kept running: ``--local-workers N`` (one worker
+supervisor with N pool processes) and ``--web`` (the web gateway)."""
 from __future__ import annotations
 
 import logging
@@ -19,18 +20,18 @@ def connect_endpoint(bound: str) -> str:
             .replace("tcp://[::]:", "tcp://[::1]:"))
 
 
-class LocalWorkers:
-    """Runs ``python -m engine.worker`` as a child and restarts it if it dies.
+class Companion:
+    """Runs ``python -m MODULE ARGS`` as a child and restarts it if it dies.
 
     The watching thread owns no socket: it only waits on the child process.
     """
 
-    def __init__(self, connect: str, processes: int, *, extra_args: list[str] | None = None) -> None:
-        self.cmd = [sys.executable, "-m", "engine.worker", "--connect", connect, "--processes", str(processes),
-                    *(extra_args or [])]
+    def __init__(self, module: str, args: list[str], *, name: str) -> None:
+        self.cmd = [sys.executable, "-m", module, *args]
+        self.name = name
         self._proc: subprocess.Popen | None = None
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="local-workers", daemon=True)
+        self._thread = threading.Thread(target=self._watch, name=name, daemon=True)
 
     def start(self) -> None:
         self._spawn()
@@ -38,7 +39,7 @@ class LocalWorkers:
 
     def _spawn(self) -> None:
         self._proc = subprocess.Popen(self.cmd)
-        log.info("started local worker supervisor pid %d: %s", self._proc.pid, " ".join(self.cmd[1:]))
+        log.info("started %s, pid %d: %s", self.name, self._proc.pid, " ".join(self.cmd[1:]))
 
     def _watch(self) -> None:
         failures = 0
@@ -47,15 +48,18 @@ class LocalWorkers:
             code = self._proc.wait()
             if self._stopping.is_set():
                 return
+            if code == 0:  # it stopped on purpose (SIGTERM, or Ctrl+C reaching the process group)
+                log.info("%s exited cleanly; not restarting it", self.name)
+                return
             failures = 0 if time.monotonic() - started_s > 30 else failures + 1
             delay_s = RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S) - 1)]
-            log.warning("local worker supervisor exited with code %s; restarting in %.1f s", code, delay_s)
+            log.warning("%s exited with code %s; restarting in %.1f s", self.name, code, delay_s)
             if self._stopping.wait(delay_s):
                 return
             self._spawn()
 
     def stop(self) -> None:
-        """SIGTERM the supervisor (it drains its tasks), then wait; kill if it does not end."""
+        """SIGTERM the child (a worker drains its tasks), then wait; kill it if it does not end."""
         self._stopping.set()
         proc = self._proc
         if proc is None or proc.poll() is not None:
@@ -64,6 +68,18 @@ class LocalWorkers:
         try:
             proc.wait(STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            log.warning("local worker supervisor did not stop in %.0f s; killing it", STOP_TIMEOUT_S)
+            log.warning("%s did not stop in %.0f s; killing it", self.name, STOP_TIMEOUT_S)
             proc.kill()
             proc.wait()
+
+
+def local_workers(connect: str, processes: int, heartbeat_interval_s: float) -> Companion:
+    return Companion("engine.worker", ["--connect", connect, "--processes", str(processes),
+                                       "--heartbeat-interval-s", str(heartbeat_interval_s)],
+                     name="local worker supervisor")
+
+
+def web_gateway(listen: str, broker: str, heartbeat_interval_s: float) -> Companion:
+    # The gateway is a client: its heartbeat interval must match the broker's.
+    return Companion("engine.web", ["--listen", listen, "--broker", broker,
+                                    "--heartbeat-interval-s", str(heartbeat_interval_s)], name="web gateway")

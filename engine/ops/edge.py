@@ -2,6 +2,7 @@
 import cv2
 
 from .base import Param, register
+from .imageutil import to_grey
 
 
 @register("edge", help="Canny edge detection: white edges on black", makes_grey=True, params=[
@@ -11,7 +12,4 @@ from .base import Param, register
     Param("l2", bool, False, help="use the exact L2 gradient norm"),
 ])
 def edge(image, ctx, *, low, high, aperture, l2):
-    if image.ndim == 3:
-        code = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
-        image = cv2.cvtColor(image, code)
-    return cv2.Canny(image, low, high, apertureSize=aperture, L2gradient=l2)
+    return cv2.Canny(to_grey(image), low, high, apertureSize=aperture, L2gradient=l2)

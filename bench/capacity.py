@@ -68,7 +68,7 @@ def _one(peer, payload: bytes, pipeline: str, window: int, settings: Settings) -
         "workers": peer.workers, "tasks_per_s": round(rate, 1),
         "gb_per_s_through_broker": round(rate * (len(payload) + run.out_bytes / max(n, 1)) / 1e9, 3),
         "latency_ms": latency_summary(run.latencies_s), "cpu_cores": cores,
-        "broker_cpu_us_per_task": round(seconds.get("broker", 0.0) * 1e6 / n, 1) if n else None,
+        "broker_cpu_us_per_task": round(seconds["broker"] * 1e6 / n, 1) if n and "broker" in seconds else None,
         "implied_broker_tasks_per_s": round(rate / broker_cores) if broker_cores > 0.05 else None,
     }
 

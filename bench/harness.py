@@ -95,7 +95,7 @@ def cell(peer, workload: W.Workload, images: W.ImageSet, run: Run, cpu: dict[str
         "out_bytes_mean": round(run.out_bytes / n) if n else 0,
         "cpu_cores": cpu,
         "cpu_ms_per_image": {role: round(sec * 1000 / n, 3) for role, sec in cpu_s.items()} if n else {},
-        "broker_cpu_us_per_task": round(cpu_s.get("broker", 0.0) * 1e6 / n, 1) if n else None,
+        "broker_cpu_us_per_task": round(cpu_s["broker"] * 1e6 / n, 1) if n and "broker" in cpu_s else None,
     }
 
 

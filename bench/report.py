@@ -37,6 +37,10 @@ def _peers(result: dict) -> list[str]:
     return sorted(ran, key=lambda p: ORDER.index(p) if p in ORDER else len(ORDER))
 
 
+def _val(x) -> str:
+    return "–" if x is None else str(x)
+
+
 def _row(cells: list) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
@@ -61,8 +65,8 @@ def engine_table(result: dict) -> list[str]:
         lat, cpu = r["latency_ms"], r["cpu_cores"]
         rows.append([workload, size, f"{r['images_per_s']:.1f}", f"{r['mp_per_s']:.1f}",
                      f"{lat['p50']:.1f} / {lat['p95']:.1f} / {lat['p99']:.1f}",
-                     " / ".join(f"{cpu.get(k, 0):.2f}" for k in ("broker", "workers", "client")),
-                     r["broker_cpu_us_per_task"]])
+                     " / ".join(f"{cpu[k]:.2f}" if k in cpu else "–" for k in ("broker", "workers", "client")),
+                     _val(r["broker_cpu_us_per_task"])])
     return _table(["workload", "size", "images/s", "MP/s", "latency p50 / p95 / p99 ms",
                    "CPU cores broker / workers / client", "broker CPU µs/task"], rows)
 
@@ -101,8 +105,8 @@ def capacity_table(result: dict) -> list[str]:
             rows.append([name, c.get("status", "?"), c.get("reason", ""), "", "", "", ""])
             continue
         rows.append([name, c["payload_bytes"], f"{c['tasks_per_s']:.0f}", f"{c['gb_per_s_through_broker']:.3f}",
-                     f"{c['cpu_cores'].get('broker', 0):.2f}", c["broker_cpu_us_per_task"],
-                     c["implied_broker_tasks_per_s"] or "–"])
+                     f"{c['cpu_cores'].get('broker', 0):.2f}", _val(c["broker_cpu_us_per_task"]),
+                     _val(c["implied_broker_tasks_per_s"])])
     lines = _table(["run", "payload bytes", "tasks/s", "GB/s in+out", "broker cores", "broker CPU µs/task",
                     "tasks/s per broker core (extrapolated)"], rows)
     return lines + [f"\n{n}" for n in cap.get("notes", [])]

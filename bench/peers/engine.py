@@ -74,12 +74,15 @@ class Engine(Peer):
     def _client_endpoint(self) -> str:
         return self.front
 
+    remote_slots = 0
+
     def start(self) -> None:
         self._broker = None
         self._gang = None
         if self.broker:
             self.front = self.broker
-            broker_ready(self.front, 1)
+            info = broker_ready(self.front, 1)
+            self.remote_slots = sum(w.get("free", 0) + w.get("in_flight", 0) for w in info.get("workers", []))
         else:
             self._broker, self.front, self.back = start_broker(self.workers, self._extra_flags())
             self._start_workers()
@@ -117,6 +120,6 @@ class Engine(Peer):
         return self._gang.measure(images, pipeline, window=window, duration_s=duration_s, min_tasks=min_tasks)
 
     def notes(self) -> list[str]:
-        where = f"existing deployment at {self.broker}" if self.broker else \
+        where = f"existing deployment at {self.broker} ({self.remote_slots} worker slots at start)" if self.broker else \
             f"python -m engine.broker --local-workers {self.workers}"
         return [f"{where}; {self.clients} client process(es), Client.submit with a bounded window"]

@@ -36,8 +36,9 @@ class Ray(Peer):
                 name = proc.name()
             except psutil.Error:
                 continue
-            (workers if name.startswith("ray::") else others).append(proc.pid)
-        # raylet, gcs_server and their helpers route the tasks: Ray's "broker"
+            task_process = name.startswith("ray::") and not name.endswith("Agent")  # ray::IDLE, ray::run
+            (workers if task_process else others).append(proc.pid)
+        # raylet, gcs_server and their agents and monitors route the tasks: Ray's "broker"
         return {"workers": workers, "broker": others, "client": [os.getpid()]}
 
     def submit(self, data: bytes, pipeline: str):
@@ -59,4 +60,4 @@ class Ray(Peer):
 
     def notes(self) -> list[str]:
         return [f"ray.init(num_cpus={self.workers}), @ray.remote(num_cpus=1) tasks, ray.wait to bound the "
-                "window; raylet and GCS counted as broker"]
+                "window; raylet, GCS and Ray's agents and monitors counted as broker"]

@@ -49,6 +49,7 @@ class Settings:
     broker: str | None = None  # an existing deployment's front endpoint
     capacity: bool = True
     capacity_duration_s: float = 3.0
+    repeat: int = 1  # rounds over all peers; each figure is the median round
     mode: str = "full"
 
     def __post_init__(self) -> None:
@@ -157,6 +158,22 @@ def run_peer(peer, cells, image_sets, settings: Settings, progress: Progress, re
     return status
 
 
+def median_rows(rows: list[dict]) -> list[dict]:
+    """One row per peer, workload and size: the round with the median images/s (the lower
+    middle one for an even count), with every round's images/s beside it."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["peer"], r["workload"], r["size"]), []).append(r)
+    out = []
+    for group in groups.values():
+        ranked = sorted(group, key=lambda r: r["images_per_s"])
+        row = dict(ranked[(len(ranked) - 1) // 2])
+        row["rounds"] = len(group)
+        row["images_per_s_rounds"] = [r["images_per_s"] for r in group]
+        out.append(row)
+    return out
+
+
 def add_ratios(results: list[dict]) -> None:
     ref = {(r["workload"], r["size"], r["workers"]): r["images_per_s"] for r in results if r["peer"] == REFERENCE}
     for r in results:
@@ -169,14 +186,23 @@ def run_all(settings: Settings, *, target: str | None = None, argv: list[str] | 
     chosen = W.workloads(settings.workloads)
     image_sets = {size: W.image_set(size) for size in settings.sizes}
     cells = [(w, size) for w in chosen if w.pipeline for size in settings.sizes]
-    progress = Progress(len(cells) * len(settings.peers))
+    progress = Progress(len(cells) * len(settings.peers) * settings.repeat)
     for w in chosen:
         if not w.pipeline:
             progress.note(f"skip workload {w.name}: {w.reason}")
-    results: list[dict] = []
+    rows: list[dict] = []
     peers: dict[str, dict] = {}
-    for name in settings.peers:
-        peers[name] = run_peer(load_peer(name, settings), cells, image_sets, settings, progress, results)
+    for round_no in range(settings.repeat):
+        # Every other round in reverse, so a drift in the machine's load does not favour one end.
+        order = settings.peers if round_no % 2 == 0 else settings.peers[::-1]
+        for name in order:
+            if peers.get(name, {}).get("status", "ran") != "ran":
+                continue  # skipped or failed once: not tried again
+            status = run_peer(load_peer(name, settings), cells, image_sets, settings, progress, rows)
+            peers.setdefault(name, status)
+            if status["status"] != "ran":
+                peers[name] = status
+    results = median_rows(rows)
     add_ratios(results)
     capacity = None
     if settings.capacity and "engine" in settings.peers and peers.get("engine", {}).get("status") == "ran":

@@ -132,7 +132,7 @@ def section(result: dict) -> list[str]:
              f"{fp['python']}; SIMD {' '.join(fp['simd']) or 'unknown'}; "
              + ", ".join(f"{k} {v}" for k, v in fp["versions"].items() if v != "unknown"), "",
              f"Command: `{result['command']}`; window {s['window']} tasks in flight, {s['duration_s']} s per cell, "
-             f"{s['clients']} engine client process(es).", ""]
+             f"{s.get('repeat', 1)} round(s) (median shown), {s['clients']} engine client process(es).", ""]
     if skipped:
         lines += ["Not run: " + "; ".join(skipped), ""]
     lines += ["**This engine**", "", *engine_table(result), "",
@@ -144,6 +144,12 @@ def section(result: dict) -> list[str]:
     if result.get("capacity"):
         lines += ["**Broker capacity**", "", *capacity_table(result), ""]
     return lines
+
+
+def _style(peer: str) -> dict:
+    """The same colour for a peer in every chart; the engine drawn thicker."""
+    index = ORDER.index(peer) if peer in ORDER else len(ORDER)
+    return {"label": peer, "color": f"C{index % 10}", "linewidth": 2.5 if peer == REFERENCE else 1.2}
 
 
 def _legend(ax) -> None:
@@ -171,7 +177,7 @@ def charts(target: str, runs: dict[tuple[str, int], dict], folder: Path) -> list
             pts = [(w, r["images_per_s"]) for w, res in chosen.items() for r in res["results"]
                    if r["peer"] == peer and r["workload"] == workload and r["size"] == size]
             if pts:
-                ax.plot(*zip(*sorted(pts)), marker="o", label=peer, linewidth=2.5 if peer == REFERENCE else 1)
+                ax.plot(*zip(*sorted(pts)), marker="o", **_style(peer))
         ax.set_title(f"{workload} / {size}", fontsize=9)
         ax.set_xlabel("worker processes")
         ax.set_xticks(sorted(chosen))
@@ -190,8 +196,7 @@ def charts(target: str, runs: dict[tuple[str, int], dict], folder: Path) -> list
         for r in latest["results"]:
             q = r["latency_ms"].get("quantiles")
             if r["workload"] == workload and r["size"] == size and q:
-                ax.plot(q, [i / (len(q) - 1) for i in range(len(q))], label=r["peer"],
-                        linewidth=2.5 if r["peer"] == REFERENCE else 1)
+                ax.plot(q, [i / (len(q) - 1) for i in range(len(q))], **_style(r["peer"]))
         ax.set_xscale("log")
         ax.set_title(f"{workload} / {size}", fontsize=9)
         ax.set_xlabel("latency ms (log)")

@@ -44,6 +44,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--peers", type=_list, help=f"comma list from {','.join(PEERS)} [all]")
     p.add_argument("--workloads", type=_list, default=list(W.PIPELINES), help="comma list [all]")
     p.add_argument("--sizes", type=_list, help=f"comma list from {','.join(W.SIZES)} [full: all, quick: photo]")
+    p.add_argument("--repeat", type=int, default=1, help="rounds over all peers, each figure the median "
+                                                         "round: for a machine that is not idle [1]")
     p.add_argument("--no-capacity", action="store_true", help="skip the broker capacity runs")
     p.add_argument("--target", help="results folder name under bench/results [from the CPU, e.g. x86_64-2core]")
     p.add_argument("--out", type=Path, help="write the JSON here instead (a folder)")
@@ -64,7 +66,7 @@ def main(argv=None) -> int:
                             duration_s=args.duration_s or quick.get("duration_s", 5.0),
                             probe_tasks=quick.get("probe_tasks", 30), workloads=args.workloads,
                             sizes=args.sizes or quick.get("sizes", list(W.SIZES)), peers=peers,
-                            broker=args.broker, capacity=not args.no_capacity,
+                            broker=args.broker, capacity=not args.no_capacity, repeat=max(1, args.repeat),
                             capacity_duration_s=quick.get("capacity_duration_s", 3.0),
                             mode="quick" if args.quick else "full")
         result = run_all(settings, target=args.target, argv=["python", "bench/run.py", *(argv or sys.argv[1:])])

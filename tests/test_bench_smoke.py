@@ -50,7 +50,7 @@ def test_quick_run_writes_a_complete_result_for_limit_pool_and_engine(tmp_path):
         assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"], (peer, lat)
         assert len(lat["quantiles"]) == 21
         assert r["cpu_cores"].get("workers", 0) > 0, (peer, r["cpu_cores"])
-        assert r["ratio_to_engine"] > 0
+        assert r["ratio_to_engine"] > 0 and r["rounds"] == 1 and r["images_per_s_rounds"] == [r["images_per_s"]]
     assert rows["engine"]["ratio_to_engine"] == 1.0
     assert rows["engine"]["cpu_cores"]["broker"] > 0 and rows["engine"]["broker_cpu_us_per_task"] > 0
     assert result["peers"]["engine"]["round_trip"]["latency_ms_p50"] > 0

@@ -195,3 +195,12 @@ def test_probe_reports_displayed_size_after_orientation(cat):
     header = codec.probe(plain[:33] + chunk(b"eXIf", exif(6)) + plain[33:])
     assert (header.width, header.height, header.orientation) == (120, 80, 6)
     assert header.display_size == (80, 120)
+
+
+def test_grey_jpeg_stays_one_channel_unless_colour_is_added():
+    data = simplejpeg.encode_jpeg(sample("camera.jpg", grey=True)[:, :, None], 90, colorspace="GRAY",
+                                  colorsubsampling="Gray")
+    _, meta = ops.run(data, "flip")
+    assert meta["channels"] == 1
+    _, meta = ops.run(data, "sepia")
+    assert meta["channels"] == 3

@@ -112,3 +112,19 @@ def test_warm_state_is_kept_in_the_per_process_cache():
     assert any("clahe" in str(k) for k in first) and any("kernel" in str(k) for k in first)
     ops.run(data, "faces|gamma:gamma=1.5|clahe|erode:size=5", cache=cache)
     assert all(cache[k] is v for k, v in first.items())  # reused, not rebuilt
+
+
+def test_dct_scaled_decode_of_a_turned_jpeg_agrees_with_unplanned():
+    import struct
+
+    import simplejpeg
+    image = cv2.imdecode(np.frombuffer(sample_bytes("hubble_deep_field.jpg"), np.uint8), cv2.IMREAD_COLOR)
+    plain = simplejpeg.encode_jpeg(image, 90, colorspace="BGR")  # 1000 x 872 stored
+    exif = b"Exif\x00\x00II*\x00" + struct.pack("<IHHHIHHI", 8, 1, 0x0112, 3, 1, 6, 0, 0)
+    data = plain[:2] + b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif + plain[2:]
+    planned, pmeta = ops.run(data, "resize:width=200|png")
+    naive, nmeta = ops.run(data, "resize:width=200|png", plan=False)
+    assert any(n.startswith("JPEG decoded scaled") for n in pmeta["plan"])
+    assert (pmeta["width"], pmeta["height"]) == (nmeta["width"], nmeta["height"]) == (200, 229)
+    dec = lambda b: cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_UNCHANGED)  # noqa: E731
+    assert psnr(dec(planned), dec(naive)) >= MIN_PSNR_DB and ssim(dec(planned), dec(naive)) >= MIN_SSIM

@@ -97,6 +97,7 @@ def _decode_jpeg(data, grey: bool, header: Header, min_size: tuple[int, int] | N
         w, h = min_size[::-1] if header.swaps_sides else min_size
         scale = dict(min_width=w, min_height=h, min_factor=2.0)
     try:
+        grey = grey or header.grey  # a grey JPEG stays one channel, as grey PNGs do
         image = simplejpeg.decode_jpeg(data, colorspace="GRAY" if grey else "BGR", **scale)
         return image[:, :, 0] if grey else image
     except ValueError:

@@ -1,7 +1,8 @@
 """faces: frontal face detection with OpenCV's Haar cascade; boxes drawn and returned.
 
 The boxes go into the reply's metadata as ``faces``: ``[[x, y, width, height], ...]`` in
-the output image's pixels. OpenCV 5.0 no longer ships the cascades nor
+the pixels of the image as it was at this step (put geometry changes before ``faces``
+if the boxes must match the output). OpenCV 5.0 no longer ships the cascades nor
 ``CascadeClassifier``, so the cascade file is bundled (``data/``) and evaluated by
 ``haar.py``. Detection runs on a copy shrunk to at most DETECT_MAX_SIDE_PX.
 """
@@ -14,7 +15,7 @@ from .haar import Cascade
 from .imageutil import to_grey
 from .transform import fill_value, parse_colour
 
-DETECT_MAX_SIDE_PX = 800
+DETECT_MAX_SIDE_PX = 640
 CACHE_KEY = "haar:frontalface_default"
 
 

@@ -28,6 +28,7 @@ class Header:
     width: int        # as stored, before orientation
     height: int
     orientation: int = 1  # EXIF orientation, 1-8 (1: as stored)
+    grey: bool = False    # stored as one channel (only known for JPEG; others decode as stored)
 
     @property
     def swaps_sides(self) -> bool:
@@ -73,7 +74,7 @@ def _orientation(exif: bytes) -> int:
 
 def _jpeg(data: bytes) -> Header:
     try:
-        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+        height, width, colourspace, _ = simplejpeg.decode_jpeg_header(data)
     except ValueError as exc:
         raise _corrupt("jpeg", str(exc)) from None
     at, orientation = 2, 1
@@ -91,7 +92,7 @@ def _jpeg(data: bytes) -> Header:
             orientation = _orientation(bytes(data[at + 10:at + 2 + length]))
             break
         at += 2 + length
-    return Header("jpeg", width, height, orientation)
+    return Header("jpeg", width, height, orientation, grey=colourspace == "Gray")
 
 
 def _png(data: bytes) -> Header:

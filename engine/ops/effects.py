@@ -23,25 +23,24 @@ def pixelate(image, ctx, *, block):
 
 
 def _kmeans(bgr: np.ndarray, k: int, attempts: int, seed: int, meta: dict) -> np.ndarray:
-    lab = cv2.cvtColor(bgr, cv2.COLOR_BGR2Lab).reshape(-1, 3).astype(np.float32)
-    step = max(1, len(lab) // KMEANS_SAMPLE_PX)
-    sample = np.ascontiguousarray(lab[::step])
+    lab = cv2.cvtColor(bgr, cv2.COLOR_BGR2Lab)
+    pixels = lab.reshape(-1, 3)
+    step = max(1, len(pixels) // KMEANS_SAMPLE_PX)
+    sample = pixels[::step].astype(np.float32)
     if len(sample) <= k:  # no more pixels than clusters: each pixel is its own centre
         centres = sample
     else:
         cv2.setRNGSeed(seed)
         criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5)
         _, _, centres = cv2.kmeans(sample, k, None, criteria, attempts, cv2.KMEANS_PP_CENTERS)
-    best = np.zeros(len(lab), dtype=np.int32)
-    best_d = np.full(len(lab), np.inf, dtype=np.float32)
-    for i, centre in enumerate(centres):
-        d = np.square(lab - centre).sum(axis=1)
-        closer = d < best_d
-        best[closer], best_d[closer] = i, d[closer]
+    # Nearest centre for every pixel: |x - c|^2 = |x|^2 - 2 x.c + |c|^2, and |x|^2 is the
+    # same for every c, so one affine transform gives comparable scores for all centres.
+    affine = np.hstack([-2 * centres, np.square(centres).sum(axis=1, keepdims=True)]).astype(np.float32)
+    nearest = cv2.transform(lab.astype(np.float32), affine).reshape(len(pixels), -1).argmin(axis=1)
     palette = cv2.cvtColor(np.clip(np.rint(centres), 0, 255).astype(np.uint8).reshape(-1, 1, 3),
                            cv2.COLOR_Lab2BGR).reshape(-1, 3)
     meta["segments"] = [[int(c) for c in colour[::-1]] for colour in palette]  # RGB, for people
-    return palette[best].reshape(bgr.shape)
+    return palette[nearest].reshape(bgr.shape)
 
 
 @register("segmentation", help="k-means colour segmentation in Lab: every pixel takes its cluster's colour",

@@ -22,6 +22,7 @@ import numpy as np
 DATA_DIR = Path(__file__).with_name("data")
 FRONTAL_FACE = DATA_DIR / "haarcascade_frontalface_default.xml.gz"
 GROUP_EPS = 0.2
+MAX_RAW_HITS = 4000  # grouping compares every pair: beyond this, an even subsample is grouped
 
 
 @dataclass(frozen=True)
@@ -95,9 +96,11 @@ class Cascade:
         # Variance normalisation over the window less a 1 px border, as OpenCV does.
         nw, nh = self.width - 2, self.height - 2
         corners = np.array([stride + 1, stride + 1 + nw, (nh + 1) * stride + 1, (nh + 1) * stride + 1 + nw])
+
         def box(values, b):
             v = values[b[:, None] + corners]
             return v[:, 3] - v[:, 1] - v[:, 2] + v[:, 0]
+
         area = nw * nh
         nf = area * box(flat_sq, base) - box(flat, base) ** 2
         keep = nf > (10.0 * area) ** 2  # OpenCV skips windows with a standard deviation <= 10
@@ -145,6 +148,8 @@ def group_rectangles(rects: list, threshold: int, eps: float) -> list[tuple[int,
     if not rects:
         return []
     r = np.array(rects, dtype=np.float64)
+    if len(r) > MAX_RAW_HITS:
+        r = r[np.linspace(0, len(r) - 1, MAX_RAW_HITS).astype(int)]
     x, y, w, h = r.T
     delta = eps * (np.minimum(w[:, None], w) + np.minimum(h[:, None], h)) * 0.5
     similar = ((np.abs(x[:, None] - x) <= delta) & (np.abs(y[:, None] - y) <= delta)

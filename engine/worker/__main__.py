@@ -20,6 +20,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     flag(p, "--connect", env="ENGINE_WORKER_CONNECT", default=C.CONNECT, help="the broker's worker endpoint")
     flag(p, "--processes", env="ENGINE_WORKER_PROCESSES", default=os.cpu_count() or 1, type=positive_int,
          help="pool processes (tasks run at once)")
+    flag(p, "--prefetch", env="ENGINE_WORKER_PREFETCH", default=C.PREFETCH, type=int,
+         help="tasks kept waiting per process, so a process starts its next task without a round trip "
+              "to the broker (0: only as many tasks as processes)")
     flag(p, "--heartbeat-interval-s", env="ENGINE_HEARTBEAT_INTERVAL_S", default=C.HEARTBEAT_INTERVAL_S,
          type=float, help="seconds between heartbeats; the broker is presumed gone after 3 silent intervals")
     flag(p, "--task-timeout-s", env="ENGINE_TASK_TIMEOUT_S", default=C.TASK_TIMEOUT_S, type=float,
@@ -38,7 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
-    config = C.WorkerConfig(connect=args.connect, processes=args.processes,
+    config = C.WorkerConfig(connect=args.connect, processes=args.processes, prefetch=max(0, args.prefetch),
                             heartbeat_interval_s=args.heartbeat_interval_s, task_timeout_s=args.task_timeout_s,
                             drain_timeout_s=args.drain_timeout_s, max_pixels=args.max_pixels,
                             max_input_bytes=args.max_input_mb * 2**20)

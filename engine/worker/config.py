@@ -13,12 +13,14 @@ TASK_TIMEOUT_S = 60.0  # a pool process still busy after this is killed and repl
 RECONNECT_MIN_S = 0.25
 RECONNECT_MAX_S = 8.0
 DRAIN_TIMEOUT_S = 30.0
+PREFETCH = 1  # tasks held ready per process, so it never waits for a broker round trip
 
 
 @dataclass(frozen=True, kw_only=True)
 class WorkerConfig:
     connect: str = CONNECT
     processes: int = os.cpu_count() or 1
+    prefetch: int = PREFETCH
     heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S
     heartbeat_liveness: int = HEARTBEAT_LIVENESS
     task_timeout_s: float = TASK_TIMEOUT_S
@@ -27,3 +29,8 @@ class WorkerConfig:
     drain_timeout_s: float = DRAIN_TIMEOUT_S
     max_pixels: int = MAX_PIXELS
     max_input_bytes: int = MAX_INPUT_BYTES
+
+    @property
+    def slots(self) -> int:
+        """Tasks announced to the broker: one running and ``prefetch`` waiting per process."""
+        return self.processes * (1 + self.prefetch)

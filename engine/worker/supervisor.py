@@ -1,6 +1,7 @@
 """The worker supervisor: one DEALER to the broker, a pool of processes behind a ROUTER.
 
-One thread owns both sockets. It announces ``processes`` slots to the broker, hands
+One thread owns both sockets. It announces ``processes * (1 + prefetch)`` slots to the
+broker (a task waits at hand for each busy process, so none idles through a round trip), hands
 each task to an idle pool process (over ipc, payload frames passed by reference),
 forwards answers, and watches the processes: one that dies or runs past the task
 timeout is reported (``worker_crashed``, so the broker retries the task elsewhere) and
@@ -147,7 +148,7 @@ class Supervisor:
         from .. import ops
 
         self.epoch += 1
-        free = 0 if self._stopping else max(0, self.config.processes - self._held_count())
+        free = 0 if self._stopping else max(0, self.config.slots - self._held_count())
         self._send_broker(P.encode(P.Ready(capacity=free, ops=ops.describe(), host=self.host, pid=os.getpid())))
 
     def _send_broker(self, frames: list) -> None:

@@ -33,6 +33,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import BadParameter, ImageTooLarge
+from .codec import MAX_PIXELS
 
 REQUIRED = object()
 
@@ -106,7 +107,7 @@ class Context:
     quality: int = 90
     meta: dict = field(default_factory=dict)
     cache: dict = field(default_factory=dict)  # per-process warm state (cascades, tables)
-    max_pixels: int = 64_000_000  # no step may produce a larger image
+    max_pixels: int = MAX_PIXELS  # no step may produce a larger image (run() passes its limit)
 
     def check_size(self, op: str, width: int, height: int) -> None:
         """Refuse, before allocating, an output larger than the pixel limit."""

@@ -204,3 +204,17 @@ def test_grey_jpeg_stays_one_channel_unless_colour_is_added():
     assert meta["channels"] == 1
     _, meta = ops.run(data, "sepia")
     assert meta["channels"] == 3
+
+
+def test_tiff_with_its_directory_at_the_end_is_read(cat):
+    """Many TIFF writers put the image directory after the pixels."""
+    big = cv2.resize(cat, (1200, 800))
+    pixels = big.tobytes()
+    entries = [(256, 4, 1, 1200), (257, 4, 1, 800), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 2),
+               (273, 4, 1, 8), (277, 3, 1, 3), (278, 4, 1, 800), (279, 4, 1, len(pixels)), (284, 3, 1, 1)]
+    ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *e) for e in entries) + b"\0" * 4
+    data = b"II*\x00" + struct.pack("<I", 8 + len(pixels)) + pixels + ifd
+    assert len(data) > 1 << 21
+    out, meta = ops.run(data, "png")
+    assert (meta["width"], meta["height"]) == (1200, 800)
+    assert np.array_equal(unpng(out), big[:, :, ::-1])  # stored RGB, returned BGR

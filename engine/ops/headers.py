@@ -44,11 +44,12 @@ def _corrupt(fmt: str, what: str) -> ImageError:
     return ImageError(f"corrupt {fmt.upper()} header: {what}")
 
 
-def tiff_tags(data: bytes, wanted: tuple[int, ...]) -> dict[int, int]:
+def tiff_tags(data, wanted: tuple[int, ...]) -> dict[int, int]:
     """Values of short/long tags in the first IFD of a TIFF structure (also EXIF's)."""
-    if len(data) < 8 or data[:2] not in (b"II", b"MM"):
+    order = bytes(data[:2])
+    if len(data) < 8 or order not in (b"II", b"MM"):
         return {}
-    end = "<" if data[:2] == b"II" else ">"
+    end = "<" if order == b"II" else ">"
     (ifd,) = struct.unpack_from(end + "I", data, 4)
     if ifd + 2 > len(data):
         return {}
@@ -156,9 +157,9 @@ def _bmp(data: bytes) -> Header:
 
 
 def _tiff(data: bytes) -> Header:
-    tags = tiff_tags(bytes(data[:1 << 20]), (TAG_WIDTH, TAG_HEIGHT, TAG_ORIENTATION))
+    tags = tiff_tags(memoryview(data), (TAG_WIDTH, TAG_HEIGHT, TAG_ORIENTATION))  # IFD may be anywhere
     if TAG_WIDTH not in tags or TAG_HEIGHT not in tags:
-        raise _corrupt("tiff", "no ImageWidth/ImageLength in the first IFD (or it is past the first MB)")
+        raise _corrupt("tiff", "no ImageWidth/ImageLength in the first IFD")
     orientation = tags.get(TAG_ORIENTATION, 1)
     return Header("tiff", tags[TAG_WIDTH], tags[TAG_HEIGHT], orientation if 1 <= orientation <= 8 else 1)
 

@@ -105,19 +105,11 @@ class Cascade:
         nf = area * box(flat_sq, base) - box(flat, base) ** 2
         keep = nf > (10.0 * area) ** 2  # OpenCV skips windows with a standard deviation <= 10
         base, norm = base[keep], 1.0 / np.sqrt(nf[keep])
-        first = True
         for st in self.stages:
             if not len(base):
                 break
-            if first:  # every window: strided slices of the integral image, no index arrays
-                rows, cols = ys.shape
-                grid = np.stack([total[cy:cy + rows * step:step, cx:cx + cols * step:step].ravel()[keep]
-                                 for cy, cx in st.corners], axis=1)
-                feature = (grid @ st.matrix) * norm[:, None]
-                first = False
-            else:
-                offsets = st.corners[:, 0] * stride + st.corners[:, 1]
-                feature = (flat[base[:, None] + offsets] @ st.matrix) * norm[:, None]
+            offsets = st.corners[:, 0] * stride + st.corners[:, 1]
+            feature = (flat[base[:, None] + offsets] @ st.matrix) * norm[:, None]
             score = np.where(feature < st.node_thresholds, st.leaves[:, 0], st.leaves[:, 1]).sum(axis=1)
             passed = score >= st.threshold
             base, norm = base[passed], norm[passed]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import tracemalloc
 
 import cv2
 import numpy as np
@@ -331,3 +332,23 @@ def test_output_formats(colour, step, fmt, magic):
     assert out.startswith(magic) and meta["format"] == fmt
     decoded = cv2.imdecode(np.frombuffer(out, np.uint8), cv2.IMREAD_COLOR)
     assert psnr(decoded, cv2.GaussianBlur(colour, (0, 0), 2)) > 30
+
+
+def test_text_larger_than_the_image_is_clipped_like_drawing_on_the_whole_image(colour):
+    out, _ = apply(colour, "text:text=Hello,height=300,thickness=30,position=centre,opacity=1")
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    scale = 300 / cv2.getTextSize("Hg", font, 1.0, 1)[0][1]
+    (tw, th), base = cv2.getTextSize("Hello", font, scale, 30)
+    x, y = (192 - tw - 30) // 2, (192 - th - base - 30) // 2
+    mask = np.zeros((192, 192), np.uint8)
+    cv2.putText(mask, "Hello", (x, y + th), font, scale, 255, 30, cv2.LINE_AA)
+    a = (mask.astype(np.float32) / 255)[:, :, None]
+    ref = np.clip(colour.astype(np.float32) * (1 - a) + 255 * a + 0.5, 0, 255).astype(np.uint8)
+    assert mask.any() and np.abs(out.astype(int) - ref).max() <= 1
+    tracemalloc.start()
+    try:
+        huge, _ = apply(colour, [{"op": "text", "params": {"text": "W" * 200, "height": 2000, "opacity": 1}}])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert huge.shape == colour.shape and peak < 20_000_000  # the 352000 x 2000 box is never allocated

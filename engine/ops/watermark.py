@@ -85,14 +85,19 @@ def _text_check(params: dict) -> None:
 def text(image, ctx, *, text, height, colour, thickness, position, opacity, margin):
     scale = height / cv2.getTextSize("Hg", FONT, 1.0, 1)[0][1]
     (tw, th), base = cv2.getTextSize(text, FONT, scale, thickness)
-    box_w, box_h = tw + thickness, th + base + thickness
-    mask = np.zeros((box_h, box_w), np.uint8)
-    cv2.putText(mask, text, (0, th), FONT, scale, 255, thickness, cv2.LINE_AA)
-    b, g, r, _ = parse_colour(colour)
-    patch = np.empty((box_h, box_w, 3), np.uint8)
-    patch[:] = (b, g, r)
-    x, y = place((image.shape[1], image.shape[0]), (box_w, box_h), position, margin)
-    return blend(image, _same_layout(patch, image), mask.astype(np.float32) * (opacity / 255), x, y)
+    h, w = image.shape[:2]
+    x, y = place((w, h), (tw + thickness, th + base + thickness), position, margin)
+    # Draw only the part of the text box inside the image: a huge text costs no more
+    # memory than the image itself.
+    x0, y0 = max(x, 0), max(y, 0)
+    x1, y1 = min(x + tw + thickness, w), min(y + th + base + thickness, h)
+    if x0 >= x1 or y0 >= y1:
+        return image
+    mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    cv2.putText(mask, text, (x - x0, y - y0 + th), FONT, scale, 255, thickness, cv2.LINE_AA)
+    patch = np.empty((y1 - y0, x1 - x0, 3), np.uint8)
+    patch[:] = parse_colour(colour)[:3]
+    return blend(image, _same_layout(patch, image), mask.astype(np.float32) * (opacity / 255), x0, y0)
 
 
 def _mark_bytes(encoded: str) -> bytes:

@@ -14,7 +14,7 @@ import simplejpeg
 from engine import ops
 from engine.errors import ImageError, ImageTooLarge
 from engine.ops import codec
-from tests.ops_helpers import psnr, sample, unpng
+from ops_helpers import psnr, sample, unpng
 
 pytestmark = pytest.mark.timeout(60)
 

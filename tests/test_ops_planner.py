@@ -17,7 +17,7 @@ import pytest
 from engine import ops
 from engine.ops import codec
 from engine.ops.planner import plan
-from tests.ops_helpers import psnr, sample_bytes, ssim
+from ops_helpers import psnr, sample_bytes, ssim
 
 pytestmark = pytest.mark.timeout(60)
 

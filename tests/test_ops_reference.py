@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from engine.errors import BadParameter
-from tests.ops_helpers import apply, png, psnr, sample, ssim
+from ops_helpers import apply, png, psnr, sample, ssim
 
 pytestmark = pytest.mark.timeout(60)
 

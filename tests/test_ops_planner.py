@@ -128,3 +128,17 @@ def test_dct_scaled_decode_of_a_turned_jpeg_agrees_with_unplanned():
     assert (pmeta["width"], pmeta["height"]) == (nmeta["width"], nmeta["height"]) == (200, 229)
     dec = lambda b: cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_UNCHANGED)  # noqa: E731
     assert psnr(dec(planned), dec(naive)) >= MIN_PSNR_DB and ssim(dec(planned), dec(naive)) >= MIN_SSIM
+
+
+def test_warm_state_stays_bounded_whatever_the_parameters():
+    cache: dict = {}
+    data = sample_bytes("coins.png")
+    ops.run(data, "faces:draw=false", cache=cache)
+    cascade = cache[("haar", "frontalface_default")]
+    for i in range(300):
+        shape = ("rect", "ellipse", "cross")[i % 3]
+        ops.run(data, f"gamma:gamma={1 + i / 100}|erode:size={2 + i % 50},shape={shape}", cache=cache)
+    kinds = [k[0] for k in cache]
+    assert kinds.count("lut") <= 256 and kinds.count("kernel") <= 64
+    ops.run(data, "faces:draw=false", cache=cache)
+    assert cache[("haar", "frontalface_default")] is cascade

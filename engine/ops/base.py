@@ -109,6 +109,20 @@ class Context:
     cache: dict = field(default_factory=dict)  # per-process warm state (cascades, tables)
     max_pixels: int = MAX_PIXELS  # no step may produce a larger image (run() passes its limit)
 
+    def warm(self, key: tuple, make: Callable[[], Any], *, keep: int = 64) -> Any:
+        """Per-process state for ``key`` (a tuple whose first item names its kind), made
+        on first use and kept across tasks. At most ``keep`` entries of one kind stay;
+        the least recently used goes first, so odd parameters cannot grow the cache."""
+        cache = self.cache
+        if key in cache:
+            cache[key] = cache.pop(key)  # most recently used last
+            return cache[key]
+        same_kind = [k for k in cache if isinstance(k, tuple) and k[:1] == key[:1]]
+        for old in same_kind[:max(0, len(same_kind) - keep + 1)]:
+            del cache[old]
+        cache[key] = value = make()
+        return value
+
     def check_size(self, op: str, width: int, height: int) -> None:
         """Refuse, before allocating, an output larger than the pixel limit."""
         if width * height > self.max_pixels:

@@ -38,9 +38,7 @@ def _hsv_tables(hue: float, saturation: float, value: float) -> tuple[np.ndarray
           ])
 def hsv(image, ctx, *, hue, saturation, value):
     key = ("hsv", hue, saturation, value)
-    if key not in ctx.cache:
-        ctx.cache[key] = _hsv_tables(hue, saturation, value)
-    tables = ctx.cache[key]
+    tables = ctx.warm(key, lambda: _hsv_tables(hue, saturation, value))
 
     def adjust(bgr):
         planes = cv2.split(cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV_FULL))

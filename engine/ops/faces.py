@@ -16,14 +16,12 @@ from .imageutil import to_grey
 from .transform import fill_value, parse_colour
 
 DETECT_MAX_SIDE_PX = 640
-CACHE_KEY = "haar:frontalface_default"
+CACHE_KEY = ("haar", "frontalface_default")
 
 
 def cascade(ctx) -> Cascade:
     """The frontal-face cascade, loaded once per process (about 0.1 s to parse)."""
-    if CACHE_KEY not in ctx.cache:
-        ctx.cache[CACHE_KEY] = Cascade.load()
-    return ctx.cache[CACHE_KEY]
+    return ctx.warm(CACHE_KEY, Cascade.load, keep=1)
 
 
 def _check(params: dict) -> None:

@@ -31,8 +31,6 @@ def equalize(image, ctx):
 ])
 def clahe(image, ctx, *, clip, tiles):
     key = ("clahe", clip, tiles)
-    if key not in ctx.cache:
-        ctx.cache[key] = cv2.createCLAHE(clipLimit=clip, tileGridSize=(tiles, tiles))
-    equaliser = ctx.cache[key]
+    equaliser = ctx.warm(key, lambda: cv2.createCLAHE(clipLimit=clip, tileGridSize=(tiles, tiles)), keep=8)
     return on_colour(image, lambda base: _on_brightness(base, equaliser.apply,
                                                         cv2.COLOR_BGR2Lab, cv2.COLOR_Lab2BGR))

@@ -16,9 +16,7 @@ _PARAMS = [
 def kernel(ctx, shape: str, size: int):
     """The structuring element, made once per process."""
     key = ("kernel", shape, size)
-    if key not in ctx.cache:
-        ctx.cache[key] = cv2.getStructuringElement(_SHAPES[shape], (size, size))
-    return ctx.cache[key]
+    return ctx.warm(key, lambda: cv2.getStructuringElement(_SHAPES[shape], (size, size)))
 
 
 def _register(name: str, morph: int, help: str) -> None:

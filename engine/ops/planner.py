@@ -37,13 +37,10 @@ class Plan:
     notes: list[str] = field(default_factory=list)  # what the planner did, for the reply
 
 
-def _fused_lut(ctx, tables_key: tuple, steps: list[Step]) -> np.ndarray:
-    table = ctx.cache.get(tables_key)
-    if table is None:
-        table = np.arange(256, dtype=np.uint8)
-        for step in steps:
-            table = step.op.lut(step.params)[table]
-        ctx.cache[tables_key] = table
+def _compose(steps: list[Step]) -> np.ndarray:
+    table = np.arange(256, dtype=np.uint8)
+    for step in steps:
+        table = step.op.lut(step.params)[table]
     return table
 
 
@@ -52,7 +49,7 @@ def _fuse(run: list[Step]) -> Step:
     key = ("fused-lut", tuple((s.op.name, tuple(sorted(s.params.items()))) for s in run))
 
     def apply(image, ctx):
-        return lut_apply(image, _fused_lut(ctx, key, run))
+        return lut_apply(image, ctx.warm(key, lambda: _compose(run), keep=256))
 
     op = Operation(name=f"lut({names})", fn=apply, params=(), help=f"fused tables: {names}")
     return Step(op, {})

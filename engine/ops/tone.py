@@ -18,12 +18,8 @@ def _table(values: np.ndarray) -> np.ndarray:
 
 
 def cached_table(ctx, name: str, params: dict, make) -> np.ndarray:
-    """The table for (name, params) from the per-process cache, made once."""
-    key = ("lut", name, tuple(sorted(params.items())))
-    table = ctx.cache.get(key)
-    if table is None:
-        table = ctx.cache[key] = make(params)
-    return table
+    """The table for (name, params), kept warm in the per-process cache."""
+    return ctx.warm(("lut", name, tuple(sorted(params.items()))), lambda: make(params), keep=256)
 
 
 def _invert_lut(params: dict) -> np.ndarray:

@@ -22,6 +22,7 @@ POSITIONS = ("top-left", "top-right", "bottom-left", "bottom-right", "centre")
 MAX_TEXT_CHARS = 200
 MAX_MARK_BYTES = 1024 * 1024
 MAX_MARK_PIXELS = 4_000_000
+WARM_MARKS = 4  # decoded marks kept per process (each up to MAX_MARK_PIXELS x 4 bytes)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 _PLACEMENT = [
@@ -120,16 +121,16 @@ def _mark_bytes(encoded: str) -> bytes:
           ])
 def watermark(image, ctx, *, mark, width, position, opacity, margin):
     key = ("watermark", hashlib.sha1(mark.encode()).hexdigest())
-    if key not in ctx.cache:
-        ctx.cache[key] = codec.decode(_mark_bytes(mark), limits=codec.Limits(max_pixels=MAX_MARK_PIXELS))[0]
-    mark = ctx.cache[key]
+    limits = codec.Limits(max_pixels=MAX_MARK_PIXELS)
+    picture = ctx.warm(key, lambda: codec.decode(_mark_bytes(mark), limits=limits)[0], keep=WARM_MARKS)
     h, w = image.shape[:2]
     mw = max(1, round(w * width))
-    mh = max(1, round(mark.shape[0] * mw / mark.shape[1]))
-    mark = cv2.resize(mark, (mw, mh), interpolation=cv2.INTER_AREA if mw < mark.shape[1] else cv2.INTER_CUBIC)
-    alpha = alpha_of(mark)
+    mh = max(1, round(picture.shape[0] * mw / picture.shape[1]))
+    shrinking = mw < picture.shape[1]
+    picture = cv2.resize(picture, (mw, mh), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+    alpha = alpha_of(picture)
     weight = np.full((mh, mw), opacity, np.float32)
     if alpha is not None:
         weight *= alpha.astype(np.float32) / 255
     x, y = place((w, h), (mw, mh), position, margin)
-    return blend(image, _same_layout(to_bgr(mark), image), weight, x, y)
+    return blend(image, _same_layout(to_bgr(picture), image), weight, x, y)

@@ -62,8 +62,9 @@ held to the same pixel limit.
   (simplejpeg `min_width`/`min_height`), never below the size that step resizes to;
 - steps whose parameters change nothing are skipped (`gamma:gamma=1`, `rotate:angle=360`);
 - adjacent table steps (`invert`, `brightness`, `gamma`) are fused into one lookup;
-- warm state is kept per process in the runner's `cache`: lookup tables, structuring
-  elements, CLAHE objects, the face cascade, decoded watermark images.
+- warm state is kept per process in the runner's `cache` (`Context.warm`): lookup tables,
+  structuring elements, CLAHE objects, the face cascade, decoded watermark images; each
+  kind is bounded, least recently used first out, so unusual parameters cannot grow it.
 
 `plan=False` runs every step as written on a full decode. The tests
 (`tests/test_ops_planner.py`) hold planned and unplanned results to: PSNR >= 30 dB and

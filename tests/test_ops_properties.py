@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 
 import cv2
+import msgpack
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -83,6 +84,7 @@ def test_random_valid_pipelines_on_random_images_never_crash(data, pipeline):
     except EngineError:
         return
     assert out and meta["width"] >= 1 and meta["height"] >= 1 and meta["channels"] in (1, 3, 4)
+    assert msgpack.unpackb(msgpack.packb(meta)) == meta  # the reply's metadata travels on the wire
     text = ops.canonical(pipeline)
     assert ops.canonical(text) == text
     assert [(s.op.name, s.params) for s in ops.parse(text)] == [(s.op.name, s.params) for s in ops.parse(pipeline)]

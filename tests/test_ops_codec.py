@@ -218,3 +218,26 @@ def test_tiff_with_its_directory_at_the_end_is_read(cat):
     out, meta = ops.run(data, "png")
     assert (meta["width"], meta["height"]) == (1200, 800)
     assert np.array_equal(unpng(out), big[:, :, ::-1])  # stored RGB, returned BGR
+
+
+def test_webp_exif_chunk_orientation_is_honoured(cat):
+    simple = encode(cat, ".webp", cv2.IMWRITE_WEBP_QUALITY, 101)  # RIFF / VP8L
+    image_chunk = simple[12:]
+    h, w = cat.shape[:2]
+    vp8x = b"VP8X" + struct.pack("<I", 10) + bytes([0x08, 0, 0, 0]) + (w - 1).to_bytes(3, "little") + (
+        h - 1).to_bytes(3, "little")
+    body = exif(6)
+    exif_chunk = b"EXIF" + struct.pack("<I", len(body)) + body + b"\0" * (len(body) & 1)
+    riff = b"WEBP" + vp8x + image_chunk + exif_chunk
+    out, _ = ops.run(b"RIFF" + struct.pack("<I", len(riff)) + riff, "png")
+    assert np.array_equal(unpng(out), np.ascontiguousarray(ORIENTED[6](cat)))
+
+
+def test_big_endian_exif_is_read(cat):
+    plain = simplejpeg.encode_jpeg(cat, 95, colorspace="BGR")
+    block = b"MM\x00*" + struct.pack(">IHHHIHHI", 8, 1, 0x0112, 3, 1, 8, 0, 0)
+    app1 = b"Exif\x00\x00" + block
+    data = plain[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + plain[2:]
+    assert codec.probe(data).orientation == 8
+    out, meta = ops.run(data, "png")
+    assert (meta["width"], meta["height"]) == (cat.shape[0], cat.shape[1])

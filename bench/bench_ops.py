@@ -1,8 +1,11 @@
 """Benchmarks of the image operations and of the planner (pytest-benchmark).
 
 Run:  .venv/bin/python -m pytest bench/bench_ops.py --benchmark-only -p no:cacheprovider \
-          --benchmark-json=bench/ops.json
-Then: .venv/bin/python tools/gen_ops_doc.py --bench bench/ops.json   (rewrites docs/operations.md)
+          --benchmark-json=/tmp/ops.json                        (about 2.5 minutes)
+      .venv/bin/python -m pytest bench/bench_ops.py --benchmark-only -p no:cacheprovider \
+          -k test_planner --benchmark-min-rounds=50 --benchmark-json=/tmp/ops_planner.json
+Then: .venv/bin/python tools/gen_ops_doc.py --bench /tmp/ops.json /tmp/ops_planner.json
+      (rewrites docs/operations.md; the second file's planner figures replace the first's)
 
 Each transform is timed on the decoded array alone (no decode, no encode) at 640x480,
 1920x1080 and 3840x2160; output formats are timed as the encode they cause. The planner

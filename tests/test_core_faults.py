@@ -63,3 +63,29 @@ def test_broker_restarted_mid_batch_loses_no_task(cluster_factory, jpegs):
     assert [(r.width, r.height) for r in results] == [_size(d) for d in photos]
     assert stats["completed"] == len(photos) and stats["failed"] == 0
     assert stats["resent"] >= 1
+
+
+def test_info_works_again_after_asking_while_no_broker_was_there(cluster_factory):
+    import asyncio
+
+    import pytest
+
+    from engine import AsyncClient
+    from engine.errors import TaskTimeout
+
+    cluster = cluster_factory(local_workers=0)
+    with cluster.client() as client:
+        with pytest.raises(TaskTimeout):
+            client.info(timeout_s=0.5)  # nobody there yet
+        cluster.start_broker(wait_slots=0)
+        assert client.info(timeout_s=10)["queue_depth"] == 0
+
+    async def main():
+        async with AsyncClient(cluster.front, heartbeat_interval_s=0.5) as client:
+            cluster.broker.kill()
+            with pytest.raises(TaskTimeout):
+                await client.info(timeout_s=0.5)
+            cluster.start_broker(wait_slots=0)
+            return await client.info(timeout_s=10)
+
+    assert asyncio.run(main())["queue_depth"] == 0

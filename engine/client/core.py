@@ -188,8 +188,12 @@ class ClientCore:
                 done.append((pending.handle, Result(msg.task_id, data, meta)))
         elif isinstance(msg, P.Error):
             done.extend(self._on_error(msg, now_s))
-        elif isinstance(msg, P.Info) and self._info_waiters:
-            done.append((self._info_waiters.popleft(), msg.data or {}))
+        elif isinstance(msg, P.Info):
+            while self._info_waiters:  # skip askers that gave up (timed out, cancelled)
+                handle = self._info_waiters.popleft()
+                if not handle.done():
+                    done.append((handle, msg.data or {}))
+                    break
         return done
 
     def _on_error(self, msg: P.Error, now_s: float) -> list[Completion]:

@@ -111,6 +111,7 @@ class Client:
         try:
             return future.result(timeout_s)
         except cf.TimeoutError:
+            future.cancel()  # so the next answer goes to the next asker, not to this one
             raise TaskTimeout(f"the broker at {self.address} did not answer INFO within {timeout_s} s") from None
 
     @property

@@ -142,3 +142,16 @@ def test_warm_state_stays_bounded_whatever_the_parameters():
     assert kinds.count("lut") <= 256 and kinds.count("kernel") <= 64
     ops.run(data, "faces:draw=false", cache=cache)
     assert cache[("haar", "frontalface_default")] is cascade
+
+
+
+
+def test_a_chain_of_no_ops_hands_the_input_back_without_decoding():
+    data = sample_bytes("rocket.jpg")
+    out, meta = ops.run(data, "noop|median:size=1|noop")
+    assert out == data
+    assert (meta["width"], meta["height"], meta["decode_ms"]) == (640, 427, 0.0)
+    reencoded, meta = ops.run(data, "noop|jpeg:quality=50")  # a format step is work to do
+    assert reencoded != data and meta["format"] == "jpeg"
+    unplanned, _ = ops.run(data, "noop", plan=False)
+    assert psnr(codec.decode(unplanned)[0], codec.decode(data)[0]) > 35

@@ -15,6 +15,7 @@ from typing import Any, Hashable
 import zmq
 
 from .. import __version__
+from .. import deadlines
 from .. import protocol as P
 from ..cache import ResultCache
 from ..errors import ProtocolError, TaskError, TaskFailed
@@ -180,6 +181,11 @@ class Broker:
                 f"the broker's queue is full ({self.config.max_queue} tasks waiting)"
             self.reply_error(origin, request.task_id, "busy", f"{why}; retry later or add workers")
             return
+        try:
+            deadlines.requested_ms(request.options)
+        except TaskError as exc:
+            self.reply_error(origin, request.task_id, exc.code, exc.message)
+            return
         cache_key = self._cache_key(request, payload)
         if cache_key is not None:
             hit = self.cache.get(cache_key)
@@ -218,8 +224,11 @@ class Broker:
     def _forget_client(self, route: bytes) -> None:
         self._clients.pop(route, None)
         dropped = self.dispatcher.drop_origin(("front", (route,)))
+        for task in dropped:  # a worker drops those not started yet; a running one finishes unseen
+            if task.worker is not None:
+                self._send_back(task.worker, P.encode(P.Cancel(task_id=self._worker_task_id(task.jid))))
         if dropped:
-            log.info("client %s went away: dropped %d queued task(s)", route.hex(), len(dropped))
+            log.info("client %s went away: dropped %d task(s)", route.hex(), len(dropped))
 
     # ---- workers -----------------------------------------------------------------
     def _on_back(self, frames: list) -> None:
@@ -315,7 +324,8 @@ class Broker:
     def _dispatch(self) -> None:
         for task, worker in self.dispatcher.assignments():
             req = task.request
-            frames = P.encode(P.Request(task_id=self._worker_task_id(task.jid), pipeline=req.pipeline, options=req.options),
+            options = deadlines.forwarded(req.options, task.received_s, time.monotonic())
+            frames = P.encode(P.Request(task_id=self._worker_task_id(task.jid), pipeline=req.pipeline, options=options),
                               task.payload)
             self._send_back(worker.wid, frames)
 

@@ -128,14 +128,25 @@ class Dispatcher:
     def cancel(self, origin: Any, task_id: str) -> Task | None:
         """Forget a task by its client id; returns it (its ``worker`` says if one is running it)."""
         jid = self._by_key.get(origin.dedup_key(task_id))
-        return self.finish(jid) if jid is not None else None
+        task = self.finish(jid) if jid is not None else None
+        if task is not None:
+            self._unqueue([task])
+        return task
 
     def drop_origin(self, origin_key: Hashable) -> list[Task]:
-        """Forget every queued task of a client that went away (running ones finish unseen)."""
-        dropped = [t for t in self.queue if t.origin.key == origin_key and t.jid in self.tasks]
+        """Forget every task of a client that went away, queued or at a worker (whose slot
+        comes back with its answer, as after ``cancel``)."""
+        dropped = [t for t in self.tasks.values() if t.origin.key == origin_key]
         for task in dropped:
             self.finish(task.jid)
+        self._unqueue(dropped)
         return dropped
+
+    def _unqueue(self, finished: list[Task]) -> None:
+        """Take finished tasks out of the queue at once: they must neither count towards
+        ``max_queue`` nor keep their images alive until a worker is free (O(queue))."""
+        if any(t.worker is None for t in finished):
+            self.queue = deque(t for t in self.queue if t.jid in self.tasks)
 
     # ---- workers -----------------------------------------------------------------
     def ready(self, wid: bytes, slots: int, now_s: float, *, host: str = "", pid: int = 0,

@@ -138,9 +138,11 @@ class ClientCore:
             self._send(pending)
 
     def cancel(self, task_id: str) -> None:
-        pending = self.pending.pop(task_id, None)
+        self._tell_cancel(self.pending.pop(task_id, None))
+
+    def _tell_cancel(self, pending: Pending | None) -> None:
         if pending is not None and pending.sent and self.connected:
-            self.outbox.append(P.encode(P.Cancel(task_id=task_id)))
+            self.outbox.append(P.encode(P.Cancel(task_id=pending.task_id)))
 
     def request_info(self, handle: Any) -> None:
         self._info_waiters.append(handle)
@@ -234,6 +236,7 @@ class ClientCore:
             _, _, task_id = heapq.heappop(self._deadlines)
             pending = self.pending.pop(task_id, None)
             if pending is not None:
+                self._tell_cancel(pending)  # the broker drops it rather than run it for nobody
                 self.stats["failed"] += 1
                 done.append((pending.handle, self._timeout_error(pending, now_s)))
         return done

@@ -25,6 +25,8 @@ def run(data, pipeline: str | list | list[Step], *, limits: codec.Limits = codec
     steps = pipeline if pipeline and isinstance(pipeline[0], Step) else parse(pipeline)  # type: ignore[index]
     header = codec.probe(data, limits)
     chosen = make_plan(list(steps), header) if plan else Plan(list(steps))
+    if plan and not chosen.steps and header.format in _KEEP_FORMATS:
+        return _unchanged(data, header, started)
     image, in_fmt = codec.decode(data, grey=chosen.grey, limits=limits, header=header,
                                  min_size=chosen.min_size)
     decoded = time.perf_counter()
@@ -46,3 +48,14 @@ def run(data, pipeline: str | list | list[Step], *, limits: codec.Limits = codec
                 encode_ms=round((done - processed) * 1000, 3),
                 pipeline_ms=round((done - started) * 1000, 3))
     return out, meta
+
+
+def _unchanged(data, header, started: float) -> tuple[bytes, dict[str, Any]]:
+    """Every step changes nothing: the input is the output, never decoded."""
+    width, height = header.display_size
+    elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
+    channels = (1 if header.grey else 3) if header.format == "jpeg" else None  # others: unknown undecoded
+    return bytes(data), {"format": header.format, "width": width, "height": height, "channels": channels,
+                         "input_format": header.format,
+                         "plan": ["unchanged: every step is a no-op"], "decode_ms": 0.0, "ops_ms": 0.0,
+                         "encode_ms": 0.0, "pipeline_ms": elapsed_ms}

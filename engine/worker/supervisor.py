@@ -23,8 +23,9 @@ from typing import Any
 
 import zmq
 
+from .. import deadlines
 from .. import protocol as P
-from ..errors import ProtocolError
+from ..errors import ProtocolError, TaskError
 from ..wakeup import Wakeup
 from .config import WorkerConfig
 from .pool import pool_main
@@ -40,6 +41,8 @@ class Held:
     frames: list  # header and payload, forwarded untouched
     epoch: int  # registration it arrived under: answers of older ones free no broker slot
     started_s: float | None = None
+    due_s: float | None = None  # its deadline (monotonic), if the request set one
+    abandoned_s: float | None = None  # when it was answered deadline_exceeded while still running
 
 
 @dataclass(eq=False)
@@ -73,7 +76,7 @@ class Supervisor:
         self._generation = 0
         self._wakeup = Wakeup()
         self._stopping = False
-        self.stats = {"done": 0, "failed": 0, "crashed": 0, "replaced": 0}
+        self.stats = {"done": 0, "failed": 0, "crashed": 0, "replaced": 0, "deadline_exceeded": 0}
 
     # ---- life cycle --------------------------------------------------------------
     def stop(self) -> None:
@@ -102,6 +105,7 @@ class Supervisor:
                 self._poll(max(0, int((deadline_s - now_s) * 1000)) + 1)
                 now_s = time.monotonic()
                 self._kill_overdue(now_s)
+                self._expire(now_s)
                 if now_s >= self._broker_expiry_s:
                     log.warning("broker silent for %.1f s: reconnecting to %s", self._liveness_s, self.config.connect)
                     self._connect()
@@ -164,7 +168,13 @@ class Supervisor:
             log.warning("dropped a bad message from the broker: %s", exc)
             return
         if isinstance(msg, P.Request):
-            self.pending.append(Held(task_id=msg.task_id, frames=frames, epoch=self.epoch))
+            held = Held(task_id=msg.task_id, frames=frames, epoch=self.epoch)
+            try:
+                held.due_s = deadlines.due_s(msg.options, time.monotonic())
+            except TaskError as exc:
+                self._answered(held, P.error_frames(msg.task_id, exc.code, exc.message))
+                return
+            self.pending.append(held)
         elif isinstance(msg, P.Disconnect):
             log.info("broker asked this worker to register again (%s)", msg.reason)
             self._register()
@@ -210,6 +220,8 @@ class Supervisor:
             pp.ready = True
         elif isinstance(msg, (P.Reply, P.Error)) and pp.task is not None:
             held, pp.task = pp.task, None
+            if held.abandoned_s is not None:
+                return  # answered deadline_exceeded already
             self.stats["done" if isinstance(msg, P.Reply) else "failed"] += 1
             self._answered(held, frames[1:])
 
@@ -218,7 +230,7 @@ class Supervisor:
         del self.procs[pp.ident]
         code = pp.proc.exitcode
         how = pp.kill_reason or (f"was killed by signal {-code}" if code and code < 0 else f"exited with code {code}")
-        if pp.task is not None:
+        if pp.task is not None and pp.task.abandoned_s is None:
             self.stats["crashed"] += 1
             log.warning("pool process %d %s while running task %s; replacing it", pp.proc.pid, how, pp.task.task_id)
             self._answered(pp.task, P.error_frames(pp.task.task_id, "worker_crashed",
@@ -246,9 +258,38 @@ class Supervisor:
                 pp.kill_reason = f"ran past the task timeout of {self.config.task_timeout_s:g} s and was killed"
                 pp.proc.kill()
 
+    def _expire(self, now_s: float) -> None:
+        """Answer deadline_exceeded for every task past its deadline (waiting or running); a
+        process still busy ``deadlines.GRACE_S`` after that is killed and replaced."""
+        for held in [h for h in self.pending if h.due_s is not None and now_s >= h.due_s]:
+            self.pending.remove(held)
+            self._abandon(held, "before it started", now_s)
+        for pp in self.procs.values():
+            held = pp.task
+            if held is None or held.due_s is None or pp.kill_reason is not None:
+                continue
+            if held.abandoned_s is None and now_s >= held.due_s:
+                self._abandon(held, f"while running in process {pp.proc.pid}", now_s)
+            elif held.abandoned_s is not None and now_s - held.abandoned_s >= deadlines.GRACE_S:
+                pp.kill_reason = (f"was still busy {deadlines.GRACE_S:g} s after its task's deadline "
+                                  "and was killed")
+                pp.proc.kill()
+
+    def _abandon(self, held: Held, when: str, now_s: float) -> None:
+        held.abandoned_s = now_s
+        self.stats["deadline_exceeded"] += 1
+        self._answered(held, P.error_frames(held.task_id, "deadline_exceeded",
+                                            f"the task's deadline passed {when}; it was abandoned "
+                                            "(not retried: give it a longer deadline_ms)"))
+
     def _next_task_deadline(self) -> float:
         starts = [pp.task.started_s for pp in self.procs.values() if pp.task and pp.task.started_s]
-        return min(starts) + self.config.task_timeout_s if starts else float("inf")
+        due = [h.due_s for h in self.pending if h.due_s is not None]
+        for pp in self.procs.values():
+            if pp.task and pp.task.due_s is not None:
+                due.append(pp.task.due_s if pp.task.abandoned_s is None else pp.task.abandoned_s + deadlines.GRACE_S)
+        timeouts = [min(starts) + self.config.task_timeout_s] if starts else []
+        return min(timeouts + due, default=float("inf"))
 
     def _held_count(self) -> int:
         return len(self.pending) + sum(1 for pp in self.procs.values() if pp.task is not None)

@@ -5,7 +5,7 @@ bytes; ``parse`` validates a pipeline; ``describe`` lists the operations and the
 declared parameters (what workers announce to the broker).
 """
 from . import (colour, edge, effects, faces, filters, formats, gradients, grayscale,  # noqa: F401
-               histogram, morphology, resize, testing, threshold, tone, transform, watermark)
+               histogram, morphology, noop, resize, testing, threshold, tone, transform, watermark)
 from .base import REGISTRY, Context, Operation, Param, register
 from .codec import Limits
 from .pipeline import Step, canonical, parse

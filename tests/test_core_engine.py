@@ -169,3 +169,13 @@ def test_command_line_says_so_at_once_when_no_broker_answers(jpegs, tmp_path):
     assert done.returncode == 2
     assert "no broker answered" in done.stderr and "engine.broker" in done.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_a_client_can_ask_which_operations_the_workers_offer(cluster):
+    from engine import ops
+
+    offered = cluster.info()["ops"]
+    local = ops.describe()
+    assert {"grayscale", "edge", "resize", "jpeg"} <= set(offered)
+    assert offered["edge"] == local["edge"]  # declared parameters travel intact
+    assert {p["name"] for p in offered["resize"]["params"]} >= {"width", "height"}

@@ -145,10 +145,11 @@ def worker_pid_of(result) -> int:
     return int(result.worker.rsplit(":", 1)[1])
 
 
-def broker_idle(cluster, timeout_s: float = 30.0) -> dict:
-    """Wait until the broker holds no task at all (nothing queued, nothing in flight)."""
+def broker_idle(asker, timeout_s: float = 30.0) -> dict:
+    """Wait until the broker holds no task at all (nothing queued, nothing in flight);
+    ``asker`` is a Cluster or a Client (anything with ``info()``)."""
     def idle():
-        info = cluster.info()
+        info = asker.info()
         return info if info["queue_depth"] == 0 and info["in_flight"] == 0 else None
 
     return wait_until(idle, timeout_s, "the broker to hold no task")

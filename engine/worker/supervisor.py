@@ -187,6 +187,7 @@ class Supervisor:
         for held in self.pending:
             if held.task_id == task_id:
                 self.pending.remove(held)
+                log.info("task %s cancelled before it started", task_id)
                 self._answered(held, P.error_frames(task_id, "cancelled", "cancelled before it started"))
                 return
         # a running task finishes; the broker drops its answer

@@ -90,6 +90,11 @@ class Tally:
     wrong: int  # completed with another task's output
     duplicates: int
 
+    def assert_exactly_once(self, n: int) -> None:
+        """All ``n`` tasks completed, each with its own output; none failed or lost."""
+        assert (self.submitted, self.completed, self.lost, self.wrong, sum(self.failed.values())) == \
+            (n, n, 0, 0, 0), self
+
     def line(self, name: str) -> str:
         failed = sum(self.failed.values())
         return (f"FIGURES {name}: submitted={self.submitted} completed={self.completed} failed={failed} "

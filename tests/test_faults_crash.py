@@ -19,10 +19,6 @@ def _kill_all(pids, sig=signal.SIGKILL):
             pass
 
 
-def _assert_exactly_once(t, n):
-    assert (t.submitted, t.completed, t.lost, t.wrong, sum(t.failed.values())) == (n, n, 0, 0, 0), t
-
-
 def test_pool_process_killed_mid_task_loses_nothing(cluster_factory):
     cluster = start(cluster_factory, (2,))
     supervisor = cluster.workers[0].pid
@@ -38,7 +34,7 @@ def test_pool_process_killed_mid_task_loses_nothing(cluster_factory):
             batch.wait_done(done + 1)
         t = tally(client, batch, "pool process SIGKILLed mid-task (x2)")
         info = client.info()
-    _assert_exactly_once(t, 24)
+    t.assert_exactly_once(24)
     assert info["requeued"] >= 2 and info["failed"] == 0
     print(f"FIGURES pool process SIGKILLed: broker requeued={info['requeued']}")
     assert len(pool_pids(supervisor)) == 2  # both replaced
@@ -53,7 +49,7 @@ def test_whole_worker_killed_loses_nothing(cluster_factory):
         _kill_all([victim.pid, *pool_pids(victim.pid)])  # the machine is gone: supervisor and pool at once
         t = tally(client, batch, "whole worker (supervisor + pool) SIGKILLed")
         info = client.info()
-    _assert_exactly_once(t, 20)
+    t.assert_exactly_once(20)
     assert info["requeued"] >= 1, "the dead worker held no task: the test proved nothing"
     assert [w["pid"] for w in info["workers"]] == [cluster.workers[1].pid]
 
@@ -76,7 +72,7 @@ def test_worker_hung_with_sigstop_is_detected_and_its_tasks_reassigned(cluster_f
     finally:
         _kill_all(frozen, signal.SIGCONT)
     print(f"FIGURES SIGSTOP detection: {detected_s:.2f} s (heartbeat {FAST_HEARTBEAT_S} s, liveness 3 intervals)")
-    _assert_exactly_once(t, 20)
+    t.assert_exactly_once(20)
     assert info["requeued"] >= 1
     # Declared dead after 3 silent intervals, checked once per interval: 4 intervals at most,
     # plus a margin for a loaded 2-core machine.
@@ -95,7 +91,7 @@ def test_broker_killed_and_restarted_mid_batch_loses_nothing(cluster_factory):
         t = tally(client, batch, "broker SIGKILLed and restarted mid-batch")
         stats = client.stats
     assert done_at_kill < 24, "the batch finished before the broker was killed"
-    _assert_exactly_once(t, 24)
+    t.assert_exactly_once(24)
     assert stats["resent"] >= 24 - done_at_kill - 2  # everything outstanding went to the new broker
     print(f"FIGURES broker restart: done at kill={done_at_kill} resent={stats['resent']}")
 
@@ -115,6 +111,6 @@ def test_workers_joining_and_leaving_during_a_run_lose_nothing(cluster_factory):
         _kill_all([second.pid, *pool_pids(second.pid)])  # leaves abruptly
         t = tally(client, batch, "workers joining (x2) and leaving (SIGTERM, SIGKILL) during a run")
         served = {worker_pid_of(f.result()) for f in batch.futures}
-    _assert_exactly_once(t, 40)
+    t.assert_exactly_once(40)
     assert first.popen.wait(30) == 0
     assert len(served) >= 3, served

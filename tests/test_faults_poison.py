@@ -15,7 +15,7 @@ def test_poison_tasks_are_retried_max_retries_times_then_failed_and_the_rest_com
         t = tally(client, batch, "poison batch (1 crash + 1 hang among 16 good)")
         errors = {name: f.exception(60) for name, f in (("crash", crash), ("hang", hang))}
         info = client.info()
-    assert (t.completed, t.lost, t.wrong, sum(t.failed.values())) == (16, 0, 0, 0)
+    t.assert_exactly_once(16)
     for name, exc in errors.items():
         assert isinstance(exc, TaskFailed), (name, exc)
         assert "failed 3 time(s)" in exc.message and "max_retries=2" in exc.message, exc.message

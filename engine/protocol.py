@@ -203,10 +203,20 @@ def error_frames(task_id: str | None, code: str, message: str, meta: dict | None
 
 
 def peek_task_id(frames: Sequence[Any]) -> str | None:
-    """Best-effort task id from a message that failed ``decode``, so its ERROR can name it."""
+    """Best-effort task id from a message that failed ``decode``, so its ERROR can name it.
+
+    Reads the header map key by key and skips every other value unbuilt, so a header over
+    ``MAX_HEADER_BYTES`` (a huge pipeline) still names its task, at no cost in memory.
+    """
     try:
-        head = msgpack.unpackb(_as_bytes(frames[0])[:MAX_HEADER_BYTES], raw=False)
-        tid = head.get("id") if isinstance(head, dict) else None
-        return tid if isinstance(tid, str) and len(tid) <= MAX_TASK_ID_CHARS else None
+        raw = _as_bytes(frames[0])
+        unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(len(raw), 1))
+        unpacker.feed(raw)
+        for _ in range(unpacker.read_map_header()):
+            if unpacker.unpack() == "id":
+                tid = unpacker.unpack()
+                return tid if isinstance(tid, str) and len(tid) <= MAX_TASK_ID_CHARS else None
+            unpacker.skip()
     except Exception:
-        return None
+        pass
+    return None

@@ -3,8 +3,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
 import signal
+import tempfile
 
+from ..errors import ConfigError
+from ..security import CLIENTS, ENV_BROKER_KEY, ENV_CLIENT_KEY, ENV_KEYS_DIR, ENV_WORKER_KEY, WORKERS
 from ..settings import flag, setup_logging
 from . import config as C
 from .core import Broker
@@ -47,6 +52,19 @@ def parse_args(argv=None) -> argparse.Namespace:
          help="compat: PUSH socket JSON clients PULL results from (one client only: PUSH cannot address)")
     flag(p, "--compat-router", env="ENGINE_COMPAT_ROUTER", default=C.COMPAT_ROUTER,
          help="compat: ROUTER socket where a REQ or DEALER client gets its own JSON replies (recommended)")
+    flag(p, "--compat-token", env="ENGINE_COMPAT_TOKEN", default="",
+         help="compat: every JSON request must carry this shared secret as \"token\" (empty: none needed)")
+    flag(p, "--keys-dir", env=ENV_KEYS_DIR, default="",
+         help="CURVE on every socket: folder with broker.key_secret and the allow-lists clients/ and workers/ "
+              "(python -m engine.keys init; empty: plaintext, anyone who can connect is served)")
+    flag(p, "--secure", env="ENGINE_SECURE", default=False,
+         help="refuse to start without --keys-dir (so a typo never starts an open broker)")
+    flag(p, "--client-max-in-flight", env="ENGINE_CLIENT_MAX_IN_FLIGHT", default=C.CLIENT_MAX_IN_FLIGHT, type=int,
+         help="tasks one client may have at the broker at once; more get a 'quota' error (0: no limit)")
+    flag(p, "--client-rate", env="ENGINE_CLIENT_RATE", default=C.CLIENT_RATE_PER_S, type=float,
+         help="tasks a second one client may send on average; more get a 'quota' error (0: no limit)")
+    flag(p, "--client-burst", env="ENGINE_CLIENT_BURST", default=C.CLIENT_BURST, type=int,
+         help="tasks above --client-rate one client may send at once (0: one second's worth)")
     flag(p, "--log-level", env="ENGINE_LOG_LEVEL", default="info", help="debug, info, warning or error")
     return p.parse_args(argv)
 
@@ -60,15 +78,18 @@ def main(argv=None) -> int:
         max_message_bytes=args.max_message_mb * 2**20, drain_timeout_s=args.drain_timeout_s,
         cache_bytes=args.cache_mb * 2**20,
         compat=args.compat, compat_pull=args.compat_pull, compat_push=args.compat_push,
-        compat_router=args.compat_router)
+        compat_router=args.compat_router, compat_token=args.compat_token, keys_dir=args.keys_dir,
+        secure=args.secure, client_max_in_flight=args.client_max_in_flight, client_rate_per_s=args.client_rate,
+        client_burst=args.client_burst)
     try:
         broker = Broker(config)
-    except OSError as exc:
+    except (OSError, ConfigError) as exc:
         log.error("%s", exc)
         return 2
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: broker.stop())
     front = connect_endpoint(broker.endpoints["front"])
+    companion_keys = _companion_keys(broker) if broker.curve and (args.local_workers > 0 or args.web) else None
     companions = []
     if args.local_workers > 0:
         companions.append(local_workers(connect_endpoint(broker.endpoints["back"]), args.local_workers,
@@ -85,7 +106,20 @@ def main(argv=None) -> int:
         for companion in reversed(companions):  # the web gateway first, workers (draining) last
             companion.stop()
         broker.close()
+        if companion_keys:
+            shutil.rmtree(companion_keys, ignore_errors=True)
     return 0
+
+
+def _companion_keys(broker: Broker) -> str:
+    """With CURVE, local workers and the web gateway get fresh keys, allowed in memory only,
+    through the environment variables they read (in a private folder removed at exit)."""
+    folder = tempfile.mkdtemp(prefix="engine-companion-keys-")  # mode 0700
+    for role, name, env in ((WORKERS, "local-workers", ENV_WORKER_KEY), (CLIENTS, "local-web", ENV_CLIENT_KEY)):
+        secret_file, broker_file = broker.curve.grant_companion(role, name, folder)
+        os.environ[env] = str(secret_file)
+        os.environ[ENV_BROKER_KEY] = str(broker_file)
+    return folder
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import json
 import logging
 from collections import deque
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from .. import protocol as P
+from ..security import CLIENTS
 
 if TYPE_CHECKING:
     from .config import BrokerConfig
@@ -30,13 +32,17 @@ MAX_JSON_BYTES = 96 * 1024 * 1024
 
 
 class CompatError(ValueError):
-    def __init__(self, task_id: Any, message: str) -> None:
+    def __init__(self, task_id: Any, message: str, *, code: str = "bad_message") -> None:
         super().__init__(message)
         self.task_id = task_id
+        self.code = code
 
 
-def parse_request(raw: bytes) -> tuple[Any, str, bytes]:
-    """(task_id, task, image bytes) from one JSON request, or CompatError saying what is wrong."""
+def parse_request(raw: bytes, token: str = "") -> tuple[Any, str, bytes]:
+    """(task_id, task, image bytes) from one JSON request, or CompatError saying what is wrong.
+
+    With ``token`` set, the request must carry it as ``"token"`` (compared in constant time).
+    """
     if len(raw) > MAX_JSON_BYTES:
         raise CompatError(None, f"request is {len(raw)} bytes; the limit is {MAX_JSON_BYTES}")
     try:
@@ -46,6 +52,10 @@ def parse_request(raw: bytes) -> tuple[Any, str, bytes]:
     if not isinstance(obj, dict):
         raise CompatError(None, 'request must be a JSON object {"task_id", "task", "image"}')
     task_id = obj.get("task_id")
+    if token and not hmac.compare_digest(str(obj.get("token", "")).encode(), token.encode()):
+        raise CompatError(task_id if isinstance(task_id, (str, int)) else None,
+                          "request needs the broker's shared \"token\" (broker flag --compat-token)",
+                          code="unauthorized")
     if task_id is None or isinstance(task_id, (dict, list)):
         raise CompatError(task_id, "request needs a \"task_id\" (string or number)")
     task = obj.get("task")
@@ -81,9 +91,10 @@ def error_json(task_id: Any, code: str, message: str) -> bytes:
 class CompatFront:
     def __init__(self, ctx: zmq.Context, config: "BrokerConfig", broker: "Broker") -> None:
         self.broker = broker
-        self.pull = self._bind(ctx, zmq.PULL, config.compat_pull, config)
-        self.push = self._bind(ctx, zmq.PUSH, config.compat_push, config)
-        self.router = self._bind(ctx, zmq.ROUTER, config.compat_router, config)
+        self.token = config.compat_token
+        self.pull = self._bind(ctx, zmq.PULL, config.compat_pull, config, broker.curve)
+        self.push = self._bind(ctx, zmq.PUSH, config.compat_push, config, broker.curve)
+        self.router = self._bind(ctx, zmq.ROUTER, config.compat_router, config, broker.curve)
         self._seq = 0
         self._unsent: deque[bytes] = deque()  # PUSH results waiting for a PULLing client
         self._poller: zmq.Poller | None = None
@@ -91,9 +102,11 @@ class CompatFront:
                  config.compat_push, config.compat_router)
 
     @staticmethod
-    def _bind(ctx: zmq.Context, kind: int, endpoint: str, config: "BrokerConfig") -> zmq.Socket:
+    def _bind(ctx: zmq.Context, kind: int, endpoint: str, config: "BrokerConfig", curve=None) -> zmq.Socket:
         sock = ctx.socket(kind)
         sock.linger = 0
+        if curve is not None:  # JSON clients then need a client key too (engine.security)
+            curve.secure(sock, CLIENTS)
         sock.maxmsgsize = config.max_message_bytes
         if kind != zmq.PULL:
             sock.sndhwm = 0  # bounded by admitted tasks
@@ -123,20 +136,28 @@ class CompatFront:
                 continue
             for _ in range(256):
                 try:
-                    frames = sock.recv_multipart(zmq.NOBLOCK)
+                    frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
                 except zmq.Again:
                     break
-                route = tuple(frames[:-1])  # ROUTER: routing id (+ REQ's empty delimiter)
-                self._on_request(Origin(kind, route), frames[-1])
+                route = tuple(f.bytes for f in frames[:-1])  # ROUTER: routing id (+ REQ's empty delimiter)
+                self._on_request(Origin(kind, route, client=self._identity(kind, frames[-1])), frames[-1].bytes)
+
+    def _identity(self, kind: str, frame: zmq.Frame) -> str:
+        """Its key's name with CURVE ("" once revoked: refused), else one shared name per socket."""
+        curve = self.broker.curve
+        return (curve.identity(frame, CLIENTS) or "") if curve is not None else kind
 
     def _on_request(self, origin, raw: bytes) -> None:
         try:
-            task_id, task, data = parse_request(raw)
+            task_id, task, data = parse_request(raw, self.token)
+            if self.broker.curve is not None and not origin.client:
+                raise CompatError(task_id, "this client's key has been revoked from the broker's allow-list",
+                                  code="unauthorized")
         except CompatError as exc:
-            self._send(origin, error_json(exc.task_id, "bad_message", str(exc)))
+            self._send(origin, error_json(exc.task_id, exc.code, str(exc)))
             return
         self._seq += 1
-        origin = type(origin)(origin.kind, origin.route, extra=(task_id, task))
+        origin = type(origin)(origin.kind, origin.route, extra=(task_id, task), client=origin.client)
         request = P.Request(task_id=f"compat-{self._seq}", pipeline=pipeline_for(task))
         self.broker.submit(origin, request, data)
 

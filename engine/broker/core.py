@@ -18,10 +18,12 @@ from .. import __version__
 from .. import deadlines
 from .. import protocol as P
 from ..cache import ResultCache
-from ..errors import ProtocolError, TaskError, TaskFailed
+from ..errors import ConfigError, ProtocolError, TaskError, TaskFailed
+from ..security import CLIENTS, HOW_TO_MAKE_KEYS, WORKERS, CurveServer
 from ..wakeup import Wakeup
 from .compat import CompatFront
 from .config import BrokerConfig
+from .quota import QuotaLimits, Quotas
 from .state import Dispatcher, Task
 
 log = logging.getLogger("engine.broker")
@@ -36,6 +38,7 @@ class Origin:
     kind: str  # "front", "compat_push" or "compat_router"
     route: tuple = ()  # frames that address the peer (routing id, REQ envelope)
     extra: Any = field(default=None, compare=False)  # compat: the request's own task id and task
+    client: str = field(default="", compare=False)  # who sent it: key name (CURVE) or routing id (quotas)
 
     @property
     def key(self) -> Hashable:
@@ -53,11 +56,14 @@ class Broker:
         self.dispatcher = Dispatcher(max_queue=config.max_queue,
                                      liveness_s=config.heartbeat_interval_s * config.heartbeat_liveness)
         self.stats = {"received": 0, "completed": 0, "failed": 0, "requeued": 0, "busy": 0,
-                      "bad_messages": 0, "cancelled": 0, "late_replies": 0}
+                      "bad_messages": 0, "cancelled": 0, "late_replies": 0, "quota": 0, "unauthorized": 0}
         self._clients: dict[bytes, float] = {}  # front routing id -> expiry (monotonic s)
         self._wakeup = Wakeup()
         self._stopping = False
         self._started_s = time.monotonic()
+        self.quotas = Quotas(QuotaLimits(max_in_flight=config.client_max_in_flight,
+                                         rate_per_s=config.client_rate_per_s, burst=config.client_burst))
+        self.curve = self._curve(config, self.ctx)  # its ZAP handler runs before any socket binds
         self.front = self._router(config.front, "front")
         self.back = self._router(config.back, "back")
         self.cache = ResultCache(config.cache_bytes) if config.cache_bytes > 0 else None
@@ -65,9 +71,20 @@ class Broker:
         self.endpoints = {"front": self._last(self.front), "back": self._last(self.back)}
 
     # ---- sockets -----------------------------------------------------------------
+    @staticmethod
+    def _curve(config: BrokerConfig, ctx: zmq.Context) -> CurveServer | None:
+        if config.keys_dir:
+            return CurveServer(ctx, config.keys_dir)
+        if config.secure:
+            raise ConfigError("--secure, but the broker has no keys (--keys-dir / ENGINE_KEYS_DIR is not set); "
+                              + HOW_TO_MAKE_KEYS)
+        return None
+
     def _router(self, endpoint: str, name: str) -> zmq.Socket:
         sock = self.ctx.socket(zmq.ROUTER)
         sock.linger = 0
+        if self.curve is not None:
+            self.curve.secure(sock, WORKERS if name == "back" else CLIENTS)
         sock.router_handover = 1
         sock.sndhwm = 0  # replies are bounded by admitted tasks, never dropped for a slow peer
         sock.maxmsgsize = self.config.max_message_bytes
@@ -92,6 +109,8 @@ class Broker:
             sock.close(linger=0)
         if self.compat:
             self.compat.close()
+        if self.curve is not None:
+            self.curve.close()
         self._wakeup.close()
 
     # ---- the loop ----------------------------------------------------------------
@@ -147,7 +166,8 @@ class Broker:
     # ---- clients -----------------------------------------------------------------
     def _on_front(self, frames: list) -> None:
         route, body = frames[0].bytes, frames[1:]
-        origin = Origin("front", (route,))
+        client = self._identity(frames[0], route)
+        origin = Origin("front", (route,), client=client or "")
         try:
             msg, payloads = P.decode(body)
         except ProtocolError as exc:
@@ -156,14 +176,18 @@ class Broker:
             self._send_front(route, P.error_frames(P.peek_task_id(body) if body else None, exc.code, str(exc)))
             return
         self._clients[route] = time.monotonic() + self.dispatcher.liveness_s
-        if isinstance(msg, P.Request):
+        if isinstance(msg, (P.Request, P.Info)) and client is None:
+            self.stats["unauthorized"] += 1
+            self._send_front(route, P.error_frames(getattr(msg, "task_id", None), "unauthorized",
+                                                   "this client's key has been revoked from the broker's allow-list"))
+        elif isinstance(msg, P.Request):
             self.submit(origin, msg, payloads[0])
         elif isinstance(msg, P.Heartbeat):
             self._send_front(route, P.encode(P.Heartbeat(sender=self.instance_id)))
         elif isinstance(msg, P.Cancel):
             self._cancel(origin, msg.task_id)
         elif isinstance(msg, P.Info):
-            self._send_front(route, P.encode(P.Info(data=self.info())))
+            self._send_front(route, P.encode(P.Info(data=dict(self.info(), you=origin.client))))
         elif isinstance(msg, P.Disconnect):
             self._forget_client(route)
         else:
@@ -180,6 +204,12 @@ class Broker:
             why = "the broker is shutting down" if self._stopping else \
                 f"the broker's queue is full ({self.config.max_queue} tasks waiting)"
             self.reply_error(origin, request.task_id, "busy", f"{why}; retry later or add workers")
+            return
+        refusal = self.quotas.check(origin.client, self.dispatcher.per_client.get(origin.client, 0),
+                                    time.monotonic())
+        if refusal is not None:
+            self.stats["quota"] += 1
+            self.reply_error(origin, request.task_id, "quota", refusal)
             return
         try:
             deadlines.requested_ms(request.options)
@@ -198,6 +228,13 @@ class Broker:
         task = Task(jid=self.dispatcher.new_jid(), origin=origin, task_id=request.task_id,
                     request=request, payload=payload, received_s=time.monotonic(), cache_key=cache_key)
         self.dispatcher.admit(task)
+
+    def _identity(self, frame: zmq.Frame, route: bytes) -> str | None:
+        """The client: its key's name with CURVE (None: revoked), else its self-chosen routing id."""
+        if self.curve is not None:
+            return self.curve.identity(frame, CLIENTS)
+        text = route.decode("ascii", "replace")
+        return text if route.isascii() and text.isprintable() else route.hex()
 
     def _cache_key(self, request: P.Request, payload: Any) -> str | None:
         """Input hash + canonical pipeline + engine version; None when not cacheable."""
@@ -233,6 +270,11 @@ class Broker:
     # ---- workers -----------------------------------------------------------------
     def _on_back(self, frames: list) -> None:
         wid = frames[0].bytes
+        if self.curve is not None and self.curve.identity(frames[0], WORKERS) is None:
+            self.stats["unauthorized"] += 1
+            if wid in self.dispatcher.workers:
+                self._remove_worker(wid, "lost its key (revoked from the allow-list)")
+            return
         try:
             msg, payloads = P.decode(frames[1:])
         except ProtocolError as exc:
@@ -339,6 +381,7 @@ class Broker:
         for route, expiry_s in list(self._clients.items()):
             if expiry_s <= now_s:
                 self._forget_client(route)
+        self.quotas.forget_idle(now_s, self.dispatcher.per_client)
 
     # ---- replies -----------------------------------------------------------------
     def reply(self, origin: Origin, task_id: str, meta: dict, payload: Any) -> None:
@@ -367,4 +410,8 @@ class Broker:
                 "queue_depth": len(d.queue), "in_flight": len(d.tasks) - len(d.queue),
                 "max_queue": self.config.max_queue, "clients": len(self._clients),
                 "workers": [w.describe(now_s) for w in d.workers.values()],
-                "ops": d.offered_ops(), "cache": self.cache.stats() if self.cache else None, **self.stats}
+                "ops": d.offered_ops(), "cache": self.cache.stats() if self.cache else None,
+                "security": {"curve": self.curve is not None, "compat_token": bool(self.config.compat_token),
+                             "client_max_in_flight": self.config.client_max_in_flight,
+                             "client_rate_per_s": self.config.client_rate_per_s},
+                "identities": self.quotas.describe(d.per_client), **self.stats}

@@ -8,7 +8,7 @@ and moves its worker to the end, so work spreads over all workers.
 from __future__ import annotations
 
 import itertools
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Hashable, Iterator
 
@@ -32,6 +32,10 @@ class Task:
     @property
     def dedup_key(self) -> Hashable | None:
         return self.origin.dedup_key(self.task_id)
+
+
+def _client(task: Task) -> str:
+    return getattr(task.origin, "client", "")
 
 
 @dataclass(eq=False)
@@ -66,6 +70,7 @@ class Dispatcher:
         self.queue: deque[Task] = deque()
         self.tasks: dict[int, Task] = {}  # every admitted, unfinished task
         self._by_key: dict[Hashable, int] = {}
+        self.per_client: Counter[str] = Counter()  # unfinished tasks per client identity (quotas)
         self._ready: OrderedDict[bytes, None] = OrderedDict()
         self._jids = itertools.count(1)
 
@@ -84,6 +89,7 @@ class Dispatcher:
         self.tasks[task.jid] = task
         if task.dedup_key is not None:
             self._by_key[task.dedup_key] = task.jid
+        self.per_client[_client(task)] += 1
         self.queue.append(task)
 
     def finish(self, jid: int) -> Task | None:
@@ -91,6 +97,10 @@ class Dispatcher:
         task = self.tasks.pop(jid, None)
         if task is not None and task.dedup_key is not None:
             self._by_key.pop(task.dedup_key, None)
+        if task is not None:
+            self.per_client[_client(task)] -= 1
+            if self.per_client[_client(task)] <= 0:
+                del self.per_client[_client(task)]
         return task
 
     def assignments(self) -> Iterator[tuple[Task, WorkerState]]:

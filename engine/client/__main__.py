@@ -8,7 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import EngineError, TaskTimeout
+from ..errors import ConfigError, EngineError, TaskTimeout
+from ..security import ENV_BROKER_KEY, ENV_CLIENT_KEY, PeerKeys
 from ..settings import flag, positive_int
 from .sync import Client
 
@@ -34,6 +35,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     flag(p, "--recursive", env="ENGINE_RECURSIVE", default=False, help="descend into sub-folders")
     flag(p, "--connect-timeout-s", env="ENGINE_CONNECT_TIMEOUT_S", default=10.0, type=float,
          help="give up at once if no broker answers within this")
+    flag(p, "--key", env=ENV_CLIENT_KEY, default="",
+         help="CURVE: this client's secret key file (python -m engine.keys new NAME) (empty: plaintext)")
+    flag(p, "--broker-key", env=ENV_BROKER_KEY, default="", help="CURVE: the broker's public key file (broker.key)")
     p.add_argument("--info", action="store_true", help="print the broker's workers, queue and operations, then exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
@@ -66,8 +70,13 @@ def broker_info(client: Client, timeout_s: float) -> dict | None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    try:
+        keys = PeerKeys.from_files(args.key, args.broker_key, key_env=ENV_CLIENT_KEY)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.info:
-        with Client(args.connect, timeout_s=args.timeout_s) as client:
+        with Client(args.connect, timeout_s=args.timeout_s, keys=keys) as client:
             info = broker_info(client, args.connect_timeout_s)
             print(json.dumps(info, indent=2))
         return 0 if info is not None else 2
@@ -83,7 +92,7 @@ def main(argv=None) -> int:
         print("error: no images found (looked for " + ", ".join(sorted(IMAGE_SUFFIXES)) + ")", file=sys.stderr)
         return 2
     started_s = time.monotonic()
-    with Client(args.connect, timeout_s=args.timeout_s) as client:
+    with Client(args.connect, timeout_s=args.timeout_s, keys=keys) as client:
         if broker_info(client, args.connect_timeout_s) is None:
             return 2
         failures = run_batch(client, images, args)

@@ -14,6 +14,7 @@ import zmq
 import zmq.asyncio
 
 from ..errors import BrokerUnavailable, TaskTimeout
+from ..security import PeerKeys, client_keys
 from .core import HEARTBEAT_INTERVAL_S, TIMEOUT_S, ClientCore, Result, complete
 
 
@@ -22,8 +23,9 @@ class AsyncClient:
 
     def __init__(self, address: str = "tcp://127.0.0.1:5555", *, timeout_s: float = TIMEOUT_S,
                  heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S, retry_busy: bool = True,
-                 context: zmq.asyncio.Context | None = None) -> None:
+                 context: zmq.asyncio.Context | None = None, keys: PeerKeys | None = None) -> None:
         self.address = address
+        self._keys = client_keys(keys)  # CURVE: keys=, else ENGINE_CLIENT_KEY + ENGINE_BROKER_KEY, else plaintext
         self._core = ClientCore(address=address, heartbeat_interval_s=heartbeat_interval_s,
                                 timeout_s=timeout_s, retry_busy=retry_busy)
         self._ctx = context or zmq.asyncio.Context.instance()
@@ -110,6 +112,8 @@ class AsyncClient:
         sock.linger = 0
         sock.sndhwm = 0
         sock.routing_id = self._routing_id
+        if self._keys is not None:
+            self._keys.apply(sock)
         sock.connect(self.address)
         self._sock = sock
 

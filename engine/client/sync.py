@@ -16,6 +16,7 @@ from typing import Any, Iterable, Iterator
 import zmq
 
 from ..errors import BrokerUnavailable, TaskTimeout
+from ..security import PeerKeys, client_keys
 from ..wakeup import Wakeup
 from .core import HEARTBEAT_INTERVAL_S, TIMEOUT_S, ClientCore, Result, complete
 
@@ -33,9 +34,10 @@ class Client:
 
     def __init__(self, address: str = "tcp://127.0.0.1:5555", *, timeout_s: float = TIMEOUT_S,
                  heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S, retry_busy: bool = True,
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None, keys: PeerKeys | None = None) -> None:
         self.address = address
         self.timeout_s = timeout_s
+        self._keys = client_keys(keys)  # CURVE: keys=, else ENGINE_CLIENT_KEY + ENGINE_BROKER_KEY, else plaintext
         self._core = ClientCore(address=address, heartbeat_interval_s=heartbeat_interval_s,
                                 timeout_s=timeout_s, retry_busy=retry_busy)
         self._ctx = context or zmq.Context.instance()
@@ -184,7 +186,10 @@ class Client:
                         complete(core.on_message(frames))
                 complete(core.on_tick())
             complete(core.fail_all(lambda: BrokerUnavailable("the client was closed")))
-            sock.send_multipart(core.goodbye(), zmq.NOBLOCK)
+            try:
+                sock.send_multipart(core.goodbye(), zmq.NOBLOCK)
+            except zmq.Again:  # never connected (e.g. the broker refused our CURVE key): nobody to tell
+                pass
         finally:
             sock.close(linger=100)
 
@@ -193,6 +198,8 @@ class Client:
         sock.linger = 0
         sock.sndhwm = 0  # only heartbeats queue while no broker is there; tasks wait in the core
         sock.routing_id = routing_id  # the same id across reconnects: the broker knows our tasks
+        if self._keys is not None:
+            self._keys.apply(sock)
         sock.connect(self.address)
         return sock
 
@@ -222,4 +229,8 @@ class Client:
     def _flush(self, sock: zmq.Socket) -> None:
         outbox = self._core.outbox
         while outbox:
-            sock.send_multipart(outbox.popleft(), copy=False)
+            try:  # no connection at all (e.g. the broker refused our CURVE key): retry at the next tick
+                sock.send_multipart(outbox[0], zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            outbox.popleft()

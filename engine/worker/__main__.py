@@ -4,7 +4,10 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import sys
 
+from ..errors import ConfigError
+from ..security import ENV_BROKER_KEY, ENV_WORKER_KEY, PeerKeys
 from ..settings import flag, positive_int, setup_logging
 from . import config as C
 from .supervisor import Supervisor
@@ -34,6 +37,10 @@ def parse_args(argv=None) -> argparse.Namespace:
          help="largest image accepted, in pixels (checked from the header, before decoding)")
     flag(p, "--max-input-mb", env="ENGINE_MAX_INPUT_MB", default=C.MAX_INPUT_BYTES // 2**20, type=positive_int,
          help="largest encoded input accepted, in MiB")
+    flag(p, "--key", env=ENV_WORKER_KEY, default="",
+         help="CURVE: this worker's secret key file (python -m engine.keys new NAME); the broker must list "
+              "its public key under workers/ (empty: plaintext)")
+    flag(p, "--broker-key", env=ENV_BROKER_KEY, default="", help="CURVE: the broker's public key file (broker.key)")
     flag(p, "--log-level", env="ENGINE_LOG_LEVEL", default="info", help="debug, info, warning or error")
     return p.parse_args(argv)
 
@@ -41,7 +48,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
-    config = C.WorkerConfig(connect=args.connect, processes=args.processes, prefetch=max(0, args.prefetch),
+    try:
+        curve = PeerKeys.from_files(args.key, args.broker_key, key_env=ENV_WORKER_KEY)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    config = C.WorkerConfig(curve=curve, connect=args.connect, processes=args.processes, prefetch=max(0, args.prefetch),
                             heartbeat_interval_s=args.heartbeat_interval_s, task_timeout_s=args.task_timeout_s,
                             drain_timeout_s=args.drain_timeout_s, max_pixels=args.max_pixels,
                             max_input_bytes=args.max_input_mb * 2**20)

@@ -5,6 +5,7 @@ import os
 from dataclasses import dataclass
 
 from ..ops.codec import MAX_INPUT_BYTES, MAX_PIXELS
+from ..security import PeerKeys
 
 CONNECT = "tcp://127.0.0.1:5556"
 HEARTBEAT_INTERVAL_S = 2.0
@@ -29,6 +30,7 @@ class WorkerConfig:
     drain_timeout_s: float = DRAIN_TIMEOUT_S
     max_pixels: int = MAX_PIXELS
     max_input_bytes: int = MAX_INPUT_BYTES
+    curve: PeerKeys | None = None  # this worker's key pair and the broker's public key (None: plaintext)
 
     @property
     def slots(self) -> int:

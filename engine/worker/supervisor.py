@@ -143,6 +143,8 @@ class Supervisor:
         self.broker = self.ctx.socket(zmq.DEALER)
         self.broker.linger = 0
         self.broker.routing_id = self.wid
+        if self.config.curve is not None:
+            self.config.curve.apply(self.broker)
         self.broker.connect(self.config.connect)
         self._register()
         self._broker_expiry_s = time.monotonic() + self._liveness_s + self._backoff_s
@@ -156,8 +158,12 @@ class Supervisor:
         self._send_broker(P.encode(P.Ready(capacity=free, ops=ops.describe(), host=self.host, pid=os.getpid())))
 
     def _send_broker(self, frames: list) -> None:
-        if self.broker is not None:
-            self.broker.send_multipart(frames, copy=False)
+        if self.broker is None:
+            return
+        try:
+            self.broker.send_multipart(frames, zmq.NOBLOCK, copy=False)
+        except zmq.Again:  # no connection at all: the broker refused our CURVE handshake, or is not there
+            log.debug("not connected to the broker: a message was dropped (the broker requeues lost tasks)")
 
     def _on_broker(self, frames: list) -> None:
         self._broker_expiry_s = time.monotonic() + self._liveness_s

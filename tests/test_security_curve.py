@@ -1,0 +1,117 @@
+"""CURVE on the broker's sockets: who gets service and who does not.
+
+A refused CURVE handshake never connects, so a refused peer sees no answer at all: a
+client fails with BrokerUnavailable after its short timeout, a worker never appears in
+the broker's ``info()``.
+"""
+import subprocess
+import sys
+import time
+
+import pytest
+import zmq
+
+from engine import keys as keytool
+from engine import protocol as P
+from engine.errors import BrokerUnavailable, ConfigError, TaskTimeout, Unauthorized
+from engine.security import RECHECK_S, PeerKeys, load_key_pair
+from security_helpers import REFUSED_TIMEOUT_S, ring, secure_factory  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.skipif(not zmq.has("curve"), reason="libzmq built without CURVE")
+
+
+def _refused(cluster, keys: PeerKeys | None, jpeg: bytes) -> BaseException:
+    with cluster.client(keys=keys, timeout_s=REFUSED_TIMEOUT_S) as client:
+        with pytest.raises((BrokerUnavailable, TaskTimeout)) as caught:
+            client.process(jpeg, "grayscale")
+    return caught.value
+
+
+def test_encrypted_session_processes_images_and_the_broker_knows_the_client(secure_factory, jpegs):
+    cluster = secure_factory(local_workers=2).start_broker()  # local workers get their own keys
+    with cluster.client("alice") as client:
+        results = list(client.map(list(jpegs.values()), "grayscale|png"))
+        info = client.info()
+    assert [r.format for r in results] == ["png"] * len(jpegs)
+    assert all(r.width > 0 for r in results)
+    assert info["you"] == "alice"
+    assert info["security"]["curve"] is True
+    assert info["identities"]["alice"]["received"] == len(jpegs)
+
+
+def test_unknown_key_wrong_broker_key_and_no_key_get_no_service(secure_factory, ring, jpegs):
+    cluster = secure_factory(local_workers=1).start_broker()
+    photo = jpegs["coins.jpg"]
+    impostor_broker = ring.root / "impostor"
+    keytool.main(["new", "broker", "--dir", str(impostor_broker)])
+    _refused(cluster, ring.peer("mallory"), photo)  # a key no allow-list names
+    _refused(cluster, ring.peer("alice", broker_public=impostor_broker / "broker.key"), photo)
+    _refused(cluster, ring.peer("edge1"), photo)  # a worker key cannot submit tasks
+    with zmq.Context() as ctx:  # a plaintext client cannot even start the handshake
+        raw = ctx.socket(zmq.DEALER)
+        raw.linger = 0
+        raw.connect(cluster.front)
+        raw.send_multipart(P.encode(P.Heartbeat()), zmq.NOBLOCK)
+        assert raw.poll(int(REFUSED_TIMEOUT_S * 1000)) == 0
+        raw.close()
+    info = cluster.info()
+    assert info["identities"] == {} and info["received"] == 0  # none of the refused got a message in
+    with cluster.client("alice") as client:  # the refusals were about the keys
+        assert client.process(photo, "grayscale").width > 0
+
+
+def test_a_client_key_cannot_register_as_a_worker(secure_factory, ring, jpegs):
+    cluster = secure_factory(local_workers=0).start_broker(wait_slots=0)
+    cluster.add_worker(1, *ring.worker_flags("alice"))
+    cluster.add_worker(1, *ring.worker_flags("mallory"))
+    time.sleep(3 * 0.5 + 1.0)  # several worker heartbeats and reconnects
+    assert cluster.info()["workers"] == []
+    with cluster.client("alice", timeout_s=REFUSED_TIMEOUT_S) as client:
+        with pytest.raises(TaskTimeout):
+            client.process(jpegs["coins.jpg"], "grayscale")
+    cluster.add_worker(1, *ring.worker_flags("edge1"))
+    info = cluster.wait_ready(2)
+    assert len(info["workers"]) == 1
+    with cluster.client("alice") as client:
+        assert client.process(jpegs["coins.jpg"], "grayscale").width > 0
+
+
+def test_a_revoked_client_loses_service_at_its_next_task(secure_factory, ring, jpegs):
+    cluster = secure_factory(local_workers=1).start_broker()
+    photo = jpegs["coins.jpg"]
+    with cluster.client("bob") as client:
+        assert client.process(photo, "grayscale").width > 0
+        assert keytool.main(["revoke", "--clients", "bob", "--keys-dir", str(ring.dir)]) == 0
+        time.sleep(RECHECK_S + 0.2)
+        with pytest.raises(Unauthorized, match="revoked"):
+            client.process(photo, "grayscale")
+    _refused(cluster, ring.peer("bob"), photo)  # and a new connection is refused outright
+    with cluster.client("alice") as client:
+        assert client.process(photo, "grayscale").width > 0
+
+
+def test_secure_broker_without_keys_refuses_to_start_and_says_how_to_make_them():
+    done = subprocess.run([sys.executable, "-m", "engine.broker", "--secure", "--front", "tcp://127.0.0.1:0",
+                           "--back", "tcp://127.0.0.1:0"], capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode == 2
+    assert "python -m engine.keys init" in done.stderr and "--keys-dir" in done.stderr
+
+
+def test_key_tool_writes_private_secrets_and_allows_only_public_keys(ring):
+    secret = ring.root / "alice.key_secret"
+    assert secret.stat().st_mode & 0o777 == 0o600
+    assert (ring.dir / "broker.key_secret").stat().st_mode & 0o777 == 0o600
+    public, private = load_key_pair(secret)
+    # allow given a secret file copies only its public key
+    assert keytool.main(["allow", "--workers", str(ring.root / "bob.key_secret"), "--keys-dir", str(ring.dir)]) == 0
+    listed = (ring.dir / "workers" / "bob.key").read_bytes()
+    assert load_key_pair(ring.root / "bob.key_secret")[1] not in listed
+    assert private not in (ring.dir / "clients" / "alice.key").read_bytes()
+    assert public in (ring.dir / "clients" / "alice.key").read_bytes()
+    assert keytool.main(["new", "alice", "--dir", str(ring.root)]) == 2  # never overwritten silently
+    secret.chmod(0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        load_key_pair(secret)
+    with pytest.raises(ConfigError, match="broker's public key"):
+        PeerKeys.from_files(str(secret), None, key_env="ENGINE_CLIENT_KEY")

@@ -21,7 +21,8 @@ log = logging.getLogger("engine.worker.pool")
 PARENT_CHECK_MS = 1000  # how often an idle process checks that its supervisor is alive
 
 
-def pool_main(endpoint: str, ident: bytes, max_pixels: int, max_input_bytes: int) -> None:
+def pool_main(endpoint: str, ident: bytes, max_pixels: int, max_input_bytes: int,
+              supervisor_pid: int | None = None) -> None:
     """Entry point of a pool process (started with the 'spawn' method)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the supervisor's to handle
     import cv2
@@ -31,7 +32,9 @@ def pool_main(endpoint: str, ident: bytes, max_pixels: int, max_input_bytes: int
 
     limits = ops.Limits(max_pixels=max_pixels, max_input_bytes=max_input_bytes)
     name = f"{socket.gethostname()}:{os.getpid()}"
-    parent = os.getppid()
+    parent = supervisor_pid or os.getppid()
+    if os.getppid() != parent:
+        return  # the supervisor died while this process was starting: os.getppid() is already init's
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.linger = 0

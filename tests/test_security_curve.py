@@ -4,6 +4,7 @@ A refused CURVE handshake never connects, so a refused peer sees no answer at al
 client fails with BrokerUnavailable after its short timeout, a worker never appears in
 the broker's ``info()``.
 """
+import asyncio
 import subprocess
 import sys
 import time
@@ -11,6 +12,7 @@ import time
 import pytest
 import zmq
 
+from engine import AsyncClient
 from engine import keys as keytool
 from engine import protocol as P
 from engine.errors import BrokerUnavailable, ConfigError, TaskTimeout, Unauthorized
@@ -37,6 +39,14 @@ def test_encrypted_session_processes_images_and_the_broker_knows_the_client(secu
     assert info["you"] == "alice"
     assert info["security"]["curve"] is True
     assert info["identities"]["alice"]["received"] == len(jpegs)
+
+    async def through_asyncio():
+        async with AsyncClient(cluster.front, keys=cluster.ring.peer("bob"), timeout_s=30,
+                               heartbeat_interval_s=0.5) as aclient:
+            return await aclient.process(jpegs["coins.jpg"], "grayscale"), await aclient.info()
+
+    result, info = asyncio.run(through_asyncio())
+    assert result.width == 384 and info["you"] == "bob"
 
 
 def test_unknown_key_wrong_broker_key_and_no_key_get_no_service(secure_factory, ring, jpegs):

@@ -233,7 +233,7 @@ class Supervisor:
             self._answered(held, frames[1:])
 
     def _on_death(self, pp: PoolProcess) -> None:
-        pp.proc.join(0)
+        pp.proc.join(1.0)  # the sentinel fires as its fds close, a moment before it can be reaped
         del self.procs[pp.ident]
         code = pp.proc.exitcode
         how = pp.kill_reason or (f"was killed by signal {-code}" if code and code < 0 else f"exited with code {code}")

@@ -63,11 +63,13 @@ class Message:
 class Ready(Message):
     TYPE: ClassVar[int] = READY
     FIELDS: ClassVar = {"capacity": ("cap", (int,), True), "ops": ("ops", (dict,), False),
-                        "host": ("host", (str,), False), "pid": ("pid", (int,), False)}
+                        "host": ("host", (str,), False), "pid": ("pid", (int,), False),
+                        "processes": ("procs", (int,), False)}
     capacity: int
     ops: dict | None = None
     host: str | None = None
     pid: int | None = None
+    processes: int | None = None  # informational: pool processes behind the slots
 
 
 @dataclass(frozen=True)

@@ -79,8 +79,11 @@ def test_unknown_operation_and_corrupt_image_get_errors_and_workers_stay_up(clus
     with cluster.client() as client:
         workers_before = {w["id"] for w in client.info()["workers"]}
         with pytest.raises(UnknownOperation) as info:
-            client.process(photo, "grayscale|sparkle")
+            client.process(photo, "grayscale|sparkle")  # refused by the client, never sent
         assert "sparkle" in str(info.value) and "grayscale" in str(info.value)
+        with cluster.client(validate=False) as unchecked, pytest.raises(UnknownOperation) as info:
+            unchecked.process(photo, "grayscale|sparkle")  # and by the worker, for clients that do not check
+        assert "sparkle" in str(info.value)
         with pytest.raises(ImageError):
             client.process(photo[: len(photo) // 3], "grayscale")  # truncated JPEG
         with pytest.raises(ImageError):
@@ -88,7 +91,7 @@ def test_unknown_operation_and_corrupt_image_get_errors_and_workers_stay_up(clus
         assert client.process(photo, "grayscale").width > 0
         after = client.info()
     assert {w["id"] for w in after["workers"]} == workers_before
-    assert after["failed"] == 3 and after["completed"] == 1
+    assert after["failed"] == 3 and after["completed"] == 1  # the worker's refusal, then the two bad images
 
 
 def test_imap_unordered_never_holds_more_than_its_window(cluster, jpegs):
@@ -179,3 +182,16 @@ def test_a_client_can_ask_which_operations_the_workers_offer(cluster):
     assert {"grayscale", "edge", "resize", "jpeg"} <= set(offered)
     assert offered["edge"] == local["edge"]  # declared parameters travel intact
     assert {p["name"] for p in offered["resize"]["params"]} >= {"width", "height"}
+
+
+def test_bad_pipelines_and_oversized_headers_fail_at_the_client_without_a_round_trip(cluster, jpegs):
+    from engine.errors import BadParameter, PipelineError
+
+    with cluster.client() as client:
+        with pytest.raises(BadParameter) as info:
+            client.process(jpegs["coins.jpg"], "edge:low=banana")
+        assert "low" in str(info.value)
+        with pytest.raises(PipelineError) as info:
+            client.process(jpegs["coins.jpg"], "grayscale", options={"note": "x" * 70_000})
+        assert "header" in str(info.value)
+        assert client.info()["received"] == 0

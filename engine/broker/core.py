@@ -284,7 +284,8 @@ class Broker:
         now_s = time.monotonic()
         d = self.dispatcher
         if isinstance(msg, P.Ready):
-            if d.ready(wid, msg.capacity, now_s, host=msg.host or "", pid=msg.pid or 0, ops=msg.ops):
+            if d.ready(wid, msg.capacity, now_s, host=msg.host or "", pid=msg.pid or 0, ops=msg.ops,
+                       processes=msg.processes):
                 log.info("worker %s joined from %s pid %s with %d slot(s)", wid.hex(), msg.host, msg.pid,
                          msg.capacity)
             return

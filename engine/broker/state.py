@@ -46,6 +46,7 @@ class WorkerState:
     host: str = ""
     pid: int = 0
     ops: dict | None = None
+    processes: int | None = None  # pool processes, as the worker says (slots may be more: prefetch)
     joined_s: float = 0.0
     last_seen_s: float = 0.0
     tasks_done: int = 0
@@ -53,7 +54,8 @@ class WorkerState:
     tasks: dict[int, Task] = field(default_factory=dict)  # jid -> task, in flight here
 
     def describe(self, now_s: float) -> dict:
-        return {"id": self.wid.hex(), "host": self.host, "pid": self.pid, "free": self.free,
+        return {"id": self.wid.hex(), "host": self.host, "pid": self.pid, "processes": self.processes,
+                "free": self.free,
                 "in_flight": len(self.tasks), "busy": bool(self.tasks), "tasks_done": self.tasks_done,
                 "draining": self.draining,
                 "last_heartbeat_s_ago": round(now_s - self.last_seen_s, 3),
@@ -160,7 +162,7 @@ class Dispatcher:
 
     # ---- workers -----------------------------------------------------------------
     def ready(self, wid: bytes, slots: int, now_s: float, *, host: str = "", pid: int = 0,
-              ops: dict | None = None) -> bool:
+              ops: dict | None = None, processes: int | None = None) -> bool:
         """READY from a worker; returns True if it is new."""
         worker = self.workers.get(wid)
         new = worker is None
@@ -170,6 +172,8 @@ class Dispatcher:
         worker.host, worker.pid = host or worker.host, pid or worker.pid
         if ops is not None:
             worker.ops = ops
+        if processes is not None:
+            worker.processes = processes
         self.seen(wid, now_s)
         self._add_slots(worker, slots)
         return new

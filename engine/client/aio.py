@@ -13,7 +13,7 @@ from typing import Any, AsyncIterator, Iterable
 import zmq
 import zmq.asyncio
 
-from ..errors import BrokerUnavailable, TaskTimeout
+from ..errors import BrokerUnavailable, EngineError, TaskTimeout
 from ..security import PeerKeys, client_keys
 from .core import HEARTBEAT_INTERVAL_S, TIMEOUT_S, ClientCore, Result, complete
 
@@ -23,11 +23,11 @@ class AsyncClient:
 
     def __init__(self, address: str = "tcp://127.0.0.1:5555", *, timeout_s: float = TIMEOUT_S,
                  heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S, retry_busy: bool = True,
-                 context: zmq.asyncio.Context | None = None, keys: PeerKeys | None = None) -> None:
+                 validate: bool = True, context: zmq.asyncio.Context | None = None, keys: PeerKeys | None = None) -> None:
         self.address = address
         self._keys = client_keys(keys)  # CURVE: keys=, else ENGINE_CLIENT_KEY + ENGINE_BROKER_KEY, else plaintext
         self._core = ClientCore(address=address, heartbeat_interval_s=heartbeat_interval_s,
-                                timeout_s=timeout_s, retry_busy=retry_busy)
+                                timeout_s=timeout_s, retry_busy=retry_busy, validate=validate)
         self._ctx = context or zmq.asyncio.Context.instance()
         self._routing_id = f"c-{uuid.uuid4().hex}".encode()
         self._sock: zmq.asyncio.Socket | None = None
@@ -55,7 +55,11 @@ class AsyncClient:
             raise BrokerUnavailable("the client is not started, or closed")
         future = asyncio.get_running_loop().create_future()
         task_id = self._core.new_task_id()
-        self._core.submit(task_id, data, pipeline, future, options=options, timeout_s=timeout_s)
+        try:
+            self._core.submit(task_id, data, pipeline, future, options=options, timeout_s=timeout_s)
+        except EngineError as exc:  # a bad pipeline or input fails its future, as in Client
+            future.set_exception(exc)
+            return future
         future.add_done_callback(lambda f: f.cancelled() and self._cancel(task_id))
         if timeout_s is not None and timeout_s < self._core.interval_s:
             self._wake.set()  # the timer may sleep past this deadline

@@ -9,6 +9,7 @@ completes exactly once.
 """
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import time
@@ -20,7 +21,7 @@ from typing import Any
 import zmq
 
 from .. import protocol as P
-from ..errors import BrokerUnavailable, ProtocolError, TaskTimeout, error_from_code
+from ..errors import BrokerUnavailable, ImageTooLarge, PipelineError, ProtocolError, TaskTimeout, error_from_code
 
 HEARTBEAT_INTERVAL_S = 2.0
 HEARTBEAT_LIVENESS = 3
@@ -74,6 +75,23 @@ class Pending:
 Completion = tuple[Any, Any]  # (handle, Result or exception)
 
 
+@functools.lru_cache(maxsize=256)
+def _check_text(pipeline: str) -> None:
+    from .. import ops  # imported on first use: OpenCV loads only in clients that validate
+
+    ops.parse(pipeline)
+
+
+def check_pipeline(pipeline: str | list) -> None:
+    """Raise the PipelineError a worker would, before anything is sent (text forms are remembered)."""
+    if isinstance(pipeline, str):
+        _check_text(pipeline)
+    else:
+        from .. import ops
+
+        ops.parse(pipeline)
+
+
 def complete(completions: list[Completion]) -> None:
     """Resolve futures (concurrent or asyncio: same methods); a cancelled one is skipped."""
     for future, outcome in completions:
@@ -88,8 +106,10 @@ def complete(completions: list[Completion]) -> None:
 class ClientCore:
     def __init__(self, *, address: str, heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
                  heartbeat_liveness: int = HEARTBEAT_LIVENESS, timeout_s: float = TIMEOUT_S,
-                 retry_busy: bool = True, max_input_bytes: int = MAX_INPUT_BYTES) -> None:
+                 retry_busy: bool = True, max_input_bytes: int = MAX_INPUT_BYTES,
+                 validate: bool = True) -> None:
         self.address = address
+        self.validate = validate
         self.interval_s = heartbeat_interval_s
         self.liveness_s = heartbeat_interval_s * heartbeat_liveness
         self.timeout_s = timeout_s
@@ -125,11 +145,14 @@ class ClientCore:
             raise TypeError(f"pipeline must be text or a list of steps, not {type(pipeline).__name__}")
         size = len(data)
         if size > self.max_input_bytes:
-            from ..errors import ImageTooLarge
-
             raise ImageTooLarge(f"input is {size} bytes; the client's limit is {self.max_input_bytes}")
+        if self.validate:
+            check_pipeline(pipeline)
         now_s = time.monotonic()
         frames = P.encode(P.Request(task_id=task_id, pipeline=pipeline, options=options), data)
+        if len(frames[0]) > P.MAX_HEADER_BYTES:
+            raise PipelineError(f"the request header is {len(frames[0])} bytes (pipeline and options); "
+                                f"the limit is {P.MAX_HEADER_BYTES} bytes")
         pending = Pending(task_id, frames, handle, now_s, now_s + (timeout_s or self.timeout_s))
         self.pending[task_id] = pending
         heapq.heappush(self._deadlines, (pending.deadline_s, next(self._seq), task_id))

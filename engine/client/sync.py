@@ -34,12 +34,12 @@ class Client:
 
     def __init__(self, address: str = "tcp://127.0.0.1:5555", *, timeout_s: float = TIMEOUT_S,
                  heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S, retry_busy: bool = True,
-                 context: zmq.Context | None = None, keys: PeerKeys | None = None) -> None:
+                 validate: bool = True, context: zmq.Context | None = None, keys: PeerKeys | None = None) -> None:
         self.address = address
         self.timeout_s = timeout_s
         self._keys = client_keys(keys)  # CURVE: keys=, else ENGINE_CLIENT_KEY + ENGINE_BROKER_KEY, else plaintext
         self._core = ClientCore(address=address, heartbeat_interval_s=heartbeat_interval_s,
-                                timeout_s=timeout_s, retry_busy=retry_busy)
+                                timeout_s=timeout_s, retry_busy=retry_busy, validate=validate)
         self._ctx = context or zmq.Context.instance()
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._wakeup = Wakeup()

@@ -25,7 +25,7 @@ def run(data, pipeline: str | list | list[Step], *, limits: codec.Limits = codec
     steps = pipeline if pipeline and isinstance(pipeline[0], Step) else parse(pipeline)  # type: ignore[index]
     header = codec.probe(data, limits)
     chosen = make_plan(list(steps), header) if plan else Plan(list(steps))
-    if plan and not chosen.steps and header.format in _KEEP_FORMATS:
+    if plan and not chosen.steps and header.format == "jpeg":  # (JPEG headers tell the channels)
         return _unchanged(data, header, started)
     image, in_fmt = codec.decode(data, grey=chosen.grey, limits=limits, header=header,
                                  min_size=chosen.min_size)
@@ -54,8 +54,8 @@ def _unchanged(data, header, started: float) -> tuple[bytes, dict[str, Any]]:
     """Every step changes nothing: the input is the output, never decoded."""
     width, height = header.display_size
     elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
-    channels = (1 if header.grey else 3) if header.format == "jpeg" else None  # others: unknown undecoded
-    return bytes(data), {"format": header.format, "width": width, "height": height, "channels": channels,
+    return bytes(data), {"format": header.format, "width": width, "height": height,
+                         "channels": 1 if header.grey else 3,
                          "input_format": header.format,
                          "plan": ["unchanged: every step is a no-op"], "decode_ms": 0.0, "ops_ms": 0.0,
                          "encode_ms": 0.0, "pipeline_ms": elapsed_ms}

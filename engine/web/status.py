@@ -26,6 +26,7 @@ def _worker(w: dict) -> dict:
     busy = bool(w.get("busy", in_flight))
     heartbeat = w.get("last_heartbeat_s_ago", w.get("last_seen_s_ago"))
     return {"id": str(w.get("id", "?")), "host": w.get("host"), "pid": w.get("pid"), "capacity": capacity,
+            "processes": w.get("processes"),
             "free": free, "in_flight": in_flight, "state": "draining" if w.get("draining") else
             ("busy" if busy else "idle"),
             "last_heartbeat_s_ago": heartbeat, "tasks_done": w.get("tasks_done", w.get("completed"))}

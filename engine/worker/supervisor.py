@@ -155,7 +155,8 @@ class Supervisor:
 
         self.epoch += 1
         free = 0 if self._stopping else max(0, self.config.slots - self._held_count())
-        self._send_broker(P.encode(P.Ready(capacity=free, ops=ops.describe(), host=self.host, pid=os.getpid())))
+        self._send_broker(P.encode(P.Ready(capacity=free, ops=ops.describe(), host=self.host, pid=os.getpid(),
+                                           processes=self.config.processes)))
 
     def _send_broker(self, frames: list) -> None:
         if self.broker is None:

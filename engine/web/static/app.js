@@ -219,7 +219,8 @@ async function statusPoller() {
     $("#cache").textContent = s.cache ? `${s.cache.hits} hits, ${s.cache.misses} misses` : "–";
     $("#workers").replaceChildren(...s.workers.map((w) => el("tr", {},
       el("td", {}, el("code", { text: w.id })), el("td", { text: w.host || "" }),
-      el("td", { class: `status ${w.state}`, text: w.state }), el("td", { text: `${w.free} / ${w.capacity}` }),
+      el("td", { class: `status ${w.state}`, text: w.state }), el("td", { text: dash(w.processes) }),
+      el("td", { text: `${w.free} / ${w.capacity}` }),
       el("td", { text: dash(w.tasks_done) }), el("td", { text: `${dash(w.last_heartbeat_s_ago)} s ago` }))));
     $("#updated").textContent = `Updated ${new Date().toLocaleTimeString()}.`;
   }

@@ -90,6 +90,7 @@ class Cluster:
         self.extra = (extra or []) + ([] if cache else ["--cache-mb", "0"])
         self.broker: Proc | None = None
         self.workers: list[Proc] = []
+        self.client_options: dict = {}  # defaults for client(), e.g. validate=False
 
     def broker_args(self) -> list[str]:
         args = ["-m", "engine.broker", "--front", self.front, "--back", self.back,
@@ -139,8 +140,7 @@ class Cluster:
     def client(self, **kwargs):
         from engine import Client
 
-        kwargs.setdefault("timeout_s", 60.0)
-        kwargs.setdefault("heartbeat_interval_s", FAST_HEARTBEAT_S)
+        kwargs = {"timeout_s": 60.0, "heartbeat_interval_s": FAST_HEARTBEAT_S, **self.client_options, **kwargs}
         return Client(self.front, **kwargs)
 
     def stop(self) -> None:

@@ -13,7 +13,10 @@ from engine.errors import BrokerUnavailable, PipelineError, TaskTimeout
 def test_oversized_header_long_pipeline_and_huge_message_are_refused(cluster_factory, zctx, jpegs):
     cluster = cluster_factory(local_workers=1, extra=["--max-message-mb", "1"]).start_broker()
     photo = jpegs["coins.jpg"]
-    with cluster.client() as client:
+    with cluster.client() as client:  # refused by the client itself, never sent
+        with pytest.raises(PipelineError, match="limit is 32"):
+            client.process(photo, "|".join(["grayscale"] * 33))
+    with cluster.client(validate=False) as client:  # and by the worker, for a client that does not check
         with pytest.raises(PipelineError, match="limit is 32"):
             client.process(photo, "|".join(["grayscale"] * 33))
     raw = zctx.socket(zmq.DEALER)

@@ -26,6 +26,7 @@ import simplejpeg
 from engine import ops
 from engine.ops import codec
 
+cv2.setNumThreads(1)  # as in the engine's pool processes: one process per core, one OpenCV thread
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 SIZES = {"640x480": (640, 480), "1080p": (1920, 1080), "4K": (3840, 2160)}
 HEAVY = {"denoise", "faces", "bilateral", "segmentation", "clahe"}  # fewer rounds on large frames

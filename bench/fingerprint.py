@@ -119,6 +119,7 @@ def fingerprint() -> dict:
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "python_executable": sys.executable,
         "versions": versions(),
+        "opencv_threads_per_process": os.environ.get("OPENCV_FOR_THREADS_NUM", "OpenCV's default"),
     }
 
 

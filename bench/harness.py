@@ -42,7 +42,7 @@ class Settings:
     window: int = 0  # tasks in flight across all clients; 0: WINDOW_PER_WORKER per worker
     duration_s: float = 5.0  # measured time per workload, after warm-up
     warmup_tasks: int = 0  # 0: 2 per worker
-    probe_tasks: int = 30  # one-at-a-time tasks for the round-trip overhead
+    probe_tasks: int = 200  # one-at-a-time tasks for the round-trip overhead
     workloads: list[str] = field(default_factory=lambda: list(W.PIPELINES))
     sizes: list[str] = field(default_factory=lambda: list(W.SIZES))
     peers: list[str] = field(default_factory=lambda: list(PEERS))
@@ -113,11 +113,13 @@ def probe_overhead(peer, images: W.ImageSet, pipeline: str, settings: Settings) 
     """Round trip one task at a time, and minus the pipeline's own time: what the system adds."""
     run = peer.measure(images.images, pipeline, window=1, duration_s=0, min_tasks=settings.probe_tasks)
     out = {"pipeline": pipeline, "size": images.size, "tasks": len(run.latencies_s),
-           "latency_ms_p50": round(percentile(run.latencies_s, 50) * 1000, 3),
-           "overhead_ms_p50": None, "overhead_ms_p95": None}
+           **{f"latency_ms_p{q}": round(percentile(run.latencies_s, q) * 1000, 3) for q in (50, 95, 99)},
+           "pipeline_ms_p50": None, "pipeline_ms_p99": None, "overhead_ms_p50": None, "overhead_ms_p95": None}
     if run.pipeline_ms and len(run.pipeline_ms) == len(run.latencies_s):
         extra = [lat * 1000 - p for lat, p in zip(run.latencies_s, run.pipeline_ms)]
-        out.update(overhead_ms_p50=round(percentile(extra, 50), 3), overhead_ms_p95=round(percentile(extra, 95), 3))
+        out.update(pipeline_ms_p50=round(percentile(run.pipeline_ms, 50), 3),
+                   pipeline_ms_p99=round(percentile(run.pipeline_ms, 99), 3),
+                   overhead_ms_p50=round(percentile(extra, 50), 3), overhead_ms_p95=round(percentile(extra, 95), 3))
     return out
 
 

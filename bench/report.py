@@ -81,17 +81,22 @@ def ratio_table(result: dict) -> list[str]:
 
 
 def overhead_table(result: dict) -> list[str]:
+    def ms(value) -> str:
+        return "–" if value is None else f"{value:.2f}"
+
     rows = []
     for peer in _peers(result):
         rt = result["peers"][peer].get("round_trip")
         if not rt:
             continue
+        latency = [ms(rt.get(f"latency_ms_p{q}")) for q in (50, 95, 99)]
         if rt.get("overhead_ms_p50") is None:
-            rows.append([peer, f"{rt['latency_ms_p50']:.2f}", "– (its replies carry no pipeline time)", "–"])
+            rows.append([peer, *latency, "–", "– (its replies carry no pipeline time)", "–"])
         else:
-            rows.append([peer, f"{rt['latency_ms_p50']:.2f}", f"{rt['overhead_ms_p50']:.2f}",
-                         f"{rt['overhead_ms_p95']:.2f}"])
-    return _table(["peer", "latency p50 ms", "added to the pipeline p50 ms", "added p95 ms"], rows)
+            rows.append([peer, *latency, ms(rt.get("pipeline_ms_p50")), ms(rt["overhead_ms_p50"]),
+                         ms(rt["overhead_ms_p95"])])
+    return _table(["peer", "latency p50 ms", "p95", "p99", "pipeline's own p50 ms", "added to the pipeline p50 ms",
+                   "added p95 ms"], rows)
 
 
 def capacity_table(result: dict) -> list[str]:

@@ -8,8 +8,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+# Every system gets what the engine's workers have: one process per core, OpenCV with one
+# thread. Set before OpenCV is imported anywhere, and inherited by every peer's processes
+# (limit, multiprocessing, Celery, Dask and Ray workers). Without it each plain process
+# would also start a thread per core and they would compete for the same cores.
+os.environ.setdefault("OPENCV_FOR_THREADS_NUM", "1")
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -64,7 +71,7 @@ def main(argv=None) -> int:
     for workers in args.workers:
         settings = Settings(workers=workers, clients=args.clients, window=args.window,
                             duration_s=args.duration_s or quick.get("duration_s", 5.0),
-                            probe_tasks=quick.get("probe_tasks", 30), workloads=args.workloads,
+                            probe_tasks=quick.get("probe_tasks", 200), workloads=args.workloads,
                             sizes=args.sizes or quick.get("sizes", list(W.SIZES)), peers=peers,
                             broker=args.broker, capacity=not args.no_capacity, repeat=max(1, args.repeat),
                             capacity_duration_s=quick.get("capacity_duration_s", 3.0),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -129,9 +130,9 @@ def figures(bench: dict) -> str:
     lines = [
         "## Measured figures", "",
         f"Median of pytest-benchmark rounds, {bench.get('datetime', '')[:16]} UTC, on {cpu} "
-        f"(2 cores, Python {machine.get('python_version', '?')}).",
-        "**These timings are noisy**: other engineers were running their test suites on the same",
-        "2-core machine while they were taken, so treat differences under ~30% as noise.",
+        f"({os.cpu_count()} cores, Python {machine.get('python_version', '?')}), one OpenCV thread "
+        "(as in the workers).",
+        "Single runs on a shared cloud machine: treat differences under ~15% as noise.",
         "Regenerate with the commands at the top of `bench/bench_ops.py`.", "",
         "### Planner: whole task, JPEG bytes in, JPEG bytes out (ms)", "",
         "| pipeline | frame | naive (plan=False) | planned | speed-up |", "| --- | --- | --- | --- | --- |",

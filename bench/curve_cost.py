@@ -7,7 +7,8 @@
 Each round runs both brokers one after the other (alternating which goes first), each
 with ``--local-workers N`` and the sample photos of tests/data; the figure is the median
 throughput over the rounds and the ratio CURVE / plaintext (1.0: free; 0.9: 10 % slower).
-The keys are made in a temporary folder with ``python -m engine.keys``.
+The keys are made in a temporary folder with ``python -m engine.keys``. ``python bench/run.py``
+measures the same thing across every workload as its ``engine_curve`` peer.
 """
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.peers.engine_curve import make_keys  # noqa: E402
 from engine import Client  # noqa: E402
-from engine import keys as keytool  # noqa: E402
 from engine.security import PeerKeys  # noqa: E402
 
 PHOTOS = sorted((ROOT / "tests" / "data").glob("*.jpg"))
@@ -74,16 +75,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     rates: dict[str, list[float]] = {"plaintext": [], "curve": []}
     with tempfile.TemporaryDirectory() as tmp:
-        keys_dir = Path(tmp) / "keys"
-        with open(os.devnull, "w") as quiet:
-            stdout, sys.stdout = sys.stdout, quiet
-            try:
-                keytool.main(["init", "--keys-dir", str(keys_dir)])
-                keytool.main(["new", "bench", "--dir", tmp])
-                keytool.main(["allow", "--clients", f"{tmp}/bench.key", "--keys-dir", str(keys_dir)])
-            finally:
-                sys.stdout = stdout
-        client_keys = PeerKeys.load(Path(tmp) / "bench.key_secret", keys_dir / "broker.key")
+        keys_dir, client_key = make_keys(Path(tmp))
+        client_keys = PeerKeys.load(client_key, keys_dir / "broker.key")
         for r in range(args.rounds):
             order = ["plaintext", "curve"] if r % 2 == 0 else ["curve", "plaintext"]
             for mode in order:

@@ -24,6 +24,7 @@ PEERS = {
     "limit": "bench.peers.limit:Limit",
     "mp_pool": "bench.peers.mp_pool:MpPool",
     "engine": "bench.peers.engine:Engine",
+    "engine_curve": "bench.peers.engine_curve:EngineCurve",
     "compat": "bench.peers.compat:Compat",
     "celery": "bench.peers.celery_peer:Celery",
     "dask": "bench.peers.dask_peer:Dask",

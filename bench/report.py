@@ -118,11 +118,11 @@ def capacity_table(result: dict) -> list[str]:
 
 
 def losses(result: dict) -> list[str]:
-    """Every cell where a peer other than the limit beats this engine."""
+    """Every cell where another system (not the limit, not the engine with CURVE) beats this engine."""
     out = []
     for (workload, size), cell in _by_cell(result).items():
         for peer, r in cell.items():
-            if peer not in (REFERENCE, "limit") and (r.get("ratio_to_engine") or 0) > 1.0:
+            if peer not in (REFERENCE, "limit", "engine_curve") and (r.get("ratio_to_engine") or 0) > 1.0:
                 out.append(f"- {workload} / {size}: {peer} does {r['ratio_to_engine']:.2f}× the engine's images/s")
     return out or ["- none in this run"]
 
@@ -143,7 +143,7 @@ def section(result: dict) -> list[str]:
     lines += ["**This engine**", "", *engine_table(result), "",
               "**Other systems as a ratio to this engine** (images/s; above 1 means faster than the engine; "
               "`limit` is the machine's ceiling)", "", *ratio_table(result), "",
-              "**Where the engine loses** (limit excluded)", "", *losses(result), "",
+              "**Where the engine loses** (to another system; the limit and engine_curve excluded)", "", *losses(result), "",
               "**Round trip, one task at a time** (latency minus the pipeline's own time)", "",
               *overhead_table(result), ""]
     if result.get("capacity"):

@@ -150,6 +150,7 @@ def test_a_repeated_request_is_answered_from_the_cache_without_a_worker(cluster_
     cluster = cluster_factory(local_workers=1, cache=True).start_broker()
     photo = jpegs["rocket.jpg"]
     with cluster.client() as client:
+        empty = client.info()["cache"]
         first = client.process(photo, "edge")
         before = client.info()
         second = client.process(photo, "edge")
@@ -160,6 +161,7 @@ def test_a_repeated_request_is_answered_from_the_cache_without_a_worker(cluster_
     done = lambda info: sum(w["tasks_done"] for w in info["workers"])  # noqa: E731
     assert done(after) - done(before) == 1  # only the uncached request reached a worker
     assert (after["cache"]["hits"], after["cache"]["misses"]) == (1, 1)
+    assert empty is not None and (empty["hits"], empty["misses"], empty["entries"]) == (0, 0, 0)  # counters from the start
 
 
 def test_command_line_says_so_at_once_when_no_broker_answers(jpegs, tmp_path):

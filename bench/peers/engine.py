@@ -19,10 +19,12 @@ STOP_TIMEOUT_S = 20.0
 class EngineDriver:
     """Runs inside each client process."""
 
-    def __init__(self, endpoint: str, share: int) -> None:
+    def __init__(self, endpoint: str, share: int, key_file: str | None = None, broker_key_file: str | None = None) -> None:
         from engine import Client
+        from engine.security import PeerKeys
 
-        self.client = Client(endpoint, timeout_s=120)
+        keys = PeerKeys.load(key_file, broker_key_file) if key_file else None
+        self.client = Client(endpoint, timeout_s=120, keys=keys)
         self.share = share
 
     def measure(self, images, pipeline, *, window, duration_s, min_tasks):
@@ -34,13 +36,16 @@ class EngineDriver:
         self.client.close()
 
 
-def broker_ready(endpoint: str, slots: int, timeout_s: float = READY_TIMEOUT_S) -> dict:
+def broker_ready(endpoint: str, slots: int, timeout_s: float = READY_TIMEOUT_S, *, key_file: str | None = None,
+                 broker_key_file: str | None = None) -> dict:
     """Wait until the broker at ``endpoint`` has ``slots`` free worker slots; its INFO."""
     from engine import Client
+    from engine.security import PeerKeys
 
     deadline = time.monotonic() + timeout_s
     info: dict = {}
-    with Client(endpoint, timeout_s=timeout_s) as client:
+    keys = PeerKeys.load(key_file, broker_key_file) if key_file else None
+    with Client(endpoint, timeout_s=timeout_s, keys=keys) as client:
         while time.monotonic() < deadline:
             try:
                 info = client.info(timeout_s=2.0)
@@ -74,6 +79,9 @@ class Engine(Peer):
     def _client_endpoint(self) -> str:
         return self.front
 
+    def _driver_options(self) -> dict:
+        return {}
+
     remote_slots = 0
 
     def start(self) -> None:
@@ -86,8 +94,9 @@ class Engine(Peer):
         else:
             self._broker, self.front, self.back = start_broker(self.workers, self._extra_flags())
             self._start_workers()
-            broker_ready(self.front, self.workers)
-        self._gang = Gang(self.clients, self.driver, endpoint=self._client_endpoint(), share=self.clients)
+            broker_ready(self.front, self.workers, **self._driver_options())
+        self._gang = Gang(self.clients, self.driver, endpoint=self._client_endpoint(), share=self.clients,
+                          **self._driver_options())
         self._gang.start()
 
     def _start_workers(self) -> None:

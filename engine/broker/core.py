@@ -307,7 +307,7 @@ class Broker(WorkerSide):
                 "queue_depth": len(d.queue), "in_flight": len(d.tasks) - len(d.queue),
                 "max_queue": self.config.max_queue, "clients": len(self._clients),
                 "workers": [w.describe(now_s) for w in d.workers.values()],
-                "ops": d.offered_ops(), "cache": self.cache.stats() if self.cache else None,
+                "ops": d.offered_ops(), "cache": self.cache.stats() if self.cache is not None else None,
                 "security": {"curve": self.curve is not None, "compat_token": bool(self.config.compat_token),
                              "client_max_in_flight": self.config.client_max_in_flight,
                              "client_rate_per_s": self.config.client_rate_per_s},

@@ -16,7 +16,7 @@ from .errors import BadParameter
 
 KEY = "deadline_ms"
 MAX_MS = 24 * 3600 * 1000  # one day: anything longer is a typo
-GRACE_S = 1.0  # after the deadline, how long a busy process may take to come back before it is killed
+GRACE_S = 1.0  # after the deadline (or a cancel), how long a busy process may take to come back before it is killed
 
 
 def requested_ms(options: dict | None) -> float | None:

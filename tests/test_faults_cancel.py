@@ -1,5 +1,6 @@
 """Cancellation and clients that go away: their tasks leave the broker, nothing leaks."""
 import subprocess
+import time
 import sys
 import textwrap
 
@@ -30,6 +31,27 @@ def test_cancel_removes_queued_tasks_from_the_broker_and_unstarted_ones_from_the
     assert "cancelled before it started" in cluster.workers[0].stderr_text()
     print(f"FIGURES cancel: submitted=10 cancelled=9 (8 queued at the broker, 1 waiting at the worker) "
           f"completed={info['completed']}")
+
+
+def test_cancelling_a_running_task_stops_its_process_and_frees_the_worker(cluster_factory):
+    cluster = start(cluster_factory, (1,))  # one process: while it sleeps, nothing else can run
+    with cluster.client() as client:
+        assert client.submit(tiny_jpeg(8), "grayscale").result(60).width == 8  # the process is up and idle
+        running = client.submit(tiny_jpeg(16), "sleep:ms=60000|grayscale")
+        wait_until(_holds(client, 0, 1), 30, "the long task to reach the worker")
+        cancelled_s = time.monotonic()
+        assert running.cancel()
+        wait_until(lambda: "was killed" in cluster.workers[0].stderr_text(), 30, "the busy process to be killed")
+        # Without the kill, this task would wait behind the 60 s sleep; the client's own timeout says so.
+        after = client.submit(tiny_jpeg(24), "grayscale").result(30)
+        after_s = time.monotonic() - cancelled_s
+        info = broker_idle(client, 10)
+    log = cluster.workers[0].stderr_text()
+    assert after.width == 24
+    assert "cancelled while running" in log and "after its task was cancelled and was killed" in log
+    assert info["cancelled"] == 1 and info["completed"] == 2 and info["requeued"] == 0
+    print(f"FIGURES cancel running: the 60 s task's process killed; the next task answered "
+          f"{after_s:.2f} s after cancel(); cancelled={info['cancelled']} completed={info['completed']}")
 
 
 def test_aborting_a_map_cancels_what_it_has_in_flight(cluster_factory):

@@ -262,7 +262,7 @@ class Broker(WorkerSide):
     def _forget_client(self, route: bytes) -> None:
         self._clients.pop(route, None)
         dropped = self.dispatcher.drop_origin(("front", (route,)))
-        for task in dropped:  # a worker drops those not started yet; a running one finishes unseen
+        for task in dropped:  # a worker drops those not started yet and stops a running one
             if task.worker is not None:
                 self._send_back(task.worker, P.encode(P.Cancel(task_id=self._worker_task_id(task.jid))))
         if dropped:

@@ -42,7 +42,8 @@ class Held:
     epoch: int  # registration it arrived under: answers of older ones free no broker slot
     started_s: float | None = None
     due_s: float | None = None  # its deadline (monotonic), if the request set one
-    abandoned_s: float | None = None  # when it was answered deadline_exceeded while still running
+    abandoned_s: float | None = None  # when it was answered (deadline passed, cancelled) while still running
+    abandoned_why: str = ""
 
 
 @dataclass(eq=False)
@@ -76,7 +77,8 @@ class Supervisor:
         self._generation = 0
         self._wakeup = Wakeup()
         self._stopping = False
-        self.stats = {"done": 0, "failed": 0, "crashed": 0, "replaced": 0, "deadline_exceeded": 0}
+        self.stats = {"done": 0, "failed": 0, "crashed": 0, "replaced": 0, "deadline_exceeded": 0,
+                      "cancelled": 0}
 
     # ---- life cycle --------------------------------------------------------------
     def stop(self) -> None:
@@ -191,13 +193,25 @@ class Supervisor:
             log.warning("broker sent %s, which a worker does not expect", P.TYPE_NAMES[msg.TYPE])
 
     def _cancel(self, task_id: str) -> None:
+        """Drop a waiting task; abandon a running one, whose process gets ``deadlines.GRACE_S``
+        to come back (a task about to finish keeps its warm process) before it is killed."""
         for held in self.pending:
             if held.task_id == task_id:
                 self.pending.remove(held)
                 log.info("task %s cancelled before it started", task_id)
+                self.stats["cancelled"] += 1
                 self._answered(held, P.error_frames(task_id, "cancelled", "cancelled before it started"))
                 return
-        # a running task finishes; the broker drops its answer
+        for pp in self.procs.values():
+            held = pp.task
+            if held is not None and held.task_id == task_id and held.abandoned_s is None:
+                log.info("task %s cancelled while running in process %d: killed unless it ends within %g s",
+                         task_id, pp.proc.pid, deadlines.GRACE_S)
+                self.stats["cancelled"] += 1
+                held.abandoned_s = time.monotonic()
+                held.abandoned_why = "its task was cancelled"
+                self._answered(held, P.error_frames(task_id, "cancelled", "cancelled while running"))
+                return
 
     def _answered(self, held: Held, frames: list) -> None:
         self._send_broker(frames)
@@ -229,7 +243,7 @@ class Supervisor:
         elif isinstance(msg, (P.Reply, P.Error)) and pp.task is not None:
             held, pp.task = pp.task, None
             if held.abandoned_s is not None:
-                return  # answered deadline_exceeded already
+                return  # answered already (deadline_exceeded, cancelled)
             self.stats["done" if isinstance(msg, P.Reply) else "failed"] += 1
             self._answered(held, frames[1:])
 
@@ -274,17 +288,17 @@ class Supervisor:
             self._abandon(held, "before it started", now_s)
         for pp in self.procs.values():
             held = pp.task
-            if held is None or held.due_s is None or pp.kill_reason is not None:
+            if held is None or pp.kill_reason is not None:
                 continue
-            if held.abandoned_s is None and now_s >= held.due_s:
+            if held.abandoned_s is None and held.due_s is not None and now_s >= held.due_s:
                 self._abandon(held, f"while running in process {pp.proc.pid}", now_s)
             elif held.abandoned_s is not None and now_s - held.abandoned_s >= deadlines.GRACE_S:
-                pp.kill_reason = (f"was still busy {deadlines.GRACE_S:g} s after its task's deadline "
-                                  "and was killed")
+                pp.kill_reason = f"was still busy {deadlines.GRACE_S:g} s after {held.abandoned_why} and was killed"
                 pp.proc.kill()
 
     def _abandon(self, held: Held, when: str, now_s: float) -> None:
         held.abandoned_s = now_s
+        held.abandoned_why = "its task's deadline"
         self.stats["deadline_exceeded"] += 1
         self._answered(held, P.error_frames(held.task_id, "deadline_exceeded",
                                             f"the task's deadline passed {when}; it was abandoned "
@@ -294,8 +308,10 @@ class Supervisor:
         starts = [pp.task.started_s for pp in self.procs.values() if pp.task and pp.task.started_s]
         due = [h.due_s for h in self.pending if h.due_s is not None]
         for pp in self.procs.values():
-            if pp.task and pp.task.due_s is not None:
-                due.append(pp.task.due_s if pp.task.abandoned_s is None else pp.task.abandoned_s + deadlines.GRACE_S)
+            if pp.task and pp.task.abandoned_s is not None:
+                due.append(pp.task.abandoned_s + deadlines.GRACE_S)
+            elif pp.task and pp.task.due_s is not None:
+                due.append(pp.task.due_s)
         timeouts = [min(starts) + self.config.task_timeout_s] if starts else []
         return min(timeouts + due, default=float("inf"))
 

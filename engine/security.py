@@ -50,6 +50,8 @@ BROKER_NAME = "broker"
 PUBLIC_SUFFIX = ".key"
 SECRET_SUFFIX = ".key_secret"
 RECHECK_S = 1.0  # an allow-list folder is looked at (one stat) at most this often
+REFUSAL_LOG_EVERY_S = 60  # the broker logs a refused key at most this often
+REFUSAL_LOG_KEYS = 1024  # refused keys remembered for that
 
 # Environment variables (each command line also has a flag for them).
 ENV_KEYS_DIR = "ENGINE_KEYS_DIR"  # broker: the folder laid out as above
@@ -195,6 +197,7 @@ class AllowList:
         self._stamp: int | None = None
         self._checked_s = 0.0
         self._lock = threading.Lock()  # the ZAP thread and the broker thread both read it
+        self._refusals_logged_s: dict[bytes, float] = {}  # ZAP thread only: key -> when last logged
         self.refresh(force=True)
 
     def refresh(self, *, force: bool = False) -> dict[bytes, str]:
@@ -238,9 +241,21 @@ class AllowList:
     # pyzmq's configure_curve_callback interface (called in the ZAP thread)
     def callback(self, domain: str, key: bytes) -> bool:
         name = self.name_of(key)
-        if name is None:
-            log.warning("refused a %s connection: key %s is not in %s", domain, key.decode(), self.folder)
+        if name is None and self._log_refusal_now(key):
+            log.warning("refused a %s connection: key %s is not in %s (logged at most every %d s per key)",
+                        domain, key.decode(), self.folder, REFUSAL_LOG_EVERY_S)
         return name is not None
+
+    def _log_refusal_now(self, key: bytes) -> bool:
+        """Refused peers retry, and anyone can knock: one line per key per REFUSAL_LOG_EVERY_S,
+        remembering at most REFUSAL_LOG_KEYS keys, so a stranger cannot fill the disk."""
+        now_s = time.monotonic()
+        if now_s - self._refusals_logged_s.get(key, -float("inf")) < REFUSAL_LOG_EVERY_S:
+            return False
+        if len(self._refusals_logged_s) >= REFUSAL_LOG_KEYS:
+            self._refusals_logged_s.clear()
+        self._refusals_logged_s[key] = now_s
+        return True
 
 
 class CurveServer:

@@ -1,7 +1,8 @@
 """CURVE on the broker's sockets: who gets service and who does not.
 
-A refused CURVE handshake never connects, so a refused peer sees no answer at all: a
-client fails with BrokerUnavailable after its short timeout, a worker never appears in
+A refused CURVE handshake never connects, so nothing is ever received on the socket. The
+client reads libzmq's handshake events (engine/handshake.py) and fails its tasks with
+Unauthorized and the reason, well before its timeout; a refused worker never appears in
 the broker's ``info()``.
 """
 import asyncio
@@ -11,22 +12,26 @@ import time
 
 import pytest
 import zmq
+import zmq.auth
 
 from engine import AsyncClient
 from engine import keys as keytool
 from engine import protocol as P
-from engine.errors import BrokerUnavailable, ConfigError, TaskTimeout, Unauthorized
+from engine.errors import ConfigError, TaskTimeout, Unauthorized
 from engine.security import RECHECK_S, PeerKeys, load_key_pair
 from security_helpers import REFUSED_TIMEOUT_S, ring, secure_factory  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.skipif(not zmq.has("curve"), reason="libzmq built without CURVE")
 
 
-def _refused(cluster, keys: PeerKeys | None, jpeg: bytes) -> BaseException:
-    with cluster.client(keys=keys, timeout_s=REFUSED_TIMEOUT_S) as client:
-        with pytest.raises((BrokerUnavailable, TaskTimeout)) as caught:
-            client.process(jpeg, "grayscale")
-    return caught.value
+def _refused(cluster, keys: PeerKeys | None, jpeg: bytes, reason: str) -> None:
+    """The client is told why, by the handshake: its timeout is far longer than the test waits."""
+    with cluster.client(keys=keys, timeout_s=60.0) as client:
+        with pytest.raises(Unauthorized, match=reason):
+            client.submit(jpeg, "grayscale").result(timeout=REFUSED_TIMEOUT_S * 5)
+        with pytest.raises(Unauthorized, match=reason):  # and so is every later call, at once
+            client.info()
+        assert client.stats["failed"] == 1
 
 
 def test_encrypted_session_processes_images_and_the_broker_knows_the_client(secure_factory, jpegs):
@@ -54,9 +59,11 @@ def test_unknown_key_wrong_broker_key_and_no_key_get_no_service(secure_factory, 
     photo = jpegs["coins.jpg"]
     impostor_broker = ring.root / "impostor"
     keytool.main(["new", "broker", "--dir", str(impostor_broker)])
-    _refused(cluster, ring.peer("mallory"), photo)  # a key no allow-list names
-    _refused(cluster, ring.peer("alice", broker_public=impostor_broker / "broker.key"), photo)
-    _refused(cluster, ring.peer("edge1"), photo)  # a worker key cannot submit tasks
+    _refused(cluster, ring.peer("mallory"), photo, "not in the broker's allow-list for clients")
+    _refused(cluster, ring.peer("alice", broker_public=impostor_broker / "broker.key"), photo,
+             "most likely not the broker's")
+    _refused(cluster, ring.peer("edge1"), photo, "allow-list for clients")  # a worker key cannot submit tasks
+    _refused(cluster, None, photo, "requires CURVE")  # a client without keys
     with zmq.Context() as ctx:  # a plaintext client cannot even start the handshake
         raw = ctx.socket(zmq.DEALER)
         raw.linger = 0
@@ -70,12 +77,39 @@ def test_unknown_key_wrong_broker_key_and_no_key_get_no_service(secure_factory, 
         assert client.process(photo, "grayscale").width > 0
 
 
+def test_a_refused_client_is_told_why_and_served_once_its_key_is_allowed(secure_factory, ring, jpegs):
+    cluster = secure_factory(local_workers=1).start_broker()
+    photo = jpegs["coins.jpg"]
+
+    async def refused_then_allowed():
+        async with AsyncClient(cluster.front, keys=ring.peer("mallory"), timeout_s=60,
+                               heartbeat_interval_s=0.5) as aclient:
+            with pytest.raises(Unauthorized, match="allow-list for clients"):
+                await asyncio.wait_for(aclient.process(photo, "grayscale"), REFUSED_TIMEOUT_S * 5)
+            with pytest.raises(Unauthorized):  # at once, while the refusal stands
+                aclient.submit(photo, "grayscale").result()
+            assert keytool.main(["allow", "--clients", str(ring.root / "mallory.key"),
+                                 "--keys-dir", str(ring.dir)]) == 0
+            deadline_s = time.monotonic() + 30  # the client tries again once per liveness interval
+            while True:
+                try:
+                    return await aclient.process(photo, "grayscale")
+                except Unauthorized:
+                    assert time.monotonic() < deadline_s, "the allowed key was never served"
+                    await asyncio.sleep(0.2)
+
+    assert asyncio.run(refused_then_allowed()).width == 384
+
+
 def test_a_client_key_cannot_register_as_a_worker(secure_factory, ring, jpegs):
     cluster = secure_factory(local_workers=0).start_broker(wait_slots=0)
-    cluster.add_worker(1, *ring.worker_flags("alice"))
-    cluster.add_worker(1, *ring.worker_flags("mallory"))
+    as_client = cluster.add_worker(1, *ring.worker_flags("alice"))
+    unknown = cluster.add_worker(1, *ring.worker_flags("mallory"))
     time.sleep(3 * 0.5 + 1.0)  # several worker heartbeats and reconnects
     assert cluster.info()["workers"] == []
+    for refused in (as_client, unknown):  # each says why in its log, once, and keeps trying
+        log = refused.stderr_text()
+        assert refused.alive() and log.count("not in the broker's allow-list for workers") == 1, log[-2000:]
     with cluster.client("alice", timeout_s=REFUSED_TIMEOUT_S) as client:
         with pytest.raises(TaskTimeout):
             client.process(jpegs["coins.jpg"], "grayscale")
@@ -95,7 +129,7 @@ def test_a_revoked_client_loses_service_at_its_next_task(secure_factory, ring, j
         time.sleep(RECHECK_S + 0.2)
         with pytest.raises(Unauthorized, match="revoked"):
             client.process(photo, "grayscale")
-    _refused(cluster, ring.peer("bob"), photo)  # and a new connection is refused outright
+    _refused(cluster, ring.peer("bob"), photo, "allow-list")  # and a new connection is refused outright
     with cluster.client("alice") as client:
         assert client.process(photo, "grayscale").width > 0
 
@@ -125,3 +159,14 @@ def test_key_tool_writes_private_secrets_and_allows_only_public_keys(ring):
         load_key_pair(secret)
     with pytest.raises(ConfigError, match="broker's public key"):
         PeerKeys.from_files(str(secret), None, key_env="ENGINE_CLIENT_KEY")
+
+
+def test_a_refused_key_is_logged_once_a_minute_not_at_every_retry(ring, caplog):
+    from engine.security import AllowList
+
+    allowed = AllowList("clients", ring.dir / "clients")
+    stranger, _ = zmq.auth.load_certificate(ring.root / "mallory.key")
+    with caplog.at_level("WARNING", logger="engine.security"):
+        assert [allowed.callback("clients", stranger) for _ in range(5)] == [False] * 5
+    assert [r.getMessage().count("refused a clients connection") for r in caplog.records] == [1]
+    assert allowed.name_of(stranger) is None

@@ -13,7 +13,9 @@ from typing import Any, AsyncIterator, Iterable
 import zmq
 import zmq.asyncio
 
+from .. import handshake
 from ..errors import BrokerUnavailable, EngineError, TaskTimeout
+from ..handshake import HandshakeWatch
 from ..security import PeerKeys, client_keys
 from .core import HEARTBEAT_INTERVAL_S, TIMEOUT_S, ClientCore, Result, complete
 
@@ -31,6 +33,8 @@ class AsyncClient:
         self._ctx = context or zmq.asyncio.Context.instance()
         self._routing_id = f"c-{uuid.uuid4().hex}".encode()
         self._sock: zmq.asyncio.Socket | None = None
+        self._mon: zmq.asyncio.Socket | None = None  # the socket's handshake events
+        self._handshakes = HandshakeWatch(role="client", curve=self._keys is not None, address=address)
         self._tasks: list[asyncio.Task] = []
         self._wake = asyncio.Event()
         self._closed = False
@@ -39,7 +43,8 @@ class AsyncClient:
         self._open()
         self._core.outbox.append(self._core.greeting())
         self._flush()
-        self._tasks = [asyncio.ensure_future(self._read()), asyncio.ensure_future(self._timer())]
+        self._tasks = [asyncio.ensure_future(self._read()), asyncio.ensure_future(self._timer()),
+                       asyncio.ensure_future(self._watch())]
         return self
 
     async def __aenter__(self) -> "AsyncClient":
@@ -107,6 +112,7 @@ class AsyncClient:
         complete(self._core.fail_all(lambda: BrokerUnavailable("the client was closed")))
         if self._sock is not None:
             self._sock.send_multipart(self._core.goodbye())
+            handshake.stop(self._sock, self._mon)
             self._sock.close(linger=100)
             self._sock = None
 
@@ -118,6 +124,7 @@ class AsyncClient:
         sock.routing_id = self._routing_id
         if self._keys is not None:
             self._keys.apply(sock)
+        self._mon = handshake.monitor(sock)
         sock.connect(self.address)
         self._sock = sock
 
@@ -142,6 +149,12 @@ class AsyncClient:
             complete(self._core.on_message(frames))
             self._flush()
 
+    async def _watch(self) -> None:
+        """Handshake verdicts: a refused key fails the outstanding tasks at once, with the reason."""
+        while True:
+            frames = await self._mon.recv_multipart()
+            complete(self._core.on_handshake(self._handshakes.feed(frames)))
+
     async def _timer(self) -> None:
         core = self._core
         while True:
@@ -153,9 +166,11 @@ class AsyncClient:
             self._wake.clear()
             complete(core.on_tick())
             if core.take_reconnect():
-                old, self._tasks[0] = self._tasks[0], None  # type: ignore[call-overload]
-                old.cancel()
+                for i in (0, 2):  # the reader and the watcher wait on the sockets being replaced
+                    self._tasks[i].cancel()
+                handshake.stop(self._sock, self._mon)
                 self._sock.close(linger=0)
                 self._open()
                 self._tasks[0] = asyncio.ensure_future(self._read())
+                self._tasks[2] = asyncio.ensure_future(self._watch())
             self._flush()

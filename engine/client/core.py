@@ -21,7 +21,9 @@ from typing import Any
 import zmq
 
 from .. import protocol as P
-from ..errors import BrokerUnavailable, ImageTooLarge, PipelineError, ProtocolError, TaskTimeout, error_from_code
+from ..errors import (BrokerUnavailable, ImageTooLarge, PipelineError, ProtocolError, TaskTimeout, Unauthorized,
+                      error_from_code)
+from ..handshake import OK
 
 HEARTBEAT_INTERVAL_S = 2.0
 HEARTBEAT_LIVENESS = 3
@@ -127,6 +129,8 @@ class ClientCore:
         self._seq = itertools.count()
         self._info_waiters: deque[Any] = deque()
         self._reconnect = False
+        self.refused: str | None = None  # why the broker refused our handshake, until one succeeds
+        self._handshake_retry_s = float("inf")
 
     def take_reconnect(self) -> bool:
         """True once after the broker fell silent: the adapter should open a fresh socket."""
@@ -143,6 +147,8 @@ class ClientCore:
         """Queue a task; its answer comes back as a completion for ``handle``."""
         if not isinstance(pipeline, (str, list)):
             raise TypeError(f"pipeline must be text or a list of steps, not {type(pipeline).__name__}")
+        if self.refused:
+            raise Unauthorized(self.refused)
         size = len(data)
         if size > self.max_input_bytes:
             raise ImageTooLarge(f"input is {size} bytes; the client's limit is {self.max_input_bytes}")
@@ -168,6 +174,8 @@ class ClientCore:
             self.outbox.append(P.encode(P.Cancel(task_id=pending.task_id)))
 
     def request_info(self, handle: Any) -> None:
+        if self.refused:
+            raise Unauthorized(self.refused)
         self._info_waiters.append(handle)
         self.outbox.append(P.encode(P.Info()))
 
@@ -186,6 +194,20 @@ class ClientCore:
         self.outbox.append(pending.frames)
 
     # ---- answers ---------------------------------------------------------------------
+    def on_handshake(self, verdict: str | None) -> list[Completion]:
+        """A ``HandshakeWatch`` verdict: a refusal fails everything outstanding at once (and
+        each later submit) with its reason, rather than leaving it to time out."""
+        if verdict is None:
+            return []
+        if verdict == OK:
+            self.refused = None
+            self._handshake_retry_s = float("inf")
+            return []
+        self.refused = verdict
+        self._handshake_retry_s = time.monotonic() + self.liveness_s  # libzmq gives up on a refused socket
+        self.stats["failed"] += len(self.pending)
+        return self.fail_all(lambda: Unauthorized(verdict))
+
     def on_message(self, frames: list) -> list[Completion]:
         try:
             msg, payloads = P.decode(frames)
@@ -246,6 +268,9 @@ class ClientCore:
         if self.connected and now_s - self._heard_s > self.liveness_s:
             self.connected = False  # requests wait until a broker answers again
             self._reconnect = True
+        if self.refused and now_s >= self._handshake_retry_s:  # try again: the key may be allowed by now
+            self._handshake_retry_s = now_s + self.liveness_s
+            self._reconnect = True
         while self._retries and self._retries[0][0] <= now_s:
             _, _, task_id = heapq.heappop(self._retries)
             pending = self.pending.get(task_id)
@@ -274,6 +299,8 @@ class ClientCore:
     def next_wakeup_s(self) -> float:
         """When ``on_tick`` next has something to do (monotonic seconds)."""
         wake = self._next_beat_s
+        if self.refused:
+            wake = min(wake, self._handshake_retry_s)
         if self._retries:
             wake = min(wake, self._retries[0][0])
         while self._deadlines and self._deadlines[0][2] not in self.pending:

@@ -15,7 +15,9 @@ from typing import Any, Iterable, Iterator
 
 import zmq
 
+from .. import handshake
 from ..errors import BrokerUnavailable, TaskTimeout
+from ..handshake import HandshakeWatch
 from ..security import PeerKeys, client_keys
 from ..wakeup import Wakeup
 from .core import HEARTBEAT_INTERVAL_S, TIMEOUT_S, ClientCore, Result, complete
@@ -158,9 +160,11 @@ class Client:
     def _io_loop(self) -> None:
         core = self._core
         routing_id = f"c-{uuid.uuid4().hex}".encode()
-        sock = self._socket(routing_id)
+        watch = HandshakeWatch(role="client", curve=self._keys is not None, address=self.address)
+        sock, mon = self._socket(routing_id)
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
+        poller.register(mon, zmq.POLLIN)
         poller.register(self._wakeup.fd, zmq.POLLIN)
         core.outbox.append(core.greeting())
         running = True
@@ -168,15 +172,21 @@ class Client:
             while running:
                 if core.take_reconnect():  # broker silent: drop what is queued for it, start afresh
                     poller.unregister(sock)
+                    poller.unregister(mon)
+                    handshake.stop(sock, mon)
                     sock.close(linger=0)
-                    sock = self._socket(routing_id)
+                    sock, mon = self._socket(routing_id)
                     poller.register(sock, zmq.POLLIN)
+                    poller.register(mon, zmq.POLLIN)
                 self._flush(sock)
                 timeout_ms = max(0, int((core.next_wakeup_s() - time.monotonic()) * 1000)) + 1
                 events = dict(poller.poll(timeout_ms))
                 if self._wakeup.fd in events:
                     self._wakeup.drain()
                     running = self._run_commands()
+                if mon in events:
+                    while mon.poll(0):
+                        complete(core.on_handshake(watch.feed(mon.recv_multipart())))
                 if sock in events:
                     for _ in range(1024):
                         try:
@@ -191,17 +201,20 @@ class Client:
             except zmq.Again:  # never connected (e.g. the broker refused our CURVE key): nobody to tell
                 pass
         finally:
+            handshake.stop(sock, mon)
             sock.close(linger=100)
 
-    def _socket(self, routing_id: bytes) -> zmq.Socket:
+    def _socket(self, routing_id: bytes) -> tuple[zmq.Socket, zmq.Socket]:
+        """A DEALER connected to the broker, and the monitor that reports its handshakes."""
         sock = self._ctx.socket(zmq.DEALER)
         sock.linger = 0
         sock.sndhwm = 0  # only heartbeats queue while no broker is there; tasks wait in the core
         sock.routing_id = routing_id  # the same id across reconnects: the broker knows our tasks
         if self._keys is not None:
             self._keys.apply(sock)
+        mon = handshake.monitor(sock)
         sock.connect(self.address)
-        return sock
+        return sock, mon
 
     def _run_commands(self) -> bool:
         core = self._core
@@ -222,7 +235,10 @@ class Client:
             elif kind == "cancel":
                 core.cancel(cmd[1])
             elif kind == "info":
-                core.request_info(cmd[1])
+                try:
+                    core.request_info(cmd[1])
+                except Exception as exc:  # refused by the broker: say so now
+                    cmd[1].set_exception(exc)
             elif kind == "close":
                 return False
 

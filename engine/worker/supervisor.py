@@ -23,7 +23,7 @@ from typing import Any
 
 import zmq
 
-from .. import deadlines
+from .. import deadlines, handshake
 from .. import protocol as P
 from ..errors import ProtocolError, TaskError
 from ..wakeup import Wakeup
@@ -71,6 +71,10 @@ class Supervisor:
         self.pending: deque[Held] = deque()
         self.epoch = 0
         self.broker: zmq.Socket | None = None
+        self._mon: zmq.Socket | None = None  # the broker socket's handshake events
+        self._handshakes = handshake.HandshakeWatch(role="worker", curve=config.curve is not None,
+                                                    address=config.connect)
+        self._refused: str | None = None  # logged once per distinct reason, until a handshake succeeds
         self._liveness_s = config.heartbeat_interval_s * config.heartbeat_liveness
         self._backoff_s = config.reconnect_min_s
         self._broker_expiry_s = 0.0
@@ -131,6 +135,7 @@ class Supervisor:
                 pp.proc.kill()
                 pp.proc.join()
         if self.broker is not None:
+            handshake.stop(self.broker, self._mon)
             self.broker.close(linger=500)  # let the DISCONNECT go out
         self.pool_sock.close(linger=0)
         shutil.rmtree(self._ipc_dir, ignore_errors=True)
@@ -141,16 +146,29 @@ class Supervisor:
     def _connect(self) -> None:
         """(Re)connect and register; each call backs off further until the broker answers."""
         if self.broker is not None:
+            handshake.stop(self.broker, self._mon)
             self.broker.close(linger=0)
         self.broker = self.ctx.socket(zmq.DEALER)
         self.broker.linger = 0
         self.broker.routing_id = self.wid
         if self.config.curve is not None:
             self.config.curve.apply(self.broker)
+        self._mon = handshake.monitor(self.broker)
         self.broker.connect(self.config.connect)
         self._register()
         self._broker_expiry_s = time.monotonic() + self._liveness_s + self._backoff_s
         self._backoff_s = min(self._backoff_s * 2, self.config.reconnect_max_s)
+
+    def _on_handshake(self, frames: list) -> None:
+        """A refused key would otherwise look like a broker that is down: say why, once."""
+        verdict = self._handshakes.feed(frames)
+        if verdict == handshake.OK:
+            if self._refused:
+                log.info("the broker at %s accepted this worker's key", self.config.connect)
+            self._refused = None
+        elif verdict is not None and verdict != self._refused:
+            log.error("%s; retrying with back-off", verdict)
+            self._refused = verdict
 
     def _register(self) -> None:
         from .. import ops
@@ -323,6 +341,7 @@ class Supervisor:
         poller = zmq.Poller()
         poller.register(self.broker, zmq.POLLIN)
         poller.register(self.pool_sock, zmq.POLLIN)
+        poller.register(self._mon, zmq.POLLIN)
         poller.register(self._wakeup.fd, zmq.POLLIN)
         sentinels = {pp.proc.sentinel: pp for pp in self.procs.values()}
         for fd in sentinels:
@@ -330,7 +349,8 @@ class Supervisor:
         events = dict(poller.poll(timeout_ms))
         if self._wakeup.fd in events:
             self._wakeup.drain()
-        for sock, handler in ((self.broker, self._on_broker), (self.pool_sock, self._on_pool)):
+        for sock, handler in ((self.broker, self._on_broker), (self.pool_sock, self._on_pool),
+                              (self._mon, self._on_handshake)):
             if sock in events:
                 for _ in range(256):
                     try:

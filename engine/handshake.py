@@ -67,14 +67,14 @@ class HandshakeWatch:
                 return (f"the broker at {self.address} requires CURVE: give this {self.role} its key pair and "
                         "the broker's public key (see SECURITY.md)")
             return f"the handshake with {self.address} broke the ZMTP protocol (libzmq error {value:#x})"
-        if kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+        if kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:  # the same words each time: logged once
             self._no_detail += 1
             if self._no_detail < NO_DETAIL_REPEATS:
                 return None
             if self.curve:
-                return (f"the CURVE handshake with {self.address} failed {self._no_detail} times in a row: the "
+                return (f"the CURVE handshake with {self.address} failed {NO_DETAIL_REPEATS} times in a row: the "
                         f"broker public key this {self.role} was given is most likely not the broker's")
-            return (f"the peer at {self.address} closed the connection during the handshake {self._no_detail} "
+            return (f"the peer at {self.address} closed the connection during the handshake {NO_DETAIL_REPEATS} "
                     f"times in a row: the broker most likely requires CURVE; give this {self.role} its key "
                     "pair and the broker's public key (see SECURITY.md)")
         return None

@@ -103,13 +103,19 @@ def test_a_refused_client_is_told_why_and_served_once_its_key_is_allowed(secure_
 
 def test_a_client_key_cannot_register_as_a_worker(secure_factory, ring, jpegs):
     cluster = secure_factory(local_workers=0).start_broker(wait_slots=0)
+    impostor = ring.root / "impostor"
+    assert keytool.main(["new", "broker", "--dir", str(impostor)]) == 0
     as_client = cluster.add_worker(1, *ring.worker_flags("alice"))
     unknown = cluster.add_worker(1, *ring.worker_flags("mallory"))
-    time.sleep(3 * 0.5 + 1.0)  # several worker heartbeats and reconnects
+    wrong_broker = cluster.add_worker(1, "--key", str(ring.root / "edge1.key_secret"),
+                                      "--broker-key", str(impostor / "broker.key"))
+    time.sleep(3 * 0.5 + 1.0)  # several worker heartbeats and reconnects (libzmq retries every 0.1 s)
     assert cluster.info()["workers"] == []
-    for refused in (as_client, unknown):  # each says why in its log, once, and keeps trying
+    for refused, why in ((as_client, "not in the broker's allow-list for workers"),
+                         (unknown, "not in the broker's allow-list for workers"),
+                         (wrong_broker, "most likely not the broker's")):  # each says why, once, and keeps trying
         log = refused.stderr_text()
-        assert refused.alive() and log.count("not in the broker's allow-list for workers") == 1, log[-2000:]
+        assert refused.alive() and log.count(why) == 1, log[-2000:]
     with cluster.client("alice", timeout_s=REFUSED_TIMEOUT_S) as client:
         with pytest.raises(TaskTimeout):
             client.process(jpegs["coins.jpg"], "grayscale")

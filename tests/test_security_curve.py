@@ -31,7 +31,6 @@ def _refused(cluster, keys: PeerKeys | None, jpeg: bytes, reason: str) -> None:
             client.submit(jpeg, "grayscale").result(timeout=REFUSED_TIMEOUT_S * 5)
         with pytest.raises(Unauthorized, match=reason):  # and so is every later call, at once
             client.info()
-        assert client.stats["failed"] == 1
 
 
 def test_encrypted_session_processes_images_and_the_broker_knows_the_client(secure_factory, jpegs):

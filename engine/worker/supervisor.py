@@ -217,18 +217,14 @@ class Supervisor:
             if held.task_id == task_id:
                 self.pending.remove(held)
                 log.info("task %s cancelled before it started", task_id)
-                self.stats["cancelled"] += 1
-                self._answered(held, P.error_frames(task_id, "cancelled", "cancelled before it started"))
+                self._abandon(held, "cancelled", "cancelled before it started", "its task was cancelled")
                 return
         for pp in self.procs.values():
             held = pp.task
             if held is not None and held.task_id == task_id and held.abandoned_s is None:
                 log.info("task %s cancelled while running in process %d: killed unless it ends within %g s",
                          task_id, pp.proc.pid, deadlines.GRACE_S)
-                self.stats["cancelled"] += 1
-                held.abandoned_s = time.monotonic()
-                held.abandoned_why = "its task was cancelled"
-                self._answered(held, P.error_frames(task_id, "cancelled", "cancelled while running"))
+                self._abandon(held, "cancelled", "cancelled while running", "its task was cancelled")
                 return
 
     def _answered(self, held: Held, frames: list) -> None:
@@ -303,24 +299,28 @@ class Supervisor:
         process still busy ``deadlines.GRACE_S`` after that is killed and replaced."""
         for held in [h for h in self.pending if h.due_s is not None and now_s >= h.due_s]:
             self.pending.remove(held)
-            self._abandon(held, "before it started", now_s)
+            self._deadline_passed(held, "before it started")
         for pp in self.procs.values():
             held = pp.task
             if held is None or pp.kill_reason is not None:
                 continue
             if held.abandoned_s is None and held.due_s is not None and now_s >= held.due_s:
-                self._abandon(held, f"while running in process {pp.proc.pid}", now_s)
+                self._deadline_passed(held, f"while running in process {pp.proc.pid}")
             elif held.abandoned_s is not None and now_s - held.abandoned_s >= deadlines.GRACE_S:
                 pp.kill_reason = f"was still busy {deadlines.GRACE_S:g} s after {held.abandoned_why} and was killed"
                 pp.proc.kill()
 
-    def _abandon(self, held: Held, when: str, now_s: float) -> None:
-        held.abandoned_s = now_s
-        held.abandoned_why = "its task's deadline"
-        self.stats["deadline_exceeded"] += 1
-        self._answered(held, P.error_frames(held.task_id, "deadline_exceeded",
-                                            f"the task's deadline passed {when}; it was abandoned "
-                                            "(not retried: give it a longer deadline_ms)"))
+    def _deadline_passed(self, held: Held, when: str) -> None:
+        self._abandon(held, "deadline_exceeded", f"the task's deadline passed {when}; it was abandoned "
+                      "(not retried: give it a longer deadline_ms)", "its task's deadline")
+
+    def _abandon(self, held: Held, code: str, message: str, why: str) -> None:
+        """Answer ``code`` now (counted in ``stats[code]``); a process still running the task
+        is killed ``deadlines.GRACE_S`` later, its log line saying ``why``."""
+        held.abandoned_s = time.monotonic()
+        held.abandoned_why = why
+        self.stats[code] += 1
+        self._answered(held, P.error_frames(held.task_id, code, message))
 
     def _next_task_deadline(self) -> float:
         starts = [pp.task.started_s for pp in self.procs.values() if pp.task and pp.task.started_s]

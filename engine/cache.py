@@ -21,16 +21,18 @@ from collections import OrderedDict
 from typing import Any
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+DEFAULT_MAX_ENTRIES = 100_000
 ENTRY_OVERHEAD_BYTES = 512  # charged per entry for the key, meta dict and list links
 
 
 class ResultCache:
-    """LRU of ``key -> (data, meta)`` bounded by bytes, with hit/miss/eviction counters."""
+    """LRU of ``key -> (data, meta)`` bounded by bytes and entries, with hit/miss/eviction counters."""
 
-    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
-        if max_bytes < 0:
-            raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES, *, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+        if max_bytes < 0 or max_entries < 1:
+            raise ValueError(f"max_bytes must be >= 0 and max_entries >= 1, got {max_bytes}, {max_entries}")
         self.max_bytes = int(max_bytes)
+        self.max_entries = int(max_entries)
         self.hits = 0
         self.misses = 0
         self.evictions = 0
@@ -79,7 +81,7 @@ class ResultCache:
                 return False
             self._entries[key] = (data, copy.deepcopy(meta or {}))
             self.bytes += cost
-            while self.bytes > self.max_bytes:
+            while self.bytes > self.max_bytes or len(self._entries) > self.max_entries:
                 _, (evicted, _meta) = self._entries.popitem(last=False)
                 self.bytes -= self._cost(evicted)
                 self.evictions += 1
@@ -103,7 +105,8 @@ class ResultCache:
         """Counters for the broker's INFO answer: hits, misses, evictions, bytes, entries, max_bytes."""
         with self._lock:
             return {"hits": self.hits, "misses": self.misses, "evictions": self.evictions,
-                    "bytes": self.bytes, "entries": len(self._entries), "max_bytes": self.max_bytes}
+                    "bytes": self.bytes, "entries": len(self._entries), "max_bytes": self.max_bytes,
+                    "max_entries": self.max_entries}
 
     def __len__(self) -> int:
         return len(self._entries)

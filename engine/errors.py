@@ -17,6 +17,7 @@
         ├── Unauthorized            the peer may not do this
         ├── WorkerCrashed           the worker process died on this task (retried by the broker)
         ├── TaskFailed              the task crashed or hung its worker on every retry
+        ├── ResultTooLarge          the result is over the message limit and cannot be delivered
         ├── DeadlineExceeded        the task ran past its deadline
         ├── TaskCancelled           the task was cancelled
         └── InternalError           a bug: the message says where
@@ -24,7 +25,10 @@
 Errors that travel on the wire are ``TaskError`` subclasses: each class has a stable
 ``code`` (a short snake_case string that never changes meaning) and every instance a
 message a person can act on. ``error_from_code`` turns a received code back into the
-right class, so a client catches ``UnknownOperation``, not a string.
+right class, so a client catches ``UnknownOperation``, not a string; the wire ``meta``
+(which worker, which limit) travels with it as ``error.meta``. ``retryable`` says whether
+the same task may succeed if sent again (the broker retries those on another worker).
+This module is the only place a code is spelled: elsewhere write ``BusyError.code``.
 """
 from __future__ import annotations
 
@@ -75,10 +79,11 @@ class TaskError(EngineError):
     code = "task_error"
     retryable = False
 
-    def __init__(self, message: str, *, task_id: str | None = None) -> None:
+    def __init__(self, message: str, *, task_id: str | None = None, meta: dict | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.task_id = task_id
+        self.meta = dict(meta or {})
 
     def __str__(self) -> str:
         return f"[{self.code}] {self.message}"
@@ -127,6 +132,10 @@ class TaskFailed(TaskError):
     code = "task_failed"
 
 
+class ResultTooLarge(TaskError):
+    code = "result_too_large"
+
+
 class DeadlineExceeded(TaskError):
     code = "deadline_exceeded"
 
@@ -149,10 +158,16 @@ def _all_task_errors(cls: type[TaskError]) -> list[type[TaskError]]:
 ERRORS_BY_CODE: dict[str, type[TaskError]] = {c.code: c for c in _all_task_errors(TaskError)}
 
 
-def error_from_code(code: str, message: str, *, task_id: str | None = None) -> TaskError:
+def error_class(code: str) -> type[TaskError]:
+    """The class of a wire code (unknown codes: TaskError)."""
+    return ERRORS_BY_CODE.get(code, TaskError)
+
+
+def error_from_code(code: str, message: str, *, task_id: str | None = None,
+                    meta: dict | None = None) -> TaskError:
     """Build the exception for a code received on the wire (unknown codes: TaskError)."""
-    cls = ERRORS_BY_CODE.get(code, TaskError)
-    err = cls(message, task_id=task_id)
+    cls = error_class(code)
+    err = cls(message, task_id=task_id, meta=meta)
     if cls is TaskError:
         err.code = code
     return err

@@ -106,8 +106,9 @@ class Error(Message):
 @dataclass(frozen=True)
 class Heartbeat(Message):
     TYPE: ClassVar[int] = HEARTBEAT
-    FIELDS: ClassVar = {"sender": ("sid", (str,), False)}
+    FIELDS: ClassVar = {"sender": ("sid", (str,), False), "max_message_bytes": ("maxmsg", (int,), False)}
     sender: str | None = None  # the sender's instance id (a broker restart changes it)
+    max_message_bytes: int | None = None  # broker -> worker: the largest message it accepts (check results)
 
 
 @dataclass(frozen=True)

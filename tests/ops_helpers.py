@@ -1,6 +1,9 @@
 """Shared helpers for the operation tests: sample images, PSNR and SSIM (numpy only)."""
 from __future__ import annotations
 
+import re
+import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -72,3 +75,87 @@ def ssim(a: np.ndarray, b: np.ndarray, window: int = 7) -> float:
     num = (2 * mx * my + c1) * (2 * cxy + c2)
     den = (mx * mx + my * my + c1) * (vx + vy + c2)
     return float(np.mean(num / den))
+
+
+# Hostile inputs, built at test time: tiny files whose headers are crafted by hand.
+
+def tiff(pages: list[list[tuple]], *, end: str = "<", tail: bytes = b"") -> bytes:
+    """A TIFF with one image directory per page; each entry is (tag, type, count, value),
+    where a bytes value is stored out of line. ``tail`` is appended after the directories
+    (its offset is ``len(tiff(pages, end=end))``, which does not depend on ``tail``)."""
+    out = bytearray((b"II*\x00" if end == "<" else b"MM\x00*") + b"\0\0\0\0")
+    link = 4  # where the offset of the next directory goes
+    for entries in pages:
+        packed = []
+        for tag, kind, count, value in entries:
+            if isinstance(value, bytes):
+                out += b"\0" * (len(out) & 1)
+                field = struct.pack(end + "I", len(out))
+                out += value
+            elif kind in (3, 8) and count == 1:
+                field = struct.pack(end + ("H" if kind == 3 else "h") + "H", value, 0)
+            elif kind in (1, 6) and count == 1:
+                field = struct.pack(end + ("B" if kind == 1 else "b") + "3x", value)
+            else:
+                field = struct.pack(end + ("i" if kind == 9 else "I"), value)
+            packed.append(struct.pack(end + "HHI", tag, kind, count) + field)
+        out += b"\0" * (len(out) & 1)
+        struct.pack_into(end + "I", out, link, len(out))
+        out += struct.pack(end + "H", len(packed)) + b"".join(packed)
+        link = len(out)
+        out += b"\0\0\0\0"
+    return bytes(out) + tail
+
+
+def tiff_page(width: int, height: int, pixels_at: int, *, bits: int = 8, samples: int = 1,
+              extra: tuple = ()) -> list[tuple]:
+    """Directory entries of an uncompressed, single-strip, chunky TIFF page."""
+    per_pixel = samples * bits // 8
+    entries = [(256, 4, 1, width), (257, 4, 1, height), (258, 3, 1, bits), (259, 3, 1, 1),
+               (262, 3, 1, 1 if samples == 1 else 2), (273, 4, 1, pixels_at), (277, 3, 1, samples),
+               (278, 4, 1, height), (279, 4, 1, width * height * per_pixel), *extra]
+    return sorted(entries, key=lambda e: e[0])
+
+
+def tiff_shared_strips(width: int, height: int, *, samples: int = 4, bits: int = 64,
+                       float_samples: bool = True) -> bytes:
+    """A Deflate TIFF whose every one-row strip points at the same compressed row of zeros:
+    an 8000 x 8000 float64 RGBA page (2 GB decoded, 64 MP: under the pixel limit) is ~64 KB."""
+    row = zlib.compress(b"\0" * (width * samples * bits // 8), 9)
+
+    def entries(row_at: int) -> list[tuple]:
+        return [(256, 4, 1, width), (257, 4, 1, height),
+                (258, 3, samples, struct.pack("<" + "H" * samples, *[bits] * samples)),
+                (259, 3, 1, 8), (262, 3, 1, 2), (273, 4, height, struct.pack(f"<{height}I", *[row_at] * height)),
+                (277, 3, 1, samples), (278, 4, 1, 1),
+                (279, 4, height, struct.pack(f"<{height}I", *[len(row)] * height)), (284, 3, 1, 1),
+                (339, 3, samples, struct.pack("<" + "H" * samples, *[3 if float_samples else 1] * samples))]
+
+    return tiff([entries(len(tiff([entries(0)])))], tail=row)
+
+
+def jpeg_segments(data: bytes) -> list[tuple[int, int, int]]:
+    """(start, marker, end) of each marker segment; a scan runs to the next marker."""
+    at, found = 2, []
+    while at < len(data):
+        marker = data[at + 1]
+        if marker == 0xD9:
+            return found + [(at, marker, at + 2)]
+        (length,) = struct.unpack_from(">H", data, at + 2)
+        end = at + 2 + length
+        if marker == 0xDA:
+            end = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]").search(data, end).start()
+        found.append((at, marker, end))
+        at = end
+    return found
+
+
+def progressive_jpeg_with_scans(extra_scans: int, side: int = 512) -> bytes:
+    """A valid progressive JPEG of a flat grey square, with its smallest scan repeated
+    ``extra_scans`` more times before the end: each repeat is a few bytes, yet a full
+    pass over the image for the decoder (how a 1.4 MB file holds a process for a minute)."""
+    ok, out = cv2.imencode(".jpg", np.full((side, side, 3), 128, np.uint8), [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    assert ok
+    data = out.tobytes()
+    start, _, end = min((s for s in jpeg_segments(data) if s[1] == 0xDA), key=lambda s: s[2] - s[0])
+    return data[:-2] + data[start:end] * extra_scans + data[-2:]

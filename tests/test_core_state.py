@@ -1,11 +1,15 @@
 """The broker's routing state: LRU over free slots, requeue, heartbeats never free a slot."""
-from engine.broker.core import Origin
+from types import SimpleNamespace
+
+from engine.broker.front import Origin
 from engine.broker.state import Dispatcher, Task
 from engine.protocol import Request
 
+FRONT = SimpleNamespace(name="front", dedups=True)  # what the dispatcher reads of a front end
+
 
 def _task(d: Dispatcher, n: int, client: bytes = b"c1") -> Task:
-    origin = Origin("front", (client,))
+    origin = Origin(FRONT, (client,))
     task = Task(jid=d.new_jid(), origin=origin, task_id=f"t{n}",
                 request=Request(task_id=f"t{n}", pipeline="grayscale"), payload=b"", received_s=0.0)
     d.admit(task)
@@ -66,8 +70,8 @@ def test_workers_silent_past_their_liveness_are_expired():
 def test_a_resent_task_id_from_the_same_client_is_recognised_but_not_from_another():
     d = Dispatcher(max_queue=10, liveness_s=6)
     _task(d, 0, client=b"c1")
-    assert d.holds(Origin("front", (b"c1",)), "t0")
-    assert not d.holds(Origin("front", (b"c2",)), "t0")
+    assert d.holds(Origin(FRONT, (b"c1",)), "t0")
+    assert not d.holds(Origin(FRONT, (b"c2",)), "t0")
 
 
 def test_queue_full_and_a_draining_worker_gets_no_new_task():
@@ -87,7 +91,7 @@ def test_cancel_and_a_client_going_away_remove_queued_tasks():
     for n in range(3):
         _task(d, n, client=b"c1")
     _task(d, 9, client=b"c2")
-    assert d.cancel(Origin("front", (b"c1",)), "t1").task_id == "t1"
+    assert d.cancel(Origin(FRONT, (b"c1",)), "t1").task_id == "t1"
     dropped = d.drop_origin(("front", (b"c1",)))
     assert {t.task_id for t in dropped} == {"t0", "t2"}
     d.ready(b"A", 5, 0.0)

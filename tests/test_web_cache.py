@@ -75,7 +75,14 @@ def test_zero_bytes_cache_stores_nothing_but_still_counts():
     assert cache.put("k", b"x") is False
     assert cache.get("k") is None
     assert cache.stats() == {"hits": 0, "misses": 1, "evictions": 0, "bytes": 0, "entries": 0,
-                             "max_bytes": 0}
+                             "max_bytes": 0, "max_entries": 100_000}
+
+
+def test_cache_is_bounded_in_entries_as_well_as_bytes():
+    cache = ResultCache(max_bytes=10**9, max_entries=3)
+    for n in range(10):
+        cache.put(f"k{n}", b"x")
+    assert len(cache) == 3 and cache.evictions == 7 and "k9" in cache and "k6" not in cache
 
 
 def test_discard_and_clear_keep_counters():

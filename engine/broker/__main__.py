@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shutil
 import signal
 import tempfile
@@ -25,8 +24,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                     "--front, workers to --back; each task goes to the least recently used worker with a "
                     "free slot. With --local-workers N this one command is a complete system.",
         epilog="Every flag can also be set by the environment variable named in its help.")
-    flag(p, "--front", env="ENGINE_BROKER_FRONT", default=C.FRONT, help="endpoint clients connect to")
-    flag(p, "--back", env="ENGINE_BROKER_BACK", default=C.BACK, help="endpoint workers connect to")
+    flag(p, "--front", env="ENGINE_BROKER_FRONT", default="",
+         help=f"endpoint clients connect to (empty: {C.FRONT}, or {C.PUBLIC_FRONT} with --public)")
+    flag(p, "--back", env="ENGINE_BROKER_BACK", default="",
+         help=f"endpoint workers connect to (empty: {C.BACK}, or {C.PUBLIC_BACK} with --public)")
+    flag(p, "--public", env="ENGINE_PUBLIC", default=False,
+         help="listen on every network interface instead of loopback only; without --keys-dir anyone who "
+              "can reach the ports may send tasks or pose as a worker (see SECURITY.md)")
     flag(p, "--local-workers", env="ENGINE_LOCAL_WORKERS", default=0, type=int,
          help="start a local worker with this many processes beside the broker (0: none)")
     flag(p, "--web", env="ENGINE_WEB", default="",
@@ -65,6 +69,15 @@ def parse_args(argv=None) -> argparse.Namespace:
          help="tasks a second one client may send on average; more get a 'quota' error (0: no limit)")
     flag(p, "--client-burst", env="ENGINE_CLIENT_BURST", default=C.CLIENT_BURST, type=int,
          help="tasks above --client-rate one client may send at once (0: one second's worth)")
+    flag(p, "--task-lease-s", env="ENGINE_TASK_LEASE_S", default=C.TASK_LEASE_S, type=float,
+         help="a task its worker has not answered after this long (or its deadline + "
+              f"{C.LEASE_GRACE_S:g} s) is taken back and retried elsewhere; a worker that lets "
+              f"{C.MAX_LEASE_EXPIRIES} leases expire in a row is dropped")
+    flag(p, "--client-unread-mb", env="ENGINE_CLIENT_UNREAD_MB", default=C.UNREAD_REFUSE_BYTES // 2**20, type=int,
+         help="results waiting in the broker for a client that does not read them: beyond this many MiB "
+              "its new tasks get 'busy'; beyond 4 times this its oldest waiting results are dropped")
+    flag(p, "--max-clients", env="ENGINE_MAX_CLIENTS", default=C.MAX_CLIENTS, type=int,
+         help="connected clients tracked at once; a new client beyond this gets 'busy'")
     flag(p, "--log-level", env="ENGINE_LOG_LEVEL", default="info", help="debug, info, warning or error")
     return p.parse_args(argv)
 
@@ -72,15 +85,19 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
+    front = args.front or (C.PUBLIC_FRONT if args.public else C.FRONT)
+    back = args.back or (C.PUBLIC_BACK if args.public else C.BACK)
     config = C.BrokerConfig(
-        front=args.front, back=args.back, heartbeat_interval_s=args.heartbeat_interval_s,
+        front=front, back=back, heartbeat_interval_s=args.heartbeat_interval_s,
         max_queue=args.max_queue, max_retries=args.max_retries,
         max_message_bytes=args.max_message_mb * 2**20, drain_timeout_s=args.drain_timeout_s,
         cache_bytes=args.cache_mb * 2**20,
         compat=args.compat, compat_pull=args.compat_pull, compat_push=args.compat_push,
         compat_router=args.compat_router, compat_token=args.compat_token, keys_dir=args.keys_dir,
         secure=args.secure, client_max_in_flight=args.client_max_in_flight, client_rate_per_s=args.client_rate,
-        client_burst=args.client_burst)
+        client_burst=args.client_burst, task_lease_s=args.task_lease_s,
+        unread_refuse_bytes=args.client_unread_mb * 2**20, unread_drop_bytes=4 * args.client_unread_mb * 2**20,
+        max_clients=args.max_clients)
     try:
         broker = Broker(config)
     except (OSError, ConfigError) as exc:
@@ -88,14 +105,16 @@ def main(argv=None) -> int:
         return 2
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: broker.stop())
+    _warn_if_open(broker)
     front = connect_endpoint(broker.endpoints["front"])
-    companion_keys = _companion_keys(broker) if broker.curve and (args.local_workers > 0 or args.web) else None
+    companion_keys, envs = _companion_keys(broker) if broker.curve and (args.local_workers > 0 or args.web) \
+        else (None, {WORKERS: {}, CLIENTS: {}})
     companions = []
     if args.local_workers > 0:
         companions.append(local_workers(connect_endpoint(broker.endpoints["back"]), args.local_workers,
-                                        args.heartbeat_interval_s))
+                                        args.heartbeat_interval_s, env=envs[WORKERS]))
     if args.web:
-        companions.append(web_gateway(args.web, front, args.heartbeat_interval_s))
+        companions.append(web_gateway(args.web, front, args.heartbeat_interval_s, env=envs[CLIENTS]))
     for companion in companions:
         companion.start()
     log.info("ready: send images to %s (python -m engine.client --help)%s", front,
@@ -111,15 +130,27 @@ def main(argv=None) -> int:
     return 0
 
 
-def _companion_keys(broker: Broker) -> str:
+def _warn_if_open(broker: Broker) -> None:
+    for name, endpoint in broker.endpoints.items():
+        host = endpoint.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+        if broker.curve is None and not (host.startswith("127.") or host in ("::1", "localhost")):
+            log.warning("the %s socket listens on %s without CURVE: anyone who can reach it may %s. "
+                        "Use --keys-dir (python -m engine.keys init), or keep it on loopback", name, endpoint,
+                        "send tasks and read their results" if name == "front" else "pose as a worker")
+
+
+def _companion_keys(broker: Broker) -> tuple[str, dict[str, dict[str, str | None]]]:
     """With CURVE, local workers and the web gateway get fresh keys, allowed in memory only,
-    through the environment variables they read (in a private folder removed at exit)."""
+    each through the environment of its own process only (in a private folder removed at exit):
+    the workers a worker key, the web gateway a client key, neither the other's."""
     folder = tempfile.mkdtemp(prefix="engine-companion-keys-")  # mode 0700
+    envs: dict[str, dict[str, str | None]] = {}
     for role, name, env in ((WORKERS, "local-workers", ENV_WORKER_KEY), (CLIENTS, "local-web", ENV_CLIENT_KEY)):
         secret_file, broker_file = broker.curve.grant_companion(role, name, folder)
-        os.environ[env] = str(secret_file)
-        os.environ[ENV_BROKER_KEY] = str(broker_file)
-    return folder
+        envs[role] = {env: str(secret_file), ENV_BROKER_KEY: str(broker_file)}
+    envs[CLIENTS][ENV_WORKER_KEY] = None  # the web gateway is a client: no worker key, even one set outside
+    envs[WORKERS][ENV_CLIENT_KEY] = None
+    return folder, envs
 
 
 if __name__ == "__main__":

@@ -5,6 +5,10 @@ for results (a PUSH cannot address one client among several: with more than one 
 connected, results go to whichever PULLing client ZeroMQ picks next), and a ROUTER on
 which a REQ or DEALER client gets its reply on its own socket. The broker thread owns
 them; requests become ordinary tasks through ``Broker.submit``.
+
+Every request is checked cheaply first (size, then the shared token found by a bounded
+scan), then decoded by a JSON reader that refuses non-finite numbers and deep nesting;
+every answer is strict JSON.
 """
 from __future__ import annotations
 
@@ -13,29 +17,79 @@ import binascii
 import hmac
 import json
 import logging
-from collections import deque
+import math
 from typing import TYPE_CHECKING, Any
 
 import zmq
 
 from .. import protocol as P
+from ..errors import ProtocolError, Unauthorized
 from ..security import CLIENTS
+from . import sockets
+from .front import Front, Origin
 
 if TYPE_CHECKING:
-    from .config import BrokerConfig
     from .core import Broker
 
 log = logging.getLogger("engine.broker.compat")
 
 FORMAT_OPS = {"jpeg", "png", "webp"}
 MAX_JSON_BYTES = 96 * 1024 * 1024
+MAX_TASK_CHARS = 4096  # the pipeline text
+MAX_JSON_DEPTH = 32  # nesting of objects and arrays; a request needs 1
+PUSH_PEER = ("push",)  # the PUSH socket's one backlog
 
 
 class CompatError(ValueError):
-    def __init__(self, task_id: Any, message: str, *, code: str = "bad_message") -> None:
+    def __init__(self, task_id: Any, message: str, *, code: str = ProtocolError.code) -> None:
         super().__init__(message)
         self.task_id = task_id
         self.code = code
+
+
+def _non_finite(text: str) -> Any:
+    raise CompatError(None, f"request holds the non-finite number {text}; JSON numbers must be finite")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        _non_finite(text)
+    return value
+
+
+def _depth_ok(raw: bytes) -> bool:
+    """Cheap bound on nesting before the parser recurses: brackets counted on the raw bytes
+    (strings may hold brackets too, so this over-counts: a real request has depth 1)."""
+    return raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH or _true_depth(raw) <= MAX_JSON_DEPTH
+
+
+def _true_depth(raw: bytes) -> int:
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return depth
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
+def _plain(token: str) -> bool:
+    """A token JSON writes as itself (no escapes), so it can be looked for in the raw bytes."""
+    return token.isascii() and token.isprintable() and '"' not in token and "\\" not in token and "/" not in token
 
 
 def parse_request(raw: bytes, token: str = "") -> tuple[Any, str, bytes]:
@@ -45,22 +99,31 @@ def parse_request(raw: bytes, token: str = "") -> tuple[Any, str, bytes]:
     """
     if len(raw) > MAX_JSON_BYTES:
         raise CompatError(None, f"request is {len(raw)} bytes; the limit is {MAX_JSON_BYTES}")
+    if token and _plain(token) and f'"{token}"'.encode() not in raw:  # cheap: no token anywhere, no parse
+        raise CompatError(None, "request needs the broker's shared \"token\" (broker flag --compat-token)",
+                          code=Unauthorized.code)
+    if not _depth_ok(raw):
+        raise CompatError(None, f"request nests deeper than {MAX_JSON_DEPTH} levels; send a flat JSON object")
     try:
-        obj = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        obj = json.loads(raw, parse_constant=_non_finite, parse_float=_finite_float)
+    except CompatError:
+        raise
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise CompatError(None, f"request is not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise CompatError(None, 'request must be a JSON object {"task_id", "task", "image"}')
     task_id = obj.get("task_id")
+    if not _valid_task_id(task_id):
+        raise CompatError(None, f"request needs a \"task_id\": a string of 1 to {P.MAX_TASK_ID_CHARS} "
+                                "characters or a number")
     if token and not hmac.compare_digest(str(obj.get("token", "")).encode(), token.encode()):
-        raise CompatError(task_id if isinstance(task_id, (str, int)) else None,
-                          "request needs the broker's shared \"token\" (broker flag --compat-token)",
-                          code="unauthorized")
-    if task_id is None or isinstance(task_id, (dict, list)):
-        raise CompatError(task_id, "request needs a \"task_id\" (string or number)")
+        raise CompatError(task_id, "request needs the broker's shared \"token\" (broker flag --compat-token)",
+                          code=Unauthorized.code)
     task = obj.get("task")
     if not isinstance(task, str) or not task.strip():
         raise CompatError(task_id, "request needs a \"task\" naming the operation, e.g. \"grayscale\" or \"edge\"")
+    if len(task) > MAX_TASK_CHARS:
+        raise CompatError(task_id, f"\"task\" has {len(task)} characters; the limit is {MAX_TASK_CHARS}")
     image = obj.get("image")
     if not isinstance(image, str):
         raise CompatError(task_id, "request needs an \"image\": the input JPEG as a base64 string")
@@ -73,52 +136,57 @@ def parse_request(raw: bytes, token: str = "") -> tuple[Any, str, bytes]:
     return task_id, task.strip(), data
 
 
+def _valid_task_id(task_id: Any) -> bool:
+    if isinstance(task_id, bool):
+        return False
+    if isinstance(task_id, str):
+        return 0 < len(task_id) <= P.MAX_TASK_ID_CHARS
+    if isinstance(task_id, int):
+        return abs(task_id) < 2**63
+    return isinstance(task_id, float) and math.isfinite(task_id)
+
+
 def pipeline_for(task: str) -> str:
     """The older tasks answered in JPEG: add a JPEG step unless the task names a format."""
     names = {step.split(":", 1)[0].strip() for step in task.split("|")}
     return task if names & FORMAT_OPS else f"{task}|jpeg"
 
 
+def _dumps(obj: dict) -> bytes:
+    return json.dumps(obj, allow_nan=False).encode()
+
+
 def reply_json(task_id: Any, task: str, image: bytes) -> bytes:
-    return json.dumps({"task_id": task_id, "task": task,
-                       "image": base64.b64encode(image).decode("ascii")}).encode()
+    return _dumps({"task_id": task_id, "task": task, "image": base64.b64encode(image).decode("ascii")})
 
 
 def error_json(task_id: Any, code: str, message: str) -> bytes:
-    return json.dumps({"task_id": task_id, "error": message, "code": code}).encode()
+    return _dumps({"task_id": task_id if _valid_task_id(task_id) else None, "error": message, "code": code})
 
 
-class CompatFront:
-    def __init__(self, ctx: zmq.Context, config: "BrokerConfig", broker: "Broker") -> None:
+class CompatFront(Front):
+    """Both compat sockets' requests and replies. An origin's route says which socket:
+    ``PUSH_PEER`` for the PULL/PUSH pair, the ROUTER envelope otherwise."""
+
+    name = "compat"
+
+    def __init__(self, broker: "Broker") -> None:
+        super().__init__(broker.stats, broker.unread_limits)
         self.broker = broker
+        config = broker.config
         self.token = config.compat_token
-        self.pull = self._bind(ctx, zmq.PULL, config.compat_pull, config, broker.curve)
-        self.push = self._bind(ctx, zmq.PUSH, config.compat_push, config, broker.curve)
-        self.router = self._bind(ctx, zmq.ROUTER, config.compat_router, config, broker.curve)
+        ctx, curve = broker.ctx, broker.curve
+        self.pull = sockets.bind(ctx, zmq.PULL, config.compat_pull, config, name="compat PULL", curve=curve,
+                                 role=CLIENTS)
+        self.push = sockets.bind(ctx, zmq.PUSH, config.compat_push, config, name="compat PUSH", curve=curve,
+                                 role=CLIENTS)
+        self.router = sockets.bind(ctx, zmq.ROUTER, config.compat_router, config, name="compat ROUTER",
+                                   curve=curve, role=CLIENTS)
         self._seq = 0
-        self._unsent: deque[bytes] = deque()  # PUSH results waiting for a PULLing client
-        self._poller: zmq.Poller | None = None
         log.info("compat JSON sockets: PULL %s, PUSH %s, ROUTER %s", config.compat_pull,
                  config.compat_push, config.compat_router)
 
-    @staticmethod
-    def _bind(ctx: zmq.Context, kind: int, endpoint: str, config: "BrokerConfig", curve=None) -> zmq.Socket:
-        sock = ctx.socket(kind)
-        sock.linger = 0
-        if curve is not None:  # JSON clients then need a client key too (engine.security)
-            curve.secure(sock, CLIENTS)
-        sock.maxmsgsize = config.max_message_bytes
-        if kind != zmq.PULL:
-            sock.sndhwm = 0  # bounded by admitted tasks
-        try:
-            sock.bind(endpoint)
-        except zmq.ZMQError as exc:
-            sock.close()
-            raise OSError(f"compat socket cannot bind {endpoint}: {exc}") from exc
-        return sock
-
     def register(self, poller: zmq.Poller) -> None:
-        self._poller = poller
         poller.register(self.pull, zmq.POLLIN)
         poller.register(self.router, zmq.POLLIN)
 
@@ -126,67 +194,60 @@ class CompatFront:
         for sock in (self.pull, self.push, self.router):
             sock.close(linger=0)
 
-    def handle(self, events: dict) -> None:
-        from .core import Origin
+    def handle(self, events: dict, now_s: float) -> None:
+        if self.pull in events:
+            sockets.drain(self.pull, self._on_pull, self.stats, name="compat PULL", batch=256)
+        if self.router in events:
+            sockets.drain(self.router, self._on_router, self.stats, name="compat ROUTER", batch=256)
+        for peer in self.outbox.due(now_s):
+            self._flush_peer(peer, now_s)
 
-        if self._unsent and self.push in events:
-            self._flush()
-        for sock, kind in ((self.pull, "compat_push"), (self.router, "compat_router")):
-            if sock not in events:
-                continue
-            for _ in range(256):
-                try:
-                    frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                except zmq.Again:
-                    break
-                route = tuple(f.bytes for f in frames[:-1])  # ROUTER: routing id (+ REQ's empty delimiter)
-                self._on_request(Origin(kind, route, client=self._identity(kind, frames[-1])), frames[-1].bytes)
+    def _flush_peer(self, peer, now_s: float) -> None:
+        sock = self.push if peer == PUSH_PEER else self.router
+        while (head := self.outbox.head(peer)) is not None:
+            if not self._try(sock, peer, head):
+                self.outbox.blocked(peer, now_s)
+                return
+            self.outbox.sent_head(peer)
 
-    def _identity(self, kind: str, frame: zmq.Frame) -> str:
+    def _on_pull(self, frames: list) -> None:
+        self._on_request(PUSH_PEER, frames[-1])
+
+    def _on_router(self, frames: list) -> None:
+        # ROUTER: routing id (+ REQ's empty delimiter), then the JSON
+        self._on_request(tuple(f.bytes for f in frames[:-1]), frames[-1])
+
+    def _identity(self, frame: zmq.Frame) -> str:
         """Its key's name with CURVE ("" once revoked: refused), else one shared name per socket."""
         curve = self.broker.curve
-        return (curve.identity(frame, CLIENTS) or "") if curve is not None else kind
+        return (curve.identity(frame, CLIENTS) or "") if curve is not None else self.name
 
-    def _on_request(self, origin, raw: bytes) -> None:
+    def _on_request(self, route: tuple, frame: zmq.Frame) -> None:
+        origin = Origin(self, route, client=self._identity(frame))
         try:
-            task_id, task, data = parse_request(raw, self.token)
             if self.broker.curve is not None and not origin.client:
-                raise CompatError(task_id, "this client's key has been revoked from the broker's allow-list",
-                                  code="unauthorized")
+                raise CompatError(None, "this client's key has been revoked from the broker's allow-list",
+                                  code=Unauthorized.code)
+            task_id, task, data = parse_request(frame.bytes, self.token)
         except CompatError as exc:
-            self._send(origin, error_json(exc.task_id, exc.code, str(exc)))
+            self._send(route, error_json(exc.task_id, exc.code, str(exc)))
             return
         self._seq += 1
-        origin = type(origin)(origin.kind, origin.route, extra=(task_id, task), client=origin.client)
+        origin = Origin(self, route, extra=(task_id, task), client=origin.client)
         request = P.Request(task_id=f"compat-{self._seq}", pipeline=pipeline_for(task))
         self.broker.submit(origin, request, data)
 
-    def reply(self, origin, payload: Any) -> None:
-        task_id, task = origin.extra
+    def reply(self, origin: Origin, task_id: str, meta: dict, payload: Any) -> None:
+        compat_id, task = origin.extra
         data = payload.bytes if isinstance(payload, zmq.Frame) else bytes(payload)
-        self._send(origin, reply_json(task_id, task, data))
+        self._send(origin.route, reply_json(compat_id, task, data))
 
-    def reply_error(self, origin, code: str, message: str) -> None:
-        task_id = origin.extra[0] if origin.extra else None
-        self._send(origin, error_json(task_id, code, message))
+    def reply_error(self, origin: Origin, task_id: str | None, code: str, message: str,
+                    meta: dict | None = None) -> None:
+        self._send(origin.route, error_json(origin.extra[0] if origin.extra else None, code, message))
 
-    def _send(self, origin, body: bytes) -> None:
-        if origin.kind == "compat_router":
-            self.router.send_multipart([*origin.route, body])
+    def _send(self, route: tuple, body: bytes) -> None:
+        if route == PUSH_PEER:
+            self._deliver(self.push, PUSH_PEER, [body])
         else:
-            self._unsent.append(body)
-            self._flush()
-
-    def _flush(self) -> None:
-        """Send queued PUSH results; a PUSH with no connected PULL would block, so never wait."""
-        while self._unsent:
-            try:
-                self.push.send(self._unsent[0], zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            self._unsent.popleft()
-        if self._poller is not None:
-            if self._unsent:
-                self._poller.register(self.push, zmq.POLLOUT)
-            elif self.push in dict(self._poller.sockets):
-                self._poller.unregister(self.push)
+            self._deliver(self.router, route, [*route, body])

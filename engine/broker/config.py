@@ -3,21 +3,39 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-FRONT = "tcp://*:5555"
-BACK = "tcp://*:5556"
+# Loopback unless told otherwise (``--public`` binds every interface): an open broker
+# serves anyone who can reach the port, so opening it is a decision, not a default.
+FRONT = "tcp://127.0.0.1:5555"
+BACK = "tcp://127.0.0.1:5556"
+PUBLIC_FRONT = "tcp://*:5555"
+PUBLIC_BACK = "tcp://*:5556"
 COMPAT_PULL = "tcp://127.0.0.1:5558"
 COMPAT_PUSH = "tcp://127.0.0.1:5559"
 COMPAT_ROUTER = "tcp://127.0.0.1:5560"
 HEARTBEAT_INTERVAL_S = 2.0
 HEARTBEAT_LIVENESS = 3  # missed intervals before a peer is dead
 MAX_QUEUE = 1000  # tasks waiting for a worker; beyond this, clients get "busy"
-MAX_RETRIES = 2  # times a task may take a worker down with it before it is failed
+MAX_RETRIES = 2  # times a task may take a worker down with it (or let its lease expire) before it is failed
 MAX_MESSAGE_BYTES = 128 * 1024 * 1024  # ZMQ_MAXMSGSIZE on every broker socket
 DRAIN_TIMEOUT_S = 10.0  # on SIGTERM, how long in-flight tasks get to finish
 CACHE_BYTES = 256 * 1024 * 1024  # result cache size; 0 turns the cache off
+CACHE_MAX_ENTRIES = 100_000  # result cache entries, whatever their size
 CLIENT_MAX_IN_FLIGHT = 0  # tasks one client may have at the broker at once (0: no limit)
 CLIENT_RATE_PER_S = 0.0  # tasks a second one client may send on average (0: no limit)
 CLIENT_BURST = 0  # tasks above the rate one client may send at once (0: one second's worth)
+TASK_LEASE_S = 180.0  # a task a worker holds this long without answering is taken back and retried
+LEASE_GRACE_S = 10.0  # a task with a deadline: its lease ends this long after the deadline
+MAX_LEASE_EXPIRIES = 3  # leases a worker may let expire in a row before it is dropped
+# Replies waiting for a client that does not read them (in the broker's memory, per client):
+UNREAD_REFUSE_BYTES = 64 * 1024 * 1024  # beyond this, the client's new tasks get "busy"
+UNREAD_DROP_BYTES = 256 * 1024 * 1024  # beyond this, its oldest waiting replies are dropped
+UNREAD_REFUSE_TASKS = 2_000
+UNREAD_DROP_TASKS = 8_000
+REPLY_PIPE_MESSAGES = 32  # ZMQ_SNDHWM per peer: what libzmq queues before the broker holds replies itself
+WORKER_PIPE_MESSAGES = 10_000  # ZMQ_SNDHWM per worker: tasks (bounded by its slots), cancels, heartbeats
+MAX_SLOTS_PER_WORKER = 1024  # a READY cannot claim more
+MAX_CLIENTS = 10_000  # connected clients tracked at once; more are answered "busy"
+MAX_IDENTITIES = 10_000  # per-client quota records; the idle ones go first
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,6 +49,7 @@ class BrokerConfig:
     max_message_bytes: int = MAX_MESSAGE_BYTES
     drain_timeout_s: float = DRAIN_TIMEOUT_S
     cache_bytes: int = CACHE_BYTES
+    cache_max_entries: int = CACHE_MAX_ENTRIES
     compat: bool = False
     compat_pull: str = COMPAT_PULL
     compat_push: str = COMPAT_PUSH
@@ -41,3 +60,11 @@ class BrokerConfig:
     client_max_in_flight: int = CLIENT_MAX_IN_FLIGHT
     client_rate_per_s: float = CLIENT_RATE_PER_S
     client_burst: int = CLIENT_BURST
+    task_lease_s: float = TASK_LEASE_S
+    max_lease_expiries: int = MAX_LEASE_EXPIRIES
+    unread_refuse_bytes: int = UNREAD_REFUSE_BYTES
+    unread_drop_bytes: int = UNREAD_DROP_BYTES
+    unread_refuse_tasks: int = UNREAD_REFUSE_TASKS
+    unread_drop_tasks: int = UNREAD_DROP_TASKS
+    max_clients: int = MAX_CLIENTS
+    max_identities: int = MAX_IDENTITIES

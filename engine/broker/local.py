@@ -3,6 +3,7 @@ supervisor with N pool processes) and ``--web`` (the web gateway)."""
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -26,9 +27,12 @@ class Companion:
     The watching thread owns no socket: it only waits on the child process.
     """
 
-    def __init__(self, module: str, args: list[str], *, name: str) -> None:
+    def __init__(self, module: str, args: list[str], *, name: str, env: dict[str, str | None] | None = None) -> None:
         self.cmd = [sys.executable, "-m", module, *args]
         self.name = name
+        # Only this child's keys, never in the broker's environment; a None value removes a variable.
+        merged = {**os.environ, **(env or {})}
+        self.env = {k: v for k, v in merged.items() if v is not None}
         self._proc: subprocess.Popen | None = None
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._watch, name=name, daemon=True)
@@ -38,7 +42,7 @@ class Companion:
         self._thread.start()
 
     def _spawn(self) -> None:
-        self._proc = subprocess.Popen(self.cmd)
+        self._proc = subprocess.Popen(self.cmd, env=self.env)
         log.info("started %s, pid %d: %s", self.name, self._proc.pid, " ".join(self.cmd[1:]))
 
     def _watch(self) -> None:
@@ -73,13 +77,16 @@ class Companion:
             proc.wait()
 
 
-def local_workers(connect: str, processes: int, heartbeat_interval_s: float) -> Companion:
+def local_workers(connect: str, processes: int, heartbeat_interval_s: float, *,
+                  env: dict[str, str | None] | None = None) -> Companion:
     return Companion("engine.worker", ["--connect", connect, "--processes", str(processes),
                                        "--heartbeat-interval-s", str(heartbeat_interval_s)],
-                     name="local worker supervisor")
+                     name="local worker supervisor", env=env)
 
 
-def web_gateway(listen: str, broker: str, heartbeat_interval_s: float) -> Companion:
+def web_gateway(listen: str, broker: str, heartbeat_interval_s: float, *,
+                env: dict[str, str | None] | None = None) -> Companion:
     # The gateway is a client: its heartbeat interval must match the broker's.
     return Companion("engine.web", ["--listen", listen, "--broker", broker,
-                                    "--heartbeat-interval-s", str(heartbeat_interval_s)], name="web gateway")
+                                    "--heartbeat-interval-s", str(heartbeat_interval_s)], name="web gateway",
+                     env=env)

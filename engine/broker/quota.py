@@ -34,8 +34,9 @@ class QuotaLimits:
 
 
 class Quotas:
-    def __init__(self, limits: QuotaLimits) -> None:
+    def __init__(self, limits: QuotaLimits, *, max_clients: int = 10_000) -> None:
         self.limits = limits
+        self.max_clients = max_clients  # records kept; past it the least recently seen one goes
         self.usage: dict[str, Usage] = {}
 
     def check(self, client: str, in_flight: int, now_s: float) -> str | None:
@@ -43,6 +44,8 @@ class Quotas:
         lim = self.limits
         use = self.usage.get(client)
         if use is None:
+            if len(self.usage) >= self.max_clients:
+                del self.usage[min(self.usage, key=lambda c: self.usage[c].seen_s)]  # O(n), only when full
             use = self.usage[client] = Usage(tokens=lim.bucket, stamp_s=now_s)
         use.received += 1
         use.seen_s = now_s
@@ -66,9 +69,16 @@ class Quotas:
                        if now_s - u.seen_s > FORGET_AFTER_S and not in_flight.get(c)]:
             del self.usage[client]
 
-    def describe(self, in_flight: dict[str, int]) -> dict:
-        """Per client: tasks in flight, received and refused (for ``info()``)."""
+    def describe(self, in_flight: dict[str, int], *, top: int, label=str) -> tuple[dict, int]:
+        """The ``top`` busiest clients (in flight, then received): tasks in flight, received
+        and refused, each under ``label(name)``; and how many clients there are in all."""
         names = set(self.usage) | {c for c, n in in_flight.items() if n}
-        return {c: {"in_flight": in_flight.get(c, 0),
-                    "received": self.usage[c].received if c in self.usage else 0,
-                    "refused": self.usage[c].refused if c in self.usage else 0} for c in sorted(names)}
+
+        def row(c: str) -> dict:
+            use = self.usage.get(c)
+            return {"in_flight": in_flight.get(c, 0), "received": use.received if use else 0,
+                    "refused": use.refused if use else 0}
+
+        rows = {c: row(c) for c in names}
+        busiest = sorted(rows, key=lambda c: (-rows[c]["in_flight"], -rows[c]["received"], c))[:top]
+        return {label(c): rows[c] for c in busiest}, len(names)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Hashable, Iterator
 
 from ..protocol import Request
+from .config import MAX_SLOTS_PER_WORKER
 
 
 @dataclass(eq=False)
@@ -28,6 +29,9 @@ class Task:
     attempts: int = 0  # worker failures while holding it
     worker: bytes | None = None  # who runs it now
     cache_key: str | None = None  # where its result goes in the result cache
+    lease_due_s: float = float("inf")  # when its worker must have answered (monotonic)
+    due_s: float | None = None  # its deadline, if the request set one (monotonic)
+    holders: set = field(default_factory=set)  # every worker it was handed to: only they may answer it
 
     @property
     def dedup_key(self) -> Hashable | None:
@@ -51,13 +55,15 @@ class WorkerState:
     last_seen_s: float = 0.0
     tasks_done: int = 0
     draining: bool = False  # takes no new task; finishes those it holds
+    lease_expiries: int = 0  # leases it let expire in a row
+    taken_back: set = field(default_factory=set)  # jids whose lease expired here: their answer frees the slot
     tasks: dict[int, Task] = field(default_factory=dict)  # jid -> task, in flight here
 
     def describe(self, now_s: float) -> dict:
         return {"id": self.wid.hex(), "host": self.host, "pid": self.pid, "processes": self.processes,
                 "free": self.free,
                 "in_flight": len(self.tasks), "busy": bool(self.tasks), "tasks_done": self.tasks_done,
-                "draining": self.draining,
+                "draining": self.draining, "lease_expiries": self.lease_expiries,
                 "last_heartbeat_s_ago": round(now_s - self.last_seen_s, 3),
                 "joined_s_ago": round(now_s - self.joined_s, 3)}
 
@@ -105,8 +111,9 @@ class Dispatcher:
                 del self.per_client[_client(task)]
         return task
 
-    def assignments(self) -> Iterator[tuple[Task, WorkerState]]:
-        """Pair queued tasks with free workers, LRU first, until one side runs out."""
+    def assignments(self, now_s: float = 0.0, lease_s: float = float("inf"), grace_s: float = 0.0) -> Iterator[tuple[Task, WorkerState]]:
+        """Pair queued tasks with free workers, LRU first, until one side runs out. Each
+        task gets a lease: ``lease_s``, or its deadline plus ``grace_s`` if that is sooner."""
         while self.queue and self._ready:
             task = self.queue.popleft()
             if task.jid not in self.tasks:  # finished while queued (cancel, late reply)
@@ -120,17 +127,39 @@ class Dispatcher:
                 self._ready.move_to_end(wid)
             worker.tasks[task.jid] = task
             task.worker = wid
+            task.holders.add(wid)
+            task.lease_due_s = now_s + lease_s if task.due_s is None else min(now_s + lease_s, task.due_s + grace_s)
             yield task, worker
 
     def release(self, wid: bytes, jid: int) -> Task | None:
         """A worker is done with ``jid``: give its slot back if the task was assigned to it."""
         worker = self.workers.get(wid)
         task = worker.tasks.pop(jid, None) if worker else None
+        if task is None and worker is not None and jid in worker.taken_back:
+            worker.taken_back.discard(jid)  # late, after its lease: the slot comes back, the answer is late
+            self._add_slots(worker, 1)
         if task is not None:
             task.worker = None
             worker.tasks_done += 1
+            worker.lease_expiries = 0
             self._add_slots(worker, 1)
         return task
+
+    def expired_leases(self, now_s: float) -> list[Task]:
+        """Tasks whose worker has not answered in time (O(tasks at workers))."""
+        return [t for w in self.workers.values() for t in w.tasks.values() if t.lease_due_s <= now_s]
+
+    def take_back(self, task: Task) -> WorkerState | None:
+        """A lease expired: the task leaves its worker (the slot stays taken: the worker
+        still works on it, or is stuck) and goes to the front of the queue."""
+        worker = self.workers.get(task.worker) if task.worker is not None else None
+        if worker is not None:
+            worker.tasks.pop(task.jid, None)
+            worker.taken_back.add(task.jid)
+            worker.lease_expiries += 1
+        task.attempts += 1
+        self.requeue(task)
+        return worker
 
     def requeue(self, task: Task) -> None:
         """Put a task back at the front: it was admitted already, so the queue limit does not apply."""
@@ -210,7 +239,7 @@ class Dispatcher:
     def _add_slots(self, worker: WorkerState, slots: int) -> None:
         if slots <= 0 or worker.draining:
             return
-        worker.free += slots
+        worker.free = min(worker.free + slots, MAX_SLOTS_PER_WORKER)
         self._ready[worker.wid] = None
         self._ready.move_to_end(worker.wid)
 

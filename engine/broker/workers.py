@@ -1,30 +1,74 @@
-"""The broker's worker-facing half: READY, results, retries, dead workers, dispatch.
+"""The broker's worker-facing half: the back socket, READY, results, retries, leases, dispatch.
 
-A mixin of ``Broker``: the same object and thread, split out only to keep files small.
-It uses the broker's ``dispatcher``, ``stats``, ``config``, ``curve``, ``instance_id``,
-``reply``/``reply_error`` and ``_send_back``.
+An object of its own, owned by the broker's thread. It reaches the broker only through
+``broker.finish_ok`` / ``broker.finish_error`` (replies go to the task's origin) and
+the shared ``dispatcher``, ``stats`` and ``config``.
 """
 from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
+
+import zmq
 
 from .. import deadlines
 from .. import protocol as P
-from ..errors import ProtocolError, TaskFailed
+from ..errors import DeadlineExceeded, ProtocolError, TaskFailed, error_class
 from ..security import WORKERS
+from . import sockets
+from .config import LEASE_GRACE_S, WORKER_PIPE_MESSAGES
 from .state import Task
+
+if TYPE_CHECKING:
+    from .core import Broker
 
 log = logging.getLogger("engine.broker")
 
 
 class WorkerSide:
-    def _on_back(self, frames: list) -> None:
+    def __init__(self, broker: "Broker") -> None:
+        self.broker = broker
+        self.config = broker.config
+        self.dispatcher = broker.dispatcher
+        self.stats = broker.stats
+        self.sock = sockets.bind(broker.ctx, zmq.ROUTER, self.config.back, self.config, name="back",
+                                 curve=broker.curve, role=WORKERS, handover=True,
+                                 sndhwm=WORKER_PIPE_MESSAGES)
+        self._welcome = P.encode(P.Heartbeat(sender=broker.instance_id,
+                                             max_message_bytes=self.config.max_message_bytes))
+
+    def register(self, poller: zmq.Poller) -> None:
+        poller.register(self.sock, zmq.POLLIN)
+
+    def handle(self, events: dict) -> None:
+        if self.sock in events:
+            sockets.drain(self.sock, self._on_message, self.stats, name="back")
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+
+    def send(self, wid: bytes, frames: list) -> None:
+        try:
+            self.sock.send_multipart([wid, *frames], zmq.NOBLOCK, copy=False)
+        except zmq.ZMQError as exc:  # gone (EHOSTUNREACH) or not reading (EAGAIN): heartbeats and leases decide
+            log.debug("a message to worker %s was not sent: %s", wid.hex(), exc)
+
+    def task_id(self, jid: int) -> str:
+        return f"{jid}@{self.broker.instance_id}"
+
+    def cancel(self, task: Task) -> None:
+        if task.worker is not None:
+            self.send(task.worker, P.encode(P.Cancel(task_id=self.task_id(task.jid))))
+
+    # ---- incoming ----------------------------------------------------------------
+    def _on_message(self, frames: list) -> None:
         wid = frames[0].bytes
-        if self.curve is not None and self.curve.identity(frames[0], WORKERS) is None:
+        curve = self.broker.curve
+        if curve is not None and curve.identity(frames[0], WORKERS) is None:
             self.stats["unauthorized"] += 1
             if wid in self.dispatcher.workers:
-                self._remove_worker(wid, "lost its key (revoked from the allow-list)")
+                self.remove(wid, "lost its key (revoked from the allow-list)")
             return
         try:
             msg, payloads = P.decode(frames[1:])
@@ -37,43 +81,41 @@ class WorkerSide:
         if isinstance(msg, P.Ready):
             if d.ready(wid, msg.capacity, now_s, host=msg.host or "", pid=msg.pid or 0, ops=msg.ops,
                        processes=msg.processes):
+                self.send(wid, self._welcome)  # before any task: the limits the worker must respect
                 log.info("worker %s joined from %s pid %s with %d slot(s)", wid.hex(), msg.host, msg.pid,
                          msg.capacity)
             return
         known = d.seen(wid, now_s)
         if isinstance(msg, (P.Reply, P.Error)):
-            self._on_result(wid, msg, payloads, known)
+            self._on_result(wid, msg, payloads)
         elif isinstance(msg, P.Disconnect):
             if msg.drain and known:
                 d.drain(wid)
                 log.info("worker %s is draining (%s)", wid.hex(), msg.reason or "no reason given")
             else:
-                self._remove_worker(wid, f"disconnected ({msg.reason or 'no reason given'})")
+                self.remove(wid, f"disconnected ({msg.reason or 'no reason given'})")
             return
         elif not isinstance(msg, P.Heartbeat):
             log.warning("worker %s sent %s, which workers may not send", wid.hex(), P.TYPE_NAMES[msg.TYPE])
         if not known:
-            self._send_back(wid, P.encode(P.Disconnect(reason="unknown worker: send READY")))
+            self.send(wid, P.encode(P.Disconnect(reason="unknown worker: send READY")))
 
-    def _worker_task_id(self, jid: int) -> str:
-        return f"{jid}@{self.instance_id}"
-
-    def _on_result(self, wid: bytes, msg: P.Reply | P.Error, payloads: list, known: bool) -> None:
+    def _on_result(self, wid: bytes, msg: P.Reply | P.Error, payloads: list) -> None:
         jid_text, _, instance = (msg.task_id or "").partition("@")
-        if instance != self.instance_id or not jid_text.isdigit():
+        if instance != self.broker.instance_id or not jid_text.isdigit():
             log.debug("worker %s answered task %r of another broker instance: dropped", wid.hex(), msg.task_id)
             return
         jid = int(jid_text)
         d = self.dispatcher
         released = d.release(wid, jid)
         task = d.tasks.get(jid)
-        if task is None:
-            return  # finished already (a duplicate after requeue, or cancelled)
+        if task is None or wid not in task.holders:
+            return  # finished already (a duplicate after requeue, or cancelled), or never this worker's
         if released is None:
-            self.stats["late_replies"] += 1  # from a worker declared dead, or before a restart
-        if isinstance(msg, P.Error) and msg.code == "worker_crashed":
-            if released is None:
-                return  # the broker already requeued it when it dropped that worker
+            if isinstance(msg, P.Error):
+                return  # it was taken from this worker (dead, lease expired) and runs again elsewhere
+            self.stats["late_replies"] += 1  # a late success is still a success
+        if isinstance(msg, P.Error) and error_class(msg.code).retryable:
             task.attempts += 1
             if task.attempts > self.config.max_retries:
                 self._fail(task, msg.message)
@@ -84,28 +126,21 @@ class WorkerSide:
                 d.requeue(task)
             return
         d.finish(jid)
-        if task.worker is not None:  # another worker runs it after a requeue; its answer is dropped
-            self._send_back(task.worker, P.encode(P.Cancel(task_id=self._worker_task_id(jid))))
+        self.cancel(task)  # another worker runs it after a requeue: its answer will be dropped
         if isinstance(msg, P.Reply):
-            self.stats["completed"] += 1
-            meta = dict(msg.meta)
-            meta["broker_ms"] = round((time.monotonic() - task.received_s) * 1000, 3)
-            if task.cache_key is not None:
-                self.cache.put(task.cache_key, payloads[0].bytes, dict(meta, cache="miss"))
-            self.reply(task.origin, task.task_id, meta, payloads[0])
+            self.broker.finish_ok(task, msg.meta, payloads[0])
         else:
-            self.stats["failed"] += 1
-            self.reply_error(task.origin, task.task_id, msg.code, msg.message, msg.meta)
+            self.broker.finish_error(task, msg.code, msg.message, msg.meta)
 
     def _fail(self, task: Task, last_error: str) -> None:
         self.dispatcher.finish(task.jid)
-        self.stats["failed"] += 1
         text = (f"the task failed {task.attempts} time(s) on workers and was given up "
                 f"(max_retries={self.config.max_retries}); last error: {last_error}")
         log.warning("task %s (%s): %s", task.jid, task.task_id, text)
-        self.reply_error(task.origin, task.task_id, TaskFailed.code, text)
+        self.broker.finish_error(task, TaskFailed.code, text)
 
-    def _remove_worker(self, wid: bytes, why: str) -> None:
+    # ---- workers and leases ------------------------------------------------------------
+    def remove(self, wid: bytes, why: str) -> None:
         orphans = self.dispatcher.remove_worker(wid)
         log.info("worker %s %s; %d task(s) requeued", wid.hex(), why, len(orphans))
         for task in orphans:
@@ -115,10 +150,49 @@ class WorkerSide:
             else:
                 self.stats["requeued"] += 1
 
-    def _dispatch(self) -> None:
-        for task, worker in self.dispatcher.assignments():
+    def beat(self, now_s: float) -> None:
+        """Heartbeats out; silent workers and expired leases dealt with."""
+        for wid in self.dispatcher.expired(now_s):
+            self.send(wid, P.encode(P.Disconnect(reason="no heartbeat: declared dead")))
+            self.remove(wid, "missed heartbeats: declared dead")
+        self.expire_leases(now_s)
+        beat = P.encode(P.Heartbeat(sender=self.broker.instance_id))
+        for wid in list(self.dispatcher.workers):
+            self.send(wid, beat)
+
+    def expire_leases(self, now_s: float) -> None:
+        d = self.dispatcher
+        for task in d.expired_leases(now_s):
+            wid = task.worker
+            if wid is None or task.jid not in d.tasks:
+                continue  # requeued already: its worker was dropped for an earlier expiry in this list
+            self.cancel(task)
+            worker = d.take_back(task)
+            self.stats["leases_expired"] += 1
+            if task.due_s is not None and now_s >= task.due_s:
+                d.queue.remove(task)
+                d.finish(task.jid)
+                log.warning("task %s (%s): worker %s did not answer by its deadline; failed", task.jid,
+                            task.task_id, wid.hex())
+                self.broker.finish_error(task, DeadlineExceeded.code,
+                                         f"the task's deadline passed and its worker did not answer within "
+                                         f"{LEASE_GRACE_S:g} s more; it was abandoned")
+            elif task.attempts > self.config.max_retries:
+                d.queue.remove(task)
+                self._fail(task, f"worker {wid.hex()} did not answer within its lease")
+            else:
+                self.stats["requeued"] += 1
+                log.warning("task %s (%s): worker %s did not answer within its lease (--task-lease-s %g, or "
+                            "the deadline + %g s); requeued (attempt %d)", task.jid, task.task_id, wid.hex(),
+                            self.config.task_lease_s, LEASE_GRACE_S, task.attempts)
+            if worker is not None and worker.lease_expiries >= self.config.max_lease_expiries:
+                self.send(worker.wid, P.encode(P.Disconnect(reason="let too many task leases expire")))
+                self.remove(worker.wid, f"let {worker.lease_expiries} task leases expire in a row: dropped")
+
+    def dispatch(self) -> None:
+        now_s = time.monotonic()
+        for task, worker in self.dispatcher.assignments(now_s, self.config.task_lease_s, LEASE_GRACE_S):
             req = task.request
-            options = deadlines.forwarded(req.options, task.received_s, time.monotonic())
-            request = P.Request(task_id=self._worker_task_id(task.jid), pipeline=req.pipeline, options=options)
-            frames = P.encode(request, task.payload)
-            self._send_back(worker.wid, frames)
+            options = deadlines.forwarded(req.options, task.received_s, now_s)
+            request = P.Request(task_id=self.task_id(task.jid), pipeline=req.pipeline, options=options)
+            self.send(worker.wid, P.encode(request, task.payload))

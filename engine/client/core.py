@@ -21,8 +21,8 @@ from typing import Any
 import zmq
 
 from .. import protocol as P
-from ..errors import (BrokerUnavailable, ImageTooLarge, PipelineError, ProtocolError, TaskTimeout, Unauthorized,
-                      error_from_code)
+from ..errors import (BrokerUnavailable, BusyError, ImageTooLarge, PipelineError, ProtocolError, TaskTimeout,
+                      Unauthorized, error_from_code)
 from ..handshake import OK
 
 HEARTBEAT_INTERVAL_S = 2.0
@@ -247,7 +247,7 @@ class ClientCore:
         pending = self.pending.get(msg.task_id) if msg.task_id else None
         if pending is None:
             return []
-        if msg.code == "busy" and self.retry_busy:
+        if msg.code == BusyError.code and self.retry_busy:  # the one refusal that clears up by itself
             delay_s = min(BUSY_RETRY_S * 2 ** pending.busy_retries, BUSY_RETRY_MAX_S)
             pending.busy_retries += 1
             pending.retry_at_s = now_s + delay_s
@@ -255,7 +255,8 @@ class ClientCore:
             return []
         del self.pending[msg.task_id]
         self.stats["failed"] += 1
-        return [(pending.handle, error_from_code(msg.code, msg.message, task_id=msg.task_id))]
+        return [(pending.handle, error_from_code(msg.code, msg.message, task_id=msg.task_id,
+                                                      meta=msg.meta))]
 
     # ---- time --------------------------------------------------------------------------
     def on_tick(self) -> list[Completion]:

@@ -8,7 +8,9 @@ An operation is a small module that calls ``register`` once, thumbor-filter styl
         ...
 
 The function takes a numpy image (H x W grey, or H x W x 3 BGR, or H x W x 4 BGRA,
-uint8) and returns one. It must be vectorised (no per-pixel Python). ``ctx`` carries
+uint8) and returns one. It must be vectorised (no per-pixel Python). Any image from
+1x1 up to the limits may arrive: an OpenCV refusal of an extreme shape is answered
+here, once for all operations, as ``bad_image`` naming the operation and the shape. ``ctx`` carries
 the output settings, metadata for the reply, the size limits, and a per-process cache
 for warm state.
 
@@ -30,9 +32,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import cv2
 import numpy as np
 
-from ..errors import BadParameter, ImageTooLarge
+from ..errors import BadParameter, ImageError, ImageTooLarge
 from .codec import MAX_PIXELS
 
 REQUIRED = object()
@@ -169,7 +172,14 @@ class Operation:
 
     def __call__(self, image: np.ndarray, ctx: Context, params: dict[str, Any]) -> np.ndarray:
         started = time.perf_counter()
-        result = self.fn(image, ctx, **params)
+        try:
+            result = self.fn(image, ctx, **params)
+        except cv2.error as exc:  # OpenCV refusing this input's shape or layout: the input's fault
+            h, w = image.shape[:2]
+            channels = 1 if image.ndim == 2 else image.shape[2]
+            reason = getattr(exc, "err", "") or str(exc).strip().splitlines()[-1]
+            raise ImageError(f"{self.name} cannot be applied to this {w}x{h} {channels}-channel image "
+                             f"(OpenCV: {reason})") from exc
         timings = ctx.meta.setdefault("op_ms", [])
         timings.append([self.name, round((time.perf_counter() - started) * 1000, 3)])
         return image if result is None else result

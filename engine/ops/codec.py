@@ -1,4 +1,11 @@
-"""Decoding and encoding: simplejpeg for JPEG, OpenCV for the rest; limits checked first."""
+"""Decoding and encoding: simplejpeg for JPEG, OpenCV for the rest; limits checked first.
+
+Before anything is decoded, ``probe`` reads the header (``headers.py``) and refuses an
+input over any of three limits: its size in bytes, its pixels, and the bytes decoding
+allocates (pixels x channels x bytes per sample, so a 16-bit or float TIFF counts 2 to 8
+times an 8-bit one, plus a progressive JPEG's coefficient buffer). Only formats whose
+headers can be checked are accepted (``ACCEPTED``).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,6 +19,9 @@ from .headers import Header, read_header
 
 MAX_PIXELS = 64_000_000
 MAX_INPUT_BYTES = 64 * 1024 * 1024
+# 64 MP of 16-bit RGBA, or of a progressive 4:2:0 colour JPEG (output + coefficients).
+MAX_DECODED_BYTES = 512 * 1024 * 1024
+ACCEPTED = "JPEG, PNG, WebP, BMP and TIFF (still, single-image, classic TIFF; not BigTIFF)"
 
 _MAGIC = (
     (b"\xff\xd8\xff", "jpeg"),
@@ -19,6 +29,8 @@ _MAGIC = (
     (b"BM", "bmp"),
     (b"II*\x00", "tiff"),
     (b"MM\x00*", "tiff"),
+    (b"II+\x00", "bigtiff"),
+    (b"MM\x00+", "bigtiff"),
 )
 
 
@@ -26,6 +38,7 @@ _MAGIC = (
 class Limits:
     max_pixels: int = MAX_PIXELS
     max_input_bytes: int = MAX_INPUT_BYTES
+    max_decoded_bytes: int = MAX_DECODED_BYTES
 
 
 def sniff(data) -> str | None:
@@ -45,6 +58,14 @@ def _check_size(width: int, height: int, limits: Limits) -> None:
                             f"the limit is {limits.max_pixels / 1e6:.1f} MP")
 
 
+def _check_decoded_bytes(header: Header, limits: Limits) -> None:
+    if header.decoded_bytes > limits.max_decoded_bytes:
+        raise ImageTooLarge(f"{header.format.upper()} image {header.width}x{header.height} would decode to "
+                            f"{header.decoded_bytes / 1e6:.1f} MB (pixels x channels x bytes per sample, "
+                            f"16-bit and float samples counting 2-8 bytes); the limit is "
+                            f"{limits.max_decoded_bytes / 1e6:.1f} MB")
+
+
 def probe(data, limits: Limits = Limits()) -> Header:
     """Format, size and orientation from the header alone; refuses what is over the limits."""
     size = len(data)
@@ -52,11 +73,14 @@ def probe(data, limits: Limits = Limits()) -> Header:
         raise ImageTooLarge(f"input is {size} bytes; the limit is {limits.max_input_bytes} bytes")
     fmt = sniff(data)
     if fmt is None:
-        raise ImageError("input is not a JPEG, PNG, WebP, BMP or TIFF image (unrecognised first bytes)")
+        raise ImageError(f"input is not an image of a format accepted: {ACCEPTED} (unrecognised first bytes)")
+    if fmt == "bigtiff":
+        raise ImageError(f"BigTIFF is not accepted: its header is not checked before decoding (accepted: {ACCEPTED})")
     header = read_header(data, fmt)
     if header.width <= 0 or header.height <= 0:
         raise ImageError(f"{fmt.upper()} header gives an empty {header.width}x{header.height} image")
     _check_size(header.width, header.height, limits)
+    _check_decoded_bytes(header, limits)
     return header
 
 
@@ -84,10 +108,14 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
         image = image[:, :, 0]
     if image.dtype == np.uint8:
         return image
+    # In place where possible: a wide decode must not be copied several times over.
     if image.dtype == np.uint16:
-        return (image >> 8).astype(np.uint8)
+        return np.right_shift(image, 8, out=image).astype(np.uint8)
     if image.dtype.kind == "f":
-        return np.clip(np.nan_to_num(image) * 255 + 0.5, 0, 255).astype(np.uint8)
+        np.nan_to_num(image, copy=False)
+        np.multiply(image, 255, out=image)
+        np.add(image, 0.5, out=image)
+        return np.clip(image, 0, 255, out=image).astype(np.uint8)
     return cv2.convertScaleAbs(image)
 
 

@@ -16,6 +16,7 @@ from .imageutil import to_grey
 from .transform import fill_value, parse_colour
 
 DETECT_MAX_SIDE_PX = 640
+WINDOW_PX = 24  # the cascade's detection window side
 CACHE_KEY = ("haar", "frontalface_default")
 
 
@@ -41,6 +42,9 @@ def faces(image, ctx, *, scale_factor, min_neighbors, min_size, draw, colour, th
     grey = to_grey(image)
     h, w = grey.shape
     shrink = max(1.0, max(h, w) / DETECT_MAX_SIDE_PX)
+    if min(h, w) / shrink < WINDOW_PX:  # no detection window fits: no face (e.g. a 1x20000 strip)
+        ctx.meta["faces"] = []
+        return image
     if shrink > 1:
         grey = cv2.resize(grey, (round(w / shrink), round(h / shrink)), interpolation=cv2.INTER_AREA)
     found = cascade(ctx).detect(grey, scale_factor=scale_factor, min_neighbors=min_neighbors,

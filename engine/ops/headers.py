@@ -1,13 +1,18 @@
 """Read an image's size and EXIF orientation from its header, without decoding it.
 
 This is what lets the codec refuse a decompression bomb before allocating anything,
-and lets the planner pick a JPEG scale. Each reader looks only at a few bytes:
+and lets the planner pick a JPEG scale. A check is only as good as the reader's
+agreement with the decoder, so where a reader cannot be sure it refuses (ImageError,
+saying why) rather than guess. Each reader also bounds what decoding will allocate
+(``decoded_bytes``: pixels x channels x bytes per sample, plus JPEG's coefficient buffer):
 
-- JPEG: simplejpeg's header reader, plus the APP1 "Exif" segment for orientation;
-- PNG: the IHDR chunk, plus an eXIf chunk if there is one before the image data;
-- WebP: the VP8 / VP8L / VP8X chunk, plus an EXIF chunk for VP8X files;
+- JPEG: every marker up to the end of image (``jpeg_header.py``: one frame header,
+  at most 100 scans), checked against simplejpeg's header reader; APP1 "Exif" orientation;
+- PNG: the IHDR chunk (bit depth and colour type), the chunks before the image data
+  (an eXIf orientation; ``acTL``, an animation, is refused);
+- WebP: the VP8 / VP8L / VP8X chunk (an animated VP8X is refused), EXIF for VP8X files;
 - BMP: the DIB header (any of its versions);
-- TIFF: the first IFD's ImageWidth, ImageLength and Orientation tags.
+- TIFF: the one image directory, strictly (``tiff_header.py``).
 """
 from __future__ import annotations
 
@@ -17,9 +22,11 @@ from dataclasses import dataclass
 import simplejpeg
 
 from ..errors import ImageError
+from .jpeg_header import walk as walk_jpeg
+from .tiff_header import read_tiff, tiff_tags
 
-TAG_WIDTH, TAG_HEIGHT, TAG_ORIENTATION = 256, 257, 274
-MAX_SEGMENTS = 1000  # markers or chunks walked before giving up on finding EXIF
+TAG_ORIENTATION = 274
+MAX_SEGMENTS = 1000  # chunks walked before the image data (libpng keeps at most 1000 unknown ones)
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,7 @@ class Header:
     height: int
     orientation: int = 1  # EXIF orientation, 1-8 (1: as stored)
     grey: bool = False    # stored as one channel (only known for JPEG; others decode as stored)
+    decoded_bytes: int = 0  # what decoding allocates at most (0: not estimated)
 
     @property
     def swaps_sides(self) -> bool:
@@ -44,62 +52,37 @@ def _corrupt(fmt: str, what: str) -> ImageError:
     return ImageError(f"corrupt {fmt.upper()} header: {what}")
 
 
-def tiff_tags(data, wanted: tuple[int, ...]) -> dict[int, int]:
-    """Values of short/long tags in the first IFD of a TIFF structure (also EXIF's)."""
-    order = bytes(data[:2])
-    if len(data) < 8 or order not in (b"II", b"MM"):
-        return {}
-    end = "<" if order == b"II" else ">"
-    (ifd,) = struct.unpack_from(end + "I", data, 4)
-    if ifd + 2 > len(data):
-        return {}
-    (count,) = struct.unpack_from(end + "H", data, ifd)
-    found = {}
-    for i in range(min(count, 512)):
-        at = ifd + 2 + 12 * i
-        if at + 12 > len(data):
-            break
-        tag, kind = struct.unpack_from(end + "HH", data, at)
-        if tag in wanted:
-            if kind == 3:  # SHORT
-                found[tag] = struct.unpack_from(end + "H", data, at + 8)[0]
-            elif kind == 4:  # LONG
-                found[tag] = struct.unpack_from(end + "I", data, at + 8)[0]
-    return found
-
-
 def _orientation(exif: bytes) -> int:
     value = tiff_tags(exif, (TAG_ORIENTATION,)).get(TAG_ORIENTATION, 1)
     return value if 1 <= value <= 8 else 1
 
 
-def _jpeg(data: bytes) -> Header:
+def _jpeg(data) -> Header:
+    info = walk_jpeg(data)  # refuses several frame headers and too many scans
     try:
         height, width, colourspace, _ = simplejpeg.decode_jpeg_header(data)
     except ValueError as exc:
         raise _corrupt("jpeg", str(exc)) from None
-    at, orientation = 2, 1
-    for _ in range(MAX_SEGMENTS):
-        if at + 4 > len(data) or data[at] != 0xFF:
-            break
-        marker = data[at + 1]
-        if marker in (0xD9, 0xDA):  # end of image, start of scan: no EXIF after this
-            break
-        if marker == 0xFF or 0xD0 <= marker <= 0xD7 or marker == 0x01:
-            at += 1 if marker == 0xFF else 2
-            continue
-        (length,) = struct.unpack_from(">H", data, at + 2)
-        if marker == 0xE1 and data[at + 4:at + 10] == b"Exif\x00\x00":
-            orientation = _orientation(bytes(data[at + 10:at + 2 + length]))
-            break
-        at += 2 + length
-    return Header("jpeg", width, height, orientation, grey=colourspace == "Gray")
+    if (width, height) != (info.width, info.height):
+        raise ImageError(f"JPEG refused: its frame header says {info.width}x{info.height} "
+                         f"but libjpeg reads {width}x{height}")
+    grey = colourspace == "Gray"
+    output = width * height * (1 if grey else 3)
+    orientation = _orientation(info.exif) if info.exif is not None else 1
+    return Header("jpeg", width, height, orientation, grey=grey, decoded_bytes=output + info.coefficient_bytes)
+
+
+# PNG colour types: channels decoded (grey + alpha becomes BGRA; any tRNS adds alpha).
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 4, 6: 4}
 
 
 def _png(data: bytes) -> Header:
     if len(data) < 33 or data[12:16] != b"IHDR":
         raise _corrupt("png", "no IHDR chunk")
-    width, height = struct.unpack_from(">II", data, 16)
+    width, height, depth, colour_type = struct.unpack_from(">IIBB", data, 16)
+    if colour_type not in _PNG_CHANNELS:
+        raise _corrupt("png", f"unknown colour type {colour_type}")
+    channels = _PNG_CHANNELS[colour_type]
     at, orientation = 8, 1
     for _ in range(MAX_SEGMENTS):
         if at + 8 > len(data):
@@ -107,11 +90,17 @@ def _png(data: bytes) -> Header:
         length, kind = struct.unpack_from(">I4s", data, at)
         if kind in (b"IDAT", b"IEND"):
             break
-        if kind == b"eXIf":
+        if kind == b"acTL":
+            raise ImageError("animated PNG (an acTL chunk) is not accepted: only still images are")
+        if kind == b"tRNS":
+            channels = 4
+        if kind == b"eXIf" and orientation == 1:
             orientation = _orientation(bytes(data[at + 8:at + 8 + length]))
-            break
         at += 12 + length
-    return Header("png", width, height, orientation)
+    else:
+        raise ImageError(f"PNG refused: more than {MAX_SEGMENTS} chunks before the image data")
+    sample = 2 if depth == 16 else 1
+    return Header("png", width, height, orientation, decoded_bytes=width * height * channels * sample)
 
 
 def _webp(data: bytes) -> Header:
@@ -122,13 +111,16 @@ def _webp(data: bytes) -> Header:
         if data[23:26] != b"\x9d\x01\x2a":
             raise _corrupt("webp", "bad VP8 start code")
         w, h = struct.unpack_from("<HH", data, 26)
-        return Header("webp", w & 0x3FFF, h & 0x3FFF)
+        return Header("webp", w & 0x3FFF, h & 0x3FFF, decoded_bytes=(w & 0x3FFF) * (h & 0x3FFF) * 4)
     if kind == b"VP8L":
         if data[20] != 0x2F:
             raise _corrupt("webp", "bad VP8L signature")
         (bits,) = struct.unpack_from("<I", data, 21)
-        return Header("webp", (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1)
+        w, h = (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+        return Header("webp", w, h, decoded_bytes=w * h * 4)
     if kind == b"VP8X":
+        if data[20] & 0x02:
+            raise ImageError("animated WebP is not accepted: only still images are")
         w = int.from_bytes(data[24:27], "little") + 1
         h = int.from_bytes(data[27:30], "little") + 1
         at, orientation = 30 + (int.from_bytes(data[16:20], "little") - 10), 1
@@ -141,7 +133,7 @@ def _webp(data: bytes) -> Header:
                 orientation = _orientation(exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
                 break
             at += 8 + length + (length & 1)
-        return Header("webp", w, h, orientation)
+        return Header("webp", w, h, orientation, decoded_bytes=w * h * 4)
     raise _corrupt("webp", f"unknown chunk {kind!r}")
 
 
@@ -153,15 +145,15 @@ def _bmp(data: bytes) -> Header:
         w, h = struct.unpack_from("<HH", data, 18)
     else:
         w, h = struct.unpack_from("<ii", data, 18)
-    return Header("bmp", abs(w), abs(h))
+    (bits,) = struct.unpack_from("<H", data, 24 if dib == 12 else 28)
+    w, h = abs(w), abs(h)
+    return Header("bmp", w, h, decoded_bytes=w * h * (4 if bits == 32 else 3))
 
 
-def _tiff(data: bytes) -> Header:
-    tags = tiff_tags(memoryview(data), (TAG_WIDTH, TAG_HEIGHT, TAG_ORIENTATION))  # IFD may be anywhere
-    if TAG_WIDTH not in tags or TAG_HEIGHT not in tags:
-        raise _corrupt("tiff", "no ImageWidth/ImageLength in the first IFD")
-    orientation = tags.get(TAG_ORIENTATION, 1)
-    return Header("tiff", tags[TAG_WIDTH], tags[TAG_HEIGHT], orientation if 1 <= orientation <= 8 else 1)
+def _tiff(data) -> Header:
+    info = read_tiff(data)
+    return Header("tiff", info.width, info.height, info.orientation,
+                  decoded_bytes=info.width * info.height * info.channels * info.sample_bytes)
 
 
 READERS = {"jpeg": _jpeg, "png": _png, "webp": _webp, "bmp": _bmp, "tiff": _tiff}

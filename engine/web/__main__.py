@@ -42,6 +42,16 @@ def parse_args(argv=None) -> argparse.Namespace:
          help="jobs kept per user; the oldest beyond this are deleted")
     flag(p, "--max-in-flight", env="ENGINE_WEB_MAX_IN_FLIGHT", default=d.max_in_flight, type=int,
          help="images the gateway has at the broker at once, over all users")
+    flag(p, "--login-fails-per-account", env="ENGINE_WEB_LOGIN_FAILS_PER_ACCOUNT",
+         default=d.login_fails_per_account, type=int,
+         help="failed log-ins per account within --login-fail-window-s before HTTP 429")
+    flag(p, "--login-fails-per-address", env="ENGINE_WEB_LOGIN_FAILS_PER_ADDRESS",
+         default=d.login_fails_per_address, type=int,
+         help="failed log-ins per client address within --login-fail-window-s before HTTP 429")
+    flag(p, "--login-fail-window-s", env="ENGINE_WEB_LOGIN_FAIL_WINDOW_S", default=d.login_fail_window_s,
+         type=float, help="seconds a failed log-in counts for")
+    flag(p, "--max-concurrent-hashes", env="ENGINE_WEB_MAX_CONCURRENT_HASHES", default=d.max_concurrent_hashes,
+         type=int, help="password hashes computed at once, each in a thread (about 64 MiB each)")
     flag(p, "--secure-cookies", env="ENGINE_WEB_SECURE_COOKIES", default=d.secure_cookies,
          help="mark cookies Secure (when served over HTTPS)")
     flag(p, "--log-level", env="ENGINE_LOG_LEVEL", default="info", help="debug, info, warning or error")
@@ -56,7 +66,9 @@ def main(argv=None) -> int:
           max_upload_bytes=args.max_upload_mb * MIB, max_batch_files=args.max_batch_files,
           quota_bytes=args.quota_mb * MIB, retention_days=args.retention_days,
           retention_jobs=args.retention_jobs, max_in_flight=args.max_in_flight,
-          secure_cookies=args.secure_cookies)
+          login_fails_per_account=args.login_fails_per_account,
+          login_fails_per_address=args.login_fails_per_address, login_fail_window_s=args.login_fail_window_s,
+          max_concurrent_hashes=args.max_concurrent_hashes, secure_cookies=args.secure_cookies)
     return 0
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -16,8 +15,7 @@ from .common import parts, require_user
 from .jobs import Upload
 from .openapi import openapi_document
 from .problems import WebError, describe
-
-MAX_LEGACY_JSON_BYTES_FACTOR = 4 / 3  # base64 grows the image by a third
+from .strict_json import BadJSON, StrictJSONResponse, loads
 
 
 async def operations(request: Request) -> Response:
@@ -40,9 +38,9 @@ async def create_token(request: Request) -> Response:
     name = "token"
     if request.headers.get("content-type", "").startswith("application/json"):
         try:
-            body = json.loads(await request.body() or b"{}")
-        except (ValueError, UnicodeDecodeError):
-            raise WebError(400, "bad_json", "The body is not valid JSON.") from None
+            body = loads(await request.body() or b"{}", max_depth=parts(request).settings.max_json_depth)
+        except BadJSON as exc:
+            raise WebError(400, "bad_json", f"The body is not valid JSON: {exc}.") from None
         if not isinstance(body, dict) or not isinstance(body.get("name", ""), str):
             raise WebError(400, "bad_json", 'Send {"name": "<a label for the token>"}.')
         name = body.get("name") or name
@@ -61,24 +59,24 @@ async def revoke_token(request: Request) -> Response:
     return Response(status_code=204)
 
 
-def _legacy_error(task_id: object, status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"task_id": task_id, "error": message, "code": code}, status_code=status)
+def _legacy_error(task_id: object, status: int, code: str, message: str) -> Response:
+    return StrictJSONResponse({"task_id": task_id, "error": message, "code": code}, status_code=status)
 
 
 async def legacy(request: Request) -> Response:
-    """The older design's format: {"task_id", "task", "image"(base64)} in and out."""
+    """The older design's format: {"task_id", "task", "image"(base64)} in and out.
+
+    Cheap checks first: credentials, then the size (``limits.BodyLimit`` refuses a body over
+    ``max_legacy_body_bytes`` while it streams in), and only then strict, depth-bounded
+    decoding. Every answer, errors included, is strict JSON."""
     p = parts(request)
     try:
         user = require_writer(request)
+        body = loads(await request.body(), max_depth=p.settings.max_json_depth)
     except WebError as exc:
         return _legacy_error(None, exc.status, exc.code, exc.message)
-    raw = await request.body()
-    if len(raw) > p.settings.max_upload_bytes * MAX_LEGACY_JSON_BYTES_FACTOR + 4096:
-        return _legacy_error(None, 413, "image_too_large", "the request is larger than the upload limit")
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return _legacy_error(None, 400, "bad_json", "the body is not JSON")
+    except BadJSON as exc:
+        return _legacy_error(None, 400, "bad_json", str(exc))
     if not isinstance(body, dict):
         return _legacy_error(None, 400, "bad_json", 'send {"task_id", "task", "image"}')
     task_id, task, image = body.get("task_id"), body.get("task"), body.get("image")
@@ -97,7 +95,7 @@ async def legacy(request: Request) -> Response:
     except Exception as exc:
         status_code, code, message = describe(exc, broker=p.settings.broker)
         return _legacy_error(task_id, status_code, code, message)
-    return JSONResponse({"task_id": task_id, "task": task, "image": base64.b64encode(output).decode()})
+    return StrictJSONResponse({"task_id": task_id, "task": task, "image": base64.b64encode(output).decode()})
 
 
 async def openapi(request: Request) -> Response:

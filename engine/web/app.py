@@ -22,6 +22,7 @@ from .blobs import BlobStore
 from .common import Parts
 from .db import Store
 from .jobs import Jobs
+from .limits import BodyLimit
 from .link import EngineLink
 from .problems import WebError, error_json
 from .settings import WebSettings
@@ -112,7 +113,7 @@ def create_app(settings: WebSettings) -> Starlette:
     static = StaticFiles(directory=Path(__file__).with_name("static"))
     routes = [*pages.routes, *api.routes, *api_misc.routes, Mount("/static", static, name="static")]
     handlers = {WebError: on_error, EngineError: on_error, HTTPException: on_http_error, Exception: on_crash}
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers,
-                    max_body_size=settings.max_body_bytes)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
+    app.add_middleware(BodyLimit, settings=settings)  # per path, while the body streams in
     app.add_middleware(SecurityHeaders)
     return app

@@ -1,6 +1,10 @@
 """Accounts, sessions, API tokens and CSRF.
 
 * Passwords: argon2id (argon2-cffi), salted, re-hashed when the parameters change.
+  Hashing and verifying run in threads, at most ``max_concurrent_hashes`` at once, so
+  the event loop keeps answering other requests meanwhile.
+* Failed log-ins are limited per account and per address (``limits.LoginLimiter``):
+  over the limit a log-in is refused before any hashing, with the time to wait.
 * Sessions: a random cookie (HttpOnly, SameSite=Lax); the database keeps only its SHA-256.
 * API tokens: ``eng_`` + 32 random bytes, shown once, stored as SHA-256, revocable.
 * CSRF: a random ``engine_csrf`` cookie (HttpOnly, SameSite=Strict) whose value each form
@@ -9,6 +13,7 @@
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
@@ -20,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .db import NameTaken, Store
+from .limits import LoginLimiter
 from .settings import WebSettings
 
 SESSION_COOKIE = "engine_session"
@@ -43,34 +49,56 @@ def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+# Run in a thread; they look ``_hasher`` up at each call.
+def _hash(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def _verify(pw_hash: str, password: str) -> bool:
+    try:
+        return bool(_hasher.verify(pw_hash, password))
+    except (VerificationError, InvalidHashError):
+        return False
+
+
 class Auth:
     def __init__(self, store: Store, settings: WebSettings) -> None:
         self.store = store
         self.settings = settings
+        self.login_limiter = LoginLimiter.from_settings(settings)
+        self._hash_slots = asyncio.Semaphore(settings.max_concurrent_hashes)
+
+    async def _off_loop(self, fn, *args):
+        """A password hash or check in a thread, at most ``max_concurrent_hashes`` at once."""
+        async with self._hash_slots:
+            return await asyncio.to_thread(fn, *args)
 
     # -- accounts -------------------------------------------------------------------------
 
-    def sign_up(self, name: str, password: str) -> dict:
+    async def sign_up(self, name: str, password: str) -> dict:
         if not NAME_RULE.match(name or ""):
             raise AccountError("A user name has 3 to 32 letters, digits, '.', '_' or '-'.")
         if not MIN_PASSWORD_CHARS <= len(password or "") <= MAX_PASSWORD_CHARS:
             raise AccountError(f"A password has at least {MIN_PASSWORD_CHARS} characters.")
+        if self.store.user_by_name(name) is not None:  # no hash spent on a taken name
+            raise AccountError(f"The name {name!r} is taken; choose another or log in.")
         try:
-            user_id = self.store.create_user(name, _hasher.hash(password))
+            user_id = self.store.create_user(name, await self._off_loop(_hash, password))
         except NameTaken:
             raise AccountError(f"The name {name!r} is taken; choose another or log in.") from None
         return {"id": user_id, "name": name}
 
-    def log_in(self, name: str, password: str) -> dict:
-        user = self.store.user_by_name(name or "") if len(password or "") <= MAX_PASSWORD_CHARS else None
-        try:
-            _hasher.verify(user["pw_hash"] if user else _DUMMY_HASH, password or "")
-        except (VerificationError, InvalidHashError):
-            user = None
-        if user is None:
+    async def log_in(self, name: str, password: str, address: str) -> dict:
+        """The user, or ``AccountError`` (``limits.LoginLimited`` when it must wait)."""
+        name, password = name or "", password or ""
+        self.login_limiter.check(name, address)
+        user = self.store.user_by_name(name) if len(password) <= MAX_PASSWORD_CHARS else None
+        if not await self._off_loop(_verify, user["pw_hash"] if user else _DUMMY_HASH, password) or user is None:
+            self.login_limiter.failed(name, address)
             raise AccountError("Wrong user name or password.")
+        self.login_limiter.succeeded(name)
         if _hasher.check_needs_rehash(user["pw_hash"]):
-            self.store.set_password_hash(user["id"], _hasher.hash(password))
+            self.store.set_password_hash(user["id"], await self._off_loop(_hash, password))
         return {"id": user["id"], "name": user["name"]}
 
     # -- sessions -------------------------------------------------------------------------

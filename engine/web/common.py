@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
+from .. import errors as E
 from .auth import Auth
 from .blobs import BlobStore
 from .db import Store
@@ -41,19 +42,18 @@ def parts(request: Request) -> Parts:
 def require_user(request: Request) -> dict:
     user = parts(request).auth.user(request)
     if user is None:
-        raise WebError(401, "unauthorized", "Log in, or send 'Authorization: Bearer <API token>'.")
+        raise WebError(401, E.Unauthorized.code, "Log in, or send 'Authorization: Bearer <API token>'.")
     return user
 
 
 async def read_form(request: Request, *, max_files: int) -> tuple[dict[str, str], list[Upload]]:
-    """Text fields and uploaded files of a multipart or urlencoded form."""
+    """Text fields and uploaded files of a multipart or urlencoded form. The body's size is
+    limited while it streams in (``limits.BodyLimit``: a ``WebError(413)``)."""
     settings = parts(request).settings
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > settings.max_body_bytes:
-        raise WebError(413, "too_large", f"the request is {int(length) / 2**20:.1f} MiB; the limit is "
-                                         f"{settings.max_body_bytes / 2**20:.0f} MiB")
     try:
         form = await request.form(max_files=max_files, max_fields=MAX_FORM_FIELDS)
+    except WebError:
+        raise
     except Exception as exc:  # python-multipart and starlette raise several types
         status = getattr(exc, "status_code", 400)
         raise WebError(status if status in (400, 413) else 400, "bad_form",
@@ -63,7 +63,7 @@ async def read_form(request: Request, *, max_files: int) -> tuple[dict[str, str]
     for key, value in form.multi_items():
         if isinstance(value, UploadFile):
             if value.size and value.size > settings.max_upload_bytes:
-                raise WebError(413, "image_too_large", f"{value.filename} is {value.size / 2**20:.1f} MiB; "
+                raise WebError(413, E.ImageTooLarge.code, f"{value.filename} is {value.size / 2**20:.1f} MiB; "
                                f"the limit is {settings.max_upload_bytes / 2**20:.0f} MiB per image")
             data = await value.read()
             if data or value.filename:

@@ -4,6 +4,14 @@ quotas and retention. Used by both the pages and the API, so they behave the sam
 A batch is a list of jobs with one pipeline. Submitting one returns at once; its jobs
 run in a background asyncio task (at most ``max_in_flight`` at the broker at a time,
 over all users) and their status is read back from the database.
+
+Quota: stored bytes (inputs and outputs) never exceed ``quota_bytes``, however many
+uploads race. Bytes are reserved before any work (``_reserve``: the check and the
+reservation run on the event loop with no ``await`` between them, so they are atomic)
+and handed over to the job's row when it is written, or released on failure. A
+submission reserves its inputs and as much again as room for their results; a result
+bigger than its input reserves the difference when it arrives, and one that does not
+fit fails its job with the quota error and is not kept.
 """
 from __future__ import annotations
 
@@ -71,10 +79,11 @@ class Jobs:
         self.link = link
         self.settings = settings
         self._running: set[asyncio.Task] = set()
+        self._reserved: dict[int, int] = {}  # user id -> bytes being stored, not yet in a job row
 
     # -- submitting -----------------------------------------------------------------------
 
-    def _check_uploads(self, user_id: int, uploads: list[Upload]) -> None:
+    def _check_uploads(self, uploads: list[Upload]) -> None:
         if not uploads:
             raise WebError(400, "no_image", "No image was sent: choose or drop at least one file.")
         if len(uploads) > self.settings.max_batch_files:
@@ -86,33 +95,61 @@ class Jobs:
                                       f"{self.settings.max_upload_bytes / 2**20:.0f} MiB per image")
             if not up.data:
                 raise E.ImageError(f"{up.name} is empty (0 bytes)")
-        used = self.store.usage_bytes(user_id)
-        adding = sum(len(u.data) for u in uploads)
+
+    def _reserve(self, user_id: int, adding: int, *, what: str) -> int:
+        """Reserve ``adding`` bytes of the user's quota, or raise QuotaError. Never awaits."""
+        used = self.store.usage_bytes(user_id) + self._reserved.get(user_id, 0)
         if used + adding > self.settings.quota_bytes:
-            raise E.QuotaError(f"your storage quota is {self.settings.quota_bytes / 2**20:.0f} MiB and you use "
-                               f"{used / 2**20:.1f} MiB; delete some history to make room for "
-                               f"{adding / 2**20:.1f} MiB more")
+            raise E.QuotaError(f"your storage quota is {self.settings.quota_bytes / 2**20:.1f} MiB and you use "
+                               f"{used / 2**20:.1f} MiB; delete some history to make room for {what} "
+                               f"({adding / 2**20:.1f} MiB)")
+        self._reserved[user_id] = self._reserved.get(user_id, 0) + adding
+        return adding
+
+    def _release(self, user_id: int, nbytes: int) -> None:
+        left = self._reserved.get(user_id, 0) - nbytes
+        if left > 0:
+            self._reserved[user_id] = left
+        else:
+            self._reserved.pop(user_id, None)
 
     async def _add_jobs(self, user_id: int, batch_id: str | None, pipeline: str,
                         uploads: list[Upload]) -> list[str]:
-        job_ids = []
-        for up in uploads:
-            sha = await asyncio.to_thread(self.blobs.put, up.data)
-            job_id = new_id()
-            self.store.add_job(job_id, user_id, batch_id=batch_id, pipeline=pipeline,
-                               input_name=(up.name or "image")[:200], input_sha=sha, input_bytes=len(up.data))
-            job_ids.append(job_id)
+        """One job row per upload, whose bytes the caller reserved: each reservation is
+        handed over to its row as it is written; what is not written is released."""
+        job_ids: list[str] = []
+        try:
+            for up in uploads:
+                sha = await asyncio.to_thread(self.blobs.put, up.data)
+                job_id = new_id()
+                self.store.add_job(job_id, user_id, batch_id=batch_id, pipeline=pipeline,
+                                   input_name=(up.name or "image")[:200], input_sha=sha, input_bytes=len(up.data))
+                self._release(user_id, len(up.data))
+                job_ids.append(job_id)
+        finally:
+            self._release(user_id, sum(len(up.data) for up in uploads[len(job_ids):]))
         return job_ids
 
     async def submit_batch(self, user_id: int, pipeline: object, uploads: list[Upload]) -> str:
         """Store the inputs, start processing in the background; returns the batch id."""
         canonical = check_pipeline(pipeline)
-        self._check_uploads(user_id, uploads)
-        await self.link.ensure_up()  # "the engine is down" now, not one failed job per image later
+        self._check_uploads(uploads)
+        inputs = sum(len(u.data) for u in uploads)
+        self._reserve(user_id, 2 * inputs, what="these images and their results")
+        try:
+            await self.link.ensure_up()  # "the engine is down" now, not one failed job per image later
+        except BaseException:
+            self._release(user_id, 2 * inputs)
+            raise
         batch_id = new_id()
         self.store.add_batch(batch_id, user_id, canonical)
-        job_ids = await self._add_jobs(user_id, batch_id, canonical, uploads)
-        task = asyncio.ensure_future(self._run_all(list(zip(job_ids, uploads)), canonical))
+        try:
+            job_ids = await self._add_jobs(user_id, batch_id, canonical, uploads)
+        except BaseException:
+            self._release(user_id, inputs)  # the results' share; _add_jobs released the inputs'
+            raise
+        # Each job's _run_one releases its result's share.
+        task = asyncio.ensure_future(self._run_all(user_id, list(zip(job_ids, uploads)), canonical))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
         return batch_id
@@ -121,9 +158,14 @@ class Jobs:
         """Process one image and wait for it; returns the finished job and the result, or
         raises the engine error (the failed job stays in history)."""
         canonical = check_pipeline(pipeline)
-        self._check_uploads(user_id, [upload])
-        (job_id,) = await self._add_jobs(user_id, None, canonical, [upload])
-        output = await self._run_one(job_id, upload.data, canonical, reraise=True)
+        self._check_uploads([upload])
+        self._reserve(user_id, 2 * len(upload.data), what="this image and its result")
+        try:
+            (job_id,) = await self._add_jobs(user_id, None, canonical, [upload])
+        except BaseException:
+            self._release(user_id, len(upload.data))
+            raise
+        output = await self._run_one(user_id, job_id, upload.data, canonical, reraise=True)
         await self.enforce_retention()
         return self.store.job(user_id, job_id), output  # type: ignore[return-value]
 
@@ -137,27 +179,36 @@ class Jobs:
 
     # -- running --------------------------------------------------------------------------
 
-    async def _run_all(self, work: list[tuple[str, Upload]], pipeline: str) -> None:
-        await asyncio.gather(*(self._run_one(job_id, up.data, pipeline) for job_id, up in work))
+    async def _run_all(self, user_id: int, work: list[tuple[str, Upload]], pipeline: str) -> None:
+        await asyncio.gather(*(self._run_one(user_id, job_id, up.data, pipeline) for job_id, up in work))
         await self.enforce_retention()
 
-    async def _run_one(self, job_id: str, data: bytes, pipeline: str, *, reraise: bool = False) -> bytes:
+    async def _run_one(self, user_id: int, job_id: str, data: bytes, pipeline: str, *,
+                       reraise: bool = False) -> bytes:
+        """Process one stored job. The caller reserved ``len(data)`` for its result."""
+        reserved = len(data)
         try:
-            output, meta = await self.link.process(data, pipeline)
-            sha = await asyncio.to_thread(self.blobs.put, output)
-            thumb = await asyncio.to_thread(make_thumbnail, output)
-            thumb_sha = await asyncio.to_thread(self.blobs.put, thumb) if thumb else None
-        except Exception as exc:  # every failure ends up in the job's row, never lost
-            if not isinstance(exc, E.EngineError):
-                log.exception("job %s failed in the gateway", job_id)
-            _status, code, message = describe(exc, broker=self.settings.broker)
-            self.store.fail_job(job_id, code, message)
-            if reraise:
-                raise
-            return b""
-        meta["input_bytes"], meta["output_bytes"] = len(data), len(output)
-        self.store.finish_job(job_id, output_sha=sha, output_bytes=len(output), thumb_sha=thumb_sha, meta=meta)
-        return output
+            try:
+                output, meta = await self.link.process(data, pipeline)
+                if len(output) > reserved:
+                    reserved += self._reserve(user_id, len(output) - reserved, what="the result, which was not kept")
+                sha = await asyncio.to_thread(self.blobs.put, output)
+                thumb = await asyncio.to_thread(make_thumbnail, output)
+                thumb_sha = await asyncio.to_thread(self.blobs.put, thumb) if thumb else None
+            except Exception as exc:  # every failure ends up in the job's row, never lost
+                if not isinstance(exc, E.EngineError):
+                    log.exception("job %s failed in the gateway", job_id)
+                _status, code, message = describe(exc, broker=self.settings.broker)
+                self.store.fail_job(job_id, code, message)
+                if reraise:
+                    raise
+                return b""
+            meta["input_bytes"], meta["output_bytes"] = len(data), len(output)
+            self.store.finish_job(job_id, output_sha=sha, output_bytes=len(output), thumb_sha=thumb_sha,
+                                  meta=meta)
+            return output
+        finally:
+            self._release(user_id, reserved)
 
     async def close(self) -> None:
         for task in list(self._running):

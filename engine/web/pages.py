@@ -15,6 +15,7 @@ from .. import ops
 from ..errors import EngineError
 from .auth import CSRF_FIELD, AccountError
 from .common import job_json, parts, read_form
+from .limits import LoginLimited
 from .problems import WebError, describe
 
 TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).with_name("templates")),
@@ -90,12 +91,19 @@ async def account(request: Request) -> Response:
         return render(request, "login.html", mode=mode, next=request.query_params.get("next", ""))
     fields, _ = await checked_form(request)
     auth = parts(request).auth
+    name, password = fields.get("name", "").strip(), fields.get("password", "")
     try:
-        do = auth.sign_up if mode == "signup" else auth.log_in
-        user = do(fields.get("name", "").strip(), fields.get("password", ""))
-    except AccountError as exc:
-        return render(request, "login.html", status_code=400 if mode == "signup" else 401, mode=mode,
-                      error=str(exc), name=fields.get("name", ""), next=fields.get("next", ""))
+        if mode == "signup":
+            user = await auth.sign_up(name, password)
+        else:
+            user = await auth.log_in(name, password, request.client.host if request.client else "")
+    except (AccountError, LoginLimited) as exc:
+        status = 429 if isinstance(exc, LoginLimited) else 400 if mode == "signup" else 401
+        response = render(request, "login.html", status_code=status, mode=mode, error=str(exc),
+                          name=fields.get("name", ""), next=fields.get("next", ""))
+        if isinstance(exc, LoginLimited):
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
     response = redirect(_next_url(request, fields))
     auth.start_session(response, user["id"])
     return response

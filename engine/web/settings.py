@@ -23,8 +23,20 @@ class WebSettings:
     max_in_flight: int = 16  # tasks the gateway has at the broker at once
     session_days: float = 14.0
     secure_cookies: bool = False  # set behind HTTPS
+    max_form_bytes: int = 64 * 1024  # a body without images: log-in and other forms, JSON
+    max_json_depth: int = 32  # nesting of a JSON body (the legacy format needs 1)
+    login_fails_per_account: int = 5  # failed log-ins per account within the window, then HTTP 429
+    login_fails_per_address: int = 20  # failed log-ins per client address within the window
+    login_fail_window_s: float = 300.0
+    login_limit_max_keys: int = 10_000  # accounts + addresses remembered; the oldest are forgotten first
+    max_concurrent_hashes: int = 4  # argon2 hashes at once, each in a thread (about 64 MiB each)
 
     @property
     def max_body_bytes(self) -> int:
         """Largest HTTP request body: a full batch plus room for the form fields."""
         return self.max_upload_bytes * self.max_batch_files + 1024 * 1024
+
+    @property
+    def max_legacy_body_bytes(self) -> int:
+        """Largest legacy JSON body: one image in base64 (a third bigger) plus the fields."""
+        return self.max_upload_bytes * 4 // 3 + 4096

@@ -14,7 +14,7 @@ import time
 import zmq
 
 from .. import protocol as P
-from ..errors import TaskError
+from ..errors import ImageTooLarge, InternalError, TaskError
 
 log = logging.getLogger("engine.worker.pool")
 
@@ -70,11 +70,11 @@ def _run(msg: P.Request, payload, ops, limits, cache: dict, name: str) -> list:
     except TaskError as exc:
         return P.error_frames(msg.task_id, exc.code, exc.message, {"worker": name})
     except MemoryError:
-        return P.error_frames(msg.task_id, "image_too_large", "the worker ran out of memory on this image",
+        return P.error_frames(msg.task_id, ImageTooLarge.code, "the worker ran out of memory on this image",
                               {"worker": name})
     except Exception as exc:  # a bug in an operation must not take the worker down
         log.exception("task %s failed unexpectedly", msg.task_id)
-        return P.error_frames(msg.task_id, "internal", f"{type(exc).__name__}: {exc}", {"worker": name})
+        return P.error_frames(msg.task_id, InternalError.code, f"{type(exc).__name__}: {exc}", {"worker": name})
     meta["worker"] = name
     meta["worker_ms"] = round((time.perf_counter() - started) * 1000, 3)
     return P.encode(P.Reply(task_id=msg.task_id, meta=meta), out)

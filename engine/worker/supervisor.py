@@ -25,7 +25,8 @@ import zmq
 
 from .. import deadlines, handshake
 from .. import protocol as P
-from ..errors import ProtocolError, TaskError
+from ..errors import (DeadlineExceeded, ProtocolError, ResultTooLarge, TaskCancelled, TaskError,
+                      WorkerCrashed)
 from ..wakeup import Wakeup
 from .config import WorkerConfig
 from .pool import pool_main
@@ -53,6 +54,7 @@ class PoolProcess:
     ready: bool = False
     task: Held | None = None
     kill_reason: str | None = None
+    timed_out: bool = False  # killed for running past the task timeout
 
 
 class Supervisor:
@@ -81,8 +83,9 @@ class Supervisor:
         self._generation = 0
         self._wakeup = Wakeup()
         self._stopping = False
-        self.stats = {"done": 0, "failed": 0, "crashed": 0, "replaced": 0, "deadline_exceeded": 0,
-                      "cancelled": 0}
+        self.max_message_bytes: int | None = None  # the broker's limit, from its first heartbeat
+        self.stats = {"done": 0, "failed": 0, "crashed": 0, "replaced": 0, DeadlineExceeded.code: 0,
+                      TaskCancelled.code: 0, "timed_out": 0, ResultTooLarge.code: 0, "internal_errors": 0}
 
     # ---- life cycle --------------------------------------------------------------
     def stop(self) -> None:
@@ -194,6 +197,8 @@ class Supervisor:
         except ProtocolError as exc:
             log.warning("dropped a bad message from the broker: %s", exc)
             return
+        if isinstance(msg, P.Heartbeat) and msg.max_message_bytes is not None and msg.max_message_bytes > 0:
+            self.max_message_bytes = msg.max_message_bytes
         if isinstance(msg, P.Request):
             held = Held(task_id=msg.task_id, frames=frames, epoch=self.epoch)
             try:
@@ -217,14 +222,14 @@ class Supervisor:
             if held.task_id == task_id:
                 self.pending.remove(held)
                 log.info("task %s cancelled before it started", task_id)
-                self._abandon(held, "cancelled", "cancelled before it started", "its task was cancelled")
+                self._abandon(held, TaskCancelled.code, "cancelled before it started", "its task was cancelled")
                 return
         for pp in self.procs.values():
             held = pp.task
             if held is not None and held.task_id == task_id and held.abandoned_s is None:
                 log.info("task %s cancelled while running in process %d: killed unless it ends within %g s",
                          task_id, pp.proc.pid, deadlines.GRACE_S)
-                self._abandon(held, "cancelled", "cancelled while running", "its task was cancelled")
+                self._abandon(held, TaskCancelled.code, "cancelled while running", "its task was cancelled")
                 return
 
     def _answered(self, held: Held, frames: list) -> None:
@@ -259,17 +264,41 @@ class Supervisor:
             if held.abandoned_s is not None:
                 return  # answered already (deadline_exceeded, cancelled)
             self.stats["done" if isinstance(msg, P.Reply) else "failed"] += 1
-            self._answered(held, frames[1:])
+            self._answered(held, self._deliverable(held, frames[1:]))
+
+    def _deliverable(self, held: Held, frames: list) -> list:
+        """The answer, or ERROR result_too_large if the broker would refuse it (and drop this
+        worker's connection with it): the client learns why, and the slot comes back."""
+        limit = self.max_message_bytes
+        size = sum(len(f) for f in frames)
+        if limit is None or size <= limit:
+            return frames
+        self.stats[ResultTooLarge.code] += 1
+        log.warning("task %s: the result is %d bytes, over the broker's message limit of %d: answered %s",
+                    held.task_id, size, limit, ResultTooLarge.code)
+        return P.error_frames(held.task_id, ResultTooLarge.code,
+                              f"the result is {size / 2**20:.1f} MiB, more than the broker accepts "
+                              f"({limit / 2**20:.0f} MiB, broker flag --max-message-mb): ask for a smaller "
+                              "output (resize, a lower JPEG quality) or raise the limit",
+                              {"result_bytes": size, "max_message_bytes": limit})
 
     def _on_death(self, pp: PoolProcess) -> None:
         pp.proc.join(1.0)  # the sentinel fires as its fds close, a moment before it can be reaped
         del self.procs[pp.ident]
         code = pp.proc.exitcode
         how = pp.kill_reason or (f"was killed by signal {-code}" if code and code < 0 else f"exited with code {code}")
-        if pp.task is not None and pp.task.abandoned_s is None:
+        if pp.task is not None and pp.task.abandoned_s is None and pp.timed_out:
+            self.stats["timed_out"] += 1  # not retried: it would only hold another process as long
+            log.warning("pool process %d %s while running task %s; replacing it", pp.proc.pid, how, pp.task.task_id)
+            self._answered(pp.task, P.error_frames(
+                pp.task.task_id, DeadlineExceeded.code,
+                f"the task ran longer than the worker's task timeout of {self.config.task_timeout_s:g} s and was "
+                "stopped (not retried); give it less work, or run workers with a longer --task-timeout-s",
+                {"worker": f"{self.host}:{pp.proc.pid}", "task_timeout_s": self.config.task_timeout_s}))
+        elif pp.task is not None and pp.task.abandoned_s is None:
             self.stats["crashed"] += 1
             log.warning("pool process %d %s while running task %s; replacing it", pp.proc.pid, how, pp.task.task_id)
-            self._answered(pp.task, P.error_frames(pp.task.task_id, "worker_crashed",
+            self._answered(pp.task, P.error_frames(pp.task.task_id, WorkerCrashed.code,
                                                    f"the worker process {how} while running this task",
                                                    {"worker": f"{self.host}:{pp.proc.pid}"}))
         else:
@@ -292,6 +321,7 @@ class Supervisor:
             held = pp.task
             if held and held.started_s and pp.kill_reason is None and now_s - held.started_s > self.config.task_timeout_s:
                 pp.kill_reason = f"ran past the task timeout of {self.config.task_timeout_s:g} s and was killed"
+                pp.timed_out = True
                 pp.proc.kill()
 
     def _expire(self, now_s: float) -> None:
@@ -311,7 +341,7 @@ class Supervisor:
                 pp.proc.kill()
 
     def _deadline_passed(self, held: Held, when: str) -> None:
-        self._abandon(held, "deadline_exceeded", f"the task's deadline passed {when}; it was abandoned "
+        self._abandon(held, DeadlineExceeded.code, f"the task's deadline passed {when}; it was abandoned "
                       "(not retried: give it a longer deadline_ms)", "its task's deadline")
 
     def _abandon(self, held: Held, code: str, message: str, why: str) -> None:
@@ -357,7 +387,11 @@ class Supervisor:
                         frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         break
-                    handler(frames)
+                    try:
+                        handler(frames)
+                    except Exception:  # a bug must cost one message, never the worker
+                        self.stats["internal_errors"] += 1
+                        log.exception("a message could not be handled; dropped it (a bug: please report)")
         for fd, pp in sentinels.items():
             if fd in events:
                 self._on_death(pp)

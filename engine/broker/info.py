@@ -1,0 +1,74 @@
+"""The broker's INFO answer, bounded whatever the number of clients, workers or identities.
+
+Long lists become summaries plus the top entries (``*_total`` says how many there are),
+strings a peer chose are cut, and a last check against the header limit drops detail
+until the answer fits, so an INFO always reaches the asker. Without CURVE a client's
+identity is its routing id, which would let another plaintext client claim its replies:
+INFO shows those only as a hash.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import TYPE_CHECKING
+
+import msgpack
+
+from .. import protocol as P
+
+if TYPE_CHECKING:
+    from .core import Broker
+
+MAX_WORKERS_LISTED = 64
+MAX_IDENTITIES_LISTED = 20
+MAX_TEXT_CHARS = 64  # host names and the like, as a worker announced them
+BUDGET_BYTES = P.MAX_HEADER_BYTES // 2  # room to spare under the limit every client enforces
+
+
+def _anonymous(name: str) -> str:
+    return "client-" + hashlib.sha256(name.encode()).hexdigest()[:10]
+
+
+def _worker(row: dict) -> dict:
+    return {k: (v[:MAX_TEXT_CHARS] if isinstance(v, str) else v) for k, v in row.items()}
+
+
+def bounded(broker: "Broker", you: str = "") -> dict:
+    now_s = time.monotonic()
+    d = broker.dispatcher
+    config = broker.config
+    workers = sorted(d.workers.values(), key=lambda w: (w.host, w.wid))
+    label = str if broker.curve is not None else _anonymous
+    identities, identities_total = broker.quotas.describe(d.per_client, top=MAX_IDENTITIES_LISTED, label=label)
+    out = {"broker": broker.instance_id, "uptime_s": round(now_s - broker._started_s, 3),
+           "queue_depth": len(d.queue), "in_flight": len(d.tasks) - len(d.queue),
+           "max_queue": config.max_queue, "clients": len(broker.native.clients),
+           "workers": [_worker(w.describe(now_s)) for w in workers[:MAX_WORKERS_LISTED]],
+           "workers_total": len(workers), "slots_free": sum(w.free for w in workers),
+           "ops": d.offered_ops(), "cache": broker.cache.stats() if broker.cache is not None else None,
+           "security": {"curve": broker.curve is not None, "compat_token": bool(config.compat_token),
+                        "client_max_in_flight": config.client_max_in_flight,
+                        "client_rate_per_s": config.client_rate_per_s},
+           "identities": identities, "identities_total": identities_total,
+           "unread": {f.name: f.outbox.describe() for f in broker.fronts},
+           "you": you[:P.MAX_TASK_ID_CHARS], **broker.stats}
+    return _fit(out)
+
+
+def _fit(out: dict) -> dict:
+    """Drop detail until the packed answer is under ``BUDGET_BYTES`` (a worker may announce
+    large operation schemas; many workers each add theirs)."""
+    def size() -> int:
+        return len(msgpack.packb(out, use_bin_type=True))
+
+    if size() <= BUDGET_BYTES:
+        return out
+    out["ops"] = {name[:MAX_TEXT_CHARS]: {} for name in list(out["ops"])[:256]}  # names only
+    out["truncated"] = True
+    while size() > BUDGET_BYTES and (out["workers"] or out["ops"] or out["identities"]):
+        for key in ("workers", "ops", "identities"):
+            items = out[key]
+            if items:
+                half = len(items) // 2
+                out[key] = items[:half] if isinstance(items, list) else dict(list(items.items())[:half])
+    return out

@@ -1,0 +1,60 @@
+"""The broker's socket helpers, in one place: bind with the shared options, and drain one
+socket without letting one message stop the loop."""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import zmq
+
+from .config import REPLY_PIPE_MESSAGES, BrokerConfig
+
+log = logging.getLogger("engine.broker")
+
+DRAIN_BATCH = 512  # messages read from one socket before looking at the others
+
+
+def bind(ctx: zmq.Context, kind: int, endpoint: str, config: BrokerConfig, *, name: str, curve=None,
+         role: str = "", handover: bool = False, sndhwm: int = REPLY_PIPE_MESSAGES) -> zmq.Socket:
+    """A bound socket with the broker's limits: message size, a short per-peer send queue
+    and, for ROUTERs, EHOSTUNREACH/EAGAIN instead of silent drops (the caller holds or
+    drops the reply, see ``outbox``)."""
+    sock = ctx.socket(kind)
+    sock.linger = 0
+    if curve is not None:
+        curve.secure(sock, role)
+    sock.maxmsgsize = config.max_message_bytes
+    if kind != zmq.PULL:
+        sock.sndhwm = sndhwm
+    if kind == zmq.ROUTER:
+        sock.router_mandatory = 1
+        # A live peer's routing id cannot be taken over by another connection: a client
+        # that learnt someone's id cannot steal their replies.
+        sock.router_handover = 1 if handover else 0
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as exc:
+        sock.close()
+        raise OSError(f"broker {name} socket cannot bind {endpoint}: {exc}") from exc
+    return sock
+
+
+def drain(sock: zmq.Socket, handler: Callable[[list], None], stats: dict, *, name: str,
+          batch: int = DRAIN_BATCH) -> None:
+    """Handle up to ``batch`` waiting messages. A handler that raises costs that message
+    only: it is logged and counted (``stats['internal_errors']``), and the loop goes on."""
+    for _ in range(batch):
+        try:
+            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return
+        try:
+            handler(frames)
+        except Exception:  # a bug must cost one message, never the broker
+            stats["internal_errors"] = stats.get("internal_errors", 0) + 1
+            log.exception("a message on the %s socket could not be handled; dropped it (a bug: please report)",
+                          name)
+
+
+def last_endpoint(sock: zmq.Socket) -> str:
+    return sock.getsockopt_string(zmq.LAST_ENDPOINT)

@@ -194,3 +194,21 @@ def test_animated_png_and_webp_are_refused(cat):
 def test_unrecognised_input_names_the_accepted_formats():
     with pytest.raises(ImageError, match="accepted: JPEG, PNG, WebP.*TIFF"):
         ops.run(b"GIF89a" + b"\0" * 40, "png")
+
+
+def test_a_header_cut_off_anywhere_is_a_bad_image_never_an_internal_error():
+    from pathlib import Path
+
+    from engine.errors import TaskError
+    from engine.ops import codec
+
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 255, (40, 60, 3), np.uint8)
+    samples = [(Path(__file__).parent / "data" / "camera.jpg").read_bytes()] + [cv2.imencode(ext, image)[1].tobytes()
+                                                      for ext in (".png", ".webp", ".bmp", ".tiff")]
+    for data in samples:
+        for cut in range(1, min(len(data), 1500)):
+            try:
+                codec.probe(data[:cut])
+            except TaskError:
+                pass  # refused, with a code a client can act on

@@ -18,7 +18,7 @@ import zmq
 from .. import __version__
 from .. import deadlines, memtrim
 from ..cache import ResultCache
-from ..errors import BusyError, ConfigError, QuotaError, TaskCancelled, TaskError
+from ..errors import BusyError, ConfigError, QuotaError, TaskCancelled, TaskError, Unauthorized
 from ..security import CLIENTS, HOW_TO_MAKE_KEYS, CurveServer
 from ..wakeup import Wakeup
 from . import info as info_
@@ -34,8 +34,10 @@ from .workers import WorkerSide
 
 log = logging.getLogger("engine.broker")
 
-STAT_NAMES = ("received", "completed", "failed", "requeued", "busy", "bad_messages", "cancelled", "late_replies",
-              "quota", "unauthorized", "leases_expired", "unread_dropped", "undeliverable", "internal_errors")
+# Counters in INFO; a refusal's counter is named by its error code.
+STAT_NAMES = ("received", "completed", "failed", "requeued", BusyError.code, "bad_messages", TaskCancelled.code,
+              "late_replies", QuotaError.code, Unauthorized.code, "leases_expired", "unread_dropped", "undeliverable",
+              "internal_errors")
 
 
 class Broker:
@@ -144,13 +146,13 @@ class Broker:
             f"the broker's queue is full ({self.config.max_queue} tasks waiting)" if self.dispatcher.queue_full() \
             else origin.front.refusal(origin)
         if busy is not None:
-            self.stats["busy"] += 1
+            self.stats[BusyError.code] += 1
             self.reply_error(origin, request.task_id, BusyError.code, f"{busy}; retry later")
             return
         now_s = time.monotonic()
         refusal = self.quotas.check(origin.client, self.dispatcher.per_client.get(origin.client, 0), now_s)
         if refusal is not None:
-            self.stats["quota"] += 1
+            self.stats[QuotaError.code] += 1
             self.reply_error(origin, request.task_id, QuotaError.code, refusal)
             return
         try:
@@ -191,7 +193,7 @@ class Broker:
         task = self.dispatcher.cancel(origin, task_id)
         if task is None:
             return  # unknown or already done: the client ignores a late answer anyway
-        self.stats["cancelled"] += 1
+        self.stats[TaskCancelled.code] += 1
         self.workers.cancel(task)
         self.reply_error(origin, task_id, TaskCancelled.code, "the task was cancelled by its client")
 

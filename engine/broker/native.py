@@ -69,7 +69,7 @@ class NativeFront(Front):
             return
         origin = Origin(self, (route,), client=client or "")
         if isinstance(msg, (P.Request, P.Info)) and client is None:
-            self.stats["unauthorized"] += 1
+            self.stats[Unauthorized.code] += 1
             self._send(route, P.error_frames(task_id, Unauthorized.code,
                                              "this client's key has been revoked from the broker's allow-list"))
         elif isinstance(msg, P.Request):

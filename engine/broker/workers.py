@@ -14,7 +14,7 @@ import zmq
 
 from .. import deadlines
 from .. import protocol as P
-from ..errors import DeadlineExceeded, ProtocolError, TaskFailed, error_class
+from ..errors import DeadlineExceeded, ProtocolError, TaskFailed, Unauthorized, error_class
 from ..security import WORKERS
 from . import sockets
 from .config import LEASE_GRACE_S, WORKER_PIPE_MESSAGES
@@ -66,7 +66,7 @@ class WorkerSide:
         wid = frames[0].bytes
         curve = self.broker.curve
         if curve is not None and curve.identity(frames[0], WORKERS) is None:
-            self.stats["unauthorized"] += 1
+            self.stats[Unauthorized.code] += 1
             if wid in self.dispatcher.workers:
                 self.remove(wid, "lost its key (revoked from the allow-list)")
             return

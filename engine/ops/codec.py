@@ -8,9 +8,11 @@ headers can be checked are accepted (``ACCEPTED``).
 """
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 import cv2
+
 import numpy as np
 import simplejpeg
 
@@ -76,7 +78,11 @@ def probe(data, limits: Limits = Limits()) -> Header:
         raise ImageError(f"input is not an image of a format accepted: {ACCEPTED} (unrecognised first bytes)")
     if fmt == "bigtiff":
         raise ImageError(f"BigTIFF is not accepted: its header is not checked before decoding (accepted: {ACCEPTED})")
-    header = read_header(data, fmt)
+    try:
+        header = read_header(data, fmt)
+    except (IndexError, struct.error) as exc:  # a header cut off where a reader did not expect it
+        raise ImageError(f"{fmt.upper()} header is truncated or malformed ({type(exc).__name__}); "
+                         "the file is damaged or cut off") from exc
     if header.width <= 0 or header.height <= 0:
         raise ImageError(f"{fmt.upper()} header gives an empty {header.width}x{header.height} image")
     _check_size(header.width, header.height, limits)

@@ -51,6 +51,8 @@ def _refuse(why: str) -> ImageError:
 def _frame(data, at: int, length: int) -> tuple[int, int, list[tuple[int, int]]]:
     if length < 8:
         raise _refuse("a frame header (SOF) is too short")
+    if at + 2 + length > len(data):
+        raise _refuse("the file ends inside its frame header (SOF): it is cut off")
     height, width, count = struct.unpack_from(">HHB", data, at + 5)
     if length < 8 + 3 * count:
         raise _refuse("a frame header (SOF) is shorter than its component list")

@@ -15,7 +15,7 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import EngineError
+from ..errors import EngineError, InternalError
 from . import api, api_misc, pages
 from .auth import Auth
 from .blobs import BlobStore
@@ -80,7 +80,7 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
 
 async def on_crash(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    err = WebError(500, "internal", "Something went wrong in the web gateway; it has been logged.")
+    err = WebError(500, InternalError.code, "Something went wrong in the web gateway; it has been logged.")
     return await on_error(request, err)
 
 

@@ -51,7 +51,7 @@ def describe(exc: Exception, *, broker: str = "") -> tuple[int, str, str]:
         return status, "broker_unavailable", _BROKER_DOWN.format(broker=broker or "its address")
     if isinstance(exc, e.TaskTimeout):
         return status, "timeout", f"The engine did not answer in time: {exc}"
-    code = getattr(exc, "code", "internal")
+    code = getattr(exc, "code", e.InternalError.code)
     message = getattr(exc, "message", None) or str(exc)
     return status, code, message
 

@@ -51,6 +51,11 @@ class NativeFront(Front):
         route, body = frames[0].bytes, frames[1:]
         broker = self.broker
         client = broker.identity(frames[0], route)
+        if client is None:  # a revoked key: refused before anything it sent is decoded
+            self.stats[Unauthorized.code] += 1
+            self._send(route, P.error_frames(P.peek_task_id(body) if body else None, Unauthorized.code,
+                                             "this client's key has been revoked from the broker's allow-list"))
+            return
         try:
             msg, payloads = P.decode(body)
         except ProtocolError as exc:
@@ -67,12 +72,8 @@ class NativeFront(Front):
             elif isinstance(msg, P.Heartbeat):
                 self._send(route, P.encode(P.Heartbeat(sender=broker.instance_id)))
             return
-        origin = Origin(self, (route,), client=client or "")
-        if isinstance(msg, (P.Request, P.Info)) and client is None:
-            self.stats[Unauthorized.code] += 1
-            self._send(route, P.error_frames(task_id, Unauthorized.code,
-                                             "this client's key has been revoked from the broker's allow-list"))
-        elif isinstance(msg, P.Request):
+        origin = Origin(self, (route,), client=client)
+        if isinstance(msg, P.Request):
             broker.submit(origin, msg, payloads[0])
         elif isinstance(msg, P.Heartbeat):
             self._send(route, P.encode(P.Heartbeat(sender=broker.instance_id)))

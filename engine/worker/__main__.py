@@ -29,14 +29,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     flag(p, "--heartbeat-interval-s", env="ENGINE_HEARTBEAT_INTERVAL_S", default=C.HEARTBEAT_INTERVAL_S,
          type=float, help="seconds between heartbeats; the broker is presumed gone after 3 silent intervals")
     flag(p, "--task-timeout-s", env="ENGINE_TASK_TIMEOUT_S", default=C.TASK_TIMEOUT_S, type=float,
-         help="a pool process busy longer than this on one task is killed and replaced; the broker retries "
-              "the task elsewhere")
+         help="a pool process busy longer than this on one task is killed and replaced; the task is answered "
+              "deadline_exceeded and not retried (it would hold another process as long)")
     flag(p, "--drain-timeout-s", env="ENGINE_WORKER_DRAIN_TIMEOUT_S", default=C.DRAIN_TIMEOUT_S, type=float,
          help="on SIGTERM, seconds to finish tasks in hand before disconnecting anyway")
     flag(p, "--max-pixels", env="ENGINE_MAX_PIXELS", default=C.MAX_PIXELS, type=positive_int,
          help="largest image accepted, in pixels (checked from the header, before decoding)")
     flag(p, "--max-input-mb", env="ENGINE_MAX_INPUT_MB", default=C.MAX_INPUT_BYTES // 2**20, type=positive_int,
          help="largest encoded input accepted, in MiB")
+    flag(p, "--max-decoded-mb", env="ENGINE_MAX_DECODED_MB", default=C.MAX_DECODED_BYTES // 2**20,
+         type=positive_int, help="largest decoded image accepted, in MiB: pixels x channels x bytes per sample "
+                                 "(and a progressive JPEG's coefficients), estimated from the header")
     flag(p, "--key", env=ENV_WORKER_KEY, default="",
          help="CURVE: this worker's secret key file (python -m engine.keys new NAME); the broker must list "
               "its public key under workers/ (empty: plaintext)")
@@ -56,7 +59,8 @@ def main(argv=None) -> int:
     config = C.WorkerConfig(curve=curve, connect=args.connect, processes=args.processes, prefetch=max(0, args.prefetch),
                             heartbeat_interval_s=args.heartbeat_interval_s, task_timeout_s=args.task_timeout_s,
                             drain_timeout_s=args.drain_timeout_s, max_pixels=args.max_pixels,
-                            max_input_bytes=args.max_input_mb * 2**20)
+                            max_input_bytes=args.max_input_mb * 2**20,
+                            max_decoded_bytes=args.max_decoded_mb * 2**20)
     supervisor = Supervisor(config)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: supervisor.stop())

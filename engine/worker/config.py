@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ..ops.codec import MAX_INPUT_BYTES, MAX_PIXELS
+from ..ops.codec import MAX_DECODED_BYTES, MAX_INPUT_BYTES, MAX_PIXELS, Limits
 from ..security import PeerKeys
 
 CONNECT = "tcp://127.0.0.1:5556"
@@ -30,7 +30,14 @@ class WorkerConfig:
     drain_timeout_s: float = DRAIN_TIMEOUT_S
     max_pixels: int = MAX_PIXELS
     max_input_bytes: int = MAX_INPUT_BYTES
+    max_decoded_bytes: int = MAX_DECODED_BYTES
     curve: PeerKeys | None = None  # this worker's key pair and the broker's public key (None: plaintext)
+
+    @property
+    def limits(self) -> Limits:
+        """What a pool process checks in an image's header before decoding it."""
+        return Limits(max_pixels=self.max_pixels, max_input_bytes=self.max_input_bytes,
+                      max_decoded_bytes=self.max_decoded_bytes)
 
     @property
     def slots(self) -> int:

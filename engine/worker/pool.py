@@ -21,8 +21,7 @@ log = logging.getLogger("engine.worker.pool")
 PARENT_CHECK_MS = 1000  # how often an idle process checks that its supervisor is alive
 
 
-def pool_main(endpoint: str, ident: bytes, max_pixels: int, max_input_bytes: int,
-              supervisor_pid: int | None = None) -> None:
+def pool_main(endpoint: str, ident: bytes, limits, supervisor_pid: int | None = None) -> None:
     """Entry point of a pool process (started with the 'spawn' method)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the supervisor's to handle
     import cv2
@@ -30,7 +29,6 @@ def pool_main(endpoint: str, ident: bytes, max_pixels: int, max_input_bytes: int
     cv2.setNumThreads(1)  # one process per core: OpenCV threads would only compete
     from .. import ops
 
-    limits = ops.Limits(max_pixels=max_pixels, max_input_bytes=max_input_bytes)
     name = f"{socket.gethostname()}:{os.getpid()}"
     parent = supervisor_pid or os.getppid()
     if os.getppid() != parent:

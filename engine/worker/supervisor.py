@@ -242,8 +242,7 @@ class Supervisor:
         self._generation += 1
         ident = f"p{self._generation}".encode()
         proc = self._mp.Process(target=pool_main, name=f"engine-pool-{self._generation}", daemon=True,
-                                args=(self.pool_endpoint, ident, self.config.max_pixels,
-                                      self.config.max_input_bytes, os.getpid()))
+                                args=(self.pool_endpoint, ident, self.config.limits, os.getpid()))
         proc.start()
         self.procs[ident] = PoolProcess(ident=ident, proc=proc)
 

@@ -52,6 +52,16 @@ def test_info_does_not_publish_client_routing_ids_without_curve(cluster, zctx, j
     assert own["you"] == "victim-routing-id"  # a client may see its own
 
 
+def _dealer(zctx, endpoint: str, routing_id: bytes) -> zmq.Socket:
+    """A raw client that says hello (a heartbeat) at once."""
+    sock = zctx.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.routing_id = routing_id
+    sock.connect(endpoint)
+    sock.send_multipart(P.encode(P.Heartbeat()))
+    return sock
+
+
 def test_a_second_connection_with_a_live_clients_routing_id_cannot_take_its_replies(cluster_factory, zctx, jpegs):
     from faults_helpers import add_worker, tiny_jpeg
 
@@ -59,19 +69,11 @@ def test_a_second_connection_with_a_live_clients_routing_id_cannot_take_its_repl
     cluster.client_options["validate"] = False
     add_worker(cluster, 1)
     cluster.wait_ready(1)
-    victim = zctx.socket(zmq.DEALER)
-    victim.linger = 0
-    victim.routing_id = b"victim"
-    victim.connect(cluster.front)
-    victim.send_multipart(P.encode(P.Heartbeat()))
+    victim = _dealer(zctx, cluster.front, b"victim")
     recv_within(victim, 10)
     victim.send_multipart(P.encode(P.Request(task_id="slow", pipeline="sleep:ms=1500|grayscale"), tiny_jpeg(40)))
     time.sleep(0.3)
-    thief = zctx.socket(zmq.DEALER)
-    thief.linger = 0
-    thief.routing_id = b"victim"
-    thief.connect(cluster.front)
-    thief.send_multipart(P.encode(P.Heartbeat()))
+    thief = _dealer(zctx, cluster.front, b"victim")  # learnt, or guessed
     got = []
     deadline_s = time.monotonic() + 20
     while time.monotonic() < deadline_s and not got:

@@ -7,6 +7,7 @@ from typing import Callable
 
 import zmq
 
+from .. import sockutil
 from .config import REPLY_PIPE_MESSAGES, BrokerConfig
 
 log = logging.getLogger("engine.broker")
@@ -41,19 +42,8 @@ def bind(ctx: zmq.Context, kind: int, endpoint: str, config: BrokerConfig, *, na
 
 def drain(sock: zmq.Socket, handler: Callable[[list], None], stats: dict, *, name: str,
           batch: int = DRAIN_BATCH) -> None:
-    """Handle up to ``batch`` waiting messages. A handler that raises costs that message
-    only: it is logged and counted (``stats['internal_errors']``), and the loop goes on."""
-    for _ in range(batch):
-        try:
-            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-        except zmq.Again:
-            return
-        try:
-            handler(frames)
-        except Exception:  # a bug must cost one message, never the broker
-            stats["internal_errors"] = stats.get("internal_errors", 0) + 1
-            log.exception("a message on the %s socket could not be handled; dropped it (a bug: please report)",
-                          name)
+    """``sockutil.drain`` with the broker's logger and batch size."""
+    sockutil.drain(sock, handler, stats, log, name=name, batch=batch)
 
 
 def last_endpoint(sock: zmq.Socket) -> str:

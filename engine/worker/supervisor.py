@@ -23,7 +23,7 @@ from typing import Any
 
 import zmq
 
-from .. import deadlines, handshake
+from .. import deadlines, handshake, sockutil
 from .. import protocol as P
 from ..errors import (DeadlineExceeded, ProtocolError, ResultTooLarge, TaskCancelled, TaskError,
                       WorkerCrashed)
@@ -378,19 +378,10 @@ class Supervisor:
         events = dict(poller.poll(timeout_ms))
         if self._wakeup.fd in events:
             self._wakeup.drain()
-        for sock, handler in ((self.broker, self._on_broker), (self.pool_sock, self._on_pool),
-                              (self._mon, self._on_handshake)):
+        for sock, handler, name in ((self.broker, self._on_broker, "broker"), (self.pool_sock, self._on_pool, "pool"),
+                                    (self._mon, self._on_handshake, "monitor")):
             if sock in events:
-                for _ in range(256):
-                    try:
-                        frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
-                    try:
-                        handler(frames)
-                    except Exception:  # a bug must cost one message, never the worker
-                        self.stats["internal_errors"] += 1
-                        log.exception("a message could not be handled; dropped it (a bug: please report)")
+                sockutil.drain(sock, handler, self.stats, log, name=name)
         for fd, pp in sentinels.items():
             if fd in events:
                 self._on_death(pp)

@@ -1,6 +1,7 @@
 """Hostile input on the compat JSON sockets and on a worker's own socket: every message
 gets an answer or is dropped, no process stops, and every compat answer is strict JSON."""
 import base64
+import time
 import json
 
 import msgpack
@@ -138,8 +139,6 @@ def fake_broker(zctx):
 
 def _next(router: zmq.Socket, want: type, timeout_s: float = 60.0):
     """The worker's next message of type ``want`` (heartbeats answered, as a broker would)."""
-    import time
-
     end_s = time.monotonic() + timeout_s
     while time.monotonic() < end_s:
         frames = recv_within(router, max(0.1, end_s - time.monotonic()))
@@ -176,3 +175,28 @@ def test_a_worker_survives_whatever_a_hostile_broker_sends(fake_broker):
     _, reply, payloads = _next(router, P.Reply)
     assert reply.task_id == "good" and reply.meta["width"] == 20
     assert worker.alive()
+
+
+def test_fuzzed_frames_from_a_hostile_broker_never_stop_a_worker(fake_broker):
+    from test_faults_hostile import RANDOM, mutated
+
+    router, worker = fake_broker
+    wid, _, _ = _next(router, P.Ready)
+    sent = []
+
+    @FUZZ
+    @given(st.one_of(RANDOM, mutated()))
+    def check(frames):
+        router.send_multipart([wid, *frames])
+        sent.append(frames)
+
+    check()
+    router.send_multipart([wid, *P.encode(P.Request(task_id="after-fuzz", pipeline="grayscale"), tiny_jpeg(24))])
+    deadline_s = time.monotonic() + 60
+    while True:  # answers to fuzzed requests may come first
+        _, msg, _ = _next(router, (P.Reply, P.Error), max(1.0, deadline_s - time.monotonic()))
+        if msg.task_id == "after-fuzz":
+            break
+    assert isinstance(msg, P.Reply) and msg.meta["width"] == 24
+    assert worker.alive()
+    print(f"FIGURES hostile broker fuzz: {len(sent)} messages to one worker; it kept serving")

@@ -151,49 +151,61 @@ def _as_bytes(frame: Any) -> bytes:
     return bytes(frame)
 
 
+# Per message type: class, name, payload frames, and its fields as
+# (attribute, header key, accepted types, required, bool accepted), computed once.
+_SPECS: dict[int, tuple] = {
+    t: (cls, TYPE_NAMES[t], cls.PAYLOADS,
+        tuple((name, key, types, required, bool in types) for name, (key, types, required) in cls.FIELDS.items()))
+    for t, cls in MESSAGE_CLASSES.items()
+}
+
+
 def decode(frames: Sequence[Any]) -> tuple[Message, list]:
     """Check and unpack a received message (identity frames already removed).
 
     Returns the message and its payload frames, untouched (zmq.Frame stays zmq.Frame).
-    Raises ProtocolError (or VersionError) describing what is wrong.
+    Raises ProtocolError (or VersionError) describing what is wrong. The header is read
+    in place (no copy), each field checked once against the table above.
     """
     if not frames:
         raise ProtocolError("empty message: expected a header frame", data=[])
-    raw = _as_bytes(frames[0])
+    first = frames[0]
+    raw = first.buffer if isinstance(first, zmq.Frame) else first
     if len(raw) > MAX_HEADER_BYTES:
-        raise ProtocolError(f"header frame is {len(raw)} bytes; the limit is {MAX_HEADER_BYTES}", data=raw[:64])
+        raise ProtocolError(f"header frame is {len(raw)} bytes; the limit is {MAX_HEADER_BYTES}",
+                            data=bytes(raw[:64]))
     try:
         head = msgpack.unpackb(raw, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types
-        raise ProtocolError(f"header frame is not valid msgpack ({type(exc).__name__})", data=raw[:64]) from exc
+        raise ProtocolError(f"header frame is not valid msgpack ({type(exc).__name__})",
+                            data=bytes(raw[:64])) from exc
     if not isinstance(head, dict):
-        raise ProtocolError("header must be a msgpack map", data=raw[:64])
+        raise ProtocolError("header must be a msgpack map", data=bytes(raw[:64]))
     version = head.get("v")
-    if version != PROTOCOL_VERSION:
+    if version != PROTOCOL_VERSION or type(version) is not int:
         raise VersionError(f"protocol version {version!r} is not supported; this engine speaks "
-                           f"version {PROTOCOL_VERSION}", data=raw[:64])
-    cls = MESSAGE_CLASSES.get(head.get("t"))  # type: ignore[arg-type]
-    if cls is None:
-        raise ProtocolError(f"unknown message type {head.get('t')!r}; known: {sorted(MESSAGE_CLASSES)}",
-                            data=raw[:64])
-    name = TYPE_NAMES[cls.TYPE]
-    if len(frames) - 1 != cls.PAYLOADS:
-        raise ProtocolError(f"{name} must carry {cls.PAYLOADS} payload frame(s), got {len(frames) - 1}",
-                            data=raw[:64])
+                           f"version {PROTOCOL_VERSION}", data=bytes(raw[:64]))
+    kind = head.get("t")
+    spec = _SPECS.get(kind) if type(kind) is int else None
+    if spec is None:
+        raise ProtocolError(f"unknown message type {kind!r}; known: {sorted(MESSAGE_CLASSES)}",
+                            data=bytes(raw[:64]))
+    cls, name, payloads, fields = spec
+    if len(frames) - 1 != payloads:
+        raise ProtocolError(f"{name} must carry {payloads} payload frame(s), got {len(frames) - 1}",
+                            data=bytes(raw[:64]))
     kwargs = {}
-    for name_, (key, types, required) in cls.FIELDS.items():
+    for attr, key, types, required, bool_ok in fields:
         value = head.get(key)
         if value is None:
             if required:
                 raise ProtocolError(f"{name} header lacks the required field {key!r}", data=head)
-            kwargs[name_] = None
-            continue
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        elif not isinstance(value, types) or (not bool_ok and value.__class__ is bool):
             want = " or ".join(t.__name__ for t in types)
             raise ProtocolError(f"{name} field {key!r} must be {want}, got {type(value).__name__}", data=head)
-        kwargs[name_] = value
+        kwargs[attr] = value
     task_id = kwargs.get("task_id")
-    if isinstance(task_id, str) and not 0 < len(task_id) <= MAX_TASK_ID_CHARS:
+    if task_id is not None and not 0 < len(task_id) <= MAX_TASK_ID_CHARS:
         raise ProtocolError(f"task id must have 1 to {MAX_TASK_ID_CHARS} characters", data=head)
     if cls is Ready and kwargs["capacity"] < 0:
         raise ProtocolError("READY capacity must not be negative", data=head)

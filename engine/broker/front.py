@@ -14,6 +14,7 @@ from typing import Any, Hashable
 
 import zmq
 
+from ..sockutil import NOBLOCK, send_frames
 from .outbox import Outbox, UnreadLimits
 
 log = logging.getLogger("engine.broker")
@@ -65,7 +66,7 @@ class Front:
     def _try(self, sock: zmq.Socket, peer: Hashable, frames: list) -> bool:
         """True if sent or undeliverable (peer gone: dropped); False if it must wait."""
         try:
-            sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+            send_frames(sock, frames, NOBLOCK)
             return True
         except zmq.Again:
             return False

@@ -16,6 +16,7 @@ from .. import deadlines
 from .. import protocol as P
 from ..errors import DeadlineExceeded, ProtocolError, TaskFailed, Unauthorized, error_class
 from ..security import WORKERS
+from ..sockutil import NOBLOCK, send_frames
 from . import sockets
 from .config import LEASE_GRACE_S, WORKER_PIPE_MESSAGES
 from .state import Task
@@ -50,7 +51,7 @@ class WorkerSide:
 
     def send(self, wid: bytes, frames: list) -> None:
         try:
-            self.sock.send_multipart([wid, *frames], zmq.NOBLOCK, copy=False)
+            send_frames(self.sock, [wid, *frames], NOBLOCK)
         except zmq.ZMQError as exc:  # gone (EHOSTUNREACH) or not reading (EAGAIN): heartbeats and leases decide
             log.debug("a message to worker %s was not sent: %s", wid.hex(), exc)
 

@@ -106,7 +106,7 @@ class Broker:
                          len(self.dispatcher.tasks), self.config.drain_timeout_s)
             if drain_until_s is not None and (not self.dispatcher.tasks or time.monotonic() >= drain_until_s):
                 break
-            wake_s = min(next_beat_s, *(f.next_flush_s() for f in self.fronts))
+            wake_s = min(next_beat_s, self.workers.next_probe_s(), *(f.next_flush_s() for f in self.fronts))
             timeout_ms = max(0, int((wake_s - time.monotonic()) * 1000))
             if drain_until_s is not None:
                 timeout_ms = min(timeout_ms, 100)
@@ -114,7 +114,7 @@ class Broker:
             if self._wakeup.fd in events:
                 self._wakeup.drain()
             now_s = time.monotonic()
-            self.workers.handle(events)
+            self.workers.handle(events, now_s)
             for front in self.fronts:
                 front.handle(events, now_s)
             self.workers.dispatch()

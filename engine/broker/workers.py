@@ -19,6 +19,8 @@ from ..security import WORKERS
 from ..sockutil import NOBLOCK, send_frames
 from . import sockets
 from .config import LEASE_GRACE_S, WORKER_PIPE_MESSAGES
+
+DISCONNECT_PROBES_S = (0.05, 0.3)  # after a closed connection, when to look for unreachable workers
 from .state import Task
 
 if TYPE_CHECKING:
@@ -38,16 +40,47 @@ class WorkerSide:
                                  sndhwm=WORKER_PIPE_MESSAGES)
         self._welcome = P.encode(P.Heartbeat(sender=broker.instance_id,
                                              max_message_bytes=self.config.max_message_bytes))
+        # libzmq reports each closed connection (with its fd, not its routing id): a closed
+        # connection makes the broker check, a moment later, which workers it can no longer reach.
+        self.monitor = self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._probes_s: list[float] = []
 
     def register(self, poller: zmq.Poller) -> None:
         poller.register(self.sock, zmq.POLLIN)
+        poller.register(self.monitor, zmq.POLLIN)
 
-    def handle(self, events: dict) -> None:
+    def handle(self, events: dict, now_s: float) -> None:
+        if self.monitor in events:
+            sockets.drain(self.monitor, self._on_disconnect, self.stats, name="back monitor")
         if self.sock in events:
             sockets.drain(self.sock, self._on_message, self.stats, name="back")
+        if self._probes_s and now_s >= self._probes_s[0]:
+            self._probes_s = [t for t in self._probes_s if t > now_s]
+            self._probe()
+
+    def next_probe_s(self) -> float:
+        return self._probes_s[0] if self._probes_s else float("inf")
 
     def close(self) -> None:
+        self.sock.disable_monitor()
+        self.monitor.close(linger=0)
         self.sock.close(linger=0)
+
+    def _on_disconnect(self, frames: list) -> None:
+        """A worker connection closed. libzmq forgets its routing id a moment after the
+        event: look then, and once more later."""
+        now_s = time.monotonic()
+        self._probes_s = sorted({*self._probes_s, *(now_s + d for d in DISCONNECT_PROBES_S)})
+
+    def _probe(self) -> None:
+        """Drop every worker the back socket can no longer reach (its tasks requeued at once)."""
+        beat = P.encode(P.Heartbeat(sender=self.broker.instance_id))
+        for wid in list(self.dispatcher.workers):
+            try:
+                send_frames(self.sock, [wid, *beat], NOBLOCK)
+            except zmq.ZMQError as exc:
+                if exc.errno == zmq.EHOSTUNREACH:
+                    self.remove(wid, "closed its connection")
 
     def send(self, wid: bytes, frames: list) -> None:
         try:

@@ -1,0 +1,32 @@
+"""A worker host that dies is noticed when its connection closes, not 3 heartbeats later."""
+import signal
+import time
+
+from faults_helpers import add_worker, tiny_jpeg, wait_until
+
+SLOW_HEARTBEAT_S = 5.0  # dead after 15 s of silence: far longer than the test waits for the requeue
+
+
+def test_a_killed_worker_host_is_dropped_when_its_connection_closes(cluster_factory):
+    cluster = cluster_factory(local_workers=0, extra=["--heartbeat-interval-s", str(SLOW_HEARTBEAT_S)])
+    cluster.client_options["validate"] = False
+    cluster.start_broker(wait_slots=0)
+    doomed = add_worker(cluster, 1, "--heartbeat-interval-s", str(SLOW_HEARTBEAT_S))
+    cluster.wait_ready(2)
+    with cluster.client(timeout_s=60) as client:
+        future = client.submit(tiny_jpeg(44), "sleep:ms=3000|grayscale")
+        wait_until(lambda: "task" in doomed.stderr_text() or client.info()["in_flight"] == 1, 30, "the task to start")
+        add_worker(cluster, 1, "--heartbeat-interval-s", str(SLOW_HEARTBEAT_S))
+        cluster.wait_ready(2)  # the new worker's slots (the doomed one's are taken)
+        killed_s = time.monotonic()
+        doomed.signal(signal.SIGKILL)  # supervisor gone: the kernel closes its TCP connection
+        result = future.result(60)
+        answered_s = time.monotonic() - killed_s
+        info = client.info()
+    log = cluster.broker.stderr_text()
+    assert result.width == 44
+    assert "closed its connection; 1 task(s) requeued" in log, log[-2000:]
+    assert "missed heartbeats" not in log
+    assert info["workers_total"] == 1 and info["requeued"] == 1
+    print(f"FIGURES host killed: answered {answered_s:.2f} s after the kill (3 s of it the task itself; "
+          f"heartbeat liveness {3 * SLOW_HEARTBEAT_S:g} s)")

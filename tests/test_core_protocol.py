@@ -62,3 +62,12 @@ def test_peek_finds_the_task_id_of_a_message_that_failed_to_decode():
     frames = _raw({"v": 1, "t": P.REQUEST, "id": "abc", "pipeline": "grayscale"})
     assert P.peek_task_id(frames) == "abc"
     assert P.peek_task_id([b"garbage"]) is None
+
+
+def test_hot_path_frame_builders_write_the_same_bytes_as_encode():
+    from engine import protocol as P
+
+    for options in (None, {"deadline_ms": 5}):
+        assert P.request_frames("t1", "grayscale", options, b"img") == \
+            P.encode(P.Request(task_id="t1", pipeline="grayscale", options=options), b"img")
+    assert P.reply_frames("t2", {"width": 3}, b"out") == P.encode(P.Reply(task_id="t2", meta={"width": 3}), b"out")

@@ -106,7 +106,7 @@ class NativeFront(Front):
 
     # ---- outgoing ----------------------------------------------------------------
     def reply(self, origin: Origin, task_id: str, meta: dict, payload: Any) -> None:
-        self._send(origin.route[0], P.encode(P.Reply(task_id=task_id, meta=meta), payload))
+        self._send(origin.route[0], P.reply_frames(task_id, meta, payload))
 
     def reply_error(self, origin: Origin, task_id: str | None, code: str, message: str,
                     meta: dict | None = None) -> None:

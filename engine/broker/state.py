@@ -33,9 +33,7 @@ class Task:
     due_s: float | None = None  # its deadline, if the request set one (monotonic)
     holders: set = field(default_factory=set)  # every worker it was handed to: only they may answer it
 
-    @property
-    def dedup_key(self) -> Hashable | None:
-        return self.origin.dedup_key(self.task_id)
+    dedup_key: Hashable | None = field(default=None, init=False)  # set once, at admission
 
 
 def _client(task: Task) -> str:
@@ -95,8 +93,9 @@ class Dispatcher:
 
     def admit(self, task: Task) -> None:
         self.tasks[task.jid] = task
-        if task.dedup_key is not None:
-            self._by_key[task.dedup_key] = task.jid
+        task.dedup_key = key = task.origin.dedup_key(task.task_id)
+        if key is not None:
+            self._by_key[key] = task.jid
         self.per_client[_client(task)] += 1
         self.queue.append(task)
 

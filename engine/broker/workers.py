@@ -228,5 +228,4 @@ class WorkerSide:
         for task, worker in self.dispatcher.assignments(now_s, self.config.task_lease_s, LEASE_GRACE_S):
             req = task.request
             options = deadlines.forwarded(req.options, task.received_s, now_s)
-            request = P.Request(task_id=self.task_id(task.jid), pipeline=req.pipeline, options=options)
-            self.send(worker.wid, P.encode(request, task.payload))
+            self.send(worker.wid, P.request_frames(self.task_id(task.jid), req.pipeline, options, task.payload))

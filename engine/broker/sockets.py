@@ -25,6 +25,7 @@ def bind(ctx: zmq.Context, kind: int, endpoint: str, config: BrokerConfig, *, na
     if curve is not None:
         curve.secure(sock, role)
     sock.maxmsgsize = config.max_message_bytes
+    sock.copy_threshold = sockutil.COPY_THRESHOLD_BYTES
     if kind != zmq.PULL:
         sock.sndhwm = sndhwm
     if kind == zmq.ROUTER:

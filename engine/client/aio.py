@@ -17,6 +17,7 @@ from .. import handshake
 from ..errors import BrokerUnavailable, EngineError, TaskTimeout
 from ..handshake import HandshakeWatch
 from ..security import PeerKeys, client_keys
+from ..sockutil import COPY_THRESHOLD_BYTES
 from .core import HEARTBEAT_INTERVAL_S, TIMEOUT_S, ClientCore, Result, complete
 
 
@@ -122,6 +123,7 @@ class AsyncClient:
         sock.linger = 0
         sock.sndhwm = 0
         sock.routing_id = self._routing_id
+        sock.copy_threshold = COPY_THRESHOLD_BYTES  # see engine.sockutil
         if self._keys is not None:
             self._keys.apply(sock)
         self._mon = handshake.monitor(sock)

@@ -131,15 +131,18 @@ class ClientCore:
         self._reconnect = False
         self.refused: str | None = None  # why the broker refused our handshake, until one succeeds
         self._handshake_retry_s = float("inf")
+        self._id_prefix = uuid.uuid4().hex[:12] + "-"
+        self._ids = itertools.count(1)
 
     def take_reconnect(self) -> bool:
         """True once after the broker fell silent: the adapter should open a fresh socket."""
         flag, self._reconnect = self._reconnect, False
         return flag
 
-    @staticmethod
-    def new_task_id() -> str:
-        return uuid.uuid4().hex
+    def new_task_id(self) -> str:
+        """Unique within this client (the broker keys tasks by client and id): a random
+        prefix, then a counter. Called from any thread: ``next`` on a count is atomic."""
+        return f"{self._id_prefix}{next(self._ids)}"
 
     # ---- requests --------------------------------------------------------------------
     def submit(self, task_id: str, data: Any, pipeline: str | list, handle: Any, *,
@@ -155,7 +158,7 @@ class ClientCore:
         if self.validate:
             check_pipeline(pipeline)
         now_s = time.monotonic()
-        frames = P.encode(P.Request(task_id=task_id, pipeline=pipeline, options=options), data)
+        frames = P.request_frames(task_id, pipeline, options, data)
         if len(frames[0]) > P.MAX_HEADER_BYTES:
             raise PipelineError(f"the request header is {len(frames[0])} bytes (pipeline and options); "
                                 f"the limit is {P.MAX_HEADER_BYTES} bytes")

@@ -15,6 +15,7 @@ import zmq
 
 from .. import protocol as P
 from ..errors import ImageTooLarge, InternalError, TaskError
+from ..sockutil import COPY_THRESHOLD_BYTES
 
 log = logging.getLogger("engine.worker.pool")
 
@@ -37,6 +38,7 @@ def pool_main(endpoint: str, ident: bytes, limits, supervisor_pid: int | None = 
     sock = ctx.socket(zmq.DEALER)
     sock.linger = 0
     sock.routing_id = ident
+    sock.copy_threshold = COPY_THRESHOLD_BYTES  # results: copy rather than lend (see engine.sockutil)
     sock.connect(endpoint)
     sock.send_multipart(P.encode(P.Ready(capacity=1, pid=os.getpid())))
     cache: dict = {}

@@ -80,12 +80,9 @@ class Cluster:
 
     def __init__(self, *, local_workers: int = 2, compat: bool = False, cache: bool = False,
                  extra: list[str] | None = None) -> None:
-        self.front_port, self.back_port = free_port(), free_port()
-        self.front = f"tcp://127.0.0.1:{self.front_port}"
-        self.back = f"tcp://127.0.0.1:{self.back_port}"
         self.local_workers = local_workers
         self.compat = compat
-        self.compat_ports = {k: free_port() for k in ("pull", "push", "router")} if compat else {}
+        self._pick_ports()
         # The result cache is off unless a test is about it: repeated photos must reach workers.
         self.extra = (extra or []) + ([] if cache else ["--cache-mb", "0"])
         self.broker: Proc | None = None
@@ -101,9 +98,25 @@ class Cluster:
                                     for x in (f"--compat-{k}", f"tcp://127.0.0.1:{port}")]
         return args
 
+    def _pick_ports(self) -> None:
+        self.front_port, self.back_port = free_port(), free_port()
+        self.front = f"tcp://127.0.0.1:{self.front_port}"
+        self.back = f"tcp://127.0.0.1:{self.back_port}"
+        self.compat_ports = {k: free_port() for k in ("pull", "push", "router")} if self.compat else {}
+
     def start_broker(self, *, wait_slots: int | None = None) -> "Cluster":
-        self.broker = Proc(self.broker_args())
-        self.wait_ready(self.local_workers if wait_slots is None else wait_slots)
+        for attempt in range(3):
+            self.broker = Proc(self.broker_args())
+            try:
+                self.wait_ready(self.local_workers if wait_slots is None else wait_slots)
+                return self
+            except RuntimeError as exc:
+                # A port free_port() saw free was taken meanwhile (the suite opens thousands
+                # of connections, each on an ephemeral port): pick others and start again.
+                if "Address already in use" not in str(exc) or attempt == 2:
+                    raise
+                self.broker.stop()
+                self._pick_ports()
         return self
 
     def add_worker(self, processes: int = 1, *extra: str) -> Proc:

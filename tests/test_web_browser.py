@@ -138,7 +138,7 @@ def test_log_in_bad_input_and_a_second_user_sees_nothing(chromium, web):
     page.click("#process")
     page.wait_for_url("**/batches/*")
     page.wait_for_selector(".job .message.error")
-    assert "not a JPEG" in page.text_content(".job .message.error")
+    assert "not an image" in page.text_content(".job .message.error")
     alice_job = page.locator(".job").first.get_attribute("data-job")
     page.goto("/history")
     alice_names = page.text_content("table.history")

@@ -27,3 +27,4 @@ def test_a_wire_errors_meta_reaches_the_callers_exception():
     assert isinstance(err, ResultTooLarge) and err.meta == {"max_message_bytes": 5} and err.task_id == "t"
     unknown = error_from_code("from_the_future", "?", meta=None)
     assert type(unknown) is TaskError and unknown.code == "from_the_future" and unknown.meta == {}
+

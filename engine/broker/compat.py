@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from .. import protocol as P
+from .. import strictjson
 from ..errors import ProtocolError, Unauthorized
 from ..security import CLIENTS
 from . import sockets
@@ -47,46 +48,6 @@ class CompatError(ValueError):
         self.code = code
 
 
-def _non_finite(text: str) -> Any:
-    raise CompatError(None, f"request holds the non-finite number {text}; JSON numbers must be finite")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        _non_finite(text)
-    return value
-
-
-def _depth_ok(raw: bytes) -> bool:
-    """Cheap bound on nesting before the parser recurses: brackets counted on the raw bytes
-    (strings may hold brackets too, so this over-counts: a real request has depth 1)."""
-    return raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH or _true_depth(raw) <= MAX_JSON_DEPTH
-
-
-def _true_depth(raw: bytes) -> int:
-    depth = deepest = 0
-    in_string = escaped = False
-    for byte in raw:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:
-                escaped = True
-            elif byte == 0x22:
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):
-            depth += 1
-            if depth > MAX_JSON_DEPTH:
-                return depth
-            deepest = max(deepest, depth)
-        elif byte in (0x5D, 0x7D):
-            depth -= 1
-    return deepest
-
-
 def _plain(token: str) -> bool:
     """A token JSON writes as itself (no escapes), so it can be looked for in the raw bytes."""
     return token.isascii() and token.isprintable() and '"' not in token and "\\" not in token and "/" not in token
@@ -102,13 +63,9 @@ def parse_request(raw: bytes, token: str = "") -> tuple[Any, str, bytes]:
     if token and _plain(token) and f'"{token}"'.encode() not in raw:  # cheap: no token anywhere, no parse
         raise CompatError(None, "request needs the broker's shared \"token\" (broker flag --compat-token)",
                           code=Unauthorized.code)
-    if not _depth_ok(raw):
-        raise CompatError(None, f"request nests deeper than {MAX_JSON_DEPTH} levels; send a flat JSON object")
     try:
-        obj = json.loads(raw, parse_constant=_non_finite, parse_float=_finite_float)
-    except CompatError:
-        raise
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        obj = strictjson.loads(raw, max_depth=MAX_JSON_DEPTH)
+    except strictjson.BadJSON as exc:
         raise CompatError(None, f"request is not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise CompatError(None, 'request must be a JSON object {"task_id", "task", "image"}')

@@ -1,6 +1,5 @@
 """Every slot comes back: a result over the message limit, a worker that never answers."""
 import threading
-import time
 
 import cv2
 import numpy as np

@@ -156,16 +156,10 @@ class CompatFront(Front):
             sockets.drain(self.pull, self._on_pull, self.stats, name="compat PULL", batch=256)
         if self.router in events:
             sockets.drain(self.router, self._on_router, self.stats, name="compat ROUTER", batch=256)
-        for peer in self.outbox.due(now_s):
-            self._flush_peer(peer, now_s)
+        self._flush(now_s)
 
-    def _flush_peer(self, peer, now_s: float) -> None:
-        sock = self.push if peer == PUSH_PEER else self.router
-        while (head := self.outbox.head(peer)) is not None:
-            if not self._try(sock, peer, head):
-                self.outbox.blocked(peer, now_s)
-                return
-            self.outbox.sent_head(peer)
+    def _socket_for(self, peer) -> zmq.Socket:
+        return self.push if peer == PUSH_PEER else self.router
 
     def _on_pull(self, frames: list) -> None:
         self._on_request(PUSH_PEER, frames[-1])

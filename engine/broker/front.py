@@ -77,13 +77,16 @@ class Front:
             log.debug("%s peer %s is gone: a reply was dropped", self.name, _show(peer))
             return True
 
-    def _flush(self, sock: zmq.Socket, now_s: float) -> None:
+    def _socket_for(self, peer: Hashable) -> zmq.Socket:
+        """The socket that reaches ``peer`` (a front end with several sockets tells them apart)."""
+        raise NotImplementedError
+
+    def _flush(self, now_s: float) -> None:
+        """Retry the held replies whose back-off has passed, oldest first, until libzmq refuses."""
         outbox = self.outbox
         for peer in outbox.due(now_s):
-            while True:
-                head = outbox.head(peer)
-                if head is None:
-                    break
+            sock = self._socket_for(peer)
+            while (head := outbox.head(peer)) is not None:
                 if not self._try(sock, peer, head):
                     outbox.blocked(peer, now_s)
                     break

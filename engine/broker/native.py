@@ -41,10 +41,13 @@ class NativeFront(Front):
     def handle(self, events: dict, now_s: float) -> None:
         if self.sock in events:
             sockets.drain(self.sock, self._on_message, self.stats, name=self.name)
-        self._flush(self.sock, now_s)
+        self._flush(now_s)
 
     def close(self) -> None:
         self.sock.close(linger=0)
+
+    def _socket_for(self, peer) -> zmq.Socket:
+        return self.sock
 
     # ---- incoming ----------------------------------------------------------------
     def _on_message(self, frames: list) -> None:

@@ -15,7 +15,8 @@ from .common import parts, require_user
 from .jobs import Upload
 from .openapi import openapi_document
 from .problems import WebError, describe
-from .strict_json import BadJSON, StrictJSONResponse, loads
+from ..strictjson import BadJSON, loads
+from .strict_json import StrictJSONResponse
 
 
 async def operations(request: Request) -> Response:

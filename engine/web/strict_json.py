@@ -1,12 +1,10 @@
-"""Strict JSON for the web gateway: the bounded decoder (``engine.strictjson``) and answers
-that are always strict: no NaN or Infinity, lone surrogates escaped on the way out."""
+"""Strict JSON answers for the web gateway: no NaN or Infinity, lone surrogates escaped on
+the way out. Requests are read by the bounded decoder, ``engine.strictjson``."""
 from __future__ import annotations
 
 import json
 
 from starlette.responses import JSONResponse
-
-from ..strictjson import BadJSON, loads  # noqa: F401 - re-exported: the gateway's JSON reader
 
 
 class StrictJSONResponse(JSONResponse):

@@ -64,12 +64,15 @@ class Ready(Message):
     TYPE: ClassVar[int] = READY
     FIELDS: ClassVar = {"capacity": ("cap", (int,), True), "ops": ("ops", (dict,), False),
                         "host": ("host", (str,), False), "pid": ("pid", (int,), False),
-                        "processes": ("procs", (int,), False)}
+                        "processes": ("procs", (int,), False), "group": ("grp", (str,), False),
+                        "control": ("ctl", (bool,), False)}
     capacity: int
     ops: dict | None = None
     host: str | None = None
     pid: int | None = None
     processes: int | None = None  # informational: pool processes behind the slots
+    group: str | None = None  # a pool process: the routing id of its host's control connection
+    control: bool | None = None  # a worker host's supervisor: no slots, it speaks for the group's processes
 
 
 @dataclass(frozen=True)
@@ -77,10 +80,11 @@ class Request(Message):
     TYPE: ClassVar[int] = REQUEST
     PAYLOADS: ClassVar[int] = 1
     FIELDS: ClassVar = {"task_id": ("id", (str,), True), "pipeline": ("pipeline", (str, list), True),
-                        "options": ("opts", (dict,), False)}
+                        "options": ("opts", (dict,), False), "sent_s": ("sent", (float,), False)}
     task_id: str
     pipeline: str | list
     options: dict | None = None
+    sent_s: float | None = None  # broker -> worker: the broker's wall clock when it sent the task
 
 
 @dataclass(frozen=True)
@@ -96,27 +100,34 @@ class Reply(Message):
 class Error(Message):
     TYPE: ClassVar[int] = ERROR
     FIELDS: ClassVar = {"task_id": ("id", (str,), False), "code": ("code", (str,), True),
-                        "message": ("msg", (str,), True), "meta": ("meta", (dict,), False)}
+                        "message": ("msg", (str,), True), "meta": ("meta", (dict,), False),
+                        "worker": ("wkr", (str,), False)}
     task_id: str | None
     code: str
     message: str
     meta: dict | None = None
+    worker: str | None = None  # supervisor -> broker: the answer is for this pool process of its group
 
 
 @dataclass(frozen=True)
 class Heartbeat(Message):
     TYPE: ClassVar[int] = HEARTBEAT
-    FIELDS: ClassVar = {"sender": ("sid", (str,), False), "max_message_bytes": ("maxmsg", (int,), False)}
+    FIELDS: ClassVar = {"sender": ("sid", (str,), False), "max_message_bytes": ("maxmsg", (int,), False),
+                        "clock_s": ("clk", (float,), False)}
     sender: str | None = None  # the sender's instance id (a broker restart changes it)
     max_message_bytes: int | None = None  # broker -> worker: the largest message it accepts (check results)
+    clock_s: float | None = None  # broker -> worker: its wall clock, so a worker can age a task's ``sent_s``
 
 
 @dataclass(frozen=True)
 class Disconnect(Message):
     TYPE: ClassVar[int] = DISCONNECT
-    FIELDS: ClassVar = {"reason": ("reason", (str,), False), "drain": ("drain", (bool,), False)}
+    FIELDS: ClassVar = {"reason": ("reason", (str,), False), "drain": ("drain", (bool,), False),
+                        "worker": ("wkr", (str,), False), "task_id": ("id", (str,), False)}
     reason: str | None = None
     drain: bool | None = None  # worker: "no new tasks; I finish those I hold, then disconnect"
+    worker: str | None = None  # supervisor -> broker: this pool process of its group is gone
+    task_id: str | None = None  # ... and this task (if any) was running in it: it alone counts an attempt
 
 
 @dataclass(frozen=True)
@@ -212,11 +223,14 @@ def decode(frames: Sequence[Any]) -> tuple[Message, list]:
     return cls(**kwargs), list(frames[1:])
 
 
-def request_frames(task_id: str, pipeline: str | list, options: dict | None, payload: Any) -> list:
+def request_frames(task_id: str, pipeline: str | list, options: dict | None, payload: Any,
+                   sent_s: float | None = None) -> list:
     """``encode(Request(...), payload)`` for the broker's hot path: the same bytes, built directly."""
     head = {"v": PROTOCOL_VERSION, "t": REQUEST, "id": task_id, "pipeline": pipeline}
     if options is not None:
         head["opts"] = options
+    if sent_s is not None:
+        head["sent"] = sent_s
     return [msgpack.packb(head, use_bin_type=True), payload]
 
 

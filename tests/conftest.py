@@ -108,7 +108,8 @@ class Cluster:
         for attempt in range(3):
             self.broker = Proc(self.broker_args())
             try:
-                self.wait_ready(self.local_workers if wait_slots is None else wait_slots)
+                # Each local pool process registers on its own, with 1 + prefetch (1) slots.
+                self.wait_ready(self.local_workers * 2 if wait_slots is None else wait_slots)
                 return self
             except RuntimeError as exc:
                 # A port free_port() saw free was taken meanwhile (the suite opens thousands

@@ -96,3 +96,39 @@ def test_cancel_and_a_client_going_away_remove_queued_tasks():
     assert {t.task_id for t in dropped} == {"t0", "t2"}
     d.ready(b"A", 5, 0.0)
     assert _assign(d) == [("t9", b"A")]
+
+
+def test_a_busy_pool_process_lives_as_long_as_its_hosts_control_connection():
+    """A pool process busy on a long task cannot heartbeat; its supervisor speaks for it."""
+    d = Dispatcher(max_queue=10, liveness_s=6)
+    d.ready(b"H", 0, 0.0, control=True)
+    d.ready(b"H/p1", 2, 0.0, group=b"H")
+    d.ready(b"lone", 1, 0.0)
+    assert d.workers[b"H"].free == 0 and b"H" not in _assign_all(d, 3)  # a control connection gets no task
+    d.seen(b"H", 5.0)
+    assert d.expired(7.0) == [b"lone"]  # H/p1 silent, but its host is alive
+    assert d.expired(11.5) == [b"H", b"H/p1", b"lone"]
+    assert d.members(b"H") == [b"H/p1"] and d.member_of(b"H", "H/p1") is d.workers[b"H/p1"]
+    assert d.member_of(b"other", "H/p1") is None and d.member_of(b"H", "H") is None  # only its own processes
+
+
+def test_a_dead_pool_process_requeues_its_tasks_blaming_only_the_one_it_ran():
+    d = Dispatcher(max_queue=10, liveness_s=6)
+    d.ready(b"H", 0, 0.0, control=True)
+    d.ready(b"H/p1", 2, 0.0, group=b"H")
+    t0, t1 = _task(d, 0), _task(d, 1)
+    _assign(d)
+    d.release(b"H/p1", t0.jid)  # one done before: it still counts for the host
+    t2 = _task(d, 2)
+    _assign(d)
+    orphans = d.remove_worker(b"H/p1", blame=t1.jid)
+    assert {t.task_id for t in orphans} == {"t1", "t2"}
+    assert (t1.attempts, t2.attempts) == (1, 0)
+    assert d.workers[b"H"].tasks_done_before == 1
+    assert [t.task_id for t in d.queue] == ["t1", "t2"]
+
+
+def _assign_all(d: Dispatcher, n: int) -> list[bytes]:
+    for i in range(n):
+        _task(d, 100 + i)
+    return [w for _, w in _assign(d)]

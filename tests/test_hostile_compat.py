@@ -150,10 +150,23 @@ def _next(router: zmq.Socket, want: type, timeout_s: float = 60.0):
     raise AssertionError(f"no {want.__name__} from the worker within {timeout_s} s")
 
 
+def _registered(router: zmq.Socket) -> tuple[bytes, P.Ready, bytes]:
+    """The pool process's READY and the supervisor's (its host's control connection), in either order."""
+    process = control = None
+    while process is None or control is None:
+        wid, ready, _ = _next(router, P.Ready)
+        if ready.control:
+            control = wid
+        else:
+            process = (wid, ready)
+    return process[0], process[1], control
+
+
 def test_a_worker_survives_whatever_a_hostile_broker_sends(fake_broker):
+    """Its pool process and its supervisor (the host's control connection) both get it all."""
     router, worker = fake_broker
-    wid, ready, _ = _next(router, P.Ready)
-    assert ready.capacity >= 1
+    wid, ready, control = _registered(router)
+    assert ready.capacity >= 1 and ready.group == control.decode()
     hostile = [
         [b"garbage"], [b"", b"", b""], [msgpack.packb({"v": 1, "t": P.REQUEST})],
         [msgpack.packb({"v": 1, "t": P.REQUEST, "id": "n1", "pipeline": [[[[[]]]]] * 50, "opts": {}}), b"x"],
@@ -165,6 +178,7 @@ def test_a_worker_survives_whatever_a_hostile_broker_sends(fake_broker):
         P.encode(P.Reply(task_id="n6", meta={}), b"x"), P.encode(P.Info(data={"a": 1})),
     ]
     for frames in hostile:
+        router.send_multipart([control, *frames])
         router.send_multipart([wid, *frames])
     answered = set()
     for _ in range(5):  # n1..n5 each get an ERROR; the rest are dropped
@@ -181,12 +195,13 @@ def test_fuzzed_frames_from_a_hostile_broker_never_stop_a_worker(fake_broker):
     from test_faults_hostile import RANDOM, mutated
 
     router, worker = fake_broker
-    wid, _, _ = _next(router, P.Ready)
+    wid, _, control = _registered(router)
     sent = []
 
     @FUZZ
     @given(st.one_of(RANDOM, mutated()))
     def check(frames):
+        router.send_multipart([control, *frames])
         router.send_multipart([wid, *frames])
         sent.append(frames)
 

@@ -29,13 +29,13 @@ from .native import NativeFront
 from .outbox import UnreadLimits
 from .quota import QuotaLimits, Quotas
 from .sockets import last_endpoint
-from .state import Dispatcher, Task
+from .state import Dispatcher, Task, peer_name
 from .workers import WorkerSide
 
 log = logging.getLogger("engine.broker")
 
 # Counters in INFO; a refusal's counter is named by its error code.
-STAT_NAMES = ("received", "completed", "failed", "requeued", BusyError.code, "bad_messages", TaskCancelled.code,
+STAT_NAMES = ("received", "completed", "failed", "requeued", "reassigned", BusyError.code, "bad_messages", TaskCancelled.code,
               "late_replies", QuotaError.code, Unauthorized.code, "leases_expired", "unread_dropped", "undeliverable",
               "internal_errors")
 
@@ -209,8 +209,7 @@ class Broker:
         """The client: its key's name with CURVE (None: revoked), else its self-chosen routing id."""
         if self.curve is not None:
             return self.curve.identity(frame, CLIENTS)
-        text = route.decode("ascii", "replace")
-        return text if route.isascii() and text.isprintable() else route.hex()
+        return peer_name(route)
 
     def _cache_key(self, request: Any, payload: Any) -> str | None:
         """Input hash + canonical pipeline + engine version; None when not cacheable."""

@@ -18,6 +18,7 @@ from .. import protocol as P
 
 if TYPE_CHECKING:
     from .core import Broker
+    from .state import Dispatcher
 
 MAX_WORKERS_LISTED = 64
 MAX_IDENTITIES_LISTED = 20
@@ -33,18 +34,40 @@ def _worker(row: dict) -> dict:
     return {k: (v[:MAX_TEXT_CHARS] if isinstance(v, str) else v) for k, v in row.items()}
 
 
+def hosts(d: "Dispatcher", now_s: float) -> list[dict]:
+    """One row per worker host (its supervisor's control connection, its pool processes
+    summed), or per worker that speaks for itself; sorted by host."""
+    members: dict[bytes, list] = {}
+    for w in d.workers.values():
+        if not w.control and w.group is not None and w.group in d.workers:
+            members.setdefault(w.group, []).append(w)
+    rows = []
+    for w in sorted(d.workers.values(), key=lambda w: (w.host, w.wid)):
+        if not w.control and w.group is not None and w.group in d.workers:
+            continue  # counted in its host's row
+        row = w.describe(now_s)
+        if w.control:
+            parts = members.get(w.wid, [])
+            row.update(free=sum(m.free for m in parts), in_flight=sum(len(m.tasks) for m in parts),
+                       busy=any(m.tasks for m in parts), draining=any(m.draining for m in parts),
+                       tasks_done=w.tasks_done_before + sum(m.tasks_done for m in parts),
+                       lease_expiries=sum(m.lease_expiries for m in parts), processes_connected=len(parts))
+        rows.append(row)
+    return rows
+
+
 def bounded(broker: "Broker", you: str = "") -> dict:
     now_s = time.monotonic()
     d = broker.dispatcher
     config = broker.config
-    workers = sorted(d.workers.values(), key=lambda w: (w.host, w.wid))
+    workers = hosts(d, now_s)
     label = str if broker.curve is not None else _anonymous
     identities, identities_total = broker.quotas.describe(d.per_client, top=MAX_IDENTITIES_LISTED, label=label)
     out = {"broker": broker.instance_id, "uptime_s": round(now_s - broker._started_s, 3),
            "queue_depth": len(d.queue), "in_flight": len(d.tasks) - len(d.queue),
            "max_queue": config.max_queue, "clients": len(broker.native.clients),
-           "workers": [_worker(w.describe(now_s)) for w in workers[:MAX_WORKERS_LISTED]],
-           "workers_total": len(workers), "slots_free": sum(w.free for w in workers),
+           "workers": [_worker(w) for w in workers[:MAX_WORKERS_LISTED]],
+           "workers_total": len(workers), "slots_free": sum(w["free"] for w in workers),
            "ops": d.offered_ops(), "cache": broker.cache.stats() if broker.cache is not None else None,
            "security": {"curve": broker.curve is not None, "compat_token": bool(config.compat_token),
                         "client_max_in_flight": config.client_max_in_flight,

@@ -15,6 +15,8 @@ from typing import Any, Hashable, Iterator
 from ..protocol import Request
 from .config import MAX_SLOTS_PER_WORKER
 
+BLAME_ALL = -1  # remove_worker: every task it held counts an attempt (it vanished: any could be at fault)
+
 
 @dataclass(eq=False)
 class Task:
@@ -34,6 +36,13 @@ class Task:
     holders: set = field(default_factory=set)  # every worker it was handed to: only they may answer it
 
     dedup_key: Hashable | None = field(default=None, init=False)  # set once, at admission
+
+
+def peer_name(route: bytes) -> str:
+    """A routing id for people: as text when it is printable ASCII (workers name themselves
+    ``host-pid-xxxxxx``), else in hex."""
+    text = route.decode("ascii", "replace")
+    return text if route.isascii() and text.isprintable() else route.hex()
 
 
 def _client(task: Task) -> str:
@@ -56,9 +65,12 @@ class WorkerState:
     lease_expiries: int = 0  # leases it let expire in a row
     taken_back: set = field(default_factory=set)  # jids whose lease expired here: their answer frees the slot
     tasks: dict[int, Task] = field(default_factory=dict)  # jid -> task, in flight here
+    group: bytes | None = None  # a pool process: its host's control connection (which speaks for it)
+    control: bool = False  # a host's control connection: no slots, never given a task
+    tasks_done_before: int = 0  # a control: tasks done by its processes that are gone
 
     def describe(self, now_s: float) -> dict:
-        return {"id": self.wid.hex(), "host": self.host, "pid": self.pid, "processes": self.processes,
+        return {"id": peer_name(self.wid), "host": self.host, "pid": self.pid, "processes": self.processes,
                 "free": self.free,
                 "in_flight": len(self.tasks), "busy": bool(self.tasks), "tasks_done": self.tasks_done,
                 "draining": self.draining, "lease_expiries": self.lease_expiries,
@@ -190,13 +202,15 @@ class Dispatcher:
 
     # ---- workers -----------------------------------------------------------------
     def ready(self, wid: bytes, slots: int, now_s: float, *, host: str = "", pid: int = 0,
-              ops: dict | None = None, processes: int | None = None) -> bool:
-        """READY from a worker; returns True if it is new."""
+              ops: dict | None = None, processes: int | None = None, group: bytes | None = None,
+              control: bool = False) -> bool:
+        """READY from a worker (a pool process, with its host's ``group``) or a host's
+        control connection (``control``: no slots); returns True if it is new."""
         worker = self.workers.get(wid)
         new = worker is None
         if new:
             worker = self.workers[wid] = WorkerState(wid=wid, free=0, expiry_s=now_s + self.liveness_s,
-                                                     joined_s=now_s)
+                                                     joined_s=now_s, group=group, control=control)
         worker.host, worker.pid = host or worker.host, pid or worker.pid
         if ops is not None:
             worker.ops = ops
@@ -214,17 +228,34 @@ class Dispatcher:
         worker.last_seen_s = now_s
         return True
 
-    def remove_worker(self, wid: bytes) -> list[Task]:
-        """Forget a worker; its unfinished tasks go back to the front of the queue."""
+    def remove_worker(self, wid: bytes, blame: int | None = BLAME_ALL) -> list[Task]:
+        """Forget a worker; its unfinished tasks go back to the front of the queue. Which
+        of them count an attempt: all (``BLAME_ALL``), the one with jid ``blame``, or none."""
         worker = self.workers.pop(wid, None)
         self._ready.pop(wid, None)
         if worker is None:
             return []
+        if worker.group is not None and worker.group in self.workers:
+            self.workers[worker.group].tasks_done_before += worker.tasks_done
         orphans = [t for t in worker.tasks.values() if t.jid in self.tasks]
         for task in reversed(orphans):
-            task.attempts += 1
+            if blame == BLAME_ALL or blame == task.jid:
+                task.attempts += 1
             self.requeue(task)
         return orphans
+
+    def members(self, control: bytes) -> list[bytes]:
+        """The pool processes a host's control connection speaks for (O(workers))."""
+        return [wid for wid, w in self.workers.items() if w.group == control and not w.control]
+
+    def member_of(self, control: bytes, name: str) -> WorkerState | None:
+        """The pool process ``name`` if the control connection ``control`` speaks for it."""
+        worker = self.workers.get(name.encode())
+        return worker if worker is not None and worker.group == control and not worker.control else None
+
+    def group_alive(self, worker: WorkerState, now_s: float) -> bool:
+        control = self.workers.get(worker.group) if worker.group is not None else None
+        return control is not None and control.control and control.expiry_s > now_s
 
     def drain(self, wid: bytes) -> None:
         worker = self.workers.get(wid)
@@ -233,7 +264,9 @@ class Dispatcher:
             self._ready.pop(wid, None)
 
     def expired(self, now_s: float) -> list[bytes]:
-        return [wid for wid, w in self.workers.items() if w.expiry_s <= now_s]
+        """Workers silent for the liveness interval; a pool process busy on a long task (it
+        cannot heartbeat) lives as long as its host's control connection does."""
+        return [wid for wid, w in self.workers.items() if w.expiry_s <= now_s and not self.group_alive(w, now_s)]
 
     def _add_slots(self, worker: WorkerState, slots: int) -> None:
         if slots <= 0 or worker.draining:

@@ -20,8 +20,10 @@ from ..sockutil import NOBLOCK, send_frames
 from . import sockets
 from .config import LEASE_GRACE_S, WORKER_PIPE_MESSAGES
 
-DISCONNECT_PROBES_S = (0.05, 0.3)  # after a closed connection, when to look for unreachable workers
-from .state import Task
+from .state import BLAME_ALL, Task, peer_name
+
+DISCONNECT_PROBES_S = (0.05, 0.3, 1.0)  # after a closed connection, when to look for unreachable workers
+SUPERVISOR_REPORT_S = 1.0  # a pool process of a live host: how long its supervisor has to say why it is gone
 
 if TYPE_CHECKING:
     from .core import Broker
@@ -38,12 +40,12 @@ class WorkerSide:
         self.sock = sockets.bind(broker.ctx, zmq.ROUTER, self.config.back, self.config, name="back",
                                  curve=broker.curve, role=WORKERS, handover=True,
                                  sndhwm=WORKER_PIPE_MESSAGES)
-        self._welcome = P.encode(P.Heartbeat(sender=broker.instance_id,
-                                             max_message_bytes=self.config.max_message_bytes))
+        self._limit = self.config.max_message_bytes
         # libzmq reports each closed connection (with its fd, not its routing id): a closed
         # connection makes the broker check, a moment later, which workers it can no longer reach.
         self.monitor = self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         self._probes_s: list[float] = []
+        self._closed_s = 0.0  # when the last worker connection closed
 
     def register(self, poller: zmq.Poller) -> None:
         poller.register(self.sock, zmq.POLLIN)
@@ -70,12 +72,22 @@ class WorkerSide:
         """A worker connection closed. libzmq forgets its routing id a moment after the
         event: look then, and once more later."""
         now_s = time.monotonic()
+        self._closed_s = now_s
         self._probes_s = sorted({*self._probes_s, *(now_s + d for d in DISCONNECT_PROBES_S)})
 
     def _probe(self) -> None:
-        """Drop every worker the back socket can no longer reach (its tasks requeued at once)."""
+        """Drop every worker the back socket can no longer reach (its tasks requeued at once).
+        A pool process whose host is alive gets ``SUPERVISOR_REPORT_S``: its supervisor
+        names the task it was running, so that one alone counts an attempt."""
         beat = P.encode(P.Heartbeat(sender=self.broker.instance_id))
-        for wid in list(self.dispatcher.workers):
+        now_s = time.monotonic()
+        d = self.dispatcher
+        for wid in list(d.workers):
+            worker = d.workers.get(wid)
+            if worker is None:
+                continue  # removed with its host in this loop
+            if d.group_alive(worker, now_s) and now_s - self._closed_s < SUPERVISOR_REPORT_S:
+                continue
             try:
                 send_frames(self.sock, [wid, *beat], NOBLOCK)
             except zmq.ZMQError as exc:
@@ -86,14 +98,21 @@ class WorkerSide:
         try:
             send_frames(self.sock, [wid, *frames], NOBLOCK)
         except zmq.ZMQError as exc:  # gone (EHOSTUNREACH) or not reading (EAGAIN): heartbeats and leases decide
-            log.debug("a message to worker %s was not sent: %s", wid.hex(), exc)
+            log.debug("a message to worker %s was not sent: %s", peer_name(wid), exc)
 
     def task_id(self, jid: int) -> str:
         return f"{jid}@{self.broker.instance_id}"
 
     def cancel(self, task: Task) -> None:
-        if task.worker is not None:
-            self.send(task.worker, P.encode(P.Cancel(task_id=self.task_id(task.jid))))
+        """Tell the worker running ``task`` to drop it; a pool process busy with it cannot
+        read that, so its host's supervisor hears it too (it kills a process that does not stop)."""
+        if task.worker is None:
+            return
+        frames = P.encode(P.Cancel(task_id=self.task_id(task.jid)))
+        self.send(task.worker, frames)
+        worker = self.dispatcher.workers.get(task.worker)
+        if worker is not None and worker.group is not None and worker.group in self.dispatcher.workers:
+            self.send(worker.group, frames)
 
     # ---- incoming ----------------------------------------------------------------
     def _on_message(self, frames: list) -> None:
@@ -108,38 +127,77 @@ class WorkerSide:
             msg, payloads = P.decode(frames[1:])
         except ProtocolError as exc:
             self.stats["bad_messages"] += 1
-            log.warning("dropped a bad message from worker %s: %s", wid.hex(), exc)
+            log.warning("dropped a bad message from worker %s: %s", peer_name(wid), exc)
             return
         now_s = time.monotonic()
         d = self.dispatcher
         if isinstance(msg, P.Ready):
-            if d.ready(wid, msg.capacity, now_s, host=msg.host or "", pid=msg.pid or 0, ops=msg.ops,
-                       processes=msg.processes):
-                self.send(wid, self._welcome)  # before any task: the limits the worker must respect
-                log.info("worker %s joined from %s pid %s with %d slot(s)", wid.hex(), msg.host, msg.pid,
-                         msg.capacity)
+            self._on_ready(wid, msg, now_s)
             return
         known = d.seen(wid, now_s)
+        control = known and d.workers[wid].control
         if isinstance(msg, (P.Reply, P.Error)):
-            self._on_result(wid, msg, payloads)
+            if control:
+                self._for_member(wid, msg)
+            elif getattr(msg, "worker", None) is None:  # only a control speaks for another
+                self._on_result(wid, msg, payloads)
         elif isinstance(msg, P.Disconnect):
-            if msg.drain and known:
-                d.drain(wid)
-                log.info("worker %s is draining (%s)", wid.hex(), msg.reason or "no reason given")
-            else:
-                self.remove(wid, f"disconnected ({msg.reason or 'no reason given'})")
+            self._on_disconnect_msg(wid, msg, known, control)
             return
         elif not isinstance(msg, P.Heartbeat):
-            log.warning("worker %s sent %s, which workers may not send", wid.hex(), P.TYPE_NAMES[msg.TYPE])
+            log.warning("worker %s sent %s, which workers may not send", peer_name(wid), P.TYPE_NAMES[msg.TYPE])
         if not known:
             self.send(wid, P.encode(P.Disconnect(reason="unknown worker: send READY")))
 
-    def _on_result(self, wid: bytes, msg: P.Reply | P.Error, payloads: list) -> None:
-        jid_text, _, instance = (msg.task_id or "").partition("@")
-        if instance != self.broker.instance_id or not jid_text.isdigit():
-            log.debug("worker %s answered task %r of another broker instance: dropped", wid.hex(), msg.task_id)
+    def _on_ready(self, wid: bytes, msg: P.Ready, now_s: float) -> None:
+        control = bool(msg.control)
+        group = msg.group.encode() if msg.group and not control else None
+        if self.dispatcher.ready(wid, 0 if control else msg.capacity, now_s, host=msg.host or "",
+                                 pid=msg.pid or 0, ops=msg.ops, processes=msg.processes, group=group,
+                                 control=control):
+            # Before any task: the limits the worker must respect, and the clock it ages deadlines by.
+            self.send(wid, P.encode(P.Heartbeat(sender=self.broker.instance_id, max_message_bytes=self._limit,
+                                                clock_s=time.time())))
+            if control:
+                log.info("worker %s joined from %s pid %s with %s pool process(es)", peer_name(wid), msg.host,
+                         msg.pid, msg.processes)
+            else:
+                log.log(logging.DEBUG if group else logging.INFO, "worker %s joined from %s pid %s with %d slot(s)",
+                        peer_name(wid), msg.host, msg.pid, msg.capacity)
+
+    def _on_disconnect_msg(self, wid: bytes, msg: P.Disconnect, known: bool, control: bool) -> None:
+        d = self.dispatcher
+        why = msg.reason or "no reason given"
+        if control and msg.worker is not None:  # one of its pool processes is gone
+            member = d.member_of(wid, msg.worker)
+            if member is not None:
+                jid = self._jid(msg.task_id) if msg.task_id else None
+                self.remove(member.wid, f"(pool process of {peer_name(wid)}): {why}", blame=jid)
+        elif msg.drain and known:
+            for member in (d.members(wid) if control else [wid]):
+                d.drain(member)
+            grouped = d.workers[wid].group is not None
+            log.log(logging.DEBUG if grouped else logging.INFO, "worker %s is draining (%s)", peer_name(wid), why)
+        else:
+            self.remove(wid, f"disconnected ({why})", blame=None)
+
+    def _for_member(self, control: bytes, msg: P.Reply | P.Error) -> None:
+        """A host's supervisor answers for one of its pool processes (deadline, task timeout)."""
+        member = self.dispatcher.member_of(control, msg.worker or "")
+        if member is None or not isinstance(msg, P.Error):
+            log.debug("worker %s answered for %r, not one of its processes: dropped", peer_name(control), msg.worker)
             return
-        jid = int(jid_text)
+        self._on_result(member.wid, msg, [])
+
+    def _jid(self, task_id: str | None) -> int | None:
+        jid_text, _, instance = (task_id or "").partition("@")
+        return int(jid_text) if instance == self.broker.instance_id and jid_text.isdigit() else None
+
+    def _on_result(self, wid: bytes, msg: P.Reply | P.Error, payloads: list) -> None:
+        jid = self._jid(msg.task_id)
+        if jid is None:
+            log.debug("worker %s answered task %r of another broker instance: dropped", peer_name(wid), msg.task_id)
+            return
         d = self.dispatcher
         released = d.release(wid, jid)
         task = d.tasks.get(jid)
@@ -156,7 +214,7 @@ class WorkerSide:
             else:
                 self.stats["requeued"] += 1
                 log.info("task %s requeued after worker %s failed on it (attempt %d): %s", jid,
-                         wid.hex(), task.attempts, msg.message)
+                         peer_name(wid), task.attempts, msg.message)
                 d.requeue(task)
             return
         d.finish(jid)
@@ -174,15 +232,23 @@ class WorkerSide:
         self.broker.finish_error(task, TaskFailed.code, text)
 
     # ---- workers and leases ------------------------------------------------------------
-    def remove(self, wid: bytes, why: str) -> None:
-        orphans = self.dispatcher.remove_worker(wid)
-        log.info("worker %s %s; %d task(s) requeued", wid.hex(), why, len(orphans))
+    def remove(self, wid: bytes, why: str, blame: int | None = BLAME_ALL) -> None:
+        """Drop a worker (a host's control connection: with all its pool processes); its
+        tasks are requeued, those it is blamed for (see ``Dispatcher.remove_worker``) counting an attempt."""
+        d = self.dispatcher
+        worker = d.workers.get(wid)
+        if worker is not None and worker.control:
+            for member in d.members(wid):
+                self.remove(member, f"(pool process of {peer_name(wid)}): its host {why}", blame)
+        orphans = d.remove_worker(wid, blame)
+        if worker is not None and (orphans or worker.group is None or blame is not None):
+            log.info("worker %s %s; %d task(s) requeued", peer_name(wid), why, len(orphans))
         for task in orphans:
             if task.attempts > self.config.max_retries:
                 self.dispatcher.queue.remove(task)
                 self._fail(task, f"worker {why}")
-            else:
-                self.stats["requeued"] += 1
+            else:  # requeued: run again after a failure; reassigned: it had not started, or no fault of its own
+                self.stats["requeued" if blame in (BLAME_ALL, task.jid) else "reassigned"] += 1
 
     def beat(self, now_s: float) -> None:
         """Heartbeats out; silent workers and expired leases dealt with."""
@@ -190,7 +256,7 @@ class WorkerSide:
             self.send(wid, P.encode(P.Disconnect(reason="no heartbeat: declared dead")))
             self.remove(wid, "missed heartbeats: declared dead")
         self.expire_leases(now_s)
-        beat = P.encode(P.Heartbeat(sender=self.broker.instance_id))
+        beat = P.encode(P.Heartbeat(sender=self.broker.instance_id, clock_s=time.time()))
         for wid in list(self.dispatcher.workers):
             self.send(wid, beat)
 
@@ -207,17 +273,17 @@ class WorkerSide:
                 d.queue.remove(task)
                 d.finish(task.jid)
                 log.warning("task %s (%s): worker %s did not answer by its deadline; failed", task.jid,
-                            task.task_id, wid.hex())
+                            task.task_id, peer_name(wid))
                 self.broker.finish_error(task, DeadlineExceeded.code,
                                          f"the task's deadline passed and its worker did not answer within "
                                          f"{LEASE_GRACE_S:g} s more; it was abandoned")
             elif task.attempts > self.config.max_retries:
                 d.queue.remove(task)
-                self._fail(task, f"worker {wid.hex()} did not answer within its lease")
+                self._fail(task, f"worker {peer_name(wid)} did not answer within its lease")
             else:
                 self.stats["requeued"] += 1
                 log.warning("task %s (%s): worker %s did not answer within its lease (--task-lease-s %g, or "
-                            "the deadline + %g s); requeued (attempt %d)", task.jid, task.task_id, wid.hex(),
+                            "the deadline + %g s); requeued (attempt %d)", task.jid, task.task_id, peer_name(wid),
                             self.config.task_lease_s, LEASE_GRACE_S, task.attempts)
             if worker is not None and worker.lease_expiries >= self.config.max_lease_expiries:
                 self.send(worker.wid, P.encode(P.Disconnect(reason="let too many task leases expire")))
@@ -225,7 +291,11 @@ class WorkerSide:
 
     def dispatch(self) -> None:
         now_s = time.monotonic()
+        wall_s = None
         for task, worker in self.dispatcher.assignments(now_s, self.config.task_lease_s, LEASE_GRACE_S):
             req = task.request
-            options = deadlines.forwarded(req.options, task.received_s, now_s)
-            self.send(worker.wid, P.request_frames(self.task_id(task.jid), req.pipeline, options, task.payload))
+            options, sent_s = req.options, None
+            if options and deadlines.KEY in options:  # what is left of it, and when it was sent (a busy worker reads it later)
+                options = deadlines.forwarded(options, task.received_s, now_s)
+                sent_s = wall_s = wall_s or time.time()
+            self.send(worker.wid, P.request_frames(self.task_id(task.jid), req.pipeline, options, task.payload, sent_s))

@@ -40,6 +40,10 @@ class WorkerConfig:
                       max_decoded_bytes=self.max_decoded_bytes)
 
     @property
+    def slots_per_process(self) -> int:
+        """Tasks each pool process announces to the broker: one running and ``prefetch`` waiting."""
+        return 1 + self.prefetch
+
+    @property
     def slots(self) -> int:
-        """Tasks announced to the broker: one running and ``prefetch`` waiting per process."""
-        return self.processes * (1 + self.prefetch)
+        return self.processes * self.slots_per_process

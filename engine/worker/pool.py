@@ -1,7 +1,13 @@
-"""One pool process: receive a task from the supervisor, run the pipeline, answer.
+"""One pool process: a worker of its own as the broker sees it.
 
-Any failure becomes an ERROR reply; only a crash of the process itself (a segfault in
-C code, SIGKILL) ends it, and the supervisor then reports and replaces it.
+It owns one DEALER to the broker (``BrokerLink``): READY with ``1 + prefetch`` slots and
+its host's group id, heartbeats while idle, its tasks straight from the broker and its
+answers straight back; no hop through the supervisor. It writes what it runs into its
+``TaskSlot`` so the supervisor can enforce deadlines, cancels and the task timeout by
+killing it. Any failure in a task becomes an ERROR reply; only a crash of the process
+itself ends it, and the supervisor reports that and starts a replacement.
+
+SIGTERM (from the supervisor) drains: no new tasks, those at hand finish, then DISCONNECT.
 """
 from __future__ import annotations
 
@@ -10,71 +16,252 @@ import os
 import signal
 import socket
 import time
+from collections import deque
+from dataclasses import dataclass
 
 import zmq
 
+from .. import deadlines
 from .. import protocol as P
-from ..errors import ImageTooLarge, InternalError, TaskError
-from ..sockutil import COPY_THRESHOLD_BYTES
+from ..errors import (DeadlineExceeded, ImageTooLarge, InternalError, ProtocolError, ResultTooLarge,
+                      TaskCancelled, TaskError)
+from ..settings import setup_logging
+from ..sockutil import NOBLOCK, recv_frames
+from ..wakeup import Wakeup
+from .config import WorkerConfig
+from .link import BrokerLink
 
 log = logging.getLogger("engine.worker.pool")
 
-PARENT_CHECK_MS = 1000  # how often an idle process checks that its supervisor is alive
+PARENT_CHECK_S = 1.0  # how often an idle process checks that its supervisor is alive
+RECV_BATCH = 256
 
 
-def pool_main(endpoint: str, ident: bytes, limits, supervisor_pid: int | None = None) -> None:
+@dataclass(eq=False)
+class Held:
+    """A task at hand, not started yet."""
+
+    task_id: str
+    request: P.Request
+    payload: object
+    epoch: int  # registration it arrived under: answers of older ones free no broker slot
+    due_s: float | None
+
+
+def pool_main(config: WorkerConfig, ident: bytes, group: str, slot, supervisor_pid: int, log_level: str) -> None:
     """Entry point of a pool process (started with the 'spawn' method)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the supervisor's to handle
-    import cv2
+    setup_logging(log_level)
+    if os.getppid() != supervisor_pid:
+        return  # the supervisor died while this process was starting
+    PoolProcess(config, ident, group, slot, supervisor_pid).run()
 
-    cv2.setNumThreads(1)  # one process per core: OpenCV threads would only compete
-    from .. import ops
 
-    name = f"{socket.gethostname()}:{os.getpid()}"
-    parent = supervisor_pid or os.getppid()
-    if os.getppid() != parent:
-        return  # the supervisor died while this process was starting: os.getppid() is already init's
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.linger = 0
-    sock.routing_id = ident
-    sock.copy_threshold = COPY_THRESHOLD_BYTES  # results: copy rather than lend (see engine.sockutil)
-    sock.connect(endpoint)
-    sock.send_multipart(P.encode(P.Ready(capacity=1, pid=os.getpid())))
-    cache: dict = {}
-    try:
-        while True:
-            if not sock.poll(PARENT_CHECK_MS):
-                if os.getppid() != parent:
-                    return  # the supervisor died: do not linger as an orphan
-                continue
-            frames = sock.recv_multipart(copy=False)
+class PoolProcess:
+    def __init__(self, config: WorkerConfig, ident: bytes, group: str, slot, supervisor_pid: int) -> None:
+        import cv2
+
+        cv2.setNumThreads(1)  # one process per core: OpenCV threads would only compete
+        from .. import ops
+
+        self.ops = ops
+        self.config = config
+        self.ident = ident
+        self.group = group
+        self.slot = slot
+        self.parent = supervisor_pid
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.limits = config.limits
+        self.cache: dict = {}
+        self.warm_ms = self._warm_up()
+        self.pending: deque[Held] = deque()
+        self.epoch = 0
+        self.draining = False
+        self._drain_sent = False
+        self._ran = False  # a task ran since the socket was last read
+        self.stats = {"done": 0, "failed": 0, TaskCancelled.code: 0, DeadlineExceeded.code: 0,
+                      ResultTooLarge.code: 0}
+        self._wakeup = Wakeup()
+        signal.signal(signal.SIGTERM, lambda *_: self._drain())
+        self.ctx = zmq.Context()
+        self.link = BrokerLink(self.ctx, config, ident, name=f"pool process {os.getpid()}", register=self._register)
+
+    def _warm_up(self) -> dict:
+        """Load what operations keep per process (learned models) before the first task."""
+        warm = getattr(self.ops, "warm_up", None)
+        if warm is None:
+            return {}
+        started_s = time.perf_counter()
+        loaded = warm(self.cache)
+        log.debug("pool process %d warmed up in %.0f ms: %s", os.getpid(), (time.perf_counter() - started_s) * 1000,
+                  loaded)
+        return loaded
+
+    def _drain(self) -> None:
+        self.draining = True
+        self._wakeup.fire()
+
+    # ---- the loop ----------------------------------------------------------------------
+    def run(self) -> None:
+        link = self.link
+        link.connect()
+        poller = zmq.Poller()
+        poller.register(self._wakeup.fd, zmq.POLLIN)
+        sock = None
+        try:
+            while True:
+                if link.sock is not sock:  # (re)connected: poll the new socket
+                    if sock is not None:
+                        poller.unregister(sock)
+                    sock = link.sock
+                    poller.register(sock, zmq.POLLIN)
+                now_s = time.monotonic()
+                fresh = not self.pending and not self._ran  # nothing ran since the last look: messages are new
+                wait_s = 0.0 if self.pending else min(link.next_due_s() - now_s, PARENT_CHECK_S)
+                events = dict(poller.poll(max(0, int(wait_s * 1000)) + (0 if self.pending else 1)))
+                if self._wakeup.fd in events:
+                    self._wakeup.drain()
+                self._ran = False
+                if sock in events:
+                    self._receive(sock, fresh)
+                if os.getppid() != self.parent:
+                    log.warning("pool process %d: its supervisor is gone; stopping", os.getpid())
+                    return
+                now_s = time.monotonic()
+                link.tick(now_s, self.group)
+                if self.draining:
+                    if not self._drain_sent:
+                        self._drain_sent = True
+                        link.send(P.encode(P.Disconnect(reason="worker stopping", drain=True)))
+                    if not self.pending:
+                        return
+                if self.pending:
+                    self._run_next()
+        finally:
+            left = len(self.pending)
+            link.send(P.encode(P.Disconnect(reason="worker stopped" if not left else
+                                            f"worker stopped with {left} task(s) unstarted")))
+            link.close(linger_s=0.5)  # let the DISCONNECT go out
+            self.ctx.term()
+            self._wakeup.close()
+            log.debug("pool process %d stopped: %s", os.getpid(), self.stats)
+
+    def _receive(self, sock: zmq.Socket, fresh: bool) -> None:
+        for _ in range(RECV_BATCH):
             try:
-                msg, payloads = P.decode(frames)
-            except Exception as exc:  # the supervisor only forwards checked messages; be safe anyway
-                log.error("pool process dropped a bad message: %s", exc)
-                continue
-            if isinstance(msg, P.Disconnect):
+                frames = recv_frames(sock, NOBLOCK)
+            except zmq.Again:
                 return
-            if isinstance(msg, P.Request):
-                sock.send_multipart(_run(msg, payloads[0], ops, limits, cache, name), copy=False)
-    finally:
-        sock.close(linger=0)
-        ctx.term()
+            try:
+                self._on_broker(frames, fresh)
+            except Exception:  # a bug must cost one message, never the process
+                log.exception("pool process %d: a message from the broker was dropped", os.getpid())
 
+    def _register(self) -> None:
+        self.epoch += 1
+        free = 0 if self.draining else max(0, self.config.slots_per_process - len(self.pending))
+        self.link.send(P.encode(P.Ready(capacity=free, ops=self.ops.describe(), host=socket.gethostname(),
+                                        pid=os.getpid(), processes=1, group=self.group)))
 
-def _run(msg: P.Request, payload, ops, limits, cache: dict, name: str) -> list:
-    started = time.perf_counter()
-    try:
-        out, meta = ops.run(payload.buffer, msg.pipeline, limits=limits, cache=cache)
-    except TaskError as exc:
-        return P.error_frames(msg.task_id, exc.code, exc.message, {"worker": name})
-    except MemoryError:
-        return P.error_frames(msg.task_id, ImageTooLarge.code, "the worker ran out of memory on this image",
-                              {"worker": name})
-    except Exception as exc:  # a bug in an operation must not take the worker down
-        log.exception("task %s failed unexpectedly", msg.task_id)
-        return P.error_frames(msg.task_id, InternalError.code, f"{type(exc).__name__}: {exc}", {"worker": name})
-    meta["worker"] = name
-    meta["worker_ms"] = round((time.perf_counter() - started) * 1000, 3)
-    return P.encode(P.Reply(task_id=msg.task_id, meta=meta), out)
+    def _on_broker(self, frames: list, fresh: bool = True) -> None:
+        try:
+            msg, payloads = P.decode(frames)
+        except ProtocolError as exc:
+            log.warning("pool process %d dropped a bad message from the broker: %s", os.getpid(), exc)
+            return
+        self.link.heard(msg, fresh=fresh)
+        if isinstance(msg, P.Request):
+            try:  # its deadline counts from when the broker sent it: it may have waited here behind a long task
+                due_s = deadlines.due_s(msg.options, time.monotonic() - self.link.age_s(msg.sent_s))
+            except TaskError as exc:
+                self.link.send(P.error_frames(msg.task_id, exc.code, exc.message))
+                return
+            self.pending.append(Held(msg.task_id, msg, payloads[0], self.epoch, due_s))
+        elif isinstance(msg, P.Cancel):
+            self._cancel(msg.task_id)
+        elif isinstance(msg, P.Disconnect):
+            log.info("broker asked pool process %d to register again (%s)", os.getpid(), msg.reason)
+            self._register()
+        elif not isinstance(msg, P.Heartbeat):
+            log.warning("broker sent %s, which a worker does not expect", P.TYPE_NAMES[msg.TYPE])
+
+    def _cancel(self, task_id: str) -> None:
+        for held in self.pending:
+            if held.task_id == task_id:
+                self.pending.remove(held)
+                log.info("task %s cancelled before it started", task_id)
+                self.stats[TaskCancelled.code] += 1
+                self._answer(held, P.error_frames(task_id, TaskCancelled.code, "cancelled before it started"))
+                return
+        # Not here: it is finished, or running right now (the supervisor handles that one).
+
+    # ---- tasks -------------------------------------------------------------------------
+    def _run_next(self) -> None:
+        held = self.pending.popleft()
+        started_s = time.monotonic()
+        if held.due_s is not None and started_s >= held.due_s:
+            self.stats[DeadlineExceeded.code] += 1
+            self._answer(held, P.error_frames(held.task_id, DeadlineExceeded.code,
+                                              "the task's deadline passed before it started; it was abandoned "
+                                              "(not retried: give it a longer deadline_ms)"))
+            return
+        self._ran = True
+        self.slot.start(held.task_id, started_s, held.due_s)
+        try:
+            frames = self._run(held)
+        finally:
+            self.slot.finish()
+        if held.due_s is not None and time.monotonic() >= held.due_s:
+            self.stats[DeadlineExceeded.code] += 1  # the supervisor may have answered already: the broker keeps the first
+            frames = P.error_frames(held.task_id, DeadlineExceeded.code,
+                                    f"the task's deadline passed while running in process {os.getpid()}; it was "
+                                    "abandoned (not retried: give it a longer deadline_ms)")
+        self._answer(held, self._deliverable(held, frames))
+
+    def _run(self, held: Held) -> list:
+        msg = held.request
+        started = time.perf_counter()
+        try:
+            out, meta = self.ops.run(held.payload.buffer, msg.pipeline, limits=self.limits, cache=self.cache)
+        except TaskError as exc:
+            self.stats["failed"] += 1
+            return P.error_frames(msg.task_id, exc.code, exc.message, {"worker": self.name})
+        except MemoryError:
+            self.stats["failed"] += 1
+            return P.error_frames(msg.task_id, ImageTooLarge.code, "the worker ran out of memory on this image",
+                                  {"worker": self.name})
+        except Exception as exc:  # a bug in an operation must not take the worker down
+            self.stats["failed"] += 1
+            log.exception("task %s failed unexpectedly", msg.task_id)
+            return P.error_frames(msg.task_id, InternalError.code, f"{type(exc).__name__}: {exc}",
+                                  {"worker": self.name})
+        self.stats["done"] += 1
+        meta["worker"] = self.name
+        meta["worker_ms"] = round((time.perf_counter() - started) * 1000, 3)
+        return P.reply_frames(msg.task_id, meta, out)
+
+    def _deliverable(self, held: Held, frames: list) -> list:
+        """The answer, or ERROR result_too_large if the broker would refuse it (and drop this
+        connection with it): the client learns why, and the slot comes back."""
+        limit = self.link.max_message_bytes
+        if limit is None:
+            return frames
+        size = sum(len(f) for f in frames)
+        if size <= limit:
+            return frames
+        self.stats[ResultTooLarge.code] += 1
+        log.warning("task %s: the result is %d bytes, over the broker's message limit of %d: answered %s",
+                    held.task_id, size, limit, ResultTooLarge.code)
+        return P.error_frames(held.task_id, ResultTooLarge.code,
+                              f"the result is {size / 2**20:.1f} MiB, more than the broker accepts "
+                              f"({limit / 2**20:.0f} MiB, broker flag --max-message-mb): ask for a smaller "
+                              "output (resize, a lower JPEG quality) or raise the limit",
+                              {"result_bytes": size, "max_message_bytes": limit})
+
+    def _answer(self, held: Held, frames: list) -> None:
+        self.link.send(frames)
+        self._slot_back(held.epoch)
+
+    def _slot_back(self, epoch: int) -> None:
+        if epoch != self.epoch and not self.draining:
+            self.link.send(P.encode(P.Ready(capacity=1)))  # the current registration never counted it

@@ -106,11 +106,11 @@ def test_grey_decode_only_when_colour_is_dropped_before_it_is_used():
 def test_warm_state_is_kept_in_the_per_process_cache():
     cache: dict = {}
     data = sample_bytes("coins.jpg")
-    ops.run(data, "faces|gamma:gamma=1.5|clahe|erode:size=5", cache=cache)
+    ops.run(data, "faces_haar|gamma:gamma=1.5|clahe|erode:size=5", cache=cache)
     first = dict(cache)
     assert any("haar" in str(k) for k in first) and any("lut" in str(k) for k in first)
     assert any("clahe" in str(k) for k in first) and any("kernel" in str(k) for k in first)
-    ops.run(data, "faces|gamma:gamma=1.5|clahe|erode:size=5", cache=cache)
+    ops.run(data, "faces_haar|gamma:gamma=1.5|clahe|erode:size=5", cache=cache)
     assert all(cache[k] is v for k, v in first.items())  # reused, not rebuilt
 
 
@@ -133,14 +133,14 @@ def test_dct_scaled_decode_of_a_turned_jpeg_agrees_with_unplanned():
 def test_warm_state_stays_bounded_whatever_the_parameters():
     cache: dict = {}
     data = sample_bytes("coins.png")
-    ops.run(data, "faces:draw=false", cache=cache)
+    ops.run(data, "faces_haar:draw=false", cache=cache)
     cascade = cache[("haar", "frontalface_default")]
     for i in range(300):
         shape = ("rect", "ellipse", "cross")[i % 3]
         ops.run(data, f"gamma:gamma={1 + i / 100}|erode:size={2 + i % 50},shape={shape}", cache=cache)
     kinds = [k[0] for k in cache]
     assert kinds.count("lut") <= 256 and kinds.count("kernel") <= 64
-    ops.run(data, "faces:draw=false", cache=cache)
+    ops.run(data, "faces_haar:draw=false", cache=cache)
     assert cache[("haar", "frontalface_default")] is cascade
 
 

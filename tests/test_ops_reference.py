@@ -275,24 +275,25 @@ def iou(a, b) -> float:
 
 
 @pytest.mark.parametrize("case", sorted(FACES_OPENCV_4))
-def test_faces_finds_what_opencv_cascade_classifier_finds(case):
+def test_faces_haar_fallback_finds_what_opencv_cascade_classifier_finds(case):
     make, scale, neighbours, expected = FACES_OPENCV_4[case]
     image = np.ascontiguousarray(make(sample("astronaut.jpg", grey=True)))
-    _, meta = apply(image, f"faces:scale_factor={scale},min_neighbors={neighbours},draw=false")
-    found = sorted(meta["faces"])
+    _, meta = apply(image, f"faces_haar:scale_factor={scale},min_neighbors={neighbours},draw=false")
+    assert meta["faces_model"] == "haar"
+    found = sorted(f["box"] for f in meta["faces"])
     assert len(found) == len(expected), found
     assert all(iou(f, e) >= FACE_IOU for f, e in zip(found, expected)), found
 
 
-def test_faces_draws_boxes_and_finds_none_on_a_cat():
+def test_faces_haar_fallback_draws_boxes_and_finds_none_on_a_cat():
     photo = np.ascontiguousarray(sample("astronaut.jpg")[::2, ::2])
-    out, meta = apply(photo, "faces:colour=ff0000,thickness=2")
-    assert len(meta["faces"]) == 1 and iou(meta["faces"][0], [86, 30, 53, 53]) >= FACE_IOU
-    x, y, w, h = meta["faces"][0]
+    out, meta = apply(photo, "faces_haar:colour=ff0000,thickness=2")
+    assert len(meta["faces"]) == 1 and iou(meta["faces"][0]["box"], [86, 30, 53, 53]) >= FACE_IOU
+    x, y, w, h = meta["faces"][0]["box"]
     assert (out[y, x + w // 2] == [0, 0, 255]).all() and (out[y + h - 1, x] == [0, 0, 255]).all()
     inside = np.s_[y + 3:y + h - 3, x + 3:x + w - 3]
     assert np.array_equal(out[inside], photo[inside])
-    _, meta = apply(np.ascontiguousarray(sample("chelsea.jpg")[::2, ::2]), "faces")
+    _, meta = apply(np.ascontiguousarray(sample("chelsea.jpg")[::2, ::2]), "faces_haar")
     assert meta["faces"] == []
 
 

@@ -64,7 +64,7 @@ held to the same pixel limit.
 - steps whose parameters change nothing are skipped (`gamma:gamma=1`, `rotate:angle=360`);
 - adjacent table steps (`invert`, `brightness`, `gamma`) are fused into one lookup;
 - warm state is kept per process in the runner's `cache` (`Context.warm`): lookup tables,
-  structuring elements, CLAHE objects, the face cascade, decoded watermark images; each
+  structuring elements, CLAHE objects, the face cascade and models, decoded watermark images; each
   kind is bounded, least recently used first out, so unusual parameters cannot grow it.
 
 `plan=False` runs every step as written on a full decode. The tests
@@ -72,16 +72,29 @@ held to the same pixel limit.
 SSIM >= 0.95 (gradients: PSNR >= 25 dB); black-and-white outputs differ in <= 2% of
 pixels; table fusion and no-op skipping are bit-exact; grey decode alone >= 50 dB.
 
-## Face detection
+## Face detection, anonymisation, person segmentation (learned)
 
-OpenCV 5.0's wheels ship neither `cv2.data.haarcascades` (the folder is empty) nor
-`cv2.CascadeClassifier`. The frontal-face cascade from OpenCV's own data
-(`haarcascade_frontalface_default.xml`, Intel licence inside) is bundled gzipped in
-`engine/ops/data/` and evaluated by `engine/ops/haar.py`, a vectorised numpy version of
-`detectMultiScale` (same scales, steps, variance normalisation and grouping). On the
-test photographs it returns the boxes OpenCV 4.14's `CascadeClassifier` returns. It is
-slower than OpenCV's C++ (see the figures), so detection runs on a copy at most
-640 px on its longer side: faces smaller than about 1/27 of that side are missed.
+`faces`, `anonymize` and `background` run real pretrained TensorFlow Lite models from
+MediaPipe 0.10.14 (BlazeFace short and full range, selfie segmentation; Apache 2.0,
+bundled in `engine/ops/models/` with their licence and checksums) on the LiteRT runtime
+(`ai-edge-litert`), one inference thread per process. Each model is loaded once per
+process (`engine.ops.warm_up(cache)` at start-up loads them all, so no task pays the
+load). Detections go into the reply metadata as `faces`:
+`[{"box": [x, y, w, h], "score": 0.91, "keypoints": [[x, y], ...6]}]` in integer pixels
+of the image at that step, with `faces_model` (`"full"` or `"short"`); the `json` output
+step returns only the metadata. The model sees a letterboxed copy of the image whatever
+its size; `tiles=n` adds n x n overlapping crops for small faces. See
+`docs/learned-ops.md` for the models, the anchor decoding, accuracy on the sample
+photographs and the figures.
+
+`faces_haar` keeps the previous detector as a fallback: OpenCV 5.0's wheels ship neither
+`cv2.data.haarcascades` nor `cv2.CascadeClassifier`, so the frontal-face cascade
+(`haarcascade_frontalface_default.xml`, Intel licence inside, bundled gzipped in
+`engine/ops/data/`) is evaluated by `engine/ops/haar.py`, a vectorised numpy version of
+`detectMultiScale` that returns the boxes OpenCV 4.14 returns on the test photographs. It
+is slow, runs on a copy at most 640 px on its longer side (faces smaller than about 1/27
+of that side are missed), finds frontal faces only and gives no score (1.0) and no
+keypoints.
 """
 
 

@@ -28,6 +28,8 @@ An operation may also tell the planner about itself (see ``planner.py``):
 """
 from __future__ import annotations
 
+import difflib
+
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -157,7 +159,9 @@ class Operation:
         unknown = sorted(set(raw) - set(known))
         if unknown:
             valid = ", ".join(known) or "none"
-            raise BadParameter(f"{self.name}: unknown parameter {unknown[0]!r}; valid parameters: {valid}")
+            close = difflib.get_close_matches(unknown[0].lower(), sorted(known), n=1, cutoff=0.6)
+            hint = f" — did you mean {close[0]!r}?" if close else ""
+            raise BadParameter(f"{self.name}: unknown parameter {unknown[0]!r}{hint}; valid parameters: {valid}")
         out = {}
         for p in self.params:
             if p.name in raw:

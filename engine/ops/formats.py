@@ -18,3 +18,8 @@ def png(image, ctx, *, compression):
 @register("webp", kind="format", help="encode the result as WebP", params=[_QUALITY])
 def webp(image, ctx, *, quality):
     ctx.output_format, ctx.quality = "webp", quality
+
+
+@register("json", kind="format", help="return only the metadata (detections, sizes, timings) as JSON, no image")
+def json_only(image, ctx):
+    ctx.output_format = "json"

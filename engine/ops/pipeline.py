@@ -9,6 +9,7 @@ the same steps.
 """
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
@@ -42,11 +43,18 @@ def _fmt(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
+def suggest(name: str, choices) -> str:
+    """" — did you mean 'x'?" for the closest of ``choices`` to a mistyped ``name``, else ""."""
+    close = difflib.get_close_matches(name.lower(), sorted(choices), n=1, cutoff=0.6)
+    return f" — did you mean {close[0]!r}?" if close else ""
+
+
 def _lookup(name: str) -> Operation:
     op = REGISTRY.get(name)
     if op is None:
         valid = ", ".join(sorted(REGISTRY))
-        raise UnknownOperation(f"unknown operation {name!r}; valid operations: {valid}")
+        raise UnknownOperation(f"unknown operation {name!r}{suggest(name, REGISTRY)} "
+                               f"(valid operations: {valid})")
     return op
 
 

@@ -1,6 +1,13 @@
-"""Run a pipeline on encoded bytes: plan, decode, apply each step, encode."""
+"""Run a pipeline on encoded bytes: plan, decode, apply each step, encode.
+
+With the ``json`` output step there is no image: the result bytes are the reply's
+metadata as compact UTF-8 JSON (the same map the reply header carries, before the worker
+adds its name and time), and the metadata's ``format`` is ``"json"``. Every consumer that
+stores or forwards a result thus gets a non-empty, self-describing body.
+"""
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -36,7 +43,7 @@ def run(data, pipeline: str | list | list[Step], *, limits: codec.Limits = codec
     for step in chosen.steps:
         image = step.op(image, ctx, step.params)
     processed = time.perf_counter()
-    out = codec.encode(image, ctx.output_format, ctx.quality)
+    out = b"" if ctx.output_format == "json" else codec.encode(image, ctx.output_format, ctx.quality)
     done = time.perf_counter()
     meta = dict(ctx.meta)
     if chosen.notes:
@@ -47,6 +54,8 @@ def run(data, pipeline: str | list | list[Step], *, limits: codec.Limits = codec
                 ops_ms=round((processed - decoded) * 1000, 3),
                 encode_ms=round((done - processed) * 1000, 3),
                 pipeline_ms=round((done - started) * 1000, 3))
+    if ctx.output_format == "json":
+        out = json.dumps(meta, separators=(",", ":"), allow_nan=False).encode()
     return out, meta
 
 

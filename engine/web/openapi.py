@@ -32,7 +32,9 @@ _ENGINE_ERRORS = (400, 401, 403, 413, 415, 422, 429, 502, 503, 504)
 
 
 def openapi_document() -> dict:
-    image_response = {"description": "the processed image; X-Engine-Meta has its metadata as JSON",
+    image_response = {"description": "the processed image; X-Engine-Meta has its metadata as JSON "
+                                     "(schema EngineMeta: detections in 'faces'); with the 'json' output "
+                                     "step the body is that metadata as JSON instead of an image",
                       "headers": {"X-Job-Id": {"schema": {"type": "string"}},
                                   "X-Engine-Meta": {"schema": {"type": "string"}}},
                       "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in _IMAGE_TYPES}}
@@ -120,7 +122,7 @@ def openapi_document() -> dict:
         "id": {"type": "string"}, "batch_id": {"type": "string", "nullable": True},
         "pipeline": {"type": "string"}, "input_name": {"type": "string"},
         "status": {"type": "string", "enum": ["queued", "done", "failed"]},
-        "error": {"type": "object", "nullable": True}, "meta": {"type": "object"},
+        "error": {"type": "object", "nullable": True}, "meta": {"$ref": "#/components/schemas/EngineMeta"},
         "input_bytes": {"type": "integer"}, "output_bytes": {"type": "integer"},
         "created_at": {"type": "number"}, "finished_at": {"type": "number", "nullable": True},
         "urls": {"type": "object"}}}
@@ -128,6 +130,27 @@ def openapi_document() -> dict:
         "id": {"type": "string"}, "pipeline": {"type": "string"}, "total": {"type": "integer"},
         "queued": {"type": "integer"}, "done": {"type": "integer"}, "failed": {"type": "integer"},
         "finished": {"type": "boolean"}, "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}}}}
+    point = {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2,
+             "description": "[x, y] in pixels"}
+    detection = {"type": "object", "required": ["box", "score", "keypoints"], "properties": {
+        "box": {"type": "array", "items": {"type": "integer"}, "minItems": 4, "maxItems": 4,
+                "description": "[x, y, width, height] in integer pixels of the image as it was at the detecting "
+                               "step (put geometry changes before it for boxes that match the output)"},
+        "score": {"type": "number", "minimum": 0, "maximum": 1, "description": "detection confidence"},
+        "keypoints": {"type": "array", "items": point, "maxItems": 6,
+                      "description": "6 points: right eye, left eye, nose tip, mouth centre, right ear tragion, "
+                                     "left ear tragion (the faces_haar fallback gives none, and score 1.0)"}}}
+    engine_meta = {"type": "object", "description": "what the worker says about a result; operations add keys",
+                   "properties": {
+                       "format": {"type": "string", "description": "jpeg, png, webp, or json (metadata only)"},
+                       "width": {"type": "integer"}, "height": {"type": "integer"},
+                       "faces": {"type": "array", "items": {"$ref": "#/components/schemas/Detection"},
+                                 "description": "faces / anonymize: detections, best first"},
+                       "faces_model": {"type": "string", "enum": ["full", "short", "haar"]},
+                       "anonymized": {"type": "integer", "description": "anonymize: faces hidden"},
+                       "person_fraction": {"type": "number", "description": "background: share of person pixels"},
+                       "person_score": {"type": "number",
+                                        "description": "background: mean person probability over them"}}}
     error = {"type": "object", "required": ["error", "code"],
              "properties": {"error": {"type": "string"}, "code": {"type": "string"}}}
     return {
@@ -138,7 +161,8 @@ def openapi_document() -> dict:
         "security": [{"bearer": []}, {"session": []}],
         "paths": paths,
         "components": {
-            "schemas": {"Job": job, "Batch": batch, "Error": error},
+            "schemas": {"Job": job, "Batch": batch, "Error": error, "Detection": detection,
+                        "EngineMeta": engine_meta},
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "an API token from /tokens"},
                 "session": {"type": "apiKey", "in": "cookie", "name": "engine_session",

@@ -1,0 +1,145 @@
+"""The older deep-learning client, unchanged, served end to end: a DEALER whose routing
+id is its request id sends one JSON frame to the gateway process, which asks the broker's
+workers to run the learned models, and gets one JSON frame with its top-3 predictions."""
+from __future__ import annotations
+
+import base64
+import json
+import re
+import uuid
+
+import pytest
+import zmq
+
+from conftest import Cluster, Proc, free_port, recv_within
+from ops_helpers import sample_bytes
+
+pytestmark = pytest.mark.timeout(90)
+
+PREDS = re.compile(r"^[a-z_]+ : [01]\.\d\d(, [a-z_]+ : [01]\.\d\d){0,2}$")  # "label : score, ..." top three
+REPLY_TIMEOUT_S = 30.0
+
+
+@pytest.fixture(scope="module")
+def engine():
+    cluster = Cluster(local_workers=1).start_broker()
+    yield cluster
+    cluster.stop()
+
+
+def _gateway(engine: Cluster, *extra: str) -> tuple[Proc, str]:
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    proc = Proc(["-m", "engine.dlgateway", "--bind", endpoint, "--connect", engine.front,
+                 "--timeout-s", str(REPLY_TIMEOUT_S), *extra])
+    return proc, endpoint
+
+
+@pytest.fixture(scope="module")
+def gateway(engine):
+    proc, endpoint = _gateway(engine)
+    yield endpoint
+    assert proc.stop() == 0, proc.stderr_text()[-2000:]
+
+
+def old_client(zctx, endpoint: str, rid: str) -> zmq.Socket:
+    """The older client's socket: a DEALER whose routing id is the request id."""
+    sock = zctx.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.routing_id = rid.encode()
+    sock.connect(endpoint)
+    return sock
+
+
+def ask(zctx, endpoint: str, body: bytes, rid: str | None = None) -> dict:
+    rid = rid or uuid.uuid4().hex
+    sock = old_client(zctx, endpoint, rid)
+    sock.send(body)  # one frame, no empty delimiter
+    frames = recv_within(sock, REPLY_TIMEOUT_S)
+    sock.close()
+    assert len(frames) == 1, frames
+    return json.loads(frames[0])
+
+
+def request(image: bytes, rid: str) -> bytes:
+    return json.dumps({"payload": base64.b64encode(image).decode(), "_rid": rid}).encode()
+
+
+def test_old_client_gets_top_three_predictions_for_a_portrait(zctx, gateway):
+    rid = uuid.uuid4().hex
+    reply = ask(zctx, gateway, request(sample_bytes("astronaut.jpg"), rid), rid)
+    assert "error" not in reply, reply
+    assert reply["_rid"] == rid and PREDS.match(reply["preds"]), reply
+    labels = [p.split(" : ")[0] for p in reply["preds"].split(", ")]
+    scores = [float(p.split(" : ")[1]) for p in reply["preds"].split(", ")]
+    assert len(labels) == 3 and "face" in labels and "person" in labels, reply["preds"]
+    assert scores == sorted(scores, reverse=True)
+    assert reply["model"] and len(reply["faces"]) == 1 and reply["faces"][0]["score"] >= 0.6
+
+
+def test_no_face_on_a_cat(zctx, gateway):
+    rid = "cat-1"
+    reply = ask(zctx, gateway, request(sample_bytes("chelsea.jpg"), rid), rid)
+    assert reply["_rid"] == rid and PREDS.match(reply["preds"]) and "face" not in reply["preds"], reply
+    assert reply["faces"] == []
+
+
+def test_many_old_clients_each_get_their_own_answer(zctx, gateway):
+    photos = {"portrait": "astronaut.jpg", "cat": "chelsea.jpg", "coffee": "coffee.jpg"}
+    socks = {}
+    for n, (kind, name) in enumerate(photos.items()):
+        rid = f"{kind}-{n}-{uuid.uuid4().hex[:6]}"
+        socks[rid] = (kind, old_client(zctx, gateway, rid))
+        socks[rid][1].send(request(sample_bytes(name), rid))
+    for rid, (kind, sock) in socks.items():
+        reply = json.loads(recv_within(sock, REPLY_TIMEOUT_S)[0])
+        assert reply["_rid"] == rid and ("face" in reply["preds"]) == (kind == "portrait"), reply
+
+
+@pytest.mark.parametrize("body, fragment, rid", [
+    (b"not json", "not strict JSON", None),
+    (b'{"payload": NaN, "_rid": "a"}', "not strict JSON", None),
+    (b'["payload"]', "JSON object", None),
+    (b'{"payload": "aGVsbG8="}', '"_rid"', None),
+    (b'{"_rid": "r-7"}', '"payload"', "r-7"),
+    (b'{"_rid": "r-8", "payload": "***"}', "not valid base64", "r-8"),
+    (b'{"_rid": "r-9", "payload": "aGVsbG8gd29ybGQ="}', "not an image", "r-9"),  # "hello world"
+])
+def test_a_bad_frame_gets_a_json_error_never_silence(zctx, gateway, body, fragment, rid):
+    reply = ask(zctx, gateway, body)
+    assert fragment in reply["error"] and reply["_rid"] == rid and reply["code"], reply
+    assert "preds" not in reply
+
+
+def test_size_and_in_flight_limits_answer_with_errors(zctx, engine):
+    proc, endpoint = _gateway(engine, "--max-request-mb", "1", "--max-in-flight", "1")
+    try:
+        too_big = request(b"\xff\xd8" + bytes(1024 * 1024), "big")
+        reply = ask(zctx, endpoint, too_big)
+        assert "limit" in reply["error"] and reply["code"] == "bad_message", reply
+        socks = [old_client(zctx, endpoint, f"burst-{n}") for n in range(8)]
+        for n, sock in enumerate(socks):
+            sock.send(request(sample_bytes("astronaut.jpg"), f"burst-{n}"))
+        replies = [json.loads(recv_within(sock, REPLY_TIMEOUT_S)[0]) for sock in socks]
+        assert all(("preds" in r) != ("error" in r) for r in replies)  # every request answered, one way
+        assert any("preds" in r for r in replies)
+        assert any(r.get("code") == "busy" for r in replies)  # 8 at once with room for 1
+    finally:
+        assert proc.stop() == 0, proc.stderr_text()[-2000:]
+
+
+def test_gateway_help_explains_the_exchange():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "engine.dlgateway", "--help"], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 0 and "routing id" in out.stdout and "--max-in-flight" in out.stdout
+
+
+def test_a_req_client_with_a_delimiter_gets_its_reply_on_the_same_envelope(zctx, gateway):
+    sock = zctx.socket(zmq.REQ)
+    sock.linger = 0
+    sock.connect(gateway)
+    sock.send(request(sample_bytes("astronaut.jpg"), "req-1"))
+    reply = json.loads(recv_within(sock, REPLY_TIMEOUT_S)[-1])
+    assert reply["_rid"] == "req-1" and "face : 0.9" in reply["preds"], reply

@@ -1,30 +1,36 @@
 # Two commands for a new machine with only Python 3.10+:
-#   make run    set up a virtual environment, start a broker with local workers and the web pages
-#   make test   set up the same environment and run the test suite
+#   make run    set up a virtual environment with what running needs (the engine and the web pages),
+#               then start a broker with local workers and the web pages
+#   make test   add the test tools (pytest, Playwright, schemathesis...) and run the test suite
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 WORKERS ?= 2
 WEB ?= 127.0.0.1:8080
-EXTRAS ?= test
 
-.PHONY: setup run test bench clean
+.PHONY: setup setup-test run test bench clean
 
-$(VENV)/.installed-$(EXTRAS): setup.cfg pyproject.toml
+$(VENV)/.installed-run: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	$(PY) -m pip install --quiet -e ".[web]"
 	touch $@
 
-setup: $(VENV)/.installed-$(EXTRAS)
+$(VENV)/.installed-test: $(VENV)/.installed-run
+	$(PY) -m pip install --quiet -e ".[web,test]"
+	touch $@
+
+setup: $(VENV)/.installed-run
+
+setup-test: $(VENV)/.installed-test
 
 run: setup
 	$(PY) -m engine.broker --local-workers $(WORKERS) --web $(WEB)
 
-test: setup
+test: setup-test
 	$(PY) -m pytest
 
-bench: setup
+bench: setup-test
 	$(PY) bench/run.py --quick
 
 clean:

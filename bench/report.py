@@ -1,17 +1,20 @@
 """python bench/report.py: markdown tables and PNG charts from the stored results.
 
-Reads every JSON under bench/results/<target>/, takes the latest run per target, mode
-and worker count, and writes bench/results/REPORT.md plus, per target,
-throughput_vs_workers.png and latency.png beside its JSON files.
+Reads every JSON under bench/results/<target>/ (or --results), takes the latest run per
+target, mode and worker count, and writes REPORT.md plus, per target,
+throughput_vs_workers.png and latency.png. For the committed bench/results/ they go to a
+scratch folder unless --publish is given; for another --results folder, beside it.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+SCRATCH = Path(tempfile.gettempdir()) / "engine_bench_report"
 REFERENCE = "engine"
 ORDER = ("engine", "limit", "mp_pool", "compat", "celery", "dask", "ray")
 
@@ -78,6 +81,32 @@ def ratio_table(result: dict) -> list[str]:
         rows.append([workload, size, *(f"{cell[p]['ratio_to_engine']:.2f}×" if p in cell and
                                        cell[p].get("ratio_to_engine") else "–" for p in peers)])
     return _table(["workload", "size", *peers], rows)
+
+
+def ratio_summary(result: dict) -> list[str]:
+    """A few lines for the end of a run: each system's images/s as a ratio to the engine's."""
+    peers = [p for p in _peers(result) if p != REFERENCE]
+    engine = {cell: r[REFERENCE]["images_per_s"] for cell, r in _by_cell(result).items() if REFERENCE in r}
+    if not engine:
+        return ["", "The engine did not run, so there are no ratios to show."]
+    rows = []
+    for (workload, size), cell in _by_cell(result).items():
+        if (workload, size) in engine:
+            rows.append([workload, size, f"{engine[(workload, size)]:.1f}",
+                         *(f"{cell[p]['ratio_to_engine']:.2f}" if p in cell and cell[p].get("ratio_to_engine")
+                           else "–" for p in peers)])
+    head = ["workload", "size", "engine img/s", *peers]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    line = lambda cells: "  ".join(str(c).rjust(w) if i > 1 else str(c).ljust(w)  # noqa: E731
+                                   for i, (c, w) in enumerate(zip(cells, widths)))
+    skipped = [f"{p} ({v.get('reason') or v.get('status')})" for p, v in result["peers"].items()
+               if v.get("status") != "ran"]
+    out = ["", f"images/s of each system as a ratio to this engine ({result['settings']['workers']} worker(s); "
+               "above 1: faster than the engine; limit: plain processes, no messaging):", "",
+           line(head), *(line(r) for r in rows)]
+    if skipped:
+        out += ["", "not measured: " + "; ".join(skipped)]
+    return out
 
 
 def overhead_table(result: dict) -> list[str]:
@@ -219,29 +248,36 @@ def charts(target: str, runs: dict[tuple[str, int], dict], folder: Path) -> list
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python bench/report.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--results", type=Path, default=RESULTS, help="folder of <target>/*.json [bench/results]")
-    p.add_argument("--out", type=Path, help="markdown file to write [<results>/REPORT.md]")
+    p.add_argument("--out", type=Path, help=f"folder to write REPORT.md and the charts into [beside --results, "
+                                            f"but {SCRATCH} for the committed bench/results]")
+    p.add_argument("--publish", action="store_true",
+                   help="update the committed report: bench/results/REPORT.md and its charts")
     p.add_argument("--no-charts", action="store_true", help="tables only (no matplotlib needed)")
     args = p.parse_args(argv)
     targets = load(args.results)
     if not targets:
         print(f"no results under {args.results}: run python bench/run.py first", file=sys.stderr)
         return 1
-    lines = ["# Benchmark results", "", "Made by `python bench/report.py` from the JSON files beside it; "
+    committed = args.results.resolve() == RESULTS.resolve()
+    folder = args.out or (SCRATCH if committed and not args.publish else args.results)
+    lines = ["# Benchmark results", "", "Made by `python bench/report.py --publish` from the JSON files beside it; "
              "how to read them: docs/benchmarks.md.", ""]
     for target, runs in sorted(targets.items()):
         lines += [f"## {target}", ""]
         if not args.no_charts:
             try:
-                for png in charts(target, runs, args.results / target):
-                    lines.append(f"![{png.stem}]({png.relative_to(args.results).as_posix()})")
+                (folder / target).mkdir(parents=True, exist_ok=True)
+                for png in charts(target, runs, folder / target):
+                    lines.append(f"![{png.stem}]({png.relative_to(folder).as_posix()})")
                 lines.append("")
             except ImportError:
                 lines += ["(charts need matplotlib: pip install .[bench])", ""]
         for key in sorted(runs, key=lambda k: (k[0] != "full", k[1])):
             lines += section(runs[key])
-    out = args.out or args.results / "REPORT.md"
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / "REPORT.md"
     out.write_text("\n".join(lines) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {out}" + (" (scratch; --publish updates bench/results/REPORT.md)" if folder == SCRATCH else ""))
     return 0
 
 

@@ -1,15 +1,19 @@
 """python bench/run.py: measure the engine and the systems users would pick instead.
 
-    python bench/run.py --workers 2 --quick        # under a minute
-    python bench/run.py --workers 1,2              # full mode, two worker counts
+examples:
+    python bench/run.py --workers 2 --quick        # under a minute; JSON to a scratch folder
+    python bench/run.py --workers 1,2              # full mode, two worker counts; JSON to bench/results/
     python bench/run.py --broker tcp://host:5555   # an existing deployment
-    python bench/report.py                         # tables and charts from bench/results/
+    python bench/report.py                         # tables and charts (to a scratch folder)
+
+It ends with a table of each system's images/s as a ratio to this engine's (above 1: faster).
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 # Every system gets what the engine's workers have: one process per core, OpenCV with one
@@ -23,8 +27,10 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from bench import workloads as W  # noqa: E402
 from bench.harness import PEERS, Settings, run_all, save  # noqa: E402
+from bench.report import ratio_summary  # noqa: E402
 
 QUICK = {"duration_s": 0.6, "sizes": ["photo"], "probe_tasks": 8, "capacity_duration_s": 0.6}
+SCRATCH = Path(tempfile.gettempdir()) / "engine_bench"  # quick runs: not the committed bench/results/
 
 
 def _list(text: str) -> list[str]:
@@ -39,8 +45,9 @@ def _ints(text: str) -> list[int]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python bench/run.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    title, _, rest = __doc__.partition("\n\n")
+    p = argparse.ArgumentParser(prog="python bench/run.py", description=title.split(": ", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=rest)
     p.add_argument("--workers", type=_ints, default=[2], help="worker processes per system; a list sweeps (1,2,4)")
     p.add_argument("--clients", type=int, default=1, help="client processes driving the engine [1]")
     p.add_argument("--broker", help="measure an existing deployment at this front endpoint instead of "
@@ -48,14 +55,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="photo-size images, short runs: under a minute")
     p.add_argument("--duration-s", type=float, help="measured seconds per workload and peer [full 5, quick 0.6]")
     p.add_argument("--window", type=int, default=0, help="tasks in flight across clients [16 per worker]")
-    p.add_argument("--peers", type=_list, help=f"comma list from {','.join(PEERS)} [all]")
+    p.add_argument("--peers", type=_list, help=f"comma list from {', '.join(PEERS)} [all]")
     p.add_argument("--workloads", type=_list, default=list(W.PIPELINES), help="comma list [all]")
-    p.add_argument("--sizes", type=_list, help=f"comma list from {','.join(W.SIZES)} [full: all, quick: photo]")
+    p.add_argument("--sizes", type=_list, help=f"comma list from {', '.join(W.SIZES)} [full: all, quick: photo]")
     p.add_argument("--repeat", type=int, default=1, help="rounds over all peers, each figure the median "
                                                          "round: for a machine that is not idle [1]")
     p.add_argument("--no-capacity", action="store_true", help="skip the broker capacity runs")
     p.add_argument("--target", help="results folder name under bench/results [from the CPU, e.g. x86_64-2core]")
-    p.add_argument("--out", type=Path, help="write the JSON here instead (a folder)")
+    p.add_argument("--out", type=Path, help="write the JSON into this folder [full: bench/results/<target>, "
+                                            f"quick: {SCRATCH}/<target>]")
     args = p.parse_args(argv)
     bad = [x for x in (args.peers or []) if x not in PEERS] + [x for x in args.workloads if x not in W.PIPELINES]
     bad += [x for x in (args.sizes or []) if x not in W.SIZES]
@@ -77,8 +85,11 @@ def main(argv=None) -> int:
                             capacity_duration_s=quick.get("capacity_duration_s", 3.0),
                             mode="quick" if args.quick else "full")
         result = run_all(settings, target=args.target, argv=["python", "bench/run.py", *(argv or sys.argv[1:])])
-        path = save(result, args.out)
-        print(f"wrote {path}")
+        out = args.out or (SCRATCH / result["target"] if args.quick else None)
+        path = save(result, out)
+        print("\n".join(ratio_summary(result)))
+        print(f"\nwrote {path}" + (" (a quick run: scratch, not bench/results/)" if out and args.quick and
+                                   not args.out else ""))
     return 0
 
 

@@ -107,6 +107,7 @@ def test_sign_up_build_pipeline_drop_images_see_results_and_history(chromium, we
     page.wait_for_url("**/batches/*")
     page.wait_for_function("() => document.querySelector('#batch-count').textContent.startsWith('1 of 1')")
     page.goto(job_url)
+    page.once("dialog", lambda dialog: dialog.accept())  # "Delete ...? This cannot be undone."
     page.click("button:has-text('Delete')")
     page.wait_for_url("**/history")
     assert page.locator("table.history tbody tr").count() == 2  # two left: one original, one re-run
@@ -123,12 +124,13 @@ def test_log_in_bad_input_and_a_second_user_sees_nothing(chromium, web):
     # An invalid pipeline: the page says why, with the right status.
     page.fill("#pipeline", "grayscale|sharpen:amount=banana")
     page.set_input_files("#images", [str(DATA / "coins.jpg")])
-    response = None
-    with page.expect_navigation() as nav:
+    # The form is sent from the page: the refusal shows above it and the chosen file stays.
+    with page.expect_response(lambda r: r.url.endswith("/upload") and r.request.method == "POST") as answer:
         page.click("#process")
-    response = nav.value
-    assert response.status == 422
+    assert answer.value.status == 422
+    page.wait_for_selector("#error")
     assert "amount" in page.text_content("#error")
+    assert page.evaluate("document.querySelector('#images').files.length") == 1
     page.screenshot(path=str(SHOTS / "4-bad-pipeline.png"), full_page=True)
     # A file that is not an image: its card says so.
     not_image = Path("/tmp/engine-web-screens/notes.jpg")

@@ -1,31 +1,48 @@
-"""python -m engine.client: process files and folders of images through a broker."""
+"""python -m engine.client (engine-client): process files and folders of images through a broker."""
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
+import contextlib
 import json
 import sys
 import time
 from pathlib import Path
 
-from ..errors import ConfigError, EngineError, TaskTimeout
+from ..errors import ConfigError, PipelineError, TaskTimeout
 from ..security import ENV_BROKER_KEY, ENV_CLIENT_KEY, PeerKeys
 from ..settings import flag, positive_int
+from . import batch, outputs
+from .summary import summary
 from .sync import Client
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
-EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "webp": ".webp"}
+DESCRIPTION = """\
+Send images (files, or folders of them) through a broker and write the results to OUTDIR.
+
+Nothing is lost or replaced: each result keeps its input's path relative to the folder it
+was found in (a file named directly goes to the top of OUTDIR), with the extension of its
+new format; inputs that would land on the same name are told apart (a.jpg and a.png through
+'edge|png' give a.png and a.jpg.png) or, if that cannot be done, refused before anything is
+sent; an existing file is never replaced without --overwrite, and never an input. The
+pipeline is checked once, before the first image. Exits 0 when every result was written,
+1 if any image failed, 2 when nothing was sent (bad arguments, pipeline or broker)."""
+
+EPILOG = """\
+pipelines: steps separated by '|', parameters after ':' separated by ',':
+  grayscale
+  resize:width=640,height=480|sharpen:amount=1.5|webp:quality=80
+  (python -m engine.ops lists every operation and its parameters)
+
+examples:
+  engine-client --pipeline grayscale photos/ -o out/
+  engine-client --pipeline 'edge|png' photos/ --recursive -o out/ --meta out/meta.jsonl
+  engine-client --info
+
+Every flag can also be set by the environment variable named in its help."""
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m engine.client",
-        description="Send images (files, or folders of them) through a broker and write the results to "
-                    "OUTDIR, keeping each file's path relative to the folder it was found in. Exits 1 if "
-                    "any image failed.",
-        epilog="Example: python -m engine.client --pipeline grayscale photos/ -o out/. "
-               "Pipelines: 'edge', 'grayscale|png', or see python -m engine.ops. "
-               "Every flag can also be set by the environment variable named in its help.")
+    p = argparse.ArgumentParser(prog="engine-client", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="*", type=Path, help="image files and folders")
     p.add_argument("-o", "--output", type=Path, help="folder for the results (created if missing)")
     flag(p, "--connect", env="ENGINE_CLIENT_CONNECT", default="tcp://127.0.0.1:5555", help="the broker's client endpoint")
@@ -33,29 +50,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     flag(p, "--window", env="ENGINE_WINDOW", default=16, type=positive_int, help="tasks in flight at once")
     flag(p, "--timeout-s", env="ENGINE_TIMEOUT_S", default=120.0, type=float, help="per image, from sending to result")
     flag(p, "--recursive", env="ENGINE_RECURSIVE", default=False, help="descend into sub-folders")
+    flag(p, "--overwrite", env="ENGINE_OVERWRITE", default=False,
+         help="replace results that already exist in OUTDIR (inputs are never replaced)")
+    p.add_argument("--meta", type=Path, metavar="FILE.jsonl",
+                   help="write one JSON line per image: input, output, and the result's metadata (format, sizes, "
+                        "timings, worker, detections) or its error")
     flag(p, "--connect-timeout-s", env="ENGINE_CONNECT_TIMEOUT_S", default=10.0, type=float,
          help="give up at once if no broker answers within this")
     flag(p, "--key", env=ENV_CLIENT_KEY, default="",
          help="CURVE: this client's secret key file (python -m engine.keys new NAME) (empty: plaintext)")
     flag(p, "--broker-key", env=ENV_BROKER_KEY, default="", help="CURVE: the broker's public key file (broker.key)")
-    p.add_argument("--info", action="store_true", help="print the broker's workers, queue and operations, then exit")
+    p.add_argument("--info", action="store_true", help="print a summary of the broker's workers, queue and "
+                                                       "throughput, then exit")
+    p.add_argument("--json", action="store_true", help="with --info: print the broker's whole answer as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
 
-def find_images(inputs: list[Path], recursive: bool) -> list[tuple[Path, Path]]:
-    """(file, path to write it under) for every image named or found in a folder."""
-    found = []
-    for item in inputs:
-        if item.is_dir():
-            files = item.rglob("*") if recursive else item.iterdir()
-            found += [(f, f.relative_to(item)) for f in sorted(files)
-                      if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
-        elif item.is_file():
-            found.append((item, Path(item.name)))
-        else:
-            raise FileNotFoundError(f"no such file or folder: {item}")
-    return found
+def fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
 
 def broker_info(client: Client, timeout_s: float) -> dict | None:
@@ -63,9 +77,18 @@ def broker_info(client: Client, timeout_s: float) -> dict | None:
     try:
         return client.info(timeout_s)
     except TaskTimeout:
-        print(f"error: no broker answered at {client.address} within {timeout_s:g} s; is one running? "
-              "(start one with: python -m engine.broker --local-workers 2)", file=sys.stderr)
+        fail(f"no broker answered at {client.address} within {timeout_s:g} s; is one running? "
+             "(start one with: engine-broker --local-workers 2, which is python -m engine.broker, or make run)")
         return None
+
+
+def show_info(args: argparse.Namespace, keys: PeerKeys) -> int:
+    with Client(args.connect, timeout_s=args.timeout_s, keys=keys) as client:
+        info = broker_info(client, args.connect_timeout_s)
+    if info is None:
+        return 2
+    print(json.dumps(info, indent=2) if args.json else summary(info, args.connect))
+    return 0
 
 
 def main(argv=None) -> int:
@@ -73,64 +96,50 @@ def main(argv=None) -> int:
     try:
         keys = PeerKeys.from_files(args.key, args.broker_key, key_env=ENV_CLIENT_KEY)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
     if args.info:
-        with Client(args.connect, timeout_s=args.timeout_s, keys=keys) as client:
-            info = broker_info(client, args.connect_timeout_s)
-            print(json.dumps(info, indent=2))
-        return 0 if info is not None else 2
+        return show_info(args, keys)
     if not args.inputs or args.output is None:
-        print("error: give images or folders, and -o OUTDIR (see --help)", file=sys.stderr)
-        return 2
+        return fail("give images or folders, and -o OUTDIR (see --help)")
     try:
-        images = find_images(args.inputs, args.recursive)
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if not images:
-        print("error: no images found (looked for " + ", ".join(sorted(IMAGE_SUFFIXES)) + ")", file=sys.stderr)
-        return 2
+        format_step = batch.check_pipeline(args.pipeline, None)
+        found = outputs.find_images(args.inputs, args.recursive, skip_under=args.output)
+        if not found:
+            return fail("no images found (looked for " + ", ".join(sorted(outputs.IMAGE_SUFFIXES)) + ")")
+        items = outputs.plan(found, args.output, format_step, overwrite=args.overwrite)
+        if args.meta is not None and args.meta.exists() and not args.overwrite:
+            return fail(f"{args.meta} already exists; choose another --meta file, or add --overwrite")
+    except PipelineError as exc:
+        return fail(f"{exc.message}\n(nothing was sent; python -m engine.ops lists the operations)")
+    except outputs.PlanError as exc:
+        return fail(str(exc))
     started_s = time.monotonic()
     with Client(args.connect, timeout_s=args.timeout_s, keys=keys) as client:
-        if broker_info(client, args.connect_timeout_s) is None:
+        info = broker_info(client, args.connect_timeout_s)
+        if info is None:
             return 2
-        failures = run_batch(client, images, args)
+        try:
+            batch.check_pipeline(args.pipeline, None if info.get("truncated") else info.get("ops"))
+        except PipelineError as exc:
+            return fail(f"{exc.message}\n(nothing was sent)")
+        with _meta_file(args.meta, args.overwrite) as meta_out:
+            outcome = batch.run(client, items, args.pipeline, window=args.window, overwrite=args.overwrite,
+                                meta_out=meta_out, quiet=args.quiet)
     elapsed_s = time.monotonic() - started_s
-    print(f"{len(images)} image(s), {len(failures)} failed, {elapsed_s:.2f} s, "
-          f"{len(images) / elapsed_s:.1f} images/s -> {args.output}")
-    return 1 if failures else 0
+    print(f"{len(items)} image(s), {len(outcome.failed)} failed, {len(outcome.written)} written, "
+          f"{elapsed_s:.2f} s, {len(items) / elapsed_s:.1f} images/s -> {args.output}"
+          + (f" (metadata: {args.meta})" if args.meta else ""))
+    return 1 if outcome.failed else 0
 
 
-def run_batch(client: Client, images: list[tuple[Path, Path]], args: argparse.Namespace) -> list:
-    """Send every image with at most ``args.window`` in flight; write results; return the failures."""
-    from tqdm import tqdm
-
-    failures: list[tuple[Path, str]] = []
-    with tqdm(total=len(images), unit="img", disable=args.quiet, file=sys.stderr) as bar:
-        inflight: dict[cf.Future, tuple[Path, Path]] = {}
-        todo = iter(images)
-        while True:
-            for src, rel in todo:
-                inflight[client.submit(src.read_bytes(), args.pipeline)] = (src, rel)
-                if len(inflight) >= args.window:
-                    break
-            if not inflight:
-                break
-            done, _ = cf.wait(inflight, return_when=cf.FIRST_COMPLETED)
-            for future in done:
-                src, rel = inflight.pop(future)
-                try:
-                    result = future.result()
-                except EngineError as exc:
-                    failures.append((src, str(exc)))
-                    bar.write(f"failed: {src}: {exc}", file=sys.stderr)
-                else:
-                    out = args.output / rel.with_suffix(EXTENSIONS.get(result.format, rel.suffix))
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    out.write_bytes(result.data)
-                bar.update(1)
-    return failures
+@contextlib.contextmanager
+def _meta_file(path: Path | None, overwrite: bool):
+    if path is None:
+        yield None
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w" if overwrite else "x", encoding="utf-8") as f:
+        yield f
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ talks to the broker only through ``engine.AsyncClient``.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from .settings import DEFAULT_BROKER, DEFAULT_LISTEN, WebSettings
@@ -27,6 +28,13 @@ def split_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def _as_engine_web(record: logging.LogRecord) -> bool:
+    """Uvicorn's server messages ("Started server process", "Shutting down") are not errors:
+    log them as engine.web instead of uvicorn.error."""
+    record.name = "engine.web"
+    return True
+
+
 def serve(*, listen: str = DEFAULT_LISTEN, broker: str = DEFAULT_BROKER, data_dir: str | Path = "engine-web-data",
           log_level: str = "info", **settings) -> None:
     """Run the gateway until interrupted (SIGINT/SIGTERM end it cleanly).
@@ -35,7 +43,10 @@ def serve(*, listen: str = DEFAULT_LISTEN, broker: str = DEFAULT_BROKER, data_di
     """
     import uvicorn
 
+    logging.getLogger("uvicorn.error").addFilter(_as_engine_web)
     host, port = split_listen(listen)
     app = create_app(WebSettings(broker=broker, data_dir=Path(data_dir), **settings))
+    # Uvicorn keeps its loggers but not its formats: lines come out in the engine's format (set
+    # by the command line), and the access log is ours (engine.web.access, see access.py).
     uvicorn.run(app, host=host, port=port, log_level=log_level.lower(), proxy_headers=False,
-                server_header=False, timeout_graceful_shutdown=5)
+                server_header=False, timeout_graceful_shutdown=5, log_config=None, access_log=False)

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..settings import flag
+from ..settings import flag, setup_logging
 from . import serve
+from .access import MODES
 from .settings import DEFAULT_BROKER, DEFAULT_LISTEN, WebSettings
 
 MIB = 2**20
@@ -15,7 +16,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m engine.web",
         description="Serve the web pages (sign up, build a pipeline, drop images, history, live status) and "
-                    "the HTTP API under /api/v1 (OpenAPI at /api/v1/openapi.json). Images are processed by "
+                    "the HTTP API under /api/v1 (try it at /api/v1/docs; OpenAPI at /api/v1/openapi.json). Images are processed by "
                     "the broker at --broker; run it first, e.g. python -m engine.broker --local-workers 2.",
         epilog="Every flag can also be set by the environment variable named in its help.")
     flag(p, "--listen", env="ENGINE_WEB_LISTEN", default=DEFAULT_LISTEN,
@@ -54,13 +55,18 @@ def parse_args(argv=None) -> argparse.Namespace:
          type=int, help="password hashes computed at once, each in a thread (about 64 MiB each)")
     flag(p, "--secure-cookies", env="ENGINE_WEB_SECURE_COOKIES", default=d.secure_cookies,
          help="mark cookies Secure (when served over HTTPS)")
+    flag(p, "--access-log", env="ENGINE_WEB_ACCESS_LOG", default=d.access_log, choices=MODES,
+         help="one line per request: all; requests (everything but the pages' own polling of status and "
+              "batch progress, and static files); off")
     flag(p, "--log-level", env="ENGINE_LOG_LEVEL", default="info", help="debug, info, warning or error")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    setup_logging(args.log_level)
     serve(listen=args.listen, broker=args.broker, data_dir=args.data_dir, log_level=args.log_level,
+          access_log=args.access_log,
           task_timeout_s=args.task_timeout_s, broker_check_timeout_s=args.broker_check_timeout_s,
           heartbeat_interval_s=args.heartbeat_interval_s,
           max_upload_bytes=args.max_upload_mb * MIB, max_batch_files=args.max_batch_files,

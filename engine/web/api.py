@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..errors import ImageError
 from ..ops.codec import sniff
 from .common import MEDIA_TYPES, batch_json, job_json, output_name, parts, read_form, require_user
 from .jobs import Upload
@@ -21,7 +22,9 @@ from .problems import WebError
 
 MAX_PAGE = 200
 JSON_TYPES = ("application/json",)
-FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+MULTIPART = "multipart/form-data"
+URLENCODED = "application/x-www-form-urlencoded"
+FORM_TYPES = (MULTIPART, URLENCODED)
 
 
 def require_writer(request: Request) -> dict:
@@ -66,17 +69,22 @@ def _content_type(request: Request) -> str:
 
 
 async def process(request: Request) -> Response:
-    """One image, synchronously: raw body (pipeline in the query) or multipart."""
+    """One image, synchronously: a multipart form, or the image's bytes as the body whatever
+    type it is declared as (``curl --data-binary`` declares an urlencoded form)."""
     user = require_writer(request)
     p = parts(request)
     pipeline = request.query_params.get("pipeline")
-    if _content_type(request) in FORM_TYPES:
+    if _content_type(request) == MULTIPART:
         fields, uploads = await read_form(request, max_files=1)
         pipeline = fields.get("pipeline", pipeline)
         upload = uploads[0] if uploads else Upload("image", b"")
     else:
         # Read only up to max_upload_bytes: limits.BodyLimit refuses the rest while it streams in.
         upload = Upload(request.query_params.get("name", "image"), await request.body())
+        if _content_type(request) == URLENCODED and upload.data and sniff(upload.data) is None:
+            raise ImageError("the body is neither an image nor a multipart form: send the image's bytes as the "
+                             "body (curl --data-binary @in.jpg) or a multipart form with an 'image' file "
+                             "(curl -F image=@in.jpg -F pipeline=grayscale)")
     if pipeline is None:
         raise WebError(400, "no_pipeline", "Give a pipeline, e.g. ?pipeline=grayscale|png")
     if not upload.data:
@@ -115,7 +123,12 @@ def _zip(entries: list[tuple[str, bytes]]) -> bytes:
 
 
 async def batch_zip(request: Request) -> Response:
-    batch, jobs = _own_batch(request, require_user(request))
+    return await zip_response(request, require_user(request))
+
+
+async def zip_response(request: Request, user: dict) -> Response:
+    """The batch's finished results as a zip (the API's and the batch page's download)."""
+    batch, jobs = _own_batch(request, user)
     blobs = parts(request).blobs
     done = [j for j in jobs if j["status"] == "done"]
     if not done:

@@ -14,6 +14,7 @@ from .api import require_writer
 from .common import parts, require_user
 from .jobs import Upload
 from .openapi import openapi_document
+from .pages import render
 from .problems import WebError, describe
 from ..strictjson import BadJSON, loads
 from .strict_json import StrictJSONResponse
@@ -103,8 +104,15 @@ async def openapi(request: Request) -> Response:
     return JSONResponse(openapi_document())
 
 
+async def docs(request: Request) -> Response:
+    """Interactive docs built from the OpenAPI description (static/apidocs.js); no login needed
+    to read them, the requests they send authenticate like any other."""
+    return render(request, "apidocs.html")
+
+
 routes = [
     Route("/api/v1/openapi.json", openapi, methods=["GET"]),
+    Route("/api/v1/docs", docs, methods=["GET"]),
     Route("/api/v1/operations", operations, methods=["GET"]),
     Route("/api/v1/status", status, methods=["GET"]),
     Route("/api/v1/tokens", list_tokens, methods=["GET"]),

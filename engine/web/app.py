@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import EngineError, InternalError
 from . import api, api_misc, pages
+from .access import AccessLog
 from .auth import Auth
 from .blobs import BlobStore
 from .common import Parts
@@ -116,4 +117,5 @@ def create_app(settings: WebSettings) -> Starlette:
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.add_middleware(BodyLimit, settings=settings)  # per path, while the body streams in
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(AccessLog, mode=settings.access_log)  # outermost: sees every answer as sent
     return app

@@ -1,12 +1,14 @@
 """What the pages and the API share: the app's parts, reading uploads, job JSON."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
 from .. import errors as E
+from .. import ops
 from .auth import Auth
 from .blobs import BlobStore
 from .db import Store
@@ -16,9 +18,9 @@ from .problems import WebError
 from .settings import WebSettings
 from .status import StatusMonitor
 
-MEDIA_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "bmp": "image/bmp",
+MEDIA_TYPES = {"json": "application/json", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "bmp": "image/bmp",
                "tiff": "image/tiff"}
-EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "bmp": "bmp", "tiff": "tif"}
+EXTENSIONS = {"json": "json", "jpeg": "jpg", "png": "png", "webp": "webp", "bmp": "bmp", "tiff": "tif"}
 MAX_FORM_FIELDS = 20
 
 
@@ -74,11 +76,45 @@ async def read_form(request: Request, *, max_files: int) -> tuple[dict[str, str]
     return fields, uploads
 
 
+@functools.lru_cache(maxsize=1024)
+def canonical_or_none(pipeline: str) -> str | None:
+    """The canonical form of a stored pipeline (None if it no longer parses)."""
+    try:
+        return ops.canonical(pipeline)
+    except E.PipelineError:
+        return None
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def detections(meta: dict) -> list[dict]:
+    """The boxes in a result's ``faces`` metadata, in pixels of the output image, as
+    ``{"box": [x, y, w, h], "score": float | None, "keypoints": [[x, y], ...]}``. Accepts
+    the Haar operation's ``[[x, y, w, h], ...]`` and the detectors' dicts; skips the rest."""
+    out: list[dict] = []
+    faces = meta.get("faces")
+    for item in faces if isinstance(faces, list) else []:
+        d = item if isinstance(item, dict) else {"box": item}
+        box = d.get("box")
+        if not (isinstance(box, (list, tuple)) and len(box) == 4 and all(map(_number, box))):
+            continue
+        points = [p[:2] for p in d.get("keypoints") or [] if isinstance(p, (list, tuple)) and len(p) >= 2
+                  and all(map(_number, p[:2]))]
+        out.append({"box": list(box), "score": d.get("score") if _number(d.get("score")) else None,
+                    "keypoints": points})
+    return out
+
+
 def job_json(job: dict) -> dict:
     base = f"/api/v1/jobs/{job['id']}"
     done = job["status"] == "done"
     return {
         "id": job["id"], "batch_id": job["batch_id"], "pipeline": job["pipeline"],
+        "canonical_pipeline": canonical_or_none(job["pipeline"]),
+        "cached": job["meta"].get("cache") == "hit", "detections": detections(job["meta"]),
+        "can_rerun": job["error_code"] != E.ImageError.code,
         "input_name": job["input_name"], "status": job["status"],
         "error": {"code": job["error_code"], "message": job["error_message"]} if job["error_code"] else None,
         "created_at": job["created_at"], "finished_at": job["finished_at"],

@@ -49,11 +49,13 @@ def new_id() -> str:
     return secrets.token_hex(8)
 
 
-def check_pipeline(pipeline: object) -> str:
-    """The canonical text of a pipeline, or a PipelineError saying what is wrong."""
+def check_pipeline(pipeline: object) -> tuple[str, str]:
+    """(canonical text, text to show) of a pipeline, or a PipelineError saying what is wrong.
+    Pages and history show a text pipeline as the user wrote it; the engine gets the canonical one."""
     if isinstance(pipeline, str) and not pipeline.strip():
         raise E.PipelineError("the pipeline is empty: add at least one step")
-    return ops.canonical(pipeline)  # type: ignore[arg-type]
+    canonical = ops.canonical(pipeline)  # type: ignore[arg-type]
+    return canonical, pipeline.strip() if isinstance(pipeline, str) else canonical
 
 
 def make_thumbnail(data: bytes) -> bytes | None:
@@ -132,7 +134,7 @@ class Jobs:
 
     async def submit_batch(self, user_id: int, pipeline: object, uploads: list[Upload]) -> str:
         """Store the inputs, start processing in the background; returns the batch id."""
-        canonical = check_pipeline(pipeline)
+        canonical, shown = check_pipeline(pipeline)
         self._check_uploads(uploads)
         inputs = sum(len(u.data) for u in uploads)
         self._reserve(user_id, 2 * inputs, what="these images and their results")
@@ -142,9 +144,9 @@ class Jobs:
             self._release(user_id, 2 * inputs)
             raise
         batch_id = new_id()
-        self.store.add_batch(batch_id, user_id, canonical)
+        self.store.add_batch(batch_id, user_id, shown)
         try:
-            job_ids = await self._add_jobs(user_id, batch_id, canonical, uploads)
+            job_ids = await self._add_jobs(user_id, batch_id, shown, uploads)
         except BaseException:
             self._release(user_id, inputs)  # the results' share; _add_jobs released the inputs'
             raise
@@ -157,11 +159,11 @@ class Jobs:
     async def process_now(self, user_id: int, pipeline: object, upload: Upload) -> tuple[dict, bytes]:
         """Process one image and wait for it; returns the finished job and the result, or
         raises the engine error (the failed job stays in history)."""
-        canonical = check_pipeline(pipeline)
+        canonical, shown = check_pipeline(pipeline)
         self._check_uploads([upload])
         self._reserve(user_id, 2 * len(upload.data), what="this image and its result")
         try:
-            (job_id,) = await self._add_jobs(user_id, None, canonical, [upload])
+            (job_id,) = await self._add_jobs(user_id, None, shown, [upload])
         except BaseException:
             self._release(user_id, len(upload.data))
             raise
@@ -174,6 +176,9 @@ class Jobs:
         job = self.store.job(user_id, job_id)
         if job is None:
             raise WebError(404, "not_found", "No such job in your history.")
+        if job["error_code"] == E.ImageError.code:
+            raise WebError(409, "not_an_image", f"{job['input_name']} is not an image the engine can read; "
+                                                "running it again would fail the same way.")
         data = await asyncio.to_thread(self.blobs.get, job["input_sha"])
         return await self.submit_batch(user_id, job["pipeline"], [Upload(job["input_name"], data)])
 

@@ -33,12 +33,14 @@ LEGACY_PATH = "/api/v1/legacy"
 
 def body_limit(settings: WebSettings, path: str, content_type: str) -> tuple[int, str]:
     """(largest body in bytes, error code) for a request. Only the paths that take images
-    get more than a form's worth; an urlencoded form never does (it cannot carry a file)."""
+    get more than a form's worth; an urlencoded form never does (it cannot carry a file),
+    except on ``/api/v1/process``, whose raw image body is often declared as one (``curl
+    --data-binary`` sends that type)."""
     if path == LEGACY_PATH:
         return settings.max_legacy_body_bytes, E.ImageTooLarge.code
     if path == PROCESS_PATH and content_type == MULTIPART:
         return settings.max_upload_bytes + settings.max_form_bytes, E.ImageTooLarge.code
-    if path == PROCESS_PATH and content_type != URLENCODED:
+    if path == PROCESS_PATH:
         return settings.max_upload_bytes, E.ImageTooLarge.code
     if path in BATCH_PATHS and content_type == MULTIPART:
         return settings.max_body_bytes, TOO_LARGE

@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from .. import ops
 from ..errors import EngineError
+from .api import zip_response
 from .auth import CSRF_FIELD, AccountError
 from .common import job_json, parts, read_form
 from .limits import LoginLimited
@@ -149,6 +150,11 @@ async def batch_page(request: Request) -> Response:
     return render(request, "batch.html", batch=batch, jobs=jobs)
 
 
+async def batch_zip(request: Request) -> Response:
+    """The zip button's target: the file, or an error page (not the API's JSON)."""
+    return await zip_response(request, page_user(request))
+
+
 # -- history ----------------------------------------------------------------------------------
 
 async def history(request: Request) -> Response:
@@ -218,6 +224,7 @@ routes = [
     Route("/logout", logout, methods=["POST"]),
     Route("/upload", upload, methods=["GET", "POST"]),
     Route("/batches/{batch_id}", batch_page),
+    Route("/batches/{batch_id}/zip", batch_zip),
     Route("/history", history),
     Route("/jobs/{job_id}", job_page),
     Route("/jobs/{job_id}/{action}", job_action, methods=["POST"]),

@@ -30,6 +30,7 @@ class WebSettings:
     login_fail_window_s: float = 300.0
     login_limit_max_keys: int = 10_000  # accounts + addresses remembered; the oldest are forgotten first
     max_concurrent_hashes: int = 4  # argon2 hashes at once, each in a thread (about 64 MiB each)
+    access_log: str = "requests"  # "all", "requests" (not the pages' own polling nor static files) or "off"
 
     @property
     def max_body_bytes(self) -> int:

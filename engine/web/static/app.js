@@ -25,6 +25,29 @@ function localTimes() {
   }
 }
 
+// Edit distance, for "did you mean" on a mistyped operation (the server says the same).
+function distance(a, b) {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) {
+      next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    row = next;
+  }
+  return row[b.length];
+}
+
+function closest(name, names) {
+  let best = null;
+  let bestD = Infinity;
+  for (const n of names) {
+    const d = distance(name.toLowerCase(), n);
+    if (d < bestD) { best = n; bestD = d; }
+  }
+  return bestD <= Math.max(1, Math.floor(name.length / 3)) ? best : null;
+}
+
 // ---- pipeline builder: one form per step, generated from the operations' declared params
 function builder() {
   const data = $("#ops");
@@ -82,6 +105,10 @@ function builder() {
       const remove = el("button", { type: "button", class: "link", text: "remove", "aria-label": `remove step ${i + 1}` });
       remove.addEventListener("click", () => { steps.splice(i, 1); render(); text.value = serialise(); });
       const item = el("li", { class: "step", "data-op": step.op }, el("strong", { text: step.op }), " ", remove);
+      if (!op) {
+        const guess = closest(step.op, Object.keys(ops));
+        item.append(el("small", { class: "unknown-op", text: `unknown operation${guess ? ` — did you mean '${guess}'?` : ""}` }));
+      }
       for (const p of op ? op.params : []) item.append(paramInput(step, p));
       list.append(item);
     });
@@ -136,23 +163,91 @@ function dropzone() {
     show();
   });
   input.addEventListener("change", show);
-  $("#upload-form").addEventListener("submit", () => {
+  uploadInPlace($("#upload-form"));
+}
+
+// ---- send the upload form from the page, so that a refusal (a mistyped pipeline, a quota)
+// is shown above the form with the chosen files still there; success goes to the batch page.
+function uploadInPlace(form) {
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
     const bar = $("#upload-progress");
+    const button = $("#process");
     bar.hidden = false;
-    bar.removeAttribute("value"); // indeterminate while the browser uploads
-    $("#process").disabled = true;
+    bar.value = 0;
+    button.disabled = true;
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", form.action);
+    xhr.upload.addEventListener("progress", (ev) => { if (ev.lengthComputable) bar.value = (100 * ev.loaded) / ev.total; });
+    const fail = (message) => {
+      let box = $("#error");
+      if (!box) {
+        box = el("p", { class: "message error", role: "alert", id: "error" });
+        $("main").prepend(box);
+      }
+      box.textContent = message;
+      bar.hidden = true;
+      button.disabled = false;
+      box.scrollIntoView({ block: "nearest" });
+    };
+    xhr.addEventListener("load", () => {
+      if (xhr.status < 400 && !new URL(xhr.responseURL).pathname.startsWith("/upload")) {
+        window.location.assign(xhr.responseURL);
+        return;
+      }
+      const page = new DOMParser().parseFromString(xhr.responseText, "text/html");
+      const err = page.querySelector("#error");
+      fail(err ? err.textContent : `The upload failed (HTTP ${xhr.status}).`);
+    });
+    xhr.addEventListener("error", () => fail("The web gateway did not answer; nothing was uploaded. Try again."));
+    xhr.send(new FormData(form));
   });
 }
 
+// ---- forms that delete something ask first
+function confirmations() {
+  for (const form of document.querySelectorAll("form[data-confirm]")) {
+    form.addEventListener("submit", (e) => { if (!window.confirm(form.dataset.confirm)) e.preventDefault(); });
+  }
+}
+
 // ---- batch page: poll progress, fill in each result as it arrives
+const SVG = "http://www.w3.org/2000/svg";
+const svgEl = (tag, attrs) => {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  return node;
+};
+
+// Detection boxes over the output image, in its own pixels (job.detections, from meta "faces").
+function boxes(job) {
+  const svg = svgEl("svg", { class: "boxes", viewBox: `0 0 ${job.meta.width} ${job.meta.height}`,
+    preserveAspectRatio: "none", "aria-label": `${job.detections.length} detection(s)` });
+  for (const d of job.detections) {
+    const [x, y, w, h] = d.box;
+    const rect = svgEl("rect", { x, y, width: w, height: h, "vector-effect": "non-scaling-stroke" });
+    const title = svgEl("title", {});
+    title.textContent = d.score === null ? "face" : `face ${d.score.toFixed(2)}`;
+    rect.append(title);
+    svg.append(rect);
+    for (const [cx, cy] of d.keypoints) svg.append(svgEl("circle", { cx, cy, r: Math.min(w, h) / 30 + 1 }));
+  }
+  return svg;
+}
+
 function outputFigure(job) {
   const fig = el("figure", { class: "output" });
   if (job.status === "done") {
     const m = job.meta;
-    fig.append(el("img", { src: job.urls.output, alt: `output of ${job.input_name}` }),
-      el("figcaption", {}, `Output · ${size(job.output_bytes)} · ${m.width}×${m.height} ${m.format} · ` +
-        `${m.pipeline_ms} ms at the worker, ${m.elapsed_ms} ms in all · `,
-      el("a", { href: `${job.urls.output}?download=1`, class: "download", text: "Download" })));
+    const timing = job.cached
+      ? [el("span", { class: "cached", text: "from the result cache" }), `, ${m.elapsed_ms} ms for this request (no worker ran)`]
+      : [`${m.pipeline_ms} ms at the worker, ${m.elapsed_ms} ms in all`];
+    const picture = el("div", { class: "boxed" }, el("img", { src: job.urls.output, alt: `output of ${job.input_name}` }));
+    if (job.detections.length) picture.append(boxes(job));
+    fig.append(picture,
+      el("figcaption", {}, `Output · ${size(job.output_bytes)} · ${m.width}×${m.height} ${m.format} · `, ...timing,
+        job.detections.length ? ` · ${job.detections.length} face(s)` : "", " · ",
+        el("a", { href: `${job.urls.output}?download=1`, class: "download", text: "Download" })));
   } else if (job.status === "failed") {
     fig.append(el("p", { class: "message error", text: job.error ? job.error.message : "failed" }));
   } else {
@@ -232,4 +327,5 @@ document.addEventListener("DOMContentLoaded", () => {
   dropzone();
   batchPoller();
   statusPoller();
+  confirmations();
 });

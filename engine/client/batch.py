@@ -1,0 +1,87 @@
+"""The batch command line's work: check the pipeline once, send every planned image with a
+bounded window, write each result whole, and count what was really written."""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from ..errors import EngineError, UnknownOperation
+from .outputs import Item, write_new
+from .sync import Client
+
+
+@dataclass
+class Outcome:
+    written: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def check_pipeline(pipeline: str, offered: dict | None) -> str | None:
+    """Validate the pipeline once, before any image is read; returns its last format step
+    (``jpeg``, ``png``, ``webp``) or None. Raises the PipelineError a worker would, with a
+    did-you-mean suggestion; an operation no connected worker offers is refused too."""
+    from .. import ops  # OpenCV loads only here, in the command line
+
+    steps = ops.parse(pipeline)
+    if offered:  # INFO's "ops": what the connected workers declared
+        missing = sorted({s.op.name for s in steps} - set(offered))
+        if missing:
+            raise UnknownOperation(f"no connected worker offers {', '.join(map(repr, missing))}; "
+                                   f"offered: {', '.join(sorted(offered))}")
+    formats = [s.op.name for s in steps if s.op.kind == "format"]
+    return formats[-1] if formats else None
+
+
+def _meta_line(item: Item, written: bool, meta: dict | None, error: EngineError | str | None) -> str:
+    line: dict = {"input": str(item.source), "output": str(item.output) if written else None, "ok": written}
+    if meta is not None:
+        line["meta"] = meta
+    if error is not None:
+        line["error"] = {"code": getattr(error, "code", "write_failed"), "message": str(error)}
+    return json.dumps(line, separators=(",", ":"), default=str)
+
+
+def run(client: Client, items: list[Item], pipeline: str, *, window: int, overwrite: bool,
+        meta_out: IO[str] | None = None, quiet: bool = False) -> Outcome:
+    """Send every item with at most ``window`` in flight; write results; one JSON line per
+    image to ``meta_out`` when given."""
+    from tqdm import tqdm
+
+    outcome = Outcome()
+    with tqdm(total=len(items), unit="img", disable=quiet, file=sys.stderr) as bar:
+        inflight: dict[cf.Future, Item] = {}
+        todo = iter(items)
+        while True:
+            for item in todo:
+                inflight[client.submit(item.source.read_bytes(), pipeline)] = item
+                if len(inflight) >= window:
+                    break
+            if not inflight:
+                break
+            done, _ = cf.wait(inflight, return_when=cf.FIRST_COMPLETED)
+            for future in done:
+                item = inflight.pop(future)
+                meta, error = None, None
+                try:
+                    result = future.result()
+                    meta = result.meta
+                    write_new(item.output, result.data, overwrite=overwrite)
+                except EngineError as exc:
+                    error = exc
+                except FileExistsError:
+                    error = f"{item.output} appeared while the batch ran; left as it is (use --overwrite)"
+                except OSError as exc:
+                    error = f"could not write {item.output}: {exc}"
+                if error is None:
+                    outcome.written.append(item.output)
+                else:
+                    outcome.failed.append((item.source, str(error)))
+                    bar.write(f"failed: {item.source}: {error}", file=sys.stderr)
+                if meta_out is not None:
+                    meta_out.write(_meta_line(item, error is None, meta, error) + "\n")
+                bar.update(1)
+    return outcome

@@ -1,0 +1,118 @@
+// Interactive API docs at /api/v1/docs, built from /api/v1/openapi.json. No libraries.
+"use strict";
+
+(() => {
+  const $ = (sel, root = document) => root.querySelector(sel);
+  const el = (tag, attrs = {}, ...children) => {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs)) {
+      if (k === "text") node.textContent = v; else node.setAttribute(k, v);
+    }
+    for (const c of children) node.append(c);
+    return node;
+  };
+  const quote = (s) => `'${String(s).replace(/'/g, "'\\''")}'`;
+
+  function field(name, schema, where, required) {
+    const binary = schema.format === "binary" || (schema.items && schema.items.format === "binary");
+    const input = binary ? el("input", { type: "file" }) : el("input", { type: "text" });
+    if (schema.type === "array") input.multiple = true;
+    if (!binary && schema.example !== undefined) input.value = schema.example;
+    input.dataset.name = name;
+    input.dataset.where = where;
+    return el("label", { class: "param" }, `${name}${required ? " *" : ""} `, input,
+      el("small", { text: ` ${where}${schema.description ? ` · ${schema.description}` : ""}` }));
+  }
+
+  function operation(path, method, op) {
+    const form = el("form", { class: "try" });
+    for (const p of op.parameters || []) form.append(field(p.name, p.schema || {}, p.in, p.required));
+    const content = (op.requestBody && op.requestBody.content) || {};
+    let bodyKind = null;
+    if (content["application/octet-stream"]) {
+      bodyKind = "raw";
+      form.append(field("body", { format: "binary", description: "the image file, sent as the body" }, "body", true));
+    } else if (content["multipart/form-data"]) {
+      bodyKind = "multipart";
+      const schema = content["multipart/form-data"].schema;
+      for (const [name, s] of Object.entries(schema.properties || {})) {
+        form.append(field(name, s, "form", (schema.required || []).includes(name)));
+      }
+    } else if (content["application/json"]) {
+      bodyKind = "json";
+      form.append(el("label", { class: "param" }, "JSON body ", el("textarea", { rows: 3, "data-where": "json" })));
+    }
+    const out = el("div", { class: "answer" });
+    form.append(el("button", { type: "submit", text: "Send" }), out);
+    form.addEventListener("submit", (e) => { e.preventDefault(); send(path, method, form, bodyKind, out); });
+    const head = el("summary", {}, el("span", { class: `method ${method}`, text: method.toUpperCase() }), " ",
+      el("code", { text: path }), el("span", { class: "hint", text: ` ${op.summary || ""}` }));
+    return el("details", { class: "endpoint card" }, head, form);
+  }
+
+  async function send(path, method, form, bodyKind, out) {
+    let url = path;
+    const query = new URLSearchParams();
+    const headers = {};
+    const curl = ["curl", "-f"];
+    let body;
+    const multipart = new FormData();
+    for (const input of form.querySelectorAll("[data-where]")) {
+      const { name, where } = input.dataset;
+      if (where === "path") url = url.replace(`{${name}}`, encodeURIComponent(input.value));
+      else if (where === "query" && input.value !== "") query.set(name, input.value);
+      else if (where === "body" && input.files[0]) { body = input.files[0]; curl.push("--data-binary", quote(`@${body.name}`)); }
+      else if (where === "form") {
+        if (input.type === "file") {
+          for (const f of input.files) { multipart.append(name, f); curl.push("-F", quote(`${name}=@${f.name}`)); }
+        } else if (input.value !== "") { multipart.append(name, input.value); curl.push("-F", quote(`${name}=${input.value}`)); }
+      } else if (where === "json" && input.value.trim()) {
+        body = input.value; headers["Content-Type"] = "application/json"; curl.push("-H", quote("Content-Type: application/json"), "--data", quote(body));
+      }
+    }
+    if (bodyKind === "multipart") body = multipart;
+    if (query.toString()) url += `?${query}`;
+    const token = $("#api-token").value.trim();
+    if (token) headers.Authorization = `Bearer ${token}`;
+    else if (method !== "get") headers["X-CSRF-Token"] = $('meta[name="csrf-token"]').content;
+    curl.splice(2, 0, "-H", quote("Authorization: Bearer $TOKEN"));
+    if (method !== "get" && bodyKind === null) curl.push("-X", method.toUpperCase());
+    curl.push(quote(`${location.origin}${url}`));
+    out.replaceChildren(el("p", { class: "hint", text: "Sending…" }));
+    let r;
+    try {
+      r = await fetch(url, { method: method.toUpperCase(), headers, body, credentials: token ? "omit" : "same-origin" });
+    } catch (err) {
+      out.replaceChildren(el("p", { class: "message error", text: `No answer: ${err.message}` }));
+      return;
+    }
+    const type = r.headers.get("content-type") || "";
+    const shown = [el("p", { class: r.ok ? "message ok" : "message error", text: `HTTP ${r.status} ${r.statusText} · ${type || "no body"}` })];
+    if (type.startsWith("application/json")) {
+      shown.push(el("pre", { text: JSON.stringify(await r.json(), null, 2) }));
+    } else if (type.startsWith("image/")) {
+      const img = el("img", { alt: "the answer", class: "answer-image" });
+      img.src = URL.createObjectURL(await r.blob());
+      shown.push(img);
+    } else if (r.status !== 204) {
+      const blob = await r.blob();
+      const a = el("a", { href: URL.createObjectURL(blob), download: "answer", text: `download the answer (${blob.size} bytes)` });
+      shown.push(el("p", {}, a));
+    }
+    const meta = r.headers.get("x-engine-meta");
+    if (meta) shown.push(el("p", { class: "hint", text: "X-Engine-Meta:" }), el("pre", { text: JSON.stringify(JSON.parse(meta), null, 2) }));
+    shown.push(el("p", { class: "hint", text: "The same request from a shell:" }), el("pre", { class: "curl", text: curl.join(" ") }));
+    out.replaceChildren(...shown);
+  }
+
+  document.addEventListener("DOMContentLoaded", async () => {
+    const box = $("#api-docs[data-spec]");
+    if (!box) return;
+    const spec = await (await fetch(box.dataset.spec)).json();
+    const list = [];
+    for (const [path, methods] of Object.entries(spec.paths)) {
+      for (const [method, op] of Object.entries(methods)) list.push(operation(path, method, op));
+    }
+    box.replaceChildren(el("p", { class: "hint", text: `${spec.info.title} ${spec.info.version}: ${spec.info.description}` }), ...list);
+  });
+})();

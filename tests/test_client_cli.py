@@ -1,0 +1,163 @@
+"""The batch command line as a new user runs it: nothing lost, nothing replaced, one clear
+message for a bad pipeline, metadata beside the results, a readable --info."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import DATA, Cluster, free_port
+
+pytestmark = pytest.mark.timeout(120)
+RUN_TIMEOUT_S = 90
+
+
+@pytest.fixture(scope="module")
+def broker():
+    cluster = Cluster(local_workers=2)
+    try:
+        yield cluster.start_broker()
+    finally:
+        cluster.stop()
+
+
+def client(*args: str, broker: Cluster | None = None) -> subprocess.CompletedProcess:
+    connect = broker.front if broker is not None else f"tcp://127.0.0.1:{free_port()}"
+    cmd = [sys.executable, "-m", "engine.client", "--connect", connect, "--connect-timeout-s", "5", "--quiet",
+           *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+
+
+def grey_psnr(result: Path, source: Path) -> float:
+    """PSNR of a written result against OpenCV's own grey conversion of its input."""
+    expected = cv2.cvtColor(cv2.imread(str(source)), cv2.COLOR_BGR2GRAY)
+    got = cv2.imread(str(result), cv2.IMREAD_UNCHANGED)
+    assert got is not None and got.shape[:2] == expected.shape, result
+    if got.ndim == 3:
+        got = cv2.cvtColor(got, cv2.COLOR_BGR2GRAY)
+    return cv2.PSNR(got, expected)
+
+
+def test_same_name_different_format_both_written_and_counted(broker, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("chelsea.jpg", "chelsea.png"):
+        shutil.copy(DATA / name, src / name)
+    done = client("--pipeline", "grayscale|png", str(src), "-o", str(tmp_path / "out"), broker=broker)
+    assert done.returncode == 0, done.stderr
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == ["chelsea.jpg.png", "chelsea.png"]
+    assert "2 image(s), 0 failed, 2 written" in done.stdout
+    assert grey_psnr(tmp_path / "out" / "chelsea.jpg.png", src / "chelsea.jpg") > 40
+    assert grey_psnr(tmp_path / "out" / "chelsea.png", src / "chelsea.png") > 40
+
+
+def test_same_relative_path_from_two_folders_is_refused_before_any_work(broker, tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(DATA / "coins.jpg", tmp_path / folder / "photo.jpg")
+    done = client("--pipeline", "grayscale", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(tmp_path / "out"),
+                  broker=broker)
+    assert done.returncode == 2
+    assert "more than one input" in done.stderr and "a/photo.jpg" in done.stderr and "b/photo.jpg" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_folder_equal_to_input_folder_never_touches_the_originals(broker, tmp_path):
+    shutil.copy(DATA / "coins.jpg", tmp_path / "coins.jpg")
+    before = (tmp_path / "coins.jpg").read_bytes()
+    for extra in ([], ["--overwrite"]):
+        done = client("--pipeline", "grayscale", str(tmp_path), "-o", str(tmp_path), *extra, broker=broker)
+        assert done.returncode == 2 and "replace an input" in done.stderr, done.stderr
+        assert (tmp_path / "coins.jpg").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["coins.jpg"]
+
+
+def test_existing_output_is_kept_unless_overwrite(broker, tmp_path):
+    shutil.copy(DATA / "coins.jpg", tmp_path / "coins.jpg")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "coins.jpg").write_bytes(b"precious")
+    done = client("--pipeline", "grayscale", str(tmp_path / "coins.jpg"), "-o", str(out), broker=broker)
+    assert done.returncode == 2 and "already exist" in done.stderr and "--overwrite" in done.stderr
+    assert (out / "coins.jpg").read_bytes() == b"precious"
+    done = client("--pipeline", "grayscale", str(tmp_path / "coins.jpg"), "-o", str(out), "--overwrite",
+                  broker=broker)
+    assert done.returncode == 0, done.stderr
+    assert grey_psnr(out / "coins.jpg", tmp_path / "coins.jpg") > 30  # a grey JPEG of the input
+    assert sorted(p.name for p in out.iterdir()) == ["coins.jpg"]  # no temporary file left
+
+
+def test_a_typo_in_the_pipeline_fails_once_with_a_suggestion(tmp_path):
+    for name in ("coins.jpg", "rocket.jpg", "coffee.jpg"):
+        shutil.copy(DATA / name, tmp_path / name)
+    done = client("--pipeline", "greyscale|png", str(tmp_path), "-o", str(tmp_path / "out"))  # no broker needed
+    assert done.returncode == 2
+    assert "unknown operation 'greyscale' — did you mean 'grayscale'?" in done.stderr
+    assert done.stderr.count("greyscale") == 1 and done.stdout == ""
+    assert not (tmp_path / "out").exists()
+
+
+def test_meta_file_has_one_line_per_image_with_sizes_timings_and_detections(broker, tmp_path):
+    for name in ("astronaut.jpg", "coins.jpg"):
+        shutil.copy(DATA / name, tmp_path / name)
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    meta = tmp_path / "out" / "meta.jsonl"
+    done = client("--pipeline", "faces|png", str(tmp_path), "-o", str(tmp_path / "out"), "--meta", str(meta),
+                  broker=broker)
+    assert done.returncode == 1, done.stderr
+    assert "3 image(s), 1 failed, 2 written" in done.stdout
+    lines = {Path(x["input"]).name: x for x in map(json.loads, meta.read_text().splitlines())}
+    assert set(lines) == {"astronaut.jpg", "coins.jpg", "broken.jpg"}
+    astronaut = lines["astronaut.jpg"]
+    h, w = cv2.imread(str(DATA / "astronaut.jpg")).shape[:2]
+    assert astronaut["ok"] and (astronaut["meta"]["width"], astronaut["meta"]["height"]) == (w, h)
+    assert astronaut["meta"]["pipeline_ms"] > 0 and len(astronaut["meta"]["faces"]) >= 1
+    assert Path(astronaut["output"]).exists()
+    assert lines["broken.jpg"]["ok"] is False and lines["broken.jpg"]["error"]["code"] == "bad_image"
+    assert lines["broken.jpg"]["output"] is None
+
+
+def test_info_is_a_short_summary_and_json_on_request(broker):
+    done = client("--info", broker=broker)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"broker {broker.front}: up")
+    assert "worker(s)" in done.stdout and "queue:" in done.stdout and "completed" in done.stdout
+    assert len(done.stdout.splitlines()) < 12
+    full = json.loads(client("--info", "--json", broker=broker).stdout)
+    assert len(full["workers"]) == 1 and "ops" in full
+
+
+def test_info_with_the_broker_down_says_so_on_stderr_only():
+    done = client("--info", "--connect-timeout-s", "1")
+    assert done.returncode == 2
+    assert done.stdout == "" and "no broker answered" in done.stderr
+
+
+def test_help_explains_pipelines_and_the_no_overwrite_rule():
+    done = subprocess.run([sys.executable, "-m", "engine.client", "--help"], capture_output=True, text=True,
+                          timeout=RUN_TIMEOUT_S)
+    assert done.returncode == 0
+    assert "steps separated by '|'" in done.stdout and "--overwrite" in done.stdout and "--meta" in done.stdout
+    ops_help = subprocess.run([sys.executable, "-m", "engine.ops"], capture_output=True, text=True,
+                              timeout=RUN_TIMEOUT_S).stdout
+    assert "steps separated by '|'" in ops_help and "required" in ops_help
+
+
+def test_a_second_run_into_the_same_folder_writes_nothing_and_says_why(broker, tmp_path):
+    shutil.copy(DATA / "coins.jpg", tmp_path / "coins.jpg")
+    out = tmp_path / "out"
+    assert client("--pipeline", "edge|png", str(tmp_path), "-o", str(out), broker=broker).returncode == 0
+    first = (out / "coins.png").read_bytes()
+    expected = cv2.Canny(cv2.cvtColor(cv2.imread(str(DATA / "coins.jpg")), cv2.COLOR_BGR2GRAY), 100, 200)
+    got = cv2.imdecode(np.frombuffer(first, np.uint8), cv2.IMREAD_GRAYSCALE)
+    assert got.shape == expected.shape and np.mean(got == expected) > 0.95
+    again = client("--pipeline", "edge|png", str(tmp_path), "-o", str(out), broker=broker)
+    assert again.returncode == 2 and "already exist" in again.stderr
+    assert (out / "coins.png").read_bytes() == first

@@ -138,7 +138,7 @@ def test_batch_command_line_writes_every_result_and_reports_failures(cluster, jp
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
     assert written == sorted([f"{Path(n).stem}.png" for n in list(jpegs)[:4]] + ["sub/nested.png"])
     (src / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(cmd + ["--overwrite"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     assert "6 image(s), 1 failed" in done.stdout and "broken.jpg" in done.stderr
 

@@ -58,7 +58,7 @@ def test_unknown_operation_lists_the_valid_ones():
 
 
 def test_unknown_parameter_lists_the_valid_ones():
-    with pytest.raises(BadParameter, match=r"resize: unknown parameter 'widht'; valid parameters: width, height"):
+    with pytest.raises(BadParameter, match=r"resize: unknown parameter 'widht' — did you mean 'width'\?; valid parameters: width, height"):
         ops.parse("resize:widht=10")
 
 

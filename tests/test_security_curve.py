@@ -20,6 +20,7 @@ from engine import protocol as P
 from engine.errors import ConfigError, TaskTimeout, Unauthorized
 from engine.security import RECHECK_S, PeerKeys, load_key_pair
 from security_helpers import REFUSED_TIMEOUT_S, ring, secure_factory  # noqa: F401 - fixtures
+from faults_helpers import wait_until
 
 pytestmark = pytest.mark.skipif(not zmq.has("curve"), reason="libzmq built without CURVE")
 
@@ -108,11 +109,14 @@ def test_a_client_key_cannot_register_as_a_worker(secure_factory, ring, jpegs):
     unknown = cluster.add_worker(1, *ring.worker_flags("mallory"))
     wrong_broker = cluster.add_worker(1, "--key", str(ring.root / "edge1.key_secret"),
                                       "--broker-key", str(impostor / "broker.key"))
+    refusals = ((as_client, "not in the broker's allow-list for workers"),
+                (unknown, "not in the broker's allow-list for workers"),
+                (wrong_broker, "most likely not the broker's"))
+    for refused, why in refusals:  # each starts its pool process first: on a loaded machine that takes a while
+        wait_until(lambda: why in refused.stderr_text(), 60, f"the worker to say {why!r}")
     time.sleep(3 * 0.5 + 1.0)  # several worker heartbeats and reconnects (libzmq retries every 0.1 s)
     assert cluster.info()["workers"] == []
-    for refused, why in ((as_client, "not in the broker's allow-list for workers"),
-                         (unknown, "not in the broker's allow-list for workers"),
-                         (wrong_broker, "most likely not the broker's")):  # each says why, once, and keeps trying
+    for refused, why in refusals:  # each says why, once, and keeps trying
         log = refused.stderr_text()
         assert refused.alive() and log.count(why) == 1, log[-2000:]
     with cluster.client("alice", timeout_s=REFUSED_TIMEOUT_S) as client:

@@ -7,6 +7,7 @@ import shutil
 import signal
 import tempfile
 
+from .. import metrics
 from ..errors import ConfigError
 from ..security import CLIENTS, ENV_BROKER_KEY, ENV_CLIENT_KEY, ENV_KEYS_DIR, ENV_WORKER_KEY, WORKERS
 from ..settings import flag, setup_logging
@@ -78,6 +79,7 @@ def parse_args(argv=None) -> argparse.Namespace:
               "its new tasks get 'busy'; beyond 4 times this its oldest waiting results are dropped")
     flag(p, "--max-clients", env="ENGINE_MAX_CLIENTS", default=C.MAX_CLIENTS, type=int,
          help="connected clients tracked at once; a new client beyond this gets 'busy'")
+    metrics.add_flag(p, example_port=9464)
     flag(p, "--log-level", env="ENGINE_LOG_LEVEL", default="info", help="debug, info, warning or error")
     return p.parse_args(argv)
 
@@ -103,12 +105,22 @@ def main(argv=None) -> int:
     except (OSError, ConfigError) as exc:
         log.error("%s", exc)
         return 2
+    try:
+        metrics_server = metrics.start(broker.metrics.registry, args.metrics_listen)
+    except (OSError, ConfigError) as exc:
+        log.error("metrics endpoint: %s", exc)
+        broker.close()
+        return 2
+    if metrics_server is not None:
+        log.info("Prometheus metrics on %s", metrics_server.url)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: broker.stop())
     _warn_if_open(broker)
     front = connect_endpoint(broker.endpoints["front"])
     companion_keys, envs = _companion_keys(broker) if broker.curve and (args.local_workers > 0 or args.web) \
         else (None, {WORKERS: {}, CLIENTS: {}})
+    for env in envs.values():  # the broker's metrics port is its own: companions must not try to bind it
+        env[metrics.ENV_METRICS_LISTEN] = None
     companions = []
     if args.local_workers > 0:
         companions.append(local_workers(connect_endpoint(broker.endpoints["back"]), args.local_workers,
@@ -125,6 +137,8 @@ def main(argv=None) -> int:
         for companion in reversed(companions):  # the web gateway first, workers (draining) last
             companion.stop()
         broker.close()
+        if metrics_server is not None:
+            metrics_server.close()
         if companion_keys:
             shutil.rmtree(companion_keys, ignore_errors=True)
     return 0

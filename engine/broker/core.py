@@ -29,6 +29,7 @@ from .native import NativeFront
 from .outbox import UnreadLimits
 from .quota import QuotaLimits, Quotas
 from .sockets import last_endpoint
+from ..metrics import BrokerMetrics, WorkerRow
 from .state import Dispatcher, Task, peer_name
 from .workers import WorkerSide
 
@@ -48,6 +49,7 @@ class Broker:
         self.dispatcher = Dispatcher(max_queue=config.max_queue,
                                      liveness_s=config.heartbeat_interval_s * config.heartbeat_liveness)
         self.stats: Counter[str] = Counter({name: 0 for name in STAT_NAMES})
+        self.metrics = BrokerMetrics()  # read by the metrics HTTP thread only through its published snapshot
         self.unread_limits = UnreadLimits(refuse_bytes=config.unread_refuse_bytes,
                                           drop_bytes=config.unread_drop_bytes,
                                           refuse_tasks=config.unread_refuse_tasks, drop_tasks=config.unread_drop_tasks)
@@ -131,15 +133,29 @@ class Broker:
             self.workers.beat(now_s)
             self.native.expire(now_s)
             self.quotas.forget_idle(now_s, self.dispatcher.per_client)
+            self._publish_metrics(now_s)
             memtrim.trim()  # freed image buffers back to the OS, so RSS shows what is really held
         except Exception:  # a bug must not stop the broker: log it, try again next beat
             self.stats["internal_errors"] += 1
             log.exception("the periodic checks failed (a bug: please report); trying again at the next beat")
 
+    def _publish_metrics(self, now_s: float) -> None:
+        d = self.dispatcher
+        rows = [WorkerRow(host=row["host"] or row["id"], slots=row["free"] + row["in_flight"], busy=row["in_flight"],
+                          heartbeat_age_s=row["last_heartbeat_s_ago"], restarts=row.get("restarts", 0))
+                for row in info_.hosts(d, now_s)]
+        cache = self.cache.stats() if self.cache is not None else None
+        self.metrics.publish_state(len(d.queue), len(d.tasks) - len(d.queue), rows,
+                                   cache_bytes=cache.get("bytes") if cache else None,
+                                   cache_entries=cache.get("entries") if cache else None)
+
     # ---- tasks -------------------------------------------------------------------
     def submit(self, origin: Origin, request: Any, payload: Any) -> None:
         """Admit a task from any front end, or answer why not (the one entry point for tasks)."""
         self.stats["received"] += 1
+        metrics = self.metrics
+        metrics.received()
+        metrics.bytes_in(len(payload))
         if self.dispatcher.holds(origin, request.task_id):
             return  # a resend of a task we already hold
         busy = "the broker is shutting down" if self._stopping else \
@@ -147,26 +163,32 @@ class Broker:
             else origin.front.refusal(origin)
         if busy is not None:
             self.stats[BusyError.code] += 1
+            metrics.refused(BusyError.code)
             self.reply_error(origin, request.task_id, BusyError.code, f"{busy}; retry later")
             return
         now_s = time.monotonic()
         refusal = self.quotas.check(origin.client, self.dispatcher.per_client.get(origin.client, 0), now_s)
         if refusal is not None:
             self.stats[QuotaError.code] += 1
+            metrics.refused(QuotaError.code)
             self.reply_error(origin, request.task_id, QuotaError.code, refusal)
             return
         try:
             due_s = deadlines.due_s(request.options, now_s)
         except TaskError as exc:
+            metrics.failed(exc.code)
             self.reply_error(origin, request.task_id, exc.code, exc.message)
             return
         cache_key = self._cache_key(request, payload)
         if cache_key is not None:
             hit = self.cache.get(cache_key)
+            metrics.cache(hit is not None, len(hit[0]) if hit is not None else 0)
             if hit is not None:
                 data, meta = hit
                 meta.update(cache="hit", broker_ms=0.0)
                 self.stats["completed"] += 1
+                metrics.completed(None, None, time.monotonic() - now_s)
+                metrics.bytes_out(len(data))
                 origin.front.reply(origin, request.task_id, meta, data)
                 return
         task = Task(jid=self.dispatcher.new_jid(), origin=origin, task_id=request.task_id, request=request,
@@ -175,14 +197,19 @@ class Broker:
 
     def finish_ok(self, task: Task, meta: dict, payload: Any) -> None:
         self.stats["completed"] += 1
+        now_s = time.monotonic()
+        sent_s = task.dispatched_s or now_s
+        self.metrics.completed(sent_s - task.received_s, now_s - sent_s, now_s - task.received_s)
+        self.metrics.bytes_out(len(payload))
         meta = dict(meta)
-        meta["broker_ms"] = round((time.monotonic() - task.received_s) * 1000, 3)
+        meta["broker_ms"] = round((now_s - task.received_s) * 1000, 3)
         if task.cache_key is not None:
             self.cache.put(task.cache_key, payload.bytes, dict(meta, cache="miss"))
         task.origin.front.reply(task.origin, task.task_id, meta, payload)
 
     def finish_error(self, task: Task, code: str, message: str, meta: dict | None = None) -> None:
         self.stats["failed"] += 1
+        self.metrics.failed(code)
         self.reply_error(task.origin, task.task_id, code, message, meta)
 
     def reply_error(self, origin: Origin, task_id: str | None, code: str, message: str,
@@ -194,6 +221,7 @@ class Broker:
         if task is None:
             return  # unknown or already done: the client ignores a late answer anyway
         self.stats[TaskCancelled.code] += 1
+        self.metrics.cancelled()
         self.workers.cancel(task)
         self.reply_error(origin, task_id, TaskCancelled.code, "the task was cancelled by its client")
 

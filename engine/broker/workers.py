@@ -120,6 +120,7 @@ class WorkerSide:
         curve = self.broker.curve
         if curve is not None and curve.identity(frames[0], WORKERS) is None:
             self.stats[Unauthorized.code] += 1
+            self.broker.metrics.refused(Unauthorized.code)
             if wid in self.dispatcher.workers:
                 self.remove(wid, "lost its key (revoked from the allow-list)")
             return
@@ -213,6 +214,7 @@ class WorkerSide:
                 self._fail(task, msg.message)
             else:
                 self.stats["requeued"] += 1
+                self.broker.metrics.retried()
                 log.info("task %s requeued after worker %s failed on it (attempt %d): %s", jid,
                          peer_name(wid), task.attempts, msg.message)
                 d.requeue(task)
@@ -249,6 +251,7 @@ class WorkerSide:
                 self._fail(task, f"worker {why}")
             else:  # requeued: run again after a failure; reassigned: it had not started, or no fault of its own
                 self.stats["requeued" if blame in (BLAME_ALL, task.jid) else "reassigned"] += 1
+                self.broker.metrics.requeued()
 
     def beat(self, now_s: float) -> None:
         """Heartbeats out; silent workers and expired leases dealt with."""
@@ -282,6 +285,7 @@ class WorkerSide:
                 self._fail(task, f"worker {peer_name(wid)} did not answer within its lease")
             else:
                 self.stats["requeued"] += 1
+                self.broker.metrics.requeued()
                 log.warning("task %s (%s): worker %s did not answer within its lease (--task-lease-s %g, or "
                             "the deadline + %g s); requeued (attempt %d)", task.jid, task.task_id, peer_name(wid),
                             self.config.task_lease_s, LEASE_GRACE_S, task.attempts)

@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 
+from .. import metrics
 from ..errors import ConfigError
 from ..security import ENV_BROKER_KEY, ENV_WORKER_KEY, PeerKeys
 from ..settings import flag, positive_int, setup_logging
@@ -44,6 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
          help="CURVE: this worker's secret key file (python -m engine.keys new NAME); the broker must list "
               "its public key under workers/ (empty: plaintext)")
     flag(p, "--broker-key", env=ENV_BROKER_KEY, default="", help="CURVE: the broker's public key file (broker.key)")
+    metrics.add_flag(p, example_port=9465)
     flag(p, "--log-level", env="ENGINE_LOG_LEVEL", default="info", help="debug, info, warning or error")
     return p.parse_args(argv)
 
@@ -62,9 +64,18 @@ def main(argv=None) -> int:
                             max_input_bytes=args.max_input_mb * 2**20,
                             max_decoded_bytes=args.max_decoded_mb * 2**20)
     supervisor = Supervisor(config)
+    try:
+        server = metrics.start(supervisor.metrics.registry, args.metrics_listen)
+    except (OSError, ConfigError) as exc:
+        print(f"error: metrics endpoint: {exc}", file=sys.stderr)
+        return 2
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: supervisor.stop())
-    supervisor.run()
+    try:
+        supervisor.run()
+    finally:
+        if server is not None:
+            server.close()
     return 0
 
 

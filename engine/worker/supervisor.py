@@ -26,7 +26,8 @@ import uuid
 import zmq
 
 from .. import protocol as P
-from ..errors import DeadlineExceeded, ProtocolError
+from ..errors import DeadlineExceeded, ProtocolError, TaskCancelled, WorkerCrashed
+from ..metrics import WorkerMetrics
 from ..sockutil import drain
 from ..wakeup import Wakeup
 from .config import WorkerConfig
@@ -55,6 +56,8 @@ class Supervisor:
         self._stopping = False
         self.stats = {"started": 0, "replaced": 0, "crashed": 0, "timed_out": 0, DeadlineExceeded.code: 0,
                       "killed": 0, "internal_errors": 0}
+        self.metrics = WorkerMetrics()  # tasks counted from each process's slot; scraped off this thread
+        self._done_seen: dict[str, int] = {}  # per process: tasks_done already counted
 
     # ---- life cycle --------------------------------------------------------------
     def stop(self) -> None:
@@ -86,6 +89,7 @@ class Supervisor:
                 now_s = time.monotonic()
                 self._act(self.table.watch(now_s, DeadlineExceeded.code))
                 self.link.tick(now_s, self.name)
+                self._publish()
         finally:
             self._shutdown()
 
@@ -108,6 +112,18 @@ class Supervisor:
                  self.name, self.stats["started"], self.stats["replaced"], self.stats["crashed"],
                  self.stats["timed_out"])
 
+    def _publish(self) -> None:
+        """Metrics from the slots: tasks each process finished since the last look, and who is busy."""
+        busy = 0
+        for proc in self.table.procs.values():
+            run = proc.slot.read()
+            busy += bool(run.task_id)
+            new = run.tasks_done - self._done_seen.get(proc.ident, 0)
+            self._done_seen[proc.ident] = run.tasks_done
+            for _ in range(max(0, new)):
+                self.metrics.task_finished("done")
+        self.metrics.publish_state(len(self.table.procs), busy)
+
     # ---- the broker -----------------------------------------------------------------
     def _register(self) -> None:
         self.link.send(P.encode(P.Ready(capacity=0, host=self.host, pid=os.getpid(), processes=self.config.processes,
@@ -123,6 +139,7 @@ class Supervisor:
         if isinstance(msg, P.Cancel):
             proc = self.table.cancel(msg.task_id, time.monotonic())
             if proc is not None:
+                self.metrics.task_finished(TaskCancelled.code)
                 log.info("task %s cancelled while running in process %d: killed unless it ends within %g s",
                          msg.task_id, proc.pid, self.table.grace_s)
         elif isinstance(msg, P.Disconnect):
@@ -147,6 +164,8 @@ class Supervisor:
         for action in actions:
             if isinstance(action, Answer):
                 self.stats[DeadlineExceeded.code] += 1
+                timed_out = "task_timeout_s" in action.meta
+                self.metrics.task_finished("timed_out" if timed_out else DeadlineExceeded.code)
                 meta = {**action.meta, "worker": f"{self.host}:{action.proc.pid}"}
                 log.warning("task %s in process %d: %s", action.task_id, action.proc.pid, action.message)
                 self.link.send(P.encode(P.Error(task_id=action.task_id, code=action.code, message=action.message,
@@ -163,6 +182,7 @@ class Supervisor:
         self._gone(proc, None)
         if not self._stopping:
             self.stats["replaced"] += 1
+            self.metrics.process_restarted()
             self._spawn()
 
     def _gone(self, proc: Proc, how: str | None) -> None:
@@ -173,8 +193,10 @@ class Supervisor:
         how = how or default_how
         if self._stopping and proc.handle.exitcode == 0:
             return  # drained and said goodbye itself
+        self._done_seen.pop(proc.ident, None)
         if task_id:
             self.stats["crashed"] += 1
+            self.metrics.task_finished(WorkerCrashed.code)
             log.warning("pool process %d %s while running task %s; replacing it", proc.pid, how, task_id)
         elif not proc.kill_reason:
             log.warning("pool process %d %s; replacing it", proc.pid, how)

@@ -68,10 +68,11 @@ def engine_table(result: dict) -> list[str]:
         lat, cpu = r["latency_ms"], r["cpu_cores"]
         rows.append([workload, size, f"{r['images_per_s']:.1f}", f"{r['mp_per_s']:.1f}",
                      f"{lat['p50']:.1f} / {lat['p95']:.1f} / {lat['p99']:.1f}",
-                     " / ".join(f"{cpu[k]:.2f}" if k in cpu else "–" for k in ("broker", "workers", "client")),
+                     " / ".join(f"{cpu[k]:.2f}" if k in cpu else "–"
+                                for k in ("broker", "supervisor", "workers", "client")),
                      _val(r["broker_cpu_us_per_task"])])
     return _table(["workload", "size", "images/s", "MP/s", "latency p50 / p95 / p99 ms",
-                   "CPU cores broker / workers / client", "broker CPU µs/task"], rows)
+                   "CPU cores broker / worker supervisor / pool / client", "broker CPU µs/task"], rows)
 
 
 def ratio_table(result: dict) -> list[str]:

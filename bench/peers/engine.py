@@ -121,9 +121,14 @@ class Engine(Peer):
 
         try:
             supervisors = [c.pid for c in psutil.Process(self._broker.pid).children()]
+            pool = [p.pid for s in supervisors for p in psutil.Process(s).children()
+                    if "resource_tracker" not in " ".join(p.cmdline())]
         except psutil.Error:
-            supervisors = []
-        return {"workers": supervisors, "broker": [self._broker.pid], "client": clients}
+            supervisors, pool = [], []
+        # Per hop: the pool processes (they do the work and, since the supervisor left the data path,
+        # talk to the broker themselves), the supervisor alone (listed after them: the sampler counts
+        # each process once), the broker, the clients.
+        return {"workers": pool, "supervisor": supervisors, "broker": [self._broker.pid], "client": clients}
 
     def measure(self, images, pipeline, *, window, duration_s, min_tasks):
         return self._gang.measure(images, pipeline, window=window, duration_s=duration_s, min_tasks=min_tasks)

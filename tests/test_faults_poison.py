@@ -25,6 +25,9 @@ def test_poison_tasks_are_retried_max_retries_times_then_failed_and_the_rest_com
     assert isinstance(hung, DeadlineExceeded) and "task timeout of 1.5 s" in hung.message, hung
     assert hung.meta["task_timeout_s"] == 1.5
     assert info["requeued"] == 2 and info["failed"] == 2  # the crash retried twice; the hang once only
+    recent = {f["code"]: f for f in info["recent_failures"]}  # what the status page lists
+    assert set(recent) == {"task_failed", "deadline_exceeded"}
+    assert recent["task_failed"]["pipeline"] == "crash" and "killed by signal 9" in recent["task_failed"]["message"]
     print(f"FIGURES poison: good 16/16 completed; crash run 3 times (task_failed), hang once (deadline_exceeded); "
           f"requeued={info['requeued']}")
 

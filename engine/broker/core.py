@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from typing import Any
 
 import zmq
@@ -35,6 +35,9 @@ from .workers import WorkerSide
 
 log = logging.getLogger("engine.broker")
 
+RECENT_FAILURES = 20  # the last failed tasks kept for INFO (code, message, pipeline, worker)
+RECENT_TEXT_CHARS = 200
+
 # Counters in INFO; a refusal's counter is named by its error code.
 STAT_NAMES = ("received", "completed", "failed", "requeued", "reassigned", BusyError.code, "bad_messages", TaskCancelled.code,
               "late_replies", QuotaError.code, Unauthorized.code, "leases_expired", "unread_dropped", "undeliverable",
@@ -49,6 +52,7 @@ class Broker:
         self.dispatcher = Dispatcher(max_queue=config.max_queue,
                                      liveness_s=config.heartbeat_interval_s * config.heartbeat_liveness)
         self.stats: Counter[str] = Counter({name: 0 for name in STAT_NAMES})
+        self.recent_failures: deque[dict] = deque(maxlen=RECENT_FAILURES)  # for the status page (INFO)
         self.metrics = BrokerMetrics()  # read by the metrics HTTP thread only through its published snapshot
         self.unread_limits = UnreadLimits(refuse_bytes=config.unread_refuse_bytes,
                                           drop_bytes=config.unread_drop_bytes,
@@ -210,6 +214,11 @@ class Broker:
     def finish_error(self, task: Task, code: str, message: str, meta: dict | None = None) -> None:
         self.stats["failed"] += 1
         self.metrics.failed(code)
+        pipeline = task.request.pipeline
+        self.recent_failures.append({
+            "at_unix_s": round(time.time(), 3), "code": code, "message": message[:RECENT_TEXT_CHARS],
+            "pipeline": (pipeline if isinstance(pipeline, str) else "[json pipeline]")[:RECENT_TEXT_CHARS],
+            "worker": str((meta or {}).get("worker", ""))[:RECENT_TEXT_CHARS]})
         self.reply_error(task.origin, task.task_id, code, message, meta)
 
     def reply_error(self, origin: Origin, task_id: str | None, code: str, message: str,

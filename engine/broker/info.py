@@ -74,7 +74,7 @@ def bounded(broker: "Broker", you: str = "") -> dict:
                         "client_rate_per_s": config.client_rate_per_s},
            "identities": identities, "identities_total": identities_total,
            "unread": {f.name: f.outbox.describe() for f in broker.fronts},
-           "you": you[:P.MAX_TASK_ID_CHARS], **broker.stats}
+           "recent_failures": list(broker.recent_failures), "you": you[:P.MAX_TASK_ID_CHARS], **broker.stats}
     return _fit(out)
 
 
@@ -88,8 +88,8 @@ def _fit(out: dict) -> dict:
         return out
     out["ops"] = {name[:MAX_TEXT_CHARS]: {} for name in list(out["ops"])[:256]}  # names only
     out["truncated"] = True
-    while size() > BUDGET_BYTES and (out["workers"] or out["ops"] or out["identities"]):
-        for key in ("workers", "ops", "identities"):
+    while size() > BUDGET_BYTES and (out["workers"] or out["ops"] or out["identities"] or out["recent_failures"]):
+        for key in ("workers", "ops", "identities", "recent_failures"):
             items = out[key]
             if items:
                 half = len(items) // 2

@@ -46,7 +46,9 @@ def start(cluster_factory, workers: tuple[int, ...] = (2,), *worker_flags: str, 
     with with_test_ops():
         for processes in workers:
             cluster.add_worker(processes, *worker_flags)
-    cluster.wait_ready(sum(workers))
+    flags = list(worker_flags)
+    per_process = 1 + (int(flags[flags.index("--prefetch") + 1]) if "--prefetch" in flags else 1)
+    cluster.wait_ready(per_process * sum(workers))  # every pool process registered (each on its own)
     return cluster
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import zmq
 
 from .. import __version__
-from .. import deadlines, memtrim
+from .. import deadlines, memtrim, tracing
 from ..cache import ResultCache
 from ..errors import BusyError, ConfigError, QuotaError, TaskCancelled, TaskError, Unauthorized
 from ..security import CLIENTS, HOW_TO_MAKE_KEYS, CurveServer
@@ -179,6 +179,7 @@ class Broker:
             return
         try:
             due_s = deadlines.due_s(request.options, now_s)
+            trace = tracing.trace_id(request.options) if request.options else None
         except TaskError as exc:
             metrics.failed(exc.code)
             self.reply_error(origin, request.task_id, exc.code, exc.message)
@@ -190,13 +191,15 @@ class Broker:
             if hit is not None:
                 data, meta = hit
                 meta.update(cache="hit", broker_ms=0.0)
+                if trace:
+                    meta[tracing.KEY] = trace
                 self.stats["completed"] += 1
                 metrics.completed(None, None, time.monotonic() - now_s)
                 metrics.bytes_out(len(data))
                 origin.front.reply(origin, request.task_id, meta, data)
                 return
         task = Task(jid=self.dispatcher.new_jid(), origin=origin, task_id=request.task_id, request=request,
-                    payload=payload, received_s=now_s, cache_key=cache_key, due_s=due_s)
+                    payload=payload, received_s=now_s, cache_key=cache_key, due_s=due_s, trace_id=trace)
         self.dispatcher.admit(task)
 
     def finish_ok(self, task: Task, meta: dict, payload: Any) -> None:
@@ -207,6 +210,8 @@ class Broker:
         self.metrics.bytes_out(len(payload))
         meta = dict(meta)
         meta["broker_ms"] = round((now_s - task.received_s) * 1000, 3)
+        if task.trace_id:
+            meta[tracing.KEY] = task.trace_id
         if task.cache_key is not None:
             self.cache.put(task.cache_key, payload.bytes, dict(meta, cache="miss"))
         task.origin.front.reply(task.origin, task.task_id, meta, payload)
@@ -219,6 +224,8 @@ class Broker:
             "at_unix_s": round(time.time(), 3), "code": code, "message": message[:RECENT_TEXT_CHARS],
             "pipeline": (pipeline if isinstance(pipeline, str) else "[json pipeline]")[:RECENT_TEXT_CHARS],
             "worker": str((meta or {}).get("worker", ""))[:RECENT_TEXT_CHARS]})
+        if task.trace_id:
+            meta = {**(meta or {}), tracing.KEY: task.trace_id}
         self.reply_error(task.origin, task.task_id, code, message, meta)
 
     def reply_error(self, origin: Origin, task_id: str | None, code: str, message: str,

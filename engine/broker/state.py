@@ -32,6 +32,7 @@ class Task:
     worker: bytes | None = None  # who runs it now
     cache_key: str | None = None  # where its result goes in the result cache
     lease_due_s: float = float("inf")  # when its worker must have answered (monotonic)
+    trace_id: str | None = None  # the client's trace id (options.trace_id), for log lines and the reply
     dispatched_s: float = 0.0  # when it was last handed to a worker (monotonic; 0: never)
     due_s: float | None = None  # its deadline, if the request set one (monotonic)
     holders: set = field(default_factory=set)  # every worker it was handed to: only they may answer it

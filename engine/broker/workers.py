@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import zmq
 
-from .. import deadlines
+from .. import deadlines, tracing
 from .. import protocol as P
 from ..errors import DeadlineExceeded, ProtocolError, TaskFailed, Unauthorized, error_class
 from ..security import WORKERS
@@ -215,8 +215,8 @@ class WorkerSide:
             else:
                 self.stats["requeued"] += 1
                 self.broker.metrics.retried()
-                log.info("task %s requeued after worker %s failed on it (attempt %d): %s", jid,
-                         peer_name(wid), task.attempts, msg.message)
+                log.info("task %s requeued after worker %s failed on it (attempt %d): %s%s", jid,
+                         peer_name(wid), task.attempts, msg.message, tracing.tag(task.trace_id))
                 d.requeue(task)
             return
         d.finish(jid)
@@ -230,7 +230,7 @@ class WorkerSide:
         self.dispatcher.finish(task.jid)
         text = (f"the task failed {task.attempts} time(s) on workers and was given up "
                 f"(max_retries={self.config.max_retries}); last error: {last_error}")
-        log.warning("task %s (%s): %s", task.jid, task.task_id, text)
+        log.warning("task %s (%s): %s%s", task.jid, task.task_id, text, tracing.tag(task.trace_id))
         self.broker.finish_error(task, TaskFailed.code, text)
 
     # ---- workers and leases ------------------------------------------------------------
@@ -246,6 +246,9 @@ class WorkerSide:
         if worker is not None and (orphans or worker.group is None or blame is not None):
             log.info("worker %s %s; %d task(s) requeued", peer_name(wid), why, len(orphans))
         for task in orphans:
+            if task.trace_id:
+                log.info("task %s (%s) requeued: worker %s %s%s", task.jid, task.task_id, peer_name(wid), why,
+                         tracing.tag(task.trace_id))
             if task.attempts > self.config.max_retries:
                 self.dispatcher.queue.remove(task)
                 self._fail(task, f"worker {why}")
@@ -275,8 +278,8 @@ class WorkerSide:
             if task.due_s is not None and now_s >= task.due_s:
                 d.queue.remove(task)
                 d.finish(task.jid)
-                log.warning("task %s (%s): worker %s did not answer by its deadline; failed", task.jid,
-                            task.task_id, peer_name(wid))
+                log.warning("task %s (%s): worker %s did not answer by its deadline; failed%s", task.jid,
+                            task.task_id, peer_name(wid), tracing.tag(task.trace_id))
                 self.broker.finish_error(task, DeadlineExceeded.code,
                                          f"the task's deadline passed and its worker did not answer within "
                                          f"{LEASE_GRACE_S:g} s more; it was abandoned")
@@ -287,8 +290,8 @@ class WorkerSide:
                 self.stats["requeued"] += 1
                 self.broker.metrics.requeued()
                 log.warning("task %s (%s): worker %s did not answer within its lease (--task-lease-s %g, or "
-                            "the deadline + %g s); requeued (attempt %d)", task.jid, task.task_id, peer_name(wid),
-                            self.config.task_lease_s, LEASE_GRACE_S, task.attempts)
+                            "the deadline + %g s); requeued (attempt %d)%s", task.jid, task.task_id, peer_name(wid),
+                            self.config.task_lease_s, LEASE_GRACE_S, task.attempts, tracing.tag(task.trace_id))
             if worker is not None and worker.lease_expiries >= self.config.max_lease_expiries:
                 self.send(worker.wid, P.encode(P.Disconnect(reason="let too many task leases expire")))
                 self.remove(worker.wid, f"let {worker.lease_expiries} task leases expire in a row: dropped")

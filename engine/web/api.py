@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .. import tracing
 from ..errors import ImageError
 from ..ops.codec import sniff
 from .common import MEDIA_TYPES, batch_json, job_json, output_name, parts, read_form, require_user
@@ -89,7 +90,9 @@ async def process(request: Request) -> Response:
         raise WebError(400, "no_pipeline", "Give a pipeline, e.g. ?pipeline=grayscale|png")
     if not upload.data:
         raise WebError(400, "no_image", "No image was sent: put it in the body or in a form field 'image'.")
-    job, output = await p.jobs.process_now(user["id"], pipeline, upload)
+    # W3C trace context: the trace id of a traceparent header follows the task through the engine.
+    trace = tracing.from_traceparent(request.headers.get("traceparent"))
+    job, output = await p.jobs.process_now(user["id"], pipeline, upload, trace=trace)
     meta = job["meta"]
     return Response(output, media_type=MEDIA_TYPES.get(meta.get("format"), "application/octet-stream"),
                     headers={"X-Job-Id": job["id"], "X-Engine-Meta": json.dumps(meta, separators=(",", ":")),

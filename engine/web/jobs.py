@@ -156,9 +156,11 @@ class Jobs:
         task.add_done_callback(self._running.discard)
         return batch_id
 
-    async def process_now(self, user_id: int, pipeline: object, upload: Upload) -> tuple[dict, bytes]:
+    async def process_now(self, user_id: int, pipeline: object, upload: Upload, *,
+                          trace: str | None = None) -> tuple[dict, bytes]:
         """Process one image and wait for it; returns the finished job and the result, or
-        raises the engine error (the failed job stays in history)."""
+        raises the engine error (the failed job stays in history). ``trace``: a trace id for
+        every log line about the task and the result's metadata."""
         canonical, shown = check_pipeline(pipeline)
         self._check_uploads([upload])
         self._reserve(user_id, 2 * len(upload.data), what="this image and its result")
@@ -167,7 +169,7 @@ class Jobs:
         except BaseException:
             self._release(user_id, len(upload.data))
             raise
-        output = await self._run_one(user_id, job_id, upload.data, canonical, reraise=True)
+        output = await self._run_one(user_id, job_id, upload.data, canonical, reraise=True, trace=trace)
         await self.enforce_retention()
         return self.store.job(user_id, job_id), output  # type: ignore[return-value]
 
@@ -189,12 +191,12 @@ class Jobs:
         await self.enforce_retention()
 
     async def _run_one(self, user_id: int, job_id: str, data: bytes, pipeline: str, *,
-                       reraise: bool = False) -> bytes:
+                       reraise: bool = False, trace: str | None = None) -> bytes:
         """Process one stored job. The caller reserved ``len(data)`` for its result."""
         reserved = len(data)
         try:
             try:
-                output, meta = await self.link.process(data, pipeline)
+                output, meta = await self.link.process(data, pipeline, trace=trace)
                 if len(output) > reserved:
                     reserved += self._reserve(user_id, len(output) - reserved, what="the result, which was not kept")
                 sha = await asyncio.to_thread(self.blobs.put, output)

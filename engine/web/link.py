@@ -11,6 +11,7 @@ import asyncio
 import time
 from typing import Any
 
+from .. import tracing
 from ..errors import BrokerUnavailable, TaskTimeout
 from .settings import WebSettings
 
@@ -61,12 +62,13 @@ class EngineLink:
             self._probe = asyncio.ensure_future(self.info())
         await asyncio.shield(self._probe)
 
-    async def process(self, data: bytes, pipeline: str) -> tuple[bytes, dict]:
+    async def process(self, data: bytes, pipeline: str, *, trace: str | None = None) -> tuple[bytes, dict]:
         """The result bytes and meta of one image; raises engine errors."""
         await self.ensure_up()
         async with self._slots:
             started = time.perf_counter()
-            result = await self._require().process(data, pipeline)
+            options = {tracing.KEY: trace} if trace else None
+            result = await self._require().process(data, pipeline, options=options)
         self._last_ok = time.monotonic()
         meta = dict(result.meta or {})
         meta.setdefault("elapsed_ms", round((time.perf_counter() - started) * 1000, 3))

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import zmq
 
-from .. import deadlines
+from .. import deadlines, tracing
 from .. import protocol as P
 from ..errors import (DeadlineExceeded, ImageTooLarge, InternalError, ProtocolError, ResultTooLarge,
                       TaskCancelled, TaskError)
@@ -46,6 +46,7 @@ class Held:
     payload: object
     epoch: int  # registration it arrived under: answers of older ones free no broker slot
     due_s: float | None
+    trace: str | None = None  # the client's trace id, for log lines
 
 
 def pool_main(config: WorkerConfig, ident: bytes, group: str, slot, supervisor_pid: int, log_level: str) -> None:
@@ -176,7 +177,11 @@ class PoolProcess:
             except TaskError as exc:
                 self.link.send(P.error_frames(msg.task_id, exc.code, exc.message))
                 return
-            self.pending.append(Held(msg.task_id, msg, payloads[0], self.epoch, due_s))
+            try:
+                trace = tracing.trace_id(msg.options)
+            except TaskError:
+                trace = None  # the broker checks it; a label we cannot print is left out
+            self.pending.append(Held(msg.task_id, msg, payloads[0], self.epoch, due_s, trace))
         elif isinstance(msg, P.Cancel):
             self._cancel(msg.task_id)
         elif isinstance(msg, P.Disconnect):
@@ -189,7 +194,7 @@ class PoolProcess:
         for held in self.pending:
             if held.task_id == task_id:
                 self.pending.remove(held)
-                log.info("task %s cancelled before it started", task_id)
+                log.info("task %s cancelled before it started%s", task_id, tracing.tag(held.trace))
                 self.stats[TaskCancelled.code] += 1
                 self._answer(held, P.error_frames(task_id, TaskCancelled.code, "cancelled before it started"))
                 return
@@ -206,7 +211,7 @@ class PoolProcess:
                                               "(not retried: give it a longer deadline_ms)"))
             return
         self._ran = True
-        self.slot.start(held.task_id, started_s, held.due_s)
+        self.slot.start(held.task_id, started_s, held.due_s, held.trace)
         try:
             frames = self._run(held)
         finally:
@@ -232,7 +237,7 @@ class PoolProcess:
                                   {"worker": self.name})
         except Exception as exc:  # a bug in an operation must not take the worker down
             self.stats["failed"] += 1
-            log.exception("task %s failed unexpectedly", msg.task_id)
+            log.exception("task %s failed unexpectedly%s", msg.task_id, tracing.tag(held.trace))
             return P.error_frames(msg.task_id, InternalError.code, f"{type(exc).__name__}: {exc}",
                                   {"worker": self.name})
         self.stats["done"] += 1
@@ -250,8 +255,8 @@ class PoolProcess:
         if size <= limit:
             return frames
         self.stats[ResultTooLarge.code] += 1
-        log.warning("task %s: the result is %d bytes, over the broker's message limit of %d: answered %s",
-                    held.task_id, size, limit, ResultTooLarge.code)
+        log.warning("task %s: the result is %d bytes, over the broker's message limit of %d: answered %s%s",
+                    held.task_id, size, limit, ResultTooLarge.code, tracing.tag(held.trace))
         return P.error_frames(held.task_id, ResultTooLarge.code,
                               f"the result is {size / 2**20:.1f} MiB, more than the broker accepts "
                               f"({limit / 2**20:.0f} MiB, broker flag --max-message-mb): ask for a smaller "

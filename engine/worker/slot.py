@@ -14,6 +14,7 @@ import ctypes
 from dataclasses import dataclass
 from multiprocessing.context import BaseContext
 
+from .. import tracing
 from ..protocol import MAX_TASK_ID_CHARS
 
 NO_DEADLINE = 0.0
@@ -23,7 +24,8 @@ READ_ATTEMPTS = 100
 
 class _Shared(ctypes.Structure):
     _fields_ = [("seq", ctypes.c_uint64), ("started_s", ctypes.c_double), ("due_s", ctypes.c_double),
-                ("tasks_done", ctypes.c_uint64), ("task_id", ctypes.c_char * _ID_BYTES)]
+                ("tasks_done", ctypes.c_uint64), ("task_id", ctypes.c_char * _ID_BYTES),
+                ("trace", ctypes.c_char * tracing.MAX_CHARS)]
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class Running:
     started_s: float
     due_s: float | None
     tasks_done: int
+    trace: str = ""  # the task's trace id, for the supervisor's log lines
 
 
 IDLE = Running(task_id="", started_s=0.0, due_s=None, tasks_done=0)
@@ -46,10 +49,11 @@ class TaskSlot:
         self._shared = mp.RawValue(_Shared)
 
     # ---- the pool process (the only writer) -----------------------------------------
-    def start(self, task_id: str, started_s: float, due_s: float | None) -> None:
+    def start(self, task_id: str, started_s: float, due_s: float | None, trace: str | None = None) -> None:
         s = self._shared
         s.seq += 1
         s.task_id = task_id.encode()[:_ID_BYTES]
+        s.trace = (trace or "").encode()[:tracing.MAX_CHARS]
         s.started_s = started_s
         s.due_s = NO_DEADLINE if due_s is None else due_s
         s.seq += 1
@@ -68,8 +72,9 @@ class TaskSlot:
             before = s.seq
             if before % 2:
                 continue
-            task_id, started_s, due_s, done = s.task_id, s.started_s, s.due_s, s.tasks_done
+            task_id, started_s, due_s, done, trace = s.task_id, s.started_s, s.due_s, s.tasks_done, s.trace
             if s.seq == before:
                 return Running(task_id=task_id.decode(errors="replace"), started_s=started_s,
-                               due_s=None if due_s == NO_DEADLINE else due_s, tasks_done=done)
+                               due_s=None if due_s == NO_DEADLINE else due_s, tasks_done=done,
+                               trace=trace.decode(errors="replace"))
         return IDLE  # the writer is mid-update every time we looked: a moment later it will not be

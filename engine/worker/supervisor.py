@@ -26,6 +26,7 @@ import uuid
 import zmq
 
 from .. import protocol as P
+from .. import tracing
 from ..errors import DeadlineExceeded, ProtocolError, TaskCancelled, WorkerCrashed
 from ..metrics import WorkerMetrics
 from ..sockutil import drain
@@ -140,8 +141,8 @@ class Supervisor:
             proc = self.table.cancel(msg.task_id, time.monotonic())
             if proc is not None:
                 self.metrics.task_finished(TaskCancelled.code)
-                log.info("task %s cancelled while running in process %d: killed unless it ends within %g s",
-                         msg.task_id, proc.pid, self.table.grace_s)
+                log.info("task %s cancelled while running in process %d: killed unless it ends within %g s%s",
+                         msg.task_id, proc.pid, self.table.grace_s, tracing.tag(proc.slot.read().trace))
         elif isinstance(msg, P.Disconnect):
             log.info("broker asked this worker to register again (%s)", msg.reason)
             self._register()
@@ -167,14 +168,16 @@ class Supervisor:
                 timed_out = "task_timeout_s" in action.meta
                 self.metrics.task_finished("timed_out" if timed_out else DeadlineExceeded.code)
                 meta = {**action.meta, "worker": f"{self.host}:{action.proc.pid}"}
-                log.warning("task %s in process %d: %s", action.task_id, action.proc.pid, action.message)
+                log.warning("task %s in process %d: %s%s", action.task_id, action.proc.pid, action.message,
+                            tracing.tag(action.proc.slot.read().trace))
                 self.link.send(P.encode(P.Error(task_id=action.task_id, code=action.code, message=action.message,
                                                 meta=meta, worker=action.proc.ident)))
             else:
                 self.stats["killed"] += 1
                 if "task timeout" in action.reason:
                     self.stats["timed_out"] += 1
-                log.warning("pool process %d %s", action.proc.pid, action.reason)
+                log.warning("pool process %d %s%s", action.proc.pid, action.reason,
+                            tracing.tag(action.proc.slot.read().trace))
                 action.proc.handle.kill()
 
     def _on_death(self, proc: Proc) -> None:
@@ -197,7 +200,8 @@ class Supervisor:
         if task_id:
             self.stats["crashed"] += 1
             self.metrics.task_finished(WorkerCrashed.code)
-            log.warning("pool process %d %s while running task %s; replacing it", proc.pid, how, task_id)
+            log.warning("pool process %d %s while running task %s; replacing it%s", proc.pid, how, task_id,
+                        tracing.tag(proc.slot.read().trace))
         elif not proc.kill_reason:
             log.warning("pool process %d %s; replacing it", proc.pid, how)
         self.link.send(P.encode(P.Disconnect(reason=f"the worker process {how}", worker=proc.ident,

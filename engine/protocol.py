@@ -80,11 +80,13 @@ class Request(Message):
     TYPE: ClassVar[int] = REQUEST
     PAYLOADS: ClassVar[int] = 1
     FIELDS: ClassVar = {"task_id": ("id", (str,), True), "pipeline": ("pipeline", (str, list), True),
-                        "options": ("opts", (dict,), False), "sent_s": ("sent", (float,), False)}
+                        "options": ("opts", (dict,), False), "sent_s": ("sent", (float,), False),
+                        "more": ("more", (bool,), False)}
     task_id: str
     pipeline: str | list
     options: dict | None = None
     sent_s: float | None = None  # broker -> worker: the broker's wall clock when it sent the task
+    more: bool | None = None  # broker -> worker: other tasks were waiting (a worker idle before this one waited on the link)
 
 
 @dataclass(frozen=True)
@@ -224,13 +226,15 @@ def decode(frames: Sequence[Any]) -> tuple[Message, list]:
 
 
 def request_frames(task_id: str, pipeline: str | list, options: dict | None, payload: Any,
-                   sent_s: float | None = None) -> list:
+                   sent_s: float | None = None, more: bool = False) -> list:
     """``encode(Request(...), payload)`` for the broker's hot path: the same bytes, built directly."""
     head = {"v": PROTOCOL_VERSION, "t": REQUEST, "id": task_id, "pipeline": pipeline}
     if options is not None:
         head["opts"] = options
     if sent_s is not None:
         head["sent"] = sent_s
+    if more:
+        head["more"] = True
     return [msgpack.packb(head, use_bin_type=True), payload]
 
 

@@ -299,10 +299,12 @@ class WorkerSide:
     def dispatch(self) -> None:
         now_s = time.monotonic()
         wall_s = None
+        queue = self.dispatcher.queue
         for task, worker in self.dispatcher.assignments(now_s, self.config.task_lease_s, LEASE_GRACE_S):
             req = task.request
             options, sent_s = req.options, None
             if options and deadlines.KEY in options:  # what is left of it, and when it was sent (a busy worker reads it later)
                 options = deadlines.forwarded(options, task.received_s, now_s)
                 sent_s = wall_s = wall_s or time.time()
-            self.send(worker.wid, P.request_frames(self.task_id(task.jid), req.pipeline, options, task.payload, sent_s))
+            self.send(worker.wid, P.request_frames(self.task_id(task.jid), req.pipeline, options, task.payload, sent_s,
+                                                   bool(queue)))

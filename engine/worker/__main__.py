@@ -27,6 +27,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     flag(p, "--prefetch", env="ENGINE_WORKER_PREFETCH", default=C.PREFETCH, type=int,
          help="tasks kept waiting per process, so a process starts its next task without a round trip "
               "to the broker (0: only as many tasks as processes)")
+    flag(p, "--max-credit", env="ENGINE_WORKER_MAX_CREDIT", default=C.MAX_CREDIT, type=int,
+         help="most tasks a pool process keeps at hand: it starts at 1 + --prefetch and grows when it finds "
+              "itself waiting on a slow link while the broker has work (a round trip's worth of tasks); "
+              "set it to 1 + --prefetch to turn that off")
     flag(p, "--heartbeat-interval-s", env="ENGINE_HEARTBEAT_INTERVAL_S", default=C.HEARTBEAT_INTERVAL_S,
          type=float, help="seconds between heartbeats; the broker is presumed gone after 3 silent intervals")
     flag(p, "--task-timeout-s", env="ENGINE_TASK_TIMEOUT_S", default=C.TASK_TIMEOUT_S, type=float,
@@ -59,6 +63,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     config = C.WorkerConfig(curve=curve, connect=args.connect, processes=args.processes, prefetch=max(0, args.prefetch),
+                            max_credit=args.max_credit,
                             heartbeat_interval_s=args.heartbeat_interval_s, task_timeout_s=args.task_timeout_s,
                             drain_timeout_s=args.drain_timeout_s, max_pixels=args.max_pixels,
                             max_input_bytes=args.max_input_mb * 2**20,

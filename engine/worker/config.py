@@ -15,6 +15,7 @@ RECONNECT_MIN_S = 0.25
 RECONNECT_MAX_S = 8.0
 DRAIN_TIMEOUT_S = 30.0
 PREFETCH = 1  # tasks held ready per process, so it never waits for a broker round trip
+MAX_CREDIT = 16  # tasks a process far from its broker may ask to keep at hand (its link's round trip in tasks)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,6 +23,7 @@ class WorkerConfig:
     connect: str = CONNECT
     processes: int = os.cpu_count() or 1
     prefetch: int = PREFETCH
+    max_credit: int = MAX_CREDIT
     heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S
     heartbeat_liveness: int = HEARTBEAT_LIVENESS
     task_timeout_s: float = TASK_TIMEOUT_S

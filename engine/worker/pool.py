@@ -29,6 +29,7 @@ from ..settings import setup_logging
 from ..sockutil import NOBLOCK, recv_frames
 from ..wakeup import Wakeup
 from .config import WorkerConfig
+from .credit import Credit
 from .link import BrokerLink
 
 log = logging.getLogger("engine.worker.pool")
@@ -76,6 +77,7 @@ class PoolProcess:
         self.cache: dict = {}
         self.warm_ms = self._warm_up()
         self.pending: deque[Held] = deque()
+        self.credit = Credit(config.slots_per_process, config.max_credit)
         self.epoch = 0
         self.draining = False
         self._drain_sent = False
@@ -160,7 +162,8 @@ class PoolProcess:
 
     def _register(self) -> None:
         self.epoch += 1
-        free = 0 if self.draining else max(0, self.config.slots_per_process - len(self.pending))
+        self.credit.reset()
+        free = 0 if self.draining else max(0, self.credit.current - len(self.pending))
         self.link.send(P.encode(P.Ready(capacity=free, ops=self.ops.describe(), host=socket.gethostname(),
                                         pid=os.getpid(), processes=1, group=self.group)))
 
@@ -182,6 +185,10 @@ class PoolProcess:
             except TaskError:
                 trace = None  # the broker checks it; a label we cannot print is left out
             self.pending.append(Held(msg.task_id, msg, payloads[0], self.epoch, due_s, trace))
+            more = self.credit.arrived(time.monotonic(), bool(msg.more))
+            if more and not self.draining:
+                log.debug("pool process %d waited on its link: credit %d (+%d)", os.getpid(), self.credit.current, more)
+                self.link.send(P.encode(P.Ready(capacity=more)))
         elif isinstance(msg, P.Cancel):
             self._cancel(msg.task_id)
         elif isinstance(msg, P.Disconnect):
@@ -216,6 +223,7 @@ class PoolProcess:
             frames = self._run(held)
         finally:
             self.slot.finish()
+        self.credit.ran(time.monotonic() - started_s)
         if held.due_s is not None and time.monotonic() >= held.due_s:
             self.stats[DeadlineExceeded.code] += 1  # the supervisor may have answered already: the broker keeps the first
             frames = P.error_frames(held.task_id, DeadlineExceeded.code,
@@ -266,6 +274,8 @@ class PoolProcess:
     def _answer(self, held: Held, frames: list) -> None:
         self.link.send(frames)
         self._slot_back(held.epoch)
+        if not self.pending:
+            self.credit.idle(time.monotonic())
 
     def _slot_back(self, epoch: int) -> None:
         if epoch != self.epoch and not self.draining:

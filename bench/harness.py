@@ -128,6 +128,7 @@ def run_peer(peer, cells, image_sets, settings: Settings, progress: Progress, re
     """Start one peer, measure every cell, stop it. Returns its status entry."""
     reason = peer.missing()
     if reason:
+        progress.done += len(cells)  # the counter counts every cell, measured or not
         progress.note(f"skip {peer.name}: {reason}")
         return {"status": "skipped", "reason": reason}
     progress.say(f"{peer.name}: starting")
@@ -136,6 +137,7 @@ def run_peer(peer, cells, image_sets, settings: Settings, progress: Progress, re
     except Exception as exc:  # Skip: cannot run here; anything else: broke while starting
         kind = "skipped" if isinstance(exc, Skip) else "failed"
         reason = str(exc) if isinstance(exc, Skip) else f"{type(exc).__name__}: {exc}"
+        progress.done += len(cells)
         progress.note(f"{'skip' if isinstance(exc, Skip) else 'FAILED'} {peer.name}: {reason}")
         peer.stop()
         return {"status": kind, "reason": reason[:500]}

@@ -27,7 +27,7 @@ HARD_LIMIT_FACTOR = 4  # frames over this many times max_request_bytes drop the 
 
 @dataclass(frozen=True)
 class GatewaySettings:
-    bind: str = "tcp://127.0.0.1:5560"
+    bind: str = "tcp://127.0.0.1:5561"  # beside the compat ROUTER on 5560
     connect: str = "tcp://127.0.0.1:5555"
     max_in_flight: int = 64
     max_request_bytes: int = wire.MAX_REQUEST_BYTES

@@ -81,15 +81,18 @@ class ProcessTable:
                 return proc
         return None
 
+    def _busy(self):
+        """(process, what it runs) for every process running a task and not being killed."""
+        for proc in self.procs.values():
+            if not proc.kill_reason:
+                run = proc.slot.read()
+                if run.task_id:
+                    yield proc, run
+
     def watch(self, now_s: float, deadline_code: str) -> list[Answer | Kill]:
         """What to do now about every busy process: answers first, then kills."""
         out: list[Answer | Kill] = []
-        for proc in self.procs.values():
-            if proc.kill_reason:
-                continue
-            run = proc.slot.read()
-            if not run.task_id:
-                continue
+        for proc, run in list(self._busy()):
             if run.task_id == proc.abandoned_id:
                 if now_s - proc.abandoned_s >= self.grace_s:
                     out.append(self._kill(proc, f"was still busy {self.grace_s:g} s after {proc.abandoned_why} "
@@ -113,12 +116,7 @@ class ProcessTable:
         """When ``watch`` next has something to do, at most ``WATCH_INTERVAL_S`` away while a
         process is busy (a task that starts between two looks is seen at the next)."""
         wake = float("inf")
-        for proc in self.procs.values():
-            if proc.kill_reason:
-                continue
-            run = proc.slot.read()
-            if not run.task_id:
-                continue
+        for proc, run in self._busy():
             if run.task_id == proc.abandoned_id:
                 wake = min(wake, proc.abandoned_s + self.grace_s)
             else:

@@ -132,3 +132,41 @@ def _assign_all(d: Dispatcher, n: int) -> list[bytes]:
     for i in range(n):
         _task(d, 100 + i)
     return [w for _, w in _assign(d)]
+
+
+def test_a_task_held_long_at_a_slow_worker_gets_a_copy_on_an_idle_one_once():
+    """The batch's tail must not wait on one slow device: nothing queued, a worker free, a
+    task held for more than STRAGGLER_FACTOR typical task times is copied; first answer wins."""
+    from engine.broker.state import STRAGGLER_FACTOR
+
+    d = Dispatcher(max_queue=10, liveness_s=60)
+    d.ready(b"slow", 1, 0.0)
+    d.ready(b"fast", 1, 0.0)
+    t0, t1 = _task(d, 0), _task(d, 1)
+    assert [w.wid for _, w in d.assignments(0.0)] == [b"slow", b"fast"]
+    d.release(b"fast", t1.jid)
+    d.took(b"fast", 0.1)  # the fast worker's task took 0.1 s
+    assert list(d.stragglers(0.5)) == []  # nothing says the holder is slow: a task slow anywhere is not doubled
+    d.took(b"slow", 2.0)  # ... until its own tasks take far longer than the others'
+    assert list(d.stragglers(d.task_s * STRAGGLER_FACTOR - 0.01)) == []  # held since 0.0: not late yet
+    copies = list(d.stragglers(1.0))
+    assert [(t.task_id, w.wid) for t, w in copies] == [("t0", b"fast")]
+    assert set(d.holding(t0)) == {b"slow", b"fast"}
+    assert list(d.stragglers(2.0)) == []  # one copy at most
+    d.release(b"fast", t0.jid)  # the copy answers first
+    assert d.holding(t0) == [b"slow"] and t0.worker == b"slow"  # the slow one still holds it: it will be told
+
+
+def test_a_worker_lost_while_its_task_has_a_copy_elsewhere_requeues_nothing():
+    from engine.broker.state import STRAGGLER_FACTOR
+
+    d = Dispatcher(max_queue=10, liveness_s=60)
+    d.ready(b"slow", 1, 0.0)
+    d.ready(b"fast", 1, 0.0)
+    t0 = _task(d, 0)
+    list(d.assignments(0.0))
+    d.took(b"fast", 0.01)
+    d.took(b"slow", 1.0)
+    assert [w.wid for _, w in d.stragglers(1.0 + STRAGGLER_FACTOR)] == [b"fast"]
+    assert d.remove_worker(b"slow") == [] and list(d.queue) == []  # the copy runs on
+    assert t0.worker == b"fast" and t0.attempts == 0

@@ -39,9 +39,9 @@ RECENT_FAILURES = 20  # the last failed tasks kept for INFO (code, message, pipe
 RECENT_TEXT_CHARS = 200
 
 # Counters in INFO; a refusal's counter is named by its error code.
-STAT_NAMES = ("received", "completed", "failed", "requeued", "reassigned", BusyError.code, "bad_messages", TaskCancelled.code,
-              "late_replies", QuotaError.code, Unauthorized.code, "leases_expired", "unread_dropped", "undeliverable",
-              "internal_errors")
+STAT_NAMES = ("received", "completed", "failed", "requeued", "reassigned", "straggler_copies", BusyError.code,
+              "bad_messages", TaskCancelled.code, "late_replies", QuotaError.code, Unauthorized.code,
+              "leases_expired", "unread_dropped", "undeliverable", "internal_errors")
 
 
 class Broker:

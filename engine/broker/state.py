@@ -16,6 +16,12 @@ from ..protocol import Request
 from .config import MAX_SLOTS_PER_WORKER
 
 BLAME_ALL = -1  # remove_worker: every task it held counts an attempt (it vanished: any could be at fault)
+# A batch's tail must not wait on one slow device: when nothing is queued and a worker is
+# free, a task held this many typical task times is run a second time there (first answer wins).
+STRAGGLER_FACTOR = 3.0
+STRAGGLER_MIN_S = 0.05
+STRAGGLER_SCAN_S = 0.05  # how often the held tasks are looked through for one (O(tasks at workers))
+TASK_TIME_EWMA = 0.1  # weight of the newest worker time in the running mean
 
 
 @dataclass(eq=False)
@@ -33,6 +39,7 @@ class Task:
     cache_key: str | None = None  # where its result goes in the result cache
     lease_due_s: float = float("inf")  # when its worker must have answered (monotonic)
     trace_id: str | None = None  # the client's trace id (options.trace_id), for log lines and the reply
+    copied: bool = False  # a second copy was sent to an idle worker (a straggler): first answer wins
     dispatched_s: float = 0.0  # when it was last handed to a worker (monotonic; 0: never)
     due_s: float | None = None  # its deadline, if the request set one (monotonic)
     holders: set = field(default_factory=set)  # every worker it was handed to: only they may answer it
@@ -45,6 +52,10 @@ def peer_name(route: bytes) -> str:
     ``host-pid-xxxxxx``), else in hex."""
     text = route.decode("ascii", "replace")
     return text if route.isascii() and text.isprintable() else route.hex()
+
+
+def _mean(mean: float | None, sample: float) -> float:
+    return sample if mean is None else (1 - TASK_TIME_EWMA) * mean + TASK_TIME_EWMA * sample
 
 
 def _client(task: Task) -> str:
@@ -70,6 +81,7 @@ class WorkerState:
     group: bytes | None = None  # a pool process: its host's control connection (which speaks for it)
     control: bool = False  # a host's control connection: no slots, never given a task
     tasks_done_before: int = 0  # a control: tasks done by its processes that are gone
+    task_s: float | None = None  # running mean of its worker times (hand-out to answer)
 
     def describe(self, now_s: float) -> dict:
         return {"id": peer_name(self.wid), "host": self.host, "pid": self.pid, "processes": self.processes,
@@ -93,6 +105,8 @@ class Dispatcher:
         self.per_client: Counter[str] = Counter()  # unfinished tasks per client identity (quotas)
         self._ready: OrderedDict[bytes, None] = OrderedDict()
         self._jids = itertools.count(1)
+        self.task_s: float | None = None  # running mean of worker times (dispatch to answer)
+        self._next_scan_s = 0.0
 
     # ---- tasks -------------------------------------------------------------------
     def new_jid(self) -> int:
@@ -153,15 +167,56 @@ class Dispatcher:
             worker.taken_back.discard(jid)  # late, after its lease: the slot comes back, the answer is late
             self._add_slots(worker, 1)
         if task is not None:
-            task.worker = None
+            others = self.holding(task)
+            task.worker = others[0] if others else None  # a copy may still run elsewhere
             worker.tasks_done += 1
             worker.lease_expiries = 0
             self._add_slots(worker, 1)
         return task
 
+    def holding(self, task: Task) -> list[bytes]:
+        """The workers that hold ``task`` now (two while a straggler's copy runs)."""
+        return [wid for wid in task.holders if wid in self.workers and task.jid in self.workers[wid].tasks]
+
+    def took(self, wid: bytes, seconds: float) -> None:
+        """Worker ``wid`` answered a task ``seconds`` after it was handed out (the straggler yardstick)."""
+        self.task_s = _mean(self.task_s, seconds)
+        worker = self.workers.get(wid)
+        if worker is not None:
+            worker.task_s = _mean(worker.task_s, seconds)
+
+    def stragglers(self, now_s: float) -> Iterator[tuple[Task, WorkerState]]:
+        """Nothing queued and a worker free: copies of the tasks held longest (over
+        ``STRAGGLER_FACTOR`` typical task times) by a slow worker (its own tasks take that
+        much longer: a task that is slow anywhere, a hostile one, is not doubled) go to free
+        workers, one copy per task at most."""
+        if self.queue or not self._ready or self.task_s is None or now_s < self._next_scan_s:
+            return
+        self._next_scan_s = now_s + STRAGGLER_SCAN_S
+        slow_s = max(STRAGGLER_MIN_S, STRAGGLER_FACTOR * self.task_s)
+        late_s = now_s - slow_s
+        held = sorted((t for w in self.workers.values() if w.task_s is not None and w.task_s > slow_s
+                       for t in w.tasks.values() if not t.copied and t.dispatched_s < late_s and t.jid in self.tasks),
+                      key=lambda t: t.dispatched_s)
+        for task in held:
+            wid = next((w for w in self._ready if w not in task.holders), None)
+            if wid is None:
+                return
+            worker = self.workers[wid]
+            worker.free -= 1
+            if worker.free <= 0:
+                del self._ready[wid]
+            else:
+                self._ready.move_to_end(wid)
+            worker.tasks[task.jid] = task
+            task.holders.add(wid)
+            task.copied = True
+            yield task, worker
+
     def expired_leases(self, now_s: float) -> list[Task]:
         """Tasks whose worker has not answered in time (O(tasks at workers))."""
-        return [t for w in self.workers.values() for t in w.tasks.values() if t.lease_due_s <= now_s]
+        late = {t.jid: t for w in self.workers.values() for t in w.tasks.values() if t.lease_due_s <= now_s}
+        return list(late.values())  # a task with a straggler's copy is held twice: listed once
 
     def take_back(self, task: Task) -> WorkerState | None:
         """A lease expired: the task leaves its worker (the slot stays taken: the worker
@@ -240,7 +295,15 @@ class Dispatcher:
             return []
         if worker.group is not None and worker.group in self.workers:
             self.workers[worker.group].tasks_done_before += worker.tasks_done
-        orphans = [t for t in worker.tasks.values() if t.jid in self.tasks]
+        orphans = []
+        for task in worker.tasks.values():
+            if task.jid not in self.tasks:
+                continue
+            others = self.holding(task)
+            if others:  # its copy still runs elsewhere: that one answers
+                task.worker = others[0]
+            else:
+                orphans.append(task)
         for task in reversed(orphans):
             if blame == BLAME_ALL or blame == task.jid:
                 task.attempts += 1

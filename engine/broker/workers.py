@@ -103,16 +103,17 @@ class WorkerSide:
     def task_id(self, jid: int) -> str:
         return f"{jid}@{self.broker.instance_id}"
 
-    def cancel(self, task: Task) -> None:
-        """Tell the worker running ``task`` to drop it; a pool process busy with it cannot
-        read that, so its host's supervisor hears it too (it kills a process that does not stop)."""
-        if task.worker is None:
-            return
+    def cancel(self, task: Task, *, kill: bool = True) -> None:
+        """Tell the workers holding ``task`` to drop it. A pool process busy with it cannot
+        read that, so with ``kill`` its host's supervisor hears it too (it kills a process that
+        does not stop); without, a running copy finishes and its answer is dropped."""
         frames = P.encode(P.Cancel(task_id=self.task_id(task.jid)))
-        self.send(task.worker, frames)
-        worker = self.dispatcher.workers.get(task.worker)
-        if worker is not None and worker.group is not None and worker.group in self.dispatcher.workers:
-            self.send(worker.group, frames)
+        d = self.dispatcher
+        for wid in d.holding(task) or ([task.worker] if task.worker is not None else []):
+            self.send(wid, frames)
+            worker = d.workers.get(wid)
+            if kill and worker is not None and worker.group is not None and worker.group in d.workers:
+                self.send(worker.group, frames)
 
     # ---- incoming ----------------------------------------------------------------
     def _on_message(self, frames: list) -> None:
@@ -209,6 +210,8 @@ class WorkerSide:
                 return  # it was taken from this worker (dead, lease expired) and runs again elsewhere
             self.stats["late_replies"] += 1  # a late success is still a success
         if isinstance(msg, P.Error) and error_class(msg.code).retryable:
+            if d.holding(task):
+                return  # a straggler's copy still runs elsewhere: it answers
             task.attempts += 1
             if task.attempts > self.config.max_retries:
                 self._fail(task, msg.message)
@@ -220,7 +223,11 @@ class WorkerSide:
                 d.requeue(task)
             return
         d.finish(jid)
-        self.cancel(task)  # another worker runs it after a requeue: its answer will be dropped
+        if not task.copied:
+            d.took(wid, time.monotonic() - task.dispatched_s)
+        # Another worker still runs it (a straggler's copy, or after a requeue): drop it if it has not
+        # started; a running one finishes (its process stays warm) and its answer is dropped.
+        self.cancel(task, kill=False)
         if isinstance(msg, P.Reply):
             self.broker.finish_ok(task, msg.meta, payloads[0])
         else:
@@ -308,3 +315,13 @@ class WorkerSide:
                 sent_s = wall_s = wall_s or time.time()
             self.send(worker.wid, P.request_frames(self.task_id(task.jid), req.pipeline, options, task.payload, sent_s,
                                                    bool(queue)))
+        for task, worker in self.dispatcher.stragglers(now_s):
+            self.stats["straggler_copies"] += 1
+            log.debug("task %s (%s) held %.2f s by %s: a copy goes to idle worker %s, first answer wins%s", task.jid,
+                     task.task_id, now_s - task.dispatched_s, peer_name(task.worker or b"?"), peer_name(worker.wid),
+                     tracing.tag(task.trace_id))
+            req = task.request
+            options, sent_s = req.options, None
+            if options and deadlines.KEY in options:
+                options, sent_s = deadlines.forwarded(options, task.received_s, now_s), time.time()
+            self.send(worker.wid, P.request_frames(self.task_id(task.jid), req.pipeline, options, task.payload, sent_s))

@@ -11,10 +11,13 @@ SIGTERM (from the supervisor) drains: no new tasks, those at hand finish, then D
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import socket
+import sys
+import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -59,6 +62,24 @@ def pool_main(config: WorkerConfig, ident: bytes, group: str, slot, supervisor_p
     PoolProcess(config, ident, group, slot, supervisor_pid).run()
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Hold what C libraries write to fd 2 meanwhile; pass on all but their INFO lines."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            for line in held.read().decode(errors="replace").splitlines():
+                if line.strip() and not line.startswith("INFO: "):
+                    log.warning("while loading models: %s", line)
+
+
 class PoolProcess:
     def __init__(self, config: WorkerConfig, ident: bytes, group: str, slot, supervisor_pid: int) -> None:
         import cv2
@@ -95,7 +116,8 @@ class PoolProcess:
         if warm is None:
             return {}
         started_s = time.perf_counter()
-        loaded = warm(self.cache)
+        with _quiet_native_stderr():  # LiteRT prints an INFO line per model on fd 2
+            loaded = warm(self.cache)
         log.debug("pool process %d warmed up in %.0f ms: %s", os.getpid(), (time.perf_counter() - started_s) * 1000,
                   loaded)
         return loaded

@@ -17,7 +17,7 @@ log = logging.getLogger("engine.web.access")
 
 MODES = ("all", "requests", "off")
 # GET requests the pages repeat every few seconds, and static files.
-QUIET_GETS = re.compile(r"^/(api/v1/status|api/v1/batches/[0-9a-f]+|static/.*)$")
+QUIET_GETS = re.compile(r"^/(api/v1/status|status/events|api/v1/batches/[0-9a-f]+|static/.*)$")
 
 
 def is_polling(method: str, path: str) -> bool:

@@ -16,7 +16,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import EngineError, InternalError
-from . import api, api_misc, pages
+from . import api, api_misc, pages, status_events
 from .access import AccessLog
 from .auth import Auth
 from .blobs import BlobStore
@@ -107,12 +107,13 @@ def create_app(settings: WebSettings) -> Starlette:
             yield
         finally:
             retention.cancel()
+            await app.state.parts.status.close()
             await jobs.close()
             await link.close()
             store.close()
 
     static = StaticFiles(directory=Path(__file__).with_name("static"))
-    routes = [*pages.routes, *api.routes, *api_misc.routes, Mount("/static", static, name="static")]
+    routes = [*pages.routes, *status_events.routes, *api.routes, *api_misc.routes, Mount("/static", static, name="static")]
     handlers = {WebError: on_error, EngineError: on_error, HTTPException: on_http_error, Exception: on_crash}
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.add_middleware(BodyLimit, settings=settings)  # per path, while the body streams in

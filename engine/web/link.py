@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, Callable
 
 from .. import tracing
 from ..errors import BrokerUnavailable, TaskTimeout
@@ -25,6 +25,7 @@ class EngineLink:
         self._slots = asyncio.Semaphore(settings.max_in_flight)
         self._last_ok = 0.0  # time.monotonic() of the last answer from the broker
         self._probe: asyncio.Task | None = None
+        self.on_result: Callable[[float], None] | None = None  # told each result's milliseconds (status page)
 
     async def start(self) -> None:
         from .. import AsyncClient
@@ -70,6 +71,9 @@ class EngineLink:
             options = {tracing.KEY: trace} if trace else None
             result = await self._require().process(data, pipeline, options=options)
         self._last_ok = time.monotonic()
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        if self.on_result is not None:
+            self.on_result(elapsed_ms)
         meta = dict(result.meta or {})
-        meta.setdefault("elapsed_ms", round((time.perf_counter() - started) * 1000, 3))
+        meta.setdefault("elapsed_ms", round(elapsed_ms, 3))
         return bytes(result.data), meta

@@ -201,7 +201,8 @@ async def job_action(request: Request) -> Response:
 
 async def status_page(request: Request) -> Response:
     page_user(request)
-    return render(request, "status.html", snapshot=await parts(request).status.snapshot())
+    monitor = parts(request).status
+    return render(request, "status.html", snapshot=await monitor.snapshot(), charts=monitor.charts())
 
 
 async def tokens_page(request: Request) -> Response:

@@ -1,21 +1,36 @@
-"""Live status: the broker's INFO answer, normalised, plus throughput from recent samples."""
+"""Live status: one shared sampler asks the broker for INFO once a second, keeps the samples
+in a ring (``status_ring``), and hands every new view to the status page's viewers
+(``status_events`` streams them as server-sent events).
+
+The sampler starts with the first look at the status (page, event stream or
+``/api/v1/status``) and runs while someone watches and ``IDLE_STOP_S`` after the last look,
+so the charts have history when someone comes back, and an unwatched gateway asks nothing. Latency percentiles are the end-to-end times of the results that went
+through this gateway (``EngineLink.process``); throughput comes from the broker's
+``completed``/``failed`` counters, so it counts every client's tasks.
+"""
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
-from collections import deque
+from datetime import datetime, timezone
 
-from ..errors import EngineError
+from ..errors import BusyError, EngineError
 from .link import EngineLink
-from .problems import describe
+from .problems import WebError, describe
+from .status_ring import LATENCY_WINDOW_S, LatencyTap, Ring
+from .status_svg import line_chart
 
-WINDOW_S = 30.0  # throughput is averaged over this many seconds of samples
+log = logging.getLogger("engine.web.status")
 
-
-def _done(info: dict) -> int:
-    for key in ("tasks_done", "completed"):
-        if isinstance(info.get(key), int):
-            return info[key]
-    return 0
+SAMPLE_INTERVAL_S = 1.0
+WINDOW_S = 30.0  # the headline throughput is averaged over this many seconds of samples
+MAX_VIEWERS = 32  # open event streams; one more is refused with 503
+IDLE_STOP_S = 600.0  # the sampler stops this long after the last look (no viewer, no request)
+VIEWER_BACKLOG = 4  # views queued for a slow viewer before its oldest is dropped
+HOST_RESOURCES_NOTE = ("CPU and memory per host are not shown: the broker's INFO does not report them "
+                       "(workers announce processes and slots only).")
 
 
 def _worker(w: dict) -> dict:
@@ -32,30 +47,160 @@ def _worker(w: dict) -> dict:
             "last_heartbeat_s_ago": heartbeat, "tasks_done": w.get("tasks_done", w.get("completed"))}
 
 
-class StatusMonitor:
-    def __init__(self, link: EngineLink) -> None:
-        self.link = link
-        self._samples: deque[tuple[float, int]] = deque()
+def _failure(f: dict) -> dict:
+    at = f.get("at_unix_s")
+    when = (datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+            if isinstance(at, (int, float)) else "")
+    return {"at_unix_s": at, "at": when, **{k: str(f.get(k, ""))[:200] for k in ("code", "message", "pipeline", "worker")}}
 
-    async def snapshot(self) -> dict:
-        """What the status page shows; ``up`` is False (with ``error``) when the broker is away."""
-        now = time.monotonic()
+
+class StatusMonitor:
+    def __init__(self, link: EngineLink, *, interval_s: float = SAMPLE_INTERVAL_S,
+                 max_viewers: int = MAX_VIEWERS) -> None:
+        self.link = link
+        self.interval_s = interval_s
+        self.max_viewers = max_viewers
+        self.ring = Ring()
+        self.latency = LatencyTap()
+        link.on_result = self.latency.record
+        self._view: dict | None = None
+        self._charts: tuple[tuple, dict[str, str]] | None = None
+        self._view_at_s = 0.0
+        self._sampler: asyncio.Task | None = None
+        self._pending: asyncio.Future | None = None  # the INFO request under way, shared
+        self._last_look_s = time.monotonic()
+        self.idle_stop_s = IDLE_STOP_S
+        self._viewers: set[asyncio.Queue] = set()
+
+    # -- the shared sampler -------------------------------------------------------------------
+    def start(self) -> None:
+        self._last_look_s = time.monotonic()
+        if self._sampler is None or self._sampler.done():
+            self._sampler = asyncio.ensure_future(self._run())
+
+    async def close(self) -> None:
+        for task in (self._sampler, self._pending):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        for queue in list(self._viewers):
+            self._offer(queue, None)  # None: the gateway is stopping, end the stream
+
+    async def _run(self) -> None:
+        while self._viewers or time.monotonic() - self._last_look_s < self.idle_stop_s:
+            started_s = time.monotonic()
+            try:
+                view = await self.sample()
+            except Exception:  # noqa: BLE001 - the sampler must outlive one bad answer
+                log.exception("status sample failed")
+            else:
+                for queue in list(self._viewers):
+                    self._offer(queue, view)
+            await asyncio.sleep(max(0.05, self.interval_s - (time.monotonic() - started_s)))
+
+    async def sample(self) -> dict:
+        """Ask the broker now, add a sample to the ring, and return the new view (callers
+        at the same moment share one INFO request)."""
+        if self._pending is None or self._pending.done():
+            self._pending = asyncio.ensure_future(self._sample())
+        return await asyncio.shield(self._pending)
+
+    async def _sample(self) -> dict:
         try:
             info = await self.link.info()
         except EngineError as exc:
+            self.ring.add_gap()
             _status, code, message = describe(exc, broker=self.link.settings.broker)
-            return {"up": False, "code": code, "error": message, "broker": self.link.settings.broker,
-                    "workers": [], "queue_depth": None, "tasks_done": None, "throughput_per_s": None}
-        done = _done(info)
-        self._samples.append((now, done))
-        while len(self._samples) > 2 and now - self._samples[0][0] > WINDOW_S:
-            self._samples.popleft()
-        (t0, d0) = self._samples[0]
-        rate = (done - d0) / (now - t0) if now > t0 and done >= d0 else 0.0
+            view = {"up": False, "code": code, "error": message, "broker": self.link.settings.broker,
+                    "workers": [], "queue_depth": None, "in_flight": None, "tasks_done": None, "failed": None,
+                    "throughput_per_s": None, "latency": {}, "cache": None,
+                    "recent_failures": self._view.get("recent_failures", []) if self._view else []}
+        else:
+            view = self._view_of(info)
+        view["latency_window_s"] = LATENCY_WINDOW_S
+        view["host_resources"] = HOST_RESOURCES_NOTE
+        view["sampled_at_unix_s"] = round(time.time(), 3)
+        self._view, self._view_at_s = view, time.monotonic()
+        return view
+
+    def _view_of(self, info: dict) -> dict:
+        sample = self.ring.add_info(info, self.latency.percentiles())
+        failures = [_failure(f) for f in info.get("recent_failures", []) if isinstance(f, dict)]
+        failures.sort(key=lambda f: f["at_unix_s"] or 0, reverse=True)
         cache = info.get("cache") if isinstance(info.get("cache"), dict) else None
+        done = info.get("completed", info.get("tasks_done", 0))
         return {"up": True, "broker": self.link.settings.broker, "instance": info.get("broker"),
                 "uptime_s": info.get("uptime_s"),
                 "workers": [_worker(w) for w in info.get("workers", []) if isinstance(w, dict)],
                 "queue_depth": info.get("queue_depth"), "in_flight": info.get("in_flight"),
                 "tasks_done": done, "failed": info.get("failed"),
-                "throughput_per_s": round(rate, 3), "cache": cache}
+                "throughput_per_s": self.ring.mean("done_per_s", WINDOW_S) or 0.0,
+                "latency": {"p50_ms": sample.p50_ms, "p95_ms": sample.p95_ms, "p99_ms": sample.p99_ms},
+                "recent_failures": failures, "cache": cache}
+
+    async def snapshot(self) -> dict:
+        """The latest view (at most two sample intervals old); starts the sampler."""
+        if self._view is None or time.monotonic() - self._view_at_s > 2 * self.interval_s:
+            view = await self.sample()
+        else:
+            view = self._view
+        self.start()
+        return view
+
+    def charts(self) -> dict[str, str]:
+        """The three charts over the ring's samples, as SVG markup (drawn once per sample,
+        whatever the number of viewers)."""
+        key = (len(self.ring.samples), self.ring.samples[-1].at_unix_s if self.ring.samples else None)
+        if self._charts is None or self._charts[0] != key:
+            self._charts = (key, self._draw())
+        return self._charts[1]
+
+    def _draw(self) -> dict[str, str]:
+        samples = list(self.ring.samples)
+        times = [s.at_unix_s for s in samples]
+
+        def col(name: str) -> list:
+            return [getattr(s, name) for s in samples]
+
+        return {
+            "throughput": line_chart("chart-throughput", "Tasks per second", times,
+                                     [("completed", col("done_per_s")), ("failed", col("failed_per_s"))],
+                                     unit="tasks/s"),
+            "latency": line_chart("chart-latency", "Latency percentiles of this gateway's results", times,
+                                  [("p50", col("p50_ms")), ("p95", col("p95_ms")), ("p99", col("p99_ms"))],
+                                  unit="ms"),
+            "queue": line_chart("chart-queue", "Queue depth and tasks in flight", times,
+                                [("queued", col("queue_depth")), ("in flight", col("in_flight"))], unit="tasks"),
+        }
+
+    # -- viewers (the event streams) ----------------------------------------------------------
+    def check_room(self) -> None:
+        """Raise 503 when ``max_viewers`` streams are open."""
+        if len(self._viewers) >= self.max_viewers:
+            raise WebError(503, BusyError.code, f"The status page already has {self.max_viewers} live viewers "
+                           "(the gateway's limit); close one, or reload this page later for a fixed snapshot.")
+
+    def subscribe(self) -> asyncio.Queue:
+        """A queue that receives every new view (``None`` when the gateway stops)."""
+        queue: asyncio.Queue = asyncio.Queue(maxsize=VIEWER_BACKLOG)
+        self._viewers.add(queue)
+        self.start()
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue) -> None:
+        self._viewers.discard(queue)
+
+    @property
+    def sampling(self) -> bool:
+        return self._sampler is not None and not self._sampler.done()
+
+    @property
+    def viewers(self) -> int:
+        return len(self._viewers)
+
+    @staticmethod
+    def _offer(queue: asyncio.Queue, view: dict | None) -> None:
+        if queue.full():
+            queue.get_nowait()  # a slow viewer misses a frame rather than holding memory
+        queue.put_nowait(view)

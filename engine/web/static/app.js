@@ -291,41 +291,10 @@ async function batchPoller() {
   }
 }
 
-// ---- status page: refresh every 2 s
-async function statusPoller() {
-  const box = $("#status[data-live]");
-  if (!box) return;
-  for (;;) {
-    await new Promise((ok) => setTimeout(ok, 2000));
-    let s;
-    try {
-      s = await (await fetch(box.dataset.live, { credentials: "same-origin" })).json();
-    } catch (err) {
-      $("#status-line").textContent = `The web gateway did not answer: ${err.message}`;
-      continue;
-    }
-    const line = $("#status-line");
-    line.textContent = s.up ? `Broker ${s.broker} is up.` : s.error;
-    line.className = `message ${s.up ? "ok" : "error"}`;
-    const dash = (v, suffix = "") => (v === null || v === undefined ? "–" : `${v}${suffix}`);
-    $("#queue-depth").textContent = dash(s.queue_depth);
-    $("#tasks-done").textContent = dash(s.tasks_done);
-    $("#throughput").textContent = dash(s.throughput_per_s, " /s");
-    $("#cache").textContent = s.cache ? `${s.cache.hits} hits, ${s.cache.misses} misses` : "–";
-    $("#workers").replaceChildren(...s.workers.map((w) => el("tr", {},
-      el("td", {}, el("code", { text: w.id })), el("td", { text: w.host || "" }),
-      el("td", { class: `status ${w.state}`, text: w.state }), el("td", { text: dash(w.processes) }),
-      el("td", { text: `${w.free} / ${w.capacity}` }),
-      el("td", { text: dash(w.tasks_done) }), el("td", { text: `${dash(w.last_heartbeat_s_ago)} s ago` }))));
-    $("#updated").textContent = `Updated ${new Date().toLocaleTimeString()}.`;
-  }
-}
-
 document.addEventListener("DOMContentLoaded", () => {
   localTimes();
   builder();
   dropzone();
   batchPoller();
-  statusPoller();
   confirmations();
 });

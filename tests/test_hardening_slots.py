@@ -1,5 +1,6 @@
 """Every slot comes back: a result over the message limit, a worker that never answers."""
 import threading
+import time
 
 import cv2
 import numpy as np
@@ -86,3 +87,22 @@ def test_a_worker_that_never_answers_loses_its_tasks_after_the_lease_and_is_drop
     assert "silent" not in [w["host"] for w in info["workers"]]
     log = cluster.broker.stderr_text()
     assert "did not answer within its lease" in log and "leases expire in a row: dropped" in log
+
+
+def test_a_worker_that_registers_twice_is_counted_once(cluster_factory, zctx):
+    """A worker that reconnects sends READY on connecting and again when the broker, which
+    does not know it yet, asks it to: its slots must not add up (seen after a broker restart)."""
+    cluster = cluster_factory(local_workers=0).start_broker(wait_slots=0)
+    sock = zctx.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.routing_id = b"twice"
+    sock.connect(cluster.back)
+    try:
+        for _ in range(3):
+            sock.send_multipart(P.encode(P.Ready(capacity=2, host="twice", pid=1, processes=1)))
+        sock.send_multipart(P.encode(P.Ready(capacity=1)))  # an increment (a slot freed): still counted
+        time.sleep(0.5)
+        info = cluster.info()
+    finally:
+        sock.close(0)
+    assert info["workers_total"] == 1 and info["slots_free"] == 3, info["workers"]

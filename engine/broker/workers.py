@@ -154,6 +154,12 @@ class WorkerSide:
     def _on_ready(self, wid: bytes, msg: P.Ready, now_s: float) -> None:
         control = bool(msg.control)
         group = msg.group.encode() if msg.group and not control else None
+        known = self.dispatcher.workers.get(wid)
+        if known is not None and not known.control and (msg.host is not None or msg.ops is not None):
+            # A full registration from a worker we know (it reconnected, or answered our "send READY"
+            # twice): it counts its slots afresh, so we do too; what it held is requeued without blame
+            # (its answers are still taken: first answer wins), and it frees those slots with READY cap=1.
+            self.remove(wid, "registered again", blame=None)
         if self.dispatcher.ready(wid, 0 if control else msg.capacity, now_s, host=msg.host or "",
                                  pid=msg.pid or 0, ops=msg.ops, processes=msg.processes, group=group,
                                  control=control):

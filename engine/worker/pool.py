@@ -116,8 +116,13 @@ class PoolProcess:
         if warm is None:
             return {}
         started_s = time.perf_counter()
-        with _quiet_native_stderr():  # LiteRT prints an INFO line per model on fd 2
-            loaded = warm(self.cache)
+        try:
+            with _quiet_native_stderr():  # LiteRT prints an INFO line per model on fd 2
+                loaded = warm(self.cache)
+        except Exception as exc:  # a model this machine cannot load: its operations fail, the process serves the rest
+            log.error("pool process %d could not load its models (%s: %s); operations that need them will "
+                      "answer with an error, the others run", os.getpid(), type(exc).__name__, exc)
+            return {}
         log.debug("pool process %d warmed up in %.0f ms: %s", os.getpid(), (time.perf_counter() - started_s) * 1000,
                   loaded)
         return loaded

@@ -1,0 +1,1 @@
+"""Edge lab: the engine across emulated hosts and shaped links (python -m tools.edgelab --help)."""

@@ -8,17 +8,18 @@ while a task travels from the broker: about ``1 + round trip / task time``.
 Socket-free. The process tells it when it runs out of work (``idle``), when a task arrives
 (``arrived``, with the broker's ``more`` flag: it had other tasks waiting, so the wait was
 the link's and not an empty queue's) and how long a task ran (``ran``). Each such wait
-says how many more tasks would have covered it; the credit grows by the smallest of the
-last few waits (a spike is not a round trip), up to ``max_credit``. It never shrinks while
+says how many more tasks would have covered it; the credit grows by the median of the
+last few waits (one spike, a retransmission, is not a round trip), up to ``max_credit``. It never shrinks while
 connected: the broker frees a slot with every answer, so a smaller credit only takes effect
 at the next registration, which starts again from ``base``.
 """
 from __future__ import annotations
 
 import math
+import statistics
 from collections import deque
 
-SAMPLES = 4  # waits looked at before growing: the smallest of them is the link's
+SAMPLES = 4  # waits looked at before growing: their median is the link's (one spike or one burst is not)
 TASK_EWMA = 0.2  # weight of the newest task time in the running mean
 
 
@@ -57,7 +58,7 @@ class Credit:
         if len(self._waits_s) < SAMPLES:
             return 0
         # Rounded: a wait shorter than half a task is not worth a task held away from other workers.
-        add = min(math.floor(min(self._waits_s) / self.task_s + 0.5), self.max_credit - self.current)
+        add = min(math.floor(statistics.median(self._waits_s) / self.task_s + 0.5), self.max_credit - self.current)
         self._waits_s.clear()
         if add <= 0:
             return 0

@@ -2,34 +2,22 @@
 
 Screenshots go to /tmp/engine-web-screens/. Skipped only when /usr/bin/chromium is missing.
 """
-import os
 import time
 from pathlib import Path
 
 import pytest
+from browser_helpers import NEEDS_CHROMIUM, launched
 from web_helpers import DATA, PASSWORD, broker, web  # noqa: F401
 
-CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path("/tmp/engine-web-screens")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
-pytestmark = [pytest.mark.timeout(120),
-              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing: "
-                                 "apt-get install -y chromium (the browser tests drive Debian's Chromium)")]
+pytestmark = [pytest.mark.timeout(120), NEEDS_CHROMIUM]
 
 
 @pytest.fixture(scope="module")
 def chromium():
-    from playwright.sync_api import sync_playwright
-
-    SHOTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with launched(SHOTS) as browser:
+        yield browser
 
 
 def new_page(chromium, web):

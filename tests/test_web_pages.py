@@ -4,23 +4,18 @@ pipeline keeping the chosen files, confirmation before deleting, no re-run of no
 detection boxes, and the interactive API docs. Screenshots go to /tmp/shots/."""
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from browser_helpers import NEEDS_CHROMIUM, launched
 from web_helpers import DATA, PASSWORD, Cluster, User, WebServer, jpeg, wait_batch
 
-CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path("/tmp/shots")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 LONG_PIPELINE = "|".join(["blur:sigma=0.5", "sharpen:amount=0.5"] * 8) + "|png"
 
-pytestmark = [pytest.mark.timeout(120),
-              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing: "
-                                 "apt-get install -y chromium (the browser tests drive Debian's Chromium)")]
+pytestmark = [pytest.mark.timeout(120), NEEDS_CHROMIUM]
 
 
 @pytest.fixture(scope="module")
@@ -47,15 +42,8 @@ def carol(web):
 
 @pytest.fixture(scope="module")
 def chromium():
-    from playwright.sync_api import sync_playwright
-
-    SHOTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with launched(SHOTS) as browser:
+        yield browser
 
 
 def logged_in(chromium, web, user: User, width: int = 1200):

@@ -3,34 +3,22 @@ and the throughput move while tasks run, a failed task appears in the recent fai
 the page without JavaScript is the server's snapshot. Screenshots: /tmp/shots/status-*.png."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+from browser_helpers import NEEDS_CHROMIUM, launched
 from web_helpers import PASSWORD, User, broker, jpeg, wait_batch, web  # noqa: F401
 
-CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path("/tmp/shots")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 BROKEN_JPEG = b"\xff\xd8\xff not a jpeg"
 
-pytestmark = [pytest.mark.timeout(90),
-              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing: "
-                                 "apt-get install -y chromium (the browser tests drive Debian's Chromium)")]
+pytestmark = [pytest.mark.timeout(90), NEEDS_CHROMIUM]
 
 
 @pytest.fixture(scope="module")
 def chromium():
-    from playwright.sync_api import sync_playwright
-
-    SHOTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with launched(SHOTS) as browser:
+        yield browser
 
 
 @pytest.fixture(scope="module")

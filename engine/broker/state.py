@@ -146,12 +146,7 @@ class Dispatcher:
             if task.jid not in self.tasks:  # finished while queued (cancel, late reply)
                 continue
             wid = next(iter(self._ready))
-            worker = self.workers[wid]
-            worker.free -= 1
-            if worker.free <= 0:
-                del self._ready[wid]
-            else:
-                self._ready.move_to_end(wid)
+            worker = self._take_slot(wid)
             worker.tasks[task.jid] = task
             task.worker = wid
             task.holders.add(wid)
@@ -202,12 +197,7 @@ class Dispatcher:
             wid = next((w for w in self._ready if w not in task.holders), None)
             if wid is None:
                 return
-            worker = self.workers[wid]
-            worker.free -= 1
-            if worker.free <= 0:
-                del self._ready[wid]
-            else:
-                self._ready.move_to_end(wid)
+            worker = self._take_slot(wid)
             worker.tasks[task.jid] = task
             task.holders.add(wid)
             task.copied = True
@@ -333,6 +323,16 @@ class Dispatcher:
         """Workers silent for the liveness interval; a pool process busy on a long task (it
         cannot heartbeat) lives as long as its host's control connection does."""
         return [wid for wid, w in self.workers.items() if w.expiry_s <= now_s and not self.group_alive(w, now_s)]
+
+    def _take_slot(self, wid: bytes) -> WorkerState:
+        """One free slot of a ready worker, which then goes to the back of the LRU order."""
+        worker = self.workers[wid]
+        worker.free -= 1
+        if worker.free <= 0:
+            del self._ready[wid]
+        else:
+            self._ready.move_to_end(wid)
+        return worker
 
     def _add_slots(self, worker: WorkerState, slots: int) -> None:
         if slots <= 0 or worker.draining:

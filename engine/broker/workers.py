@@ -311,23 +311,19 @@ class WorkerSide:
 
     def dispatch(self) -> None:
         now_s = time.monotonic()
-        wall_s = None
         queue = self.dispatcher.queue
         for task, worker in self.dispatcher.assignments(now_s, self.config.task_lease_s, LEASE_GRACE_S):
-            req = task.request
-            options, sent_s = req.options, None
-            if options and deadlines.KEY in options:  # what is left of it, and when it was sent (a busy worker reads it later)
-                options = deadlines.forwarded(options, task.received_s, now_s)
-                sent_s = wall_s = wall_s or time.time()
-            self.send(worker.wid, P.request_frames(self.task_id(task.jid), req.pipeline, options, task.payload, sent_s,
-                                                   bool(queue)))
+            self._send_task(worker.wid, task, now_s, more=bool(queue))
         for task, worker in self.dispatcher.stragglers(now_s):
             self.stats["straggler_copies"] += 1
             log.debug("task %s (%s) held %.2f s by %s: a copy goes to idle worker %s, first answer wins%s", task.jid,
-                     task.task_id, now_s - task.dispatched_s, peer_name(task.worker or b"?"), peer_name(worker.wid),
-                     tracing.tag(task.trace_id))
-            req = task.request
-            options, sent_s = req.options, None
-            if options and deadlines.KEY in options:
-                options, sent_s = deadlines.forwarded(options, task.received_s, now_s), time.time()
-            self.send(worker.wid, P.request_frames(self.task_id(task.jid), req.pipeline, options, task.payload, sent_s))
+                      task.task_id, now_s - task.dispatched_s, peer_name(task.worker or b"?"), peer_name(worker.wid),
+                      tracing.tag(task.trace_id))
+            self._send_task(worker.wid, task, now_s)
+
+    def _send_task(self, wid: bytes, task: Task, now_s: float, *, more: bool = False) -> None:
+        req = task.request
+        options, sent_s = req.options, None
+        if options and deadlines.KEY in options:  # what is left of it, and when it was sent (a busy worker reads it later)
+            options, sent_s = deadlines.forwarded(options, task.received_s, now_s), time.time()
+        self.send(wid, P.request_frames(self.task_id(task.jid), req.pipeline, options, task.payload, sent_s, more))

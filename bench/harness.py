@@ -71,7 +71,9 @@ class Progress:
         sys.stderr.write(f"\r\x1b[K{line}" if self.tty else f"{line}\n")
         sys.stderr.flush()
 
-    def note(self, text: str) -> None:
+    def note(self, text: str, *, skipped: int = 0) -> None:
+        """A line of its own; ``skipped``: cells that will not be measured (the counter counts them)."""
+        self.done += skipped
         sys.stderr.write(f"\r\x1b[K{text}\n" if self.tty else f"{text}\n")
         sys.stderr.flush()
 
@@ -128,8 +130,7 @@ def run_peer(peer, cells, image_sets, settings: Settings, progress: Progress, re
     """Start one peer, measure every cell, stop it. Returns its status entry."""
     reason = peer.missing()
     if reason:
-        progress.done += len(cells)  # the counter counts every cell, measured or not
-        progress.note(f"skip {peer.name}: {reason}")
+        progress.note(f"skip {peer.name}: {reason}", skipped=len(cells))
         return {"status": "skipped", "reason": reason}
     progress.say(f"{peer.name}: starting")
     try:
@@ -137,8 +138,7 @@ def run_peer(peer, cells, image_sets, settings: Settings, progress: Progress, re
     except Exception as exc:  # Skip: cannot run here; anything else: broke while starting
         kind = "skipped" if isinstance(exc, Skip) else "failed"
         reason = str(exc) if isinstance(exc, Skip) else f"{type(exc).__name__}: {exc}"
-        progress.done += len(cells)
-        progress.note(f"{'skip' if isinstance(exc, Skip) else 'FAILED'} {peer.name}: {reason}")
+        progress.note(f"{'skip' if isinstance(exc, Skip) else 'FAILED'} {peer.name}: {reason}", skipped=len(cells))
         peer.stop()
         return {"status": kind, "reason": reason[:500]}
     status = {"status": "ran", "label": peer.label, "notes": peer.notes()}

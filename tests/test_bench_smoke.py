@@ -70,7 +70,7 @@ def test_a_peer_that_is_not_installed_is_skipped_with_its_reason():
         def __init__(self):
             self.lines = []
 
-        def note(self, text):
+        def note(self, text, skipped=0):
             self.lines.append(text)
 
         def say(self, text, step=False):

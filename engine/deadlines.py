@@ -1,10 +1,11 @@
 """Per-task deadlines: ``options={"deadline_ms": N}`` on a request.
 
 The deadline counts from the moment the broker admits the task. The broker forwards
-what is left of it to the worker (``forwarded``), so time spent queued counts too.
-The worker supervisor answers ``deadline_exceeded`` for a task still waiting when its
-deadline passes, and for one still running; the running process then gets
-``GRACE_S`` to come back before it is killed and replaced. ``deadline_exceeded`` is
+what is left of it to the worker (``forwarded``), with its wall clock at sending, so time
+spent queued, and waiting at a busy pool process, counts too. A pool process answers
+``deadline_exceeded`` for a task whose deadline passed before it started (or while it ran);
+for one still running, its supervisor answers (within its watch interval) and the process
+gets ``GRACE_S`` to come back before it is killed and replaced. ``deadline_exceeded`` is
 final: the broker does not retry it (the deadline would only pass again).
 """
 from __future__ import annotations

@@ -26,3 +26,19 @@ def launched(shots: Path):
             yield browser
         finally:
             browser.close()
+
+
+def logged_in(chromium, web, user, *, width: int = 1200, javascript: bool = True):
+    """A page of a fresh browser context, logged in as ``user`` (a web_helpers.User)."""
+    from web_helpers import PASSWORD
+
+    context = chromium.new_context(base_url=web.url, viewport={"width": width, "height": 900},
+                                   java_script_enabled=javascript)
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    page.goto("/login")
+    page.fill("#name", user.name)
+    page.fill("#password", PASSWORD)
+    page.click("#submit")
+    page.wait_for_url("**/upload")
+    return page

@@ -13,18 +13,10 @@ import numpy as np
 import pytest
 
 from conftest import DATA, Cluster, free_port
+from web_helpers import broker  # noqa: F401 - the module's broker with two local workers
 
 pytestmark = pytest.mark.timeout(120)
 RUN_TIMEOUT_S = 90
-
-
-@pytest.fixture(scope="module")
-def broker():
-    cluster = Cluster(local_workers=2)
-    try:
-        yield cluster.start_broker()
-    finally:
-        cluster.stop()
 
 
 def client(*args: str, broker: Cluster | None = None) -> subprocess.CompletedProcess:

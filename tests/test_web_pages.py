@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from browser_helpers import NEEDS_CHROMIUM, launched
-from web_helpers import DATA, PASSWORD, Cluster, User, WebServer, jpeg, wait_batch
+from browser_helpers import NEEDS_CHROMIUM, launched, logged_in
+from web_helpers import DATA, Cluster, User, WebServer, jpeg, wait_batch
 
 SHOTS = Path("/tmp/shots")
 LONG_PIPELINE = "|".join(["blur:sigma=0.5", "sharpen:amount=0.5"] * 8) + "|png"
@@ -44,18 +44,6 @@ def carol(web):
 def chromium():
     with launched(SHOTS) as browser:
         yield browser
-
-
-def logged_in(chromium, web, user: User, width: int = 1200):
-    context = chromium.new_context(base_url=web.url, viewport={"width": width, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(20_000)
-    page.goto("/login")
-    page.fill("#name", user.name)
-    page.fill("#password", PASSWORD)
-    page.click("#submit")
-    page.wait_for_url("**/upload")
-    return page
 
 
 def page_width_px(page) -> int:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from browser_helpers import NEEDS_CHROMIUM, launched
-from web_helpers import PASSWORD, User, broker, jpeg, wait_batch, web  # noqa: F401
+from browser_helpers import NEEDS_CHROMIUM, launched, logged_in
+from web_helpers import User, broker, jpeg, wait_batch, web  # noqa: F401
 
 SHOTS = Path("/tmp/shots")
 BROKEN_JPEG = b"\xff\xd8\xff not a jpeg"
@@ -28,19 +28,6 @@ def frank(web):
         yield user
     finally:
         user.close()
-
-
-def logged_in(chromium, web, user: User, *, javascript: bool = True):
-    context = chromium.new_context(base_url=web.url, viewport={"width": 1200, "height": 900},
-                                   java_script_enabled=javascript)
-    page = context.new_page()
-    page.set_default_timeout(20_000)
-    page.goto("/login")
-    page.fill("#name", user.name)
-    page.fill("#password", PASSWORD)
-    page.click("#submit")
-    page.wait_for_url("**/upload")
-    return page
 
 
 def submit(user: User, pipeline: str, files: dict[str, bytes]) -> str:

@@ -8,10 +8,13 @@ killing it. Any failure in a task becomes an ERROR reply; only a crash of the pr
 itself ends it, and the supervisor reports that and starts a replacement.
 
 SIGTERM (from the supervisor) drains: no new tasks, those at hand finish, then DISCONNECT.
+If the supervisor itself dies (its host is declared dead and its tasks requeued), the
+process dies with it (Linux) or stops at its next look, and never registers again.
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -38,6 +41,7 @@ from .link import BrokerLink
 log = logging.getLogger("engine.worker.pool")
 
 PARENT_CHECK_S = 1.0  # how often an idle process checks that its supervisor is alive
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 RECV_BATCH = 256
 
 
@@ -57,9 +61,22 @@ def pool_main(config: WorkerConfig, ident: bytes, group: str, slot, supervisor_p
     """Entry point of a pool process (started with the 'spawn' method)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the supervisor's to handle
     setup_logging(log_level)
+    _die_with_parent()
     if os.getppid() != supervisor_pid:
         return  # the supervisor died while this process was starting
     PoolProcess(config, ident, group, slot, supervisor_pid).run()
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this process when its supervisor dies. The broker requeues a dead
+    host's tasks when its control connection drops; an orphan still running one would only
+    come back as a stray worker of a host that no longer exists."""
+    if not sys.platform.startswith("linux"):
+        return  # elsewhere the process notices at its next parent check
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError) as exc:
+        log.debug("prctl(PR_SET_PDEATHSIG) unavailable: %s", exc)
 
 
 @contextlib.contextmanager
@@ -188,6 +205,9 @@ class PoolProcess:
                 log.exception("pool process %d: a message from the broker was dropped", os.getpid())
 
     def _register(self) -> None:
+        if os.getppid() != self.parent:  # its host is gone: the broker must not take it back
+            self._drain()
+            return
         self.epoch += 1
         self.credit.reset()
         free = 0 if self.draining else max(0, self.credit.current - len(self.pending))

@@ -25,17 +25,29 @@ from bench.peers.engine import broker_ready, start_broker  # noqa: E402
 TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 
 
+SYSTEM_TIME = {}  # tid -> stime (s), from the last ``thread_cpu_s``
+
+
 def thread_cpu_s(pid: int) -> dict[int, float]:
-    """utime + stime of every thread of ``pid``."""
+    """utime + stime of every thread of ``pid`` (stime alone kept in ``SYSTEM_TIME``)."""
     out = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{tid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
             out[int(tid)] = (int(fields[11]) + int(fields[12])) * TICK_S
+            SYSTEM_TIME[(pid, int(tid))] = int(fields[12]) * TICK_S
         except (FileNotFoundError, ProcessLookupError):
             pass
     return out
+
+
+def thread_name(pid: int, tid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/task/{tid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
 
 
 def process_cpu_s(pid: int) -> float:
@@ -64,19 +76,27 @@ def main(argv=None) -> int:
         with Client(front, timeout_s=120, validate=False) as client:
             for _ in client.imap_unordered([payload] * 500, "noop", window=args.window):  # warm up
                 pass
-            b0, w0, c0 = thread_cpu_s(broker.pid), [process_cpu_s(e.pid) for e in echoes], thread_cpu_s(os.getpid())
+            b0 = thread_cpu_s(broker.pid)
+            sys0 = SYSTEM_TIME.get((broker.pid, broker.pid), 0.0)
+            b0, w0, c0 = b0, [process_cpu_s(e.pid) for e in echoes], thread_cpu_s(os.getpid())
             t0 = time.perf_counter()
             done = sum(1 for _ in client.imap_unordered([payload] * args.tasks, "noop", window=args.window))
             wall_s = time.perf_counter() - t0
-            b1, w1, c1 = thread_cpu_s(broker.pid), [process_cpu_s(e.pid) for e in echoes], thread_cpu_s(os.getpid())
+            b1 = thread_cpu_s(broker.pid)
+            sys1 = SYSTEM_TIME.get((broker.pid, broker.pid), 0.0)
+            b1, w1, c1 = b1, [process_cpu_s(e.pid) for e in echoes], thread_cpu_s(os.getpid())
         per = 1e6 / done
         main_us = (b1.get(broker.pid, 0) - b0.get(broker.pid, 0)) * per
         other_us = sum(b1[t] - b0.get(t, 0) for t in b1 if t != broker.pid) * per
         echo_us = sum(a - b for a, b in zip(w1, w0)) * per
         client_us = sum(c1[t] - c0.get(t, 0) for t in c1) * per
+        client_split = {}
+        for t in c1:
+            role = "caller" if t == os.getpid() else thread_name(os.getpid(), t)
+            client_split[role] = client_split.get(role, 0.0) + (c1[t] - c0.get(t, 0)) * per
         print(f"{done} tasks of {args.payload_kb} KiB in {wall_s:.2f} s ({done / wall_s:.0f}/s); CPU per task: "
-              f"broker main {main_us:.0f} us, broker other threads {other_us:.0f} us, echo workers {echo_us:.0f} us, "
-              f"client {client_us:.0f} us")
+              f"broker main {main_us:.0f} us (in the kernel {(sys1 - sys0) * per:.0f}), broker other threads {other_us:.0f} us, echo workers {echo_us:.0f} us, "
+              f"client {client_us:.0f} us ({', '.join(f'{k} {v:.0f}' for k, v in sorted(client_split.items()))})")
     finally:
         broker.terminate()
         broker.wait(20)

@@ -41,7 +41,7 @@ TYPE_NAMES = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Message:
     """Base of all messages: ``TYPE`` is the wire type, ``PAYLOADS`` how many raw frames follow."""
 
@@ -59,7 +59,7 @@ class Message:
         return out
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Ready(Message):
     TYPE: ClassVar[int] = READY
     FIELDS: ClassVar = {"capacity": ("cap", (int,), True), "ops": ("ops", (dict,), False),
@@ -75,7 +75,7 @@ class Ready(Message):
     control: bool | None = None  # a worker host's supervisor: no slots, it speaks for the group's processes
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Request(Message):
     TYPE: ClassVar[int] = REQUEST
     PAYLOADS: ClassVar[int] = 1
@@ -89,7 +89,7 @@ class Request(Message):
     more: bool | None = None  # broker -> worker: other tasks were waiting (a worker idle before this one waited on the link)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Reply(Message):
     TYPE: ClassVar[int] = REPLY
     PAYLOADS: ClassVar[int] = 1
@@ -98,7 +98,7 @@ class Reply(Message):
     meta: dict = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Error(Message):
     TYPE: ClassVar[int] = ERROR
     FIELDS: ClassVar = {"task_id": ("id", (str,), False), "code": ("code", (str,), True),
@@ -111,7 +111,7 @@ class Error(Message):
     worker: str | None = None  # supervisor -> broker: the answer is for this pool process of its group
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Heartbeat(Message):
     TYPE: ClassVar[int] = HEARTBEAT
     FIELDS: ClassVar = {"sender": ("sid", (str,), False), "max_message_bytes": ("maxmsg", (int,), False),
@@ -121,7 +121,7 @@ class Heartbeat(Message):
     clock_s: float | None = None  # broker -> worker: its wall clock, so a worker can age a task's ``sent_s``
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Disconnect(Message):
     TYPE: ClassVar[int] = DISCONNECT
     FIELDS: ClassVar = {"reason": ("reason", (str,), False), "drain": ("drain", (bool,), False),
@@ -132,14 +132,14 @@ class Disconnect(Message):
     task_id: str | None = None  # ... and this task (if any) was running in it: it alone counts an attempt
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Cancel(Message):
     TYPE: ClassVar[int] = CANCEL
     FIELDS: ClassVar = {"task_id": ("id", (str,), True)}
     task_id: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Info(Message):
     TYPE: ClassVar[int] = INFO
     FIELDS: ClassVar = {"data": ("data", (dict,), False)}

@@ -16,7 +16,7 @@ import zmq
 # Frames up to this size are copied into the message when sent, not lent to libzmq: lending
 # (pyzmq's zero copy) costs a round trip through pyzmq's garbage-collector thread per frame,
 # more than copying 1 MiB. Received zmq.Frame objects are always forwarded by reference.
-COPY_THRESHOLD_BYTES = 2**20
+COPY_THRESHOLD_BYTES = 64 * 1024
 NOBLOCK = int(zmq.NOBLOCK)
 SNDMORE = int(zmq.SNDMORE)
 

@@ -1,6 +1,7 @@
 """Broker settings: one dataclass, every default with its unit."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 # Loopback unless told otherwise (``--public`` binds every interface): an open broker
@@ -36,12 +37,22 @@ WORKER_PIPE_MESSAGES = 10_000  # ZMQ_SNDHWM per worker: tasks (bounded by its sl
 MAX_SLOTS_PER_WORKER = 1024  # a READY cannot claim more
 MAX_CLIENTS = 10_000  # connected clients tracked at once; more are answered "busy"
 MAX_IDENTITIES = 10_000  # per-client quota records; the idle ones go first
+# libzmq's rule of thumb is one I/O thread per gigabyte a second in or out. The broker's
+# payloads are 10 kB to 30 MB; one thread per four cores (at least one, at most four)
+# leaves the rest to the broker's Python thread and to workers on the same host.
+IO_THREADS_MAX = 4
+
+
+def default_io_threads(cores: int | None = None) -> int:
+    """libzmq I/O threads for a host with ``cores`` CPUs (``os.cpu_count()`` if None)."""
+    return max(1, min(IO_THREADS_MAX, (cores or os.cpu_count() or 1) // 4))
 
 
 @dataclass(frozen=True, kw_only=True)
 class BrokerConfig:
     front: str = FRONT
     back: str = BACK
+    io_threads: int = 0  # libzmq I/O threads of the broker's context (0: ``default_io_threads()``)
     heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S
     heartbeat_liveness: int = HEARTBEAT_LIVENESS
     max_queue: int = MAX_QUEUE

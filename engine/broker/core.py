@@ -7,6 +7,7 @@ tasks, and a task whose lease expired, are queued again.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -23,6 +24,7 @@ from ..security import CLIENTS, HOW_TO_MAKE_KEYS, CurveServer
 from ..wakeup import Wakeup
 from . import info as info_
 from .compat import CompatFront
+from . import config as C
 from .config import BrokerConfig
 from .front import Origin
 from .native import NativeFront
@@ -44,11 +46,33 @@ STAT_NAMES = ("received", "completed", "failed", "requeued", "reassigned", "stra
               "leases_expired", "unread_dropped", "undeliverable", "internal_errors")
 
 
+def _canonical(pipeline: str | list) -> str | None:
+    """A pipeline's canonical form (the cache key's), or None if it is invalid: its worker
+    then answers with the precise error."""
+    from .. import ops  # the broker needs the registry only for canonical pipelines
+
+    try:
+        return ops.canonical(pipeline)
+    except Exception:
+        return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _canonical_text(pipeline: str) -> str | None:
+    """``_canonical`` once per distinct pipeline text (clients send the same few again and again)."""
+    return _canonical(pipeline)
+
+
 class Broker:
     def __init__(self, config: BrokerConfig, *, context: zmq.Context | None = None) -> None:
         self.config = config
         self.instance_id = uuid.uuid4().hex[:12]
-        self.ctx = context or zmq.Context.instance()
+        if context is None:  # its own context, with I/O threads sized for the host
+            context = zmq.Context(io_threads=config.io_threads or C.default_io_threads())
+            self._own_context = True
+        else:
+            self._own_context = False
+        self.ctx = context
         self.dispatcher = Dispatcher(max_queue=config.max_queue,
                                      liveness_s=config.heartbeat_interval_s * config.heartbeat_liveness)
         self.stats: Counter[str] = Counter({name: 0 for name in STAT_NAMES})
@@ -92,6 +116,8 @@ class Broker:
         if self.curve is not None:
             self.curve.close()
         self._wakeup.close()
+        if self._own_context:
+            self.ctx.term()
 
     # ---- the loop ----------------------------------------------------------------
     def run(self) -> None:
@@ -259,11 +285,9 @@ class Broker:
         """Input hash + canonical pipeline + engine version; None when not cacheable."""
         if self.cache is None or (request.options or {}).get("cache") is False:
             return None
-        from .. import ops  # the broker needs the registry only for canonical pipelines
-
-        try:
-            canonical = ops.canonical(request.pipeline)
-        except Exception:  # invalid (or absurd): the worker answers with the precise error
+        pipeline = request.pipeline
+        canonical = _canonical_text(pipeline) if isinstance(pipeline, str) else _canonical(pipeline)
+        if canonical is None:
             return None
         data = payload.buffer if isinstance(payload, zmq.Frame) else payload
         return ResultCache.key(data, canonical, __version__)

@@ -20,9 +20,10 @@ from .outbox import Outbox, UnreadLimits
 log = logging.getLogger("engine.broker")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, eq=False)
 class Origin:
-    """Where a task came from, so its reply goes there and nowhere else."""
+    """Where a task came from, so its reply goes there and nowhere else (made once per
+    request: a plain slotted class, which is cheaper to build than a frozen one)."""
 
     front: Any  # the front end that admitted it (its reply path)
     route: tuple = ()  # what addresses the peer on that front (routing id, REQ envelope)

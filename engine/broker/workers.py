@@ -233,7 +233,8 @@ class WorkerSide:
             d.took(wid, time.monotonic() - task.dispatched_s)
         # Another worker still runs it (a straggler's copy, or after a requeue): drop it if it has not
         # started; a running one finishes (its process stays warm) and its answer is dropped.
-        self.cancel(task, kill=False)
+        if len(task.holders) > 1:
+            self.cancel(task, kill=False)
         if isinstance(msg, P.Reply):
             self.broker.finish_ok(task, msg.meta, payloads[0])
         else:

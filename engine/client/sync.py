@@ -2,11 +2,16 @@
 
 One background thread owns the DEALER socket. Other threads never touch it: they put
 commands on a queue and write a byte to a pipe the IO thread polls (no busy waiting).
+
+``map`` and ``imap_unordered`` cross between the caller's thread and the IO thread in
+batches: a window's worth of tasks is one command and one wake-up, and the results that
+one turn of the IO loop completes reach the caller as one list (``_Sink``), with no
+future per task. ``submit`` has one future per task (``_TaskFuture``).
 """
 from __future__ import annotations
 
-import collections
 import concurrent.futures as cf
+import itertools
 import queue
 import threading
 import time
@@ -24,6 +29,59 @@ from ..wakeup import Wakeup
 from .core import HEARTBEAT_INTERVAL_S, TIMEOUT_S, ClientCore, Result, complete
 
 DEFAULT_WINDOW = 16
+IO_STALL_MARGIN_S = 30  # past the task timeout: the IO thread itself stopped answering
+
+
+class _TaskFuture(cf.Future):
+    """``submit``'s future: cancelling it tells the broker to drop the task."""
+
+    def __init__(self, client: "Client", task_id: str) -> None:
+        super().__init__()
+        self._client = client
+        self._task_id = task_id
+
+    def cancel(self) -> bool:
+        if not super().cancel():
+            return False
+        self._client._command(("cancel", self._task_id))
+        return True
+
+
+class _Sink:
+    """Where the results of one ``map``/``imap_unordered`` call go: the IO thread appends
+    ``(key, result or exception)`` to ``batch`` and, once per turn of its loop, puts the
+    whole list on ``results`` (one hand-over and one wake-up of the caller per turn)."""
+
+    __slots__ = ("results", "batch", "dirty")
+
+    def __init__(self, dirty: list) -> None:
+        self.results: queue.SimpleQueue = queue.SimpleQueue()
+        self.batch: list = []
+        self.dirty = dirty  # the IO thread's list of sinks with something to hand over
+
+    def slot(self, key: int) -> "_Slot":
+        return _Slot(self, key)
+
+
+class _Slot:
+    """The handle ``ClientCore`` completes for one task of a ``_Sink`` (IO thread only)."""
+
+    __slots__ = ("sink", "key", "finished")
+
+    def __init__(self, sink: _Sink, key: int) -> None:
+        self.sink, self.key, self.finished = sink, key, False
+
+    def done(self) -> bool:
+        return self.finished
+
+    def set_result(self, outcome: Any) -> None:
+        self.finished = True
+        sink = self.sink
+        if not sink.batch:
+            sink.dirty.append(sink)
+        sink.batch.append((self.key, outcome))
+
+    set_exception = set_result
 
 
 class Client:
@@ -49,6 +107,7 @@ class Client:
         self._wake_pending = False  # set by a caller that fired the wake-up; cleared by the IO thread
         self._closed = False
         self._close_lock = threading.Lock()
+        self._dirty: list[_Sink] = []  # IO thread only: sinks with results to hand over
         self._thread = threading.Thread(target=self._io_loop, name="engine-client-io", daemon=True)
         self._thread.start()
 
@@ -58,10 +117,9 @@ class Client:
         """Send one image; the future's result is a ``Result`` or raises an engine error."""
         if self._closed:
             raise BrokerUnavailable("the client is closed")
-        future: cf.Future = cf.Future()
         task_id = self._core.new_task_id()
-        future.add_done_callback(lambda f: f.cancelled() and self._command(("cancel", task_id)))
-        self._command(("submit", task_id, data, pipeline, options, timeout_s, future))
+        future = _TaskFuture(self, task_id)
+        self._command(("submit", [(task_id, data, future)], pipeline, options, timeout_s))
         return future
 
     def process(self, data: bytes, pipeline: str | list, **kwargs: Any) -> Result:
@@ -70,53 +128,92 @@ class Client:
 
     def map(self, items: Iterable[bytes], pipeline: str | list, *, window: int = DEFAULT_WINDOW,
             return_exceptions: bool = False, **kwargs: Any) -> Iterator[Result | BaseException]:
-        """Results in input order, with at most ``window`` tasks in flight.
+        """Results in input order, with at most ``window`` tasks in flight (answered but
+        not yet yielded counts: memory stays bounded however slow one task is).
 
         A failed task raises its error where its result would be (and the tasks still in
         flight are cancelled), unless ``return_exceptions`` yields the error instead.
         """
-        inflight: collections.deque[cf.Future] = collections.deque()
+        sink = _Sink(self._dirty)
         source = iter(items)
+        answered: dict[int, Any] = {}
+        submitted = yielded = 0
         try:
-            for data in source:
-                inflight.append(self.submit(data, pipeline, **kwargs))
-                if len(inflight) >= window:
-                    yield self._outcome(inflight.popleft(), return_exceptions)
-            while inflight:
-                yield self._outcome(inflight.popleft(), return_exceptions)
+            while True:
+                room = window - (submitted - yielded)
+                if room > 0 and source is not None:
+                    count = self._submit_batch(sink, source, submitted, room, pipeline, kwargs)
+                    submitted += count
+                    if count < room:
+                        source = None
+                if yielded == submitted:
+                    return
+                while yielded not in answered:
+                    answered.update(self._take(sink))
+                while yielded in answered:
+                    outcome = answered.pop(yielded)
+                    yielded += 1
+                    yield self._outcome(outcome, return_exceptions)
         finally:
-            for future in inflight:
-                future.cancel()
+            self._cancel_rest(sink, range(yielded, submitted), answered)
 
     def imap_unordered(self, items: Iterable[bytes], pipeline: str | list, *, window: int = DEFAULT_WINDOW,
                        return_exceptions: bool = False, **kwargs: Any) -> Iterator[Result | BaseException]:
-        """Results as they come, with at most ``window`` tasks in flight.
-
-        Each future reports itself on one queue when done, so waiting costs O(1) per task
-        (``concurrent.futures.wait`` would visit every future in flight each time).
-        """
-        inflight: set[cf.Future] = set()
-        finished: queue.SimpleQueue = queue.SimpleQueue()
+        """Results as they come, with at most ``window`` tasks in flight. The window is
+        refilled as each batch of answers arrives, before they are yielded."""
+        sink = _Sink(self._dirty)
         source = iter(items)
-        exhausted = False
+        waiting: set[int] = set()
+        submitted = 0
         try:
             while True:
-                while not exhausted and len(inflight) < window:
-                    try:
-                        future = self.submit(next(source), pipeline, **kwargs)
-                    except StopIteration:
-                        exhausted = True
-                        break
-                    inflight.add(future)
-                    future.add_done_callback(finished.put)
-                if not inflight:
+                room = window - len(waiting)
+                if room > 0 and source is not None:
+                    count = self._submit_batch(sink, source, submitted, room, pipeline, kwargs)
+                    waiting.update(range(submitted, submitted + count))
+                    submitted += count
+                    if count < room:
+                        source = None
+                if not waiting:
                     return
-                future = finished.get()
-                inflight.discard(future)
-                yield self._outcome(future, return_exceptions)
+                batch = self._take(sink)
+                waiting.difference_update(key for key, _ in batch)
+                if source is not None:  # keep the workers busy while the caller handles these
+                    room = window - len(waiting)
+                    count = self._submit_batch(sink, source, submitted, room, pipeline, kwargs)
+                    waiting.update(range(submitted, submitted + count))
+                    submitted += count
+                    if count < room:
+                        source = None
+                for _, outcome in batch:
+                    yield self._outcome(outcome, return_exceptions)
         finally:
-            for future in inflight:
-                future.cancel()
+            self._cancel_rest(sink, waiting, {})
+
+    def _submit_batch(self, sink: _Sink, source: Iterator[bytes], first_key: int, count: int,
+                      pipeline: str | list, kwargs: dict) -> int:
+        """Up to ``count`` tasks from ``source`` as one command; returns how many."""
+        if self._closed:
+            raise BrokerUnavailable("the client is closed")
+        new_id = self._core.new_task_id
+        tasks = [(new_id(), data, sink.slot(key)) for key, data in zip(itertools.count(first_key),
+                                                                        itertools.islice(source, count))]
+        if tasks:
+            self._command(("submit", tasks, pipeline, kwargs.get("options"), kwargs.get("timeout_s")))
+        return len(tasks)
+
+    def _take(self, sink: _Sink) -> list:
+        """The next batch of ``(key, outcome)`` (the core answers every task, if only with
+        its timeout; the margin only guards against a stopped IO thread)."""
+        try:
+            return sink.results.get(timeout=self.timeout_s + IO_STALL_MARGIN_S)
+        except queue.Empty:
+            raise TaskTimeout("the client's IO thread stopped answering") from None
+
+    def _cancel_rest(self, sink: _Sink, keys: Iterable[int], answered: dict) -> None:
+        """The caller stopped early: the tasks not answered yet are dropped at the broker."""
+        if any(key not in answered for key in keys) and not self._closed:
+            self._command(("cancel_sink", sink))
 
     def info(self, timeout_s: float = 5.0) -> dict:
         """The broker's view: workers, queue depth, counters, operations offered."""
@@ -149,18 +246,11 @@ class Client:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def _outcome(self, future: cf.Future, return_exceptions: bool) -> Result | BaseException:
-        # The core completes every future (answer, error or timeout); the margin only
-        # guards against a stopped IO thread.
-        try:
-            return future.result(self.timeout_s + 30)
-        except cf.TimeoutError:
-            err: BaseException = TaskTimeout("the client's IO thread stopped answering")
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            err = exc
-        if return_exceptions:
-            return err
-        raise err
+    @staticmethod
+    def _outcome(outcome: Any, return_exceptions: bool) -> Result | BaseException:
+        if isinstance(outcome, BaseException) and not return_exceptions:
+            raise outcome
+        return outcome
 
     def _command(self, cmd: tuple) -> None:
         """Queue a command for the IO thread; wake it only if no wake-up is pending already
@@ -210,7 +300,9 @@ class Client:
                             break
                         complete(core.on_message(frames))
                 complete(core.on_tick())
+                self._hand_over()
             complete(core.fail_all(lambda: BrokerUnavailable("the client was closed")))
+            self._hand_over()
             try:
                 sock.send_multipart(core.goodbye(), zmq.NOBLOCK)
             except zmq.Again:  # never connected (e.g. the broker refused our CURVE key): nobody to tell
@@ -232,6 +324,13 @@ class Client:
         sock.connect(self.address)
         return sock, mon
 
+    def _hand_over(self) -> None:
+        """Each sink's results of this turn go to its caller as one list."""
+        for sink in self._dirty:
+            batch, sink.batch = sink.batch, []
+            sink.results.put(batch)
+        self._dirty.clear()
+
     def _run_commands(self) -> bool:
         core = self._core
         while True:
@@ -241,15 +340,20 @@ class Client:
                 return True
             kind = cmd[0]
             if kind == "submit":
-                _, task_id, data, pipeline, options, timeout_s, future = cmd
-                if future.cancelled():  # stays PENDING until answered, so cancel() works
-                    continue
-                try:
-                    core.submit(task_id, data, pipeline, future, options=options, timeout_s=timeout_s)
-                except Exception as exc:  # bad argument: fail this future, not the thread
-                    future.set_exception(exc)
+                _, tasks, pipeline, options, timeout_s = cmd
+                for task_id, data, handle in tasks:
+                    if handle.done():  # a future cancelled before it was sent
+                        continue
+                    try:
+                        core.submit(task_id, data, pipeline, handle, options=options, timeout_s=timeout_s)
+                    except Exception as exc:  # bad argument: fail this task, not the thread
+                        handle.set_exception(exc)
             elif kind == "cancel":
                 core.cancel(cmd[1])
+            elif kind == "cancel_sink":  # a map the caller left early: drop what it still waits for
+                for pending in [p for p in core.pending.values() if getattr(p.handle, "sink", None) is cmd[1]]:
+                    pending.handle.finished = True
+                    core.cancel(pending.task_id)
             elif kind == "info":
                 try:
                     core.request_info(cmd[1])

@@ -26,6 +26,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -44,7 +45,9 @@ from bench.httpload import fetch, is_jpeg, run_load  # noqa: E402
 from bench.peers.base import Skip  # noqa: E402
 
 SCHEMA = 1
-RESULTS = Path(__file__).resolve().parent / "results" / "http"
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results" / "http"
+GIT_TIMEOUT_S = 10.0
 WARMUP_PER_CONNECTION = 4  # unmeasured requests per connection before each measured run
 MIN_PSNR_DB = 30.0  # an answer this far from a direct OpenCV resize is not the same picture
 
@@ -86,6 +89,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.processes < 1 or args.requests < 0 or args.warmup < 0 or (args.requests == 0 and args.duration_s <= 0):
         p.error("--processes must be >= 1, --requests and --warmup >= 0, and --duration-s > 0 without --requests")
     return args
+
+
+def source_state() -> dict:
+    """The commit and the uncommitted files under engine/: what engine code the run measured."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
+                                  timeout=GIT_TIMEOUT_S, check=True).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return "unknown"
+
+    changed = git("status", "--porcelain", "--", "engine")
+    return {"commit": git("rev-parse", "HEAD"), "engine_uncommitted": changed.splitlines() if changed != "unknown"
+            else "unknown"}
 
 
 def say(text: str) -> None:
@@ -167,7 +184,11 @@ def measure_peer(server: Server, args: argparse.Namespace) -> dict:
         # What the rest of the machine used meanwhile: on a shared machine, the cores this run lacked.
         cores["machine_busy"] = round(busy, 3)
         cores["others"] = round(max(0.0, busy - cores["server"] - cores.get("client", 0.0)), 3)
-        row = {**load.summary(), "warmup_requests": warmup, "cpu_cores": cores,
+        summary = load.summary()
+        # Requests per second per busy server core: on a shared machine, a figure less bent by
+        # what the others took than requests/s (it still feels their cache and memory traffic).
+        summary["requests_per_server_core_s"] = round(summary["requests_per_s"] / max(cores["server"], 1e-9), 2)
+        row = {**summary, "warmup_requests": warmup, "cpu_cores": cores,
                "loadavg_1min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)]}
         rows.append(row)
         lat = row["latency_ms"]
@@ -210,37 +231,46 @@ def _uninterrupted():
 
 
 def ratios(peers: dict) -> list[dict]:
-    """engine / thumbor per concurrency level: requests/s (above 1: the engine is faster) and latency."""
-    engine, thumbor = peers.get("engine", {}), peers.get("thumbor", {})
-    if engine.get("status") != "ran" or thumbor.get("status") != "ran":
+    """Each engine variant / thumbor per concurrency level: requests/s (above 1: the engine is
+    faster) and latency."""
+    thumbor = peers.get("thumbor", {})
+    if thumbor.get("status") != "ran":
         return []
     other = {r["concurrency"]: r for r in thumbor["runs"]}
     out = []
-    for e in engine["runs"]:
-        t = other.get(e["concurrency"])
-        if t and t["requests_per_s"] and t["latency_ms"]["p50"]:
-            out.append({"concurrency": e["concurrency"],
-                        "requests_per_s": round(e["requests_per_s"] / t["requests_per_s"], 3),
-                        "latency_p50": round(e["latency_ms"]["p50"] / t["latency_ms"]["p50"], 3),
-                        "latency_p99": round(e["latency_ms"]["p99"] / max(t["latency_ms"]["p99"], 1e-9), 3)})
+    for name, engine in peers.items():
+        if not name.startswith("engine") or engine.get("status") != "ran":
+            continue
+        for e in engine["runs"]:
+            t = other.get(e["concurrency"])
+            if t and t["requests_per_s"] and t["latency_ms"]["p50"]:
+                out.append({"peer": name, "concurrency": e["concurrency"],
+                            "requests_per_s": round(e["requests_per_s"] / t["requests_per_s"], 3),
+                            "requests_per_server_core_s": round(e["requests_per_server_core_s"]
+                                                                / max(t["requests_per_server_core_s"], 1e-9), 3),
+                            "latency_p50": round(e["latency_ms"]["p50"] / t["latency_ms"]["p50"], 3),
+                            "latency_p99": round(e["latency_ms"]["p99"] / max(t["latency_ms"]["p99"], 1e-9), 3)})
     return out
 
 
 def table(result: dict) -> list[str]:
-    lines = [f"{'peer':<8} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
-             f"{'server cores':>12} {'client cores':>12} {'other cores':>11}"]
+    lines = [f"{'peer':<14} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
+             f"{'server cores':>12} {'req/s/core':>10} {'client cores':>12} {'other cores':>11}"]
     for name, peer in result["peers"].items():
         if peer["status"] != "ran":
-            lines.append(f"{name:<8} {peer['status']}: {peer['reason'][:100]}")
+            lines.append(f"{name:<14} {peer['status']}: {peer['reason'][:100]}")
             continue
         for r in peer["runs"]:
             cpu = r["cpu_cores"]
-            lines.append(f"{name:<8} {r['concurrency']:>4} {r['requests_per_s']:>8.1f} {r['latency_ms']['p50']:>8.1f} "
+            lines.append(f"{name:<14} {r['concurrency']:>4} {r['requests_per_s']:>8.1f} "
+                         f"{r['latency_ms']['p50']:>8.1f} "
                          f"{r['latency_ms']['p99']:>8.1f} {r['errors']:>6} {cpu.get('server', 0):>12.2f} "
-                         f"{cpu.get('client', 0):>12.2f} {cpu.get('others', 0):>11.2f}")
+                         f"{r['requests_per_server_core_s']:>10.1f} {cpu.get('client', 0):>12.2f} "
+                         f"{cpu.get('others', 0):>11.2f}")
     for r in result["ratios"]:
-        lines.append(f"engine / thumbor at concurrency {r['concurrency']}: {r['requests_per_s']:.2f}x requests/s "
-                     f"(above 1: the engine is faster), {r['latency_p50']:.2f}x p50, {r['latency_p99']:.2f}x p99 latency")
+        lines.append(f"{r['peer']} / thumbor at concurrency {r['concurrency']}: {r['requests_per_s']:.2f}x requests/s, "
+                     f"{r['requests_per_server_core_s']:.2f}x requests/s per server core (above 1: the engine is "
+                     f"faster), {r['latency_p50']:.2f}x p50, {r['latency_p99']:.2f}x p99 latency")
     return lines
 
 
@@ -256,7 +286,7 @@ def main(argv=None) -> int:
     result = {
         "schema": SCHEMA, "started_at": started_at, "target": target_name(fp), "fingerprint": fp,
         "command": ["python", "bench/http_peers.py", *(sys.argv[1:] if argv is None else argv)],
-        "note": args.note, "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "note": args.note, "loadavg_at_start": [round(x, 2) for x in os.getloadavg()], "source": source_state(),
         "settings": {"peers": args.peers, "concurrency": args.concurrency, "processes": args.processes,
                      "duration_s": 0 if args.requests else args.duration_s, "requests": args.requests,
                      "warmup": args.warmup or f"{WARMUP_PER_CONNECTION} per connection",

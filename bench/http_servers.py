@@ -32,7 +32,9 @@ HOST = "127.0.0.1"
 BOX_PX = 512  # fit inside BOX_PX x BOX_PX
 QUALITY = 80  # JPEG quality of the answers
 LONG_SIDE_PX = 2048  # the inputs' long side, as in imgproxy's image-servers-benchmark (~2K JPEGs)
-ENGINE_PIPELINE = f"resize:width={BOX_PX},height={BOX_PX},mode=fit,upscale=false|jpeg:quality={QUALITY}"
+# 4:2:0 chroma, as thumbor (Pillow) writes it: the same output, not only the same size.
+ENGINE_PIPELINE = (f"resize:width={BOX_PX},height={BOX_PX},mode=fit,upscale=false"
+                   f"|jpeg:quality={QUALITY},subsampling=420")
 THUMBOR_PATH = f"/unsafe/fit-in/{BOX_PX}x{BOX_PX}/filters:quality({QUALITY})/{{name}}"
 READY_TIMEOUT_S = 60.0
 READY_POLL_S = 0.2
@@ -156,7 +158,10 @@ class Server:
 
 
 class EngineHttp(Server):
+    """``?history=false``: the answer only, as thumbor gives it (nothing stored)."""
+
     name = "engine"
+    keep = False
 
     def start(self) -> None:
         from .peers.engine import broker_ready
@@ -177,7 +182,8 @@ class EngineHttp(Server):
         wait_http(self.port, "/api/v1/operations", self.proc, self.log_path, ok=lambda s: s < 500)
         token = self._api_token()
         pipeline = quote(ENGINE_PIPELINE, safe="")
-        self.requests = [Request("POST", f"/api/v1/process?pipeline={pipeline}&name={name}", data,
+        keep = "" if self.keep else "&history=false"
+        self.requests = [Request("POST", f"/api/v1/process?pipeline={pipeline}&name={name}{keep}", data,
                                  {"Authorization": f"Bearer {token}", "Content-Type": "image/jpeg"})
                          for name, data, _size in self.images]
 
@@ -218,7 +224,16 @@ class EngineHttp(Server):
     def notes(self) -> str:
         return (f"python -m engine.broker --local-workers {self.processes} --cache-mb 0 --web HOST:PORT "
                 f"(broker, worker supervisor + {self.processes} pool processes, web gateway; access log off); "
-                f"POST /api/v1/process?pipeline={ENGINE_PIPELINE} with the JPEG as the body")
+                f"POST /api/v1/process?pipeline={ENGINE_PIPELINE}{'' if self.keep else '&history=false'} "
+                f"with the JPEG as the body")
+
+
+class EngineHistory(EngineHttp):
+    """The API's default: each request is a job in the user's history (input, result and a
+    thumbnail stored, a database row, the retention check)."""
+
+    name = "engine-history"
+    keep = True
 
 
 def _csrf(html: str) -> str:
@@ -269,4 +284,4 @@ class Thumbor(Server):
                 f"RESULT_STORAGE None; GET {THUMBOR_PATH.format(name='<name>')}")
 
 
-SERVERS = {"engine": EngineHttp, "thumbor": Thumbor}
+SERVERS = {"engine": EngineHttp, "engine-history": EngineHistory, "thumbor": Thumbor}

@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 RUN_TIMEOUT_S = 60
 BOX_PX = 512
 REQUESTS = 12
+NOT_INSTALLED = "thumbor is not installed (pip install thumbor)"
 # Runs the script with thumbor unimportable (importlib.util.find_spec answers None for a module
 # whose sys.modules entry is None), as on a machine where it is not installed.
 WITHOUT_THUMBOR = ("import runpy, sys; sys.modules['thumbor'] = None; sys.argv[0] = 'bench/http_peers.py'; "
@@ -63,8 +64,8 @@ def _left_behind(command: list[str]) -> list[psutil.Process]:
 @pytest.mark.timeout(90)
 def test_engine_http_answers_every_request_with_a_jpeg_in_the_box_even_without_thumbor(tmp_path):
     result, stderr = _run(tmp_path, "--peers", "engine,thumbor", hide_thumbor=True)
-    assert "skip thumbor: thumbor is not installed (pip install thumbor)" in stderr
-    assert result["peers"]["thumbor"] == {"status": "skipped", "reason": "thumbor is not installed (pip install thumbor)"}
+    assert f"skip thumbor: {NOT_INSTALLED}" in stderr
+    assert result["peers"]["thumbor"] == {"status": "skipped", "reason": NOT_INSTALLED}
     engine = result["peers"]["engine"]
     _assert_ran_and_fit(engine)
     assert result["ratios"] == [] and result["fingerprint"]["usable_cores"] >= 1
@@ -74,7 +75,7 @@ def test_engine_http_answers_every_request_with_a_jpeg_in_the_box_even_without_t
 
 @pytest.mark.slow
 @pytest.mark.timeout(90)
-@pytest.mark.skipif(importlib.util.find_spec("thumbor") is None, reason="thumbor is not installed (pip install thumbor)")
+@pytest.mark.skipif(importlib.util.find_spec("thumbor") is None, reason=NOT_INSTALLED)
 def test_thumbor_and_engine_answer_the_same_sizes(tmp_path):
     result, _stderr = _run(tmp_path, "--peers", "engine,thumbor")
     engine, thumbor = result["peers"]["engine"], result["peers"]["thumbor"]

@@ -170,3 +170,55 @@ def test_a_worker_lost_while_its_task_has_a_copy_elsewhere_requeues_nothing():
     assert [w.wid for _, w in d.stragglers(1.0 + STRAGGLER_FACTOR)] == [b"fast"]
     assert d.remove_worker(b"slow") == [] and list(d.queue) == []  # the copy runs on
     assert t0.worker == b"fast" and t0.attempts == 0
+
+
+def _needing(d: Dispatcher, n: int, pipeline: str) -> Task:
+    from engine.pipeline_syntax import step_names
+
+    task = _task(d, n)
+    task.needs = step_names(pipeline)
+    return task
+
+
+def test_a_task_goes_only_to_a_worker_that_offers_every_operation_of_its_pipeline():
+    d = Dispatcher(max_queue=10, liveness_s=6)
+    d.ready(b"A", 2, 0.0, ops={"grayscale": {}, "resize": {}})  # least recently used: first in line
+    d.ready(b"B", 2, 0.0, ops={"grayscale": {}, "resize": {}, "faces": {}})
+    _needing(d, 0, "resize:width=64|faces")
+    _needing(d, 1, "grayscale")
+    assert _assign(d) == [("t0", b"B"), ("t1", b"A")]
+    assert d.can_run(frozenset({"faces"})) is True
+    assert d.can_run(frozenset({"sparkle"})) is False
+    assert d.offered() == {"grayscale", "resize", "faces"}
+
+
+def test_a_task_no_free_worker_can_run_keeps_its_place_and_does_not_block_the_others():
+    d = Dispatcher(max_queue=10, liveness_s=6)
+    d.ready(b"A", 3, 0.0, ops={"grayscale": {}})
+    d.ready(b"B", 1, 0.0, ops={"grayscale": {}, "faces": {}})
+    _needing(d, 0, "faces")
+    _needing(d, 1, "faces")  # B's one slot is taken by t0: this one waits for it
+    _needing(d, 2, "grayscale")
+    assert _assign(d) == [("t0", b"B"), ("t2", b"A")]
+    assert [t.task_id for t in d.queue] == ["t1"]  # still first in line
+    _needing(d, 3, "grayscale")
+    d.release(b"B", 1)
+    assert _assign(d) == [("t1", b"B"), ("t3", b"A")]
+
+
+def test_whether_a_pipeline_can_run_follows_the_workers_as_they_come_and_go():
+    d = Dispatcher(max_queue=10, liveness_s=6)
+    assert d.can_run(frozenset({"faces"})) is None  # nobody there yet: the task may wait
+    d.ready(b"A", 1, 0.0, ops={"grayscale": {}})
+    assert d.can_run(frozenset({"faces"})) is False
+    d.ready(b"B", 1, 0.0, ops={"faces": {}})
+    assert d.can_run(frozenset({"faces"})) is True
+    assert d.can_run(frozenset({"faces", "grayscale"})) is False  # offered, but by no one worker
+    _needing(d, 0, "faces")
+    _needing(d, 1, "faces")
+    assert _assign(d) == [("t0", b"B")]  # t1 waits for B's slot
+    d.remove_worker(b"B")  # t0 comes back to the queue
+    assert d.can_run(frozenset({"faces"})) is False
+    assert [t.task_id for t in d.unrunnable()] == ["t0", "t1"]
+    d.ready(b"W", 1, 0.0)  # a worker that does not say what it offers is taken to offer everything
+    assert d.can_run(frozenset({"faces"})) is True and d.unrunnable() == []

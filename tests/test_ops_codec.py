@@ -241,3 +241,14 @@ def test_big_endian_exif_is_read(cat):
     assert codec.probe(data).orientation == 8
     out, meta = ops.run(data, "png")
     assert (meta["width"], meta["height"]) == (cat.shape[0], cat.shape[1])
+
+
+@pytest.mark.parametrize("subsampling", ["444", "422", "420"])
+def test_the_jpeg_step_encodes_with_the_chroma_subsampling_asked_for(subsampling):
+    photo = sample("chelsea.jpg", max_side=400)
+    data = encode(photo, ".jpg")
+    out, meta = ops.run(data, f"jpeg:quality=80,subsampling={subsampling}")
+    assert simplejpeg.decode_jpeg_header(out)[3] == subsampling
+    assert psnr(simplejpeg.decode_jpeg(out, colorspace="BGR"), simplejpeg.decode_jpeg(data, colorspace="BGR")) > 30
+    if subsampling == "420":
+        assert len(out) < len(ops.run(data, "jpeg:quality=80")[0])  # smaller than full chroma

@@ -34,6 +34,25 @@ def test_process_raw_body_returns_the_grey_image(users):
     assert job["canonical_pipeline"] == ops.canonical("grayscale|png")
 
 
+def test_process_with_history_false_keeps_nothing(users):
+    alice = users[0]
+    before = alice.api.get("/api/v1/jobs").json()["total"]
+    r = alice.api.post("/api/v1/process", params={"pipeline": "grayscale|png", "history": "false"}, content=jpeg())
+    assert r.status_code == 200, r.text
+    assert "x-job-id" not in r.headers
+    meta = json.loads(r.headers["x-engine-meta"])
+    assert (meta["width"], meta["height"], meta["format"]) == (600, 400, "png")
+    got = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_UNCHANGED)
+    want = cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg(), np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2GRAY)
+    assert got.shape == want.shape and psnr(got, want) > 35
+    assert alice.api.get("/api/v1/jobs").json()["total"] == before  # no job in the history
+    bad = alice.api.post("/api/v1/process", params={"pipeline": "greyscale", "history": "false"}, content=jpeg())
+    assert bad.status_code == 422 and bad.json()["code"] == "unknown_operation"
+    assert "did you mean 'grayscale'" in bad.json()["error"]
+    odd = alice.api.post("/api/v1/process", params={"pipeline": "grayscale", "history": "maybe"}, content=jpeg())
+    assert odd.status_code == 400 and odd.json()["code"] == "bad_query"
+
+
 def test_process_multipart_with_pipeline_field(users):
     r = users[0].api.post("/api/v1/process", data={"pipeline": "edge:low=50"},
                           files={"image": ("camera.jpg", jpeg("camera.jpg"), "image/jpeg")})

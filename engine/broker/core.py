@@ -19,7 +19,8 @@ import zmq
 from .. import __version__
 from .. import deadlines, memtrim, tracing
 from ..cache import ResultCache
-from ..errors import BusyError, ConfigError, QuotaError, TaskCancelled, TaskError, Unauthorized
+from ..errors import BusyError, ConfigError, QuotaError, TaskCancelled, TaskError, Unauthorized, UnknownOperation
+from ..pipeline_syntax import step_names, suggest
 from ..security import CLIENTS, HOW_TO_MAKE_KEYS, CurveServer
 from ..wakeup import Wakeup
 from . import info as info_
@@ -224,9 +225,27 @@ class Broker:
                 metrics.bytes_out(len(data))
                 origin.front.reply(origin, request.task_id, meta, data)
                 return
+        needs = step_names(request.pipeline)
+        if needs is not None and self.dispatcher.can_run(needs) is False:
+            self.stats["failed"] += 1
+            metrics.failed(UnknownOperation.code)
+            self.reply_error(origin, request.task_id, UnknownOperation.code, self.unoffered(needs))
+            return
         task = Task(jid=self.dispatcher.new_jid(), origin=origin, task_id=request.task_id, request=request,
-                    payload=payload, received_s=now_s, cache_key=cache_key, due_s=due_s, trace_id=trace)
+                    payload=payload, received_s=now_s, cache_key=cache_key, due_s=due_s, trace_id=trace,
+                    needs=needs)
         self.dispatcher.admit(task)
+
+    def unoffered(self, needs: frozenset) -> str:
+        """Why no connected worker can run a pipeline that uses ``needs`` (Majordomo's unknown service)."""
+        offered = self.dispatcher.offered()
+        missing = sorted(needs - offered)
+        if not missing:
+            return (f"no one connected worker offers all of {', '.join(sorted(needs))} (each is offered by some "
+                    f"worker, but this pipeline needs them together)")
+        return (f"unknown operation {missing[0]!r}{suggest(missing[0], offered)}: no connected worker offers "
+                f"{'it' if len(missing) == 1 else ', '.join(repr(m) for m in missing)} "
+                f"(offered: {', '.join(sorted(offered)) or 'none'})")
 
     def finish_ok(self, task: Task, meta: dict, payload: Any) -> None:
         self.stats["completed"] += 1

@@ -19,6 +19,7 @@ BLAME_ALL = -1  # remove_worker: every task it held counts an attempt (it vanish
 # A batch's tail must not wait on one slow device: when nothing is queued and a worker is
 # free, a task held this many typical task times is run a second time there (first answer wins).
 STRAGGLER_FACTOR = 3.0
+MAX_SKIPPED = 64  # queued tasks one dispatch pass steps over (no free worker offers their operations)
 STRAGGLER_MIN_S = 0.05
 STRAGGLER_SCAN_S = 0.05  # how often the held tasks are looked through for one (O(tasks at workers))
 TASK_TIME_EWMA = 0.1  # weight of the newest worker time in the running mean
@@ -43,6 +44,7 @@ class Task:
     dispatched_s: float = 0.0  # when it was last handed to a worker (monotonic; 0: never)
     due_s: float | None = None  # its deadline, if the request set one (monotonic)
     holders: set = field(default_factory=set)  # every worker it was handed to: only they may answer it
+    needs: frozenset | None = None  # the operations its pipeline uses (None: unknown, any worker will do)
 
     dedup_key: Hashable | None = field(default=None, init=False)  # set once, at admission
 
@@ -82,6 +84,10 @@ class WorkerState:
     control: bool = False  # a host's control connection: no slots, never given a task
     tasks_done_before: int = 0  # a control: tasks done by its processes that are gone
     task_s: float | None = None  # running mean of its worker times (hand-out to answer)
+    offers: frozenset | None = None  # the operations it declared in READY (None: not said, all)
+
+    def can_run(self, needs: frozenset | None) -> bool:
+        return needs is None or self.offers is None or needs <= self.offers
 
     def describe(self, now_s: float) -> dict:
         return {"id": peer_name(self.wid), "host": self.host, "pid": self.pid, "processes": self.processes,
@@ -107,6 +113,7 @@ class Dispatcher:
         self._jids = itertools.count(1)
         self.task_s: float | None = None  # running mean of worker times (dispatch to answer)
         self._next_scan_s = 0.0
+        self._runnable: dict[frozenset, bool | None] = {}  # can_run's answers until the workers change
 
     # ---- tasks -------------------------------------------------------------------
     def new_jid(self) -> int:
@@ -139,20 +146,62 @@ class Dispatcher:
         return task
 
     def assignments(self, now_s: float = 0.0, lease_s: float = float("inf"), grace_s: float = 0.0) -> Iterator[tuple[Task, WorkerState]]:
-        """Pair queued tasks with free workers, LRU first, until one side runs out. Each
-        task gets a lease: ``lease_s``, or its deadline plus ``grace_s`` if that is sooner."""
-        while self.queue and self._ready:
-            task = self.queue.popleft()
-            if task.jid not in self.tasks:  # finished while queued (cancel, late reply)
-                continue
-            wid = next(iter(self._ready))
-            worker = self._take_slot(wid)
-            worker.tasks[task.jid] = task
-            task.worker = wid
-            task.holders.add(wid)
-            task.dispatched_s = now_s
-            task.lease_due_s = now_s + lease_s if task.due_s is None else min(now_s + lease_s, task.due_s + grace_s)
-            yield task, worker
+        """Pair queued tasks with free workers that offer their operations, LRU first, until
+        one side runs out. A task no free worker can run keeps its place at the front (up to
+        ``MAX_SKIPPED`` are stepped over per pass). Each task gets a lease: ``lease_s``, or
+        its deadline plus ``grace_s`` if that is sooner."""
+        skipped: list[Task] = []
+        try:
+            while self.queue and self._ready:
+                task = self.queue.popleft()
+                if task.jid not in self.tasks:  # finished while queued (cancel, late reply)
+                    continue
+                wid = self._ready_for(task)
+                if wid is None:
+                    skipped.append(task)
+                    if len(skipped) >= MAX_SKIPPED:
+                        break
+                    continue
+                worker = self._take_slot(wid)
+                worker.tasks[task.jid] = task
+                task.worker = wid
+                task.holders.add(wid)
+                task.dispatched_s = now_s
+                task.lease_due_s = now_s + lease_s if task.due_s is None else min(now_s + lease_s, task.due_s + grace_s)
+                yield task, worker
+        finally:
+            self.queue.extendleft(reversed(skipped))
+
+    def _ready_for(self, task: Task, exclude: set | frozenset = frozenset()) -> bytes | None:
+        """The least recently used free worker that offers every operation ``task`` needs."""
+        workers = self.workers
+        for wid in self._ready:
+            if wid not in exclude and workers[wid].can_run(task.needs):
+                return wid
+        return None
+
+    def can_run(self, needs: frozenset | None) -> bool | None:
+        """Whether some connected worker offers every operation in ``needs``; None when no
+        worker has said what it offers (none connected yet): the task may wait for one."""
+        if needs is None:
+            return True
+        known = self._runnable.get(needs, ...)
+        if known is not ...:
+            return known
+        pool = [w for w in self.workers.values() if not w.control]
+        answer = None if not pool else any(w.can_run(needs) for w in pool)
+        if len(self._runnable) > 4096:
+            self._runnable.clear()
+        self._runnable[needs] = answer
+        return answer
+
+    def offered(self) -> frozenset:
+        """Every operation some connected worker offers."""
+        return frozenset(op for w in self.workers.values() if w.offers for op in w.offers)
+
+    def unrunnable(self) -> list[Task]:
+        """Queued tasks that no connected worker can run any more (O(queue): after a worker left)."""
+        return [t for t in self.queue if t.jid in self.tasks and self.can_run(t.needs) is False]
 
     def release(self, wid: bytes, jid: int) -> Task | None:
         """A worker is done with ``jid``: give its slot back if the task was assigned to it."""
@@ -194,7 +243,7 @@ class Dispatcher:
                        for t in w.tasks.values() if not t.copied and t.dispatched_s < late_s and t.jid in self.tasks),
                       key=lambda t: t.dispatched_s)
         for task in held:
-            wid = next((w for w in self._ready if w not in task.holders), None)
+            wid = self._ready_for(task, exclude=task.holders)
             if wid is None:
                 return
             worker = self._take_slot(wid)
@@ -262,6 +311,9 @@ class Dispatcher:
         worker.host, worker.pid = host or worker.host, pid or worker.pid
         if ops is not None:
             worker.ops = ops
+            worker.offers = frozenset(ops)
+        if new or ops is not None:
+            self._runnable.clear()
         if processes is not None:
             worker.processes = processes
         self.seen(wid, now_s)
@@ -283,6 +335,7 @@ class Dispatcher:
         self._ready.pop(wid, None)
         if worker is None:
             return []
+        self._runnable.clear()
         if worker.group is not None and worker.group in self.workers:
             self.workers[worker.group].tasks_done_before += worker.tasks_done
         orphans = []

@@ -14,7 +14,7 @@ import zmq
 
 from .. import deadlines, tracing
 from .. import protocol as P
-from ..errors import DeadlineExceeded, ProtocolError, TaskFailed, Unauthorized, error_class
+from ..errors import DeadlineExceeded, ProtocolError, TaskFailed, Unauthorized, UnknownOperation, error_class
 from ..security import WORKERS
 from ..sockutil import NOBLOCK, send_frames
 from . import sockets
@@ -276,9 +276,21 @@ class WorkerSide:
             self.send(wid, P.encode(P.Disconnect(reason="no heartbeat: declared dead")))
             self.remove(wid, "missed heartbeats: declared dead")
         self.expire_leases(now_s)
+        self.fail_unrunnable(now_s)
         beat = P.encode(P.Heartbeat(sender=self.broker.instance_id, clock_s=time.time()))
         for wid in list(self.dispatcher.workers):
             self.send(wid, beat)
+
+    def fail_unrunnable(self, now_s: float) -> None:
+        """Queued tasks whose operations no connected worker has offered for a liveness
+        interval (the workers that did left, and none came back) fail rather than wait for
+        their client's timeout."""
+        d = self.dispatcher
+        late = [t for t in d.unrunnable() if now_s - t.received_s >= d.liveness_s]
+        for task in late:
+            d.queue.remove(task)
+            d.finish(task.jid)
+            self.broker.finish_error(task, UnknownOperation.code, self.broker.unoffered(task.needs))
 
     def expire_leases(self, now_s: float) -> None:
         d = self.dispatcher

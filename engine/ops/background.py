@@ -58,7 +58,7 @@ def _check(params: dict) -> None:
               Param("blur", float, 12.0, min=0.5, max=200.0, help="blur: Gaussian sigma in px of the image"),
               Param("colour", str, "ffffff", help="colour: the new background, hex RRGGBB"),
               Param("hard", bool, False, help="cut the mask at 0.5 instead of blending by probability"),
-          ])
+          ], learned=True)
 def background(image, ctx, *, mode, blur, colour, hard):
     mask = person_mask(image, ctx)
     if hard:

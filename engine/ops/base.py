@@ -110,6 +110,7 @@ class Context:
 
     output_format: str = "jpeg"
     quality: int = 90
+    jpeg_subsampling: str = "444"  # the jpeg step's chroma subsampling
     meta: dict = field(default_factory=dict)
     cache: dict = field(default_factory=dict)  # per-process warm state (cascades, tables)
     max_pixels: int = MAX_PIXELS  # no step may produce a larger image (run() passes its limit)
@@ -152,6 +153,7 @@ class Operation:
     noop: Callable[[dict], bool] | None = None
     lut: Callable[[dict], np.ndarray] | None = None
     check: Callable[[dict], None] | None = None
+    learned: bool = False  # runs a model that ``warm_up`` loads: not offered where loading failed
 
     def bind(self, raw: dict[str, Any]) -> dict[str, Any]:
         """Checked, complete keyword arguments from user-given ones (strings or typed)."""
@@ -201,7 +203,7 @@ def register(name: str, *, help: str, params: list[Param] | tuple[Param, ...] = 
     """Decorator: add the function to the registry under ``name``.
 
     ``hints`` are the planner's keyword fields of ``Operation`` (makes_grey, geometric,
-    shrink, noop, lut, check).
+    shrink, noop, lut, check) and ``learned``.
     """
 
     def deco(fn: Callable) -> Callable:

@@ -169,8 +169,8 @@ def decode(data, *, grey: bool = False, limits: Limits = Limits(), header: Heade
     return orient(image, header.orientation), header.format
 
 
-def encode(image: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> bytes:
-    """Encode a uint8 image as ``fmt`` (jpeg, png or webp)."""
+def encode(image: np.ndarray, fmt: str = "jpeg", quality: int = 90, subsampling: str = "444") -> bytes:
+    """Encode a uint8 image as ``fmt`` (jpeg, png or webp); ``subsampling``: JPEG chroma."""
     if image.dtype != np.uint8:
         image = np.clip(image, 0, 255).astype(np.uint8)
     if fmt == "jpeg":
@@ -179,7 +179,8 @@ def encode(image: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> bytes:
             return simplejpeg.encode_jpeg(np.ascontiguousarray(grey), quality, colorspace="GRAY",
                                           colorsubsampling="Gray")
         colorspace = "BGRA" if image.shape[2] == 4 else "BGR"
-        return simplejpeg.encode_jpeg(np.ascontiguousarray(image), quality, colorspace=colorspace)
+        return simplejpeg.encode_jpeg(np.ascontiguousarray(image), quality, colorspace=colorspace,
+                                      colorsubsampling=subsampling)
     if fmt == "png":
         ok, out = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, int(quality)])
     elif fmt == "webp":

@@ -89,7 +89,8 @@ DRAW_PARAMS = [
 
 
 @register("faces", help="detect faces (learned: MediaPipe BlazeFace); draw boxes; return boxes, scores "
-                        "and 6 keypoints as 'faces'", check=_check, params=detection_params(tiles=1) + DRAW_PARAMS)
+                        "and 6 keypoints as 'faces'", check=_check, params=detection_params(tiles=1) + DRAW_PARAMS,
+          learned=True)
 def faces(image, ctx, *, model, min_score, max_faces, tiles, draw, colour, thickness):
     found = detect_faces(image, ctx, model=model, min_score=min_score, max_faces=max_faces, tiles=tiles)
     return draw_boxes(image, [f["box"] for f in found], colour, thickness) if draw else image

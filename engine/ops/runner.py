@@ -43,7 +43,7 @@ def run(data, pipeline: str | list | list[Step], *, limits: codec.Limits = codec
     for step in chosen.steps:
         image = step.op(image, ctx, step.params)
     processed = time.perf_counter()
-    out = b"" if ctx.output_format == "json" else codec.encode(image, ctx.output_format, ctx.quality)
+    out = b"" if ctx.output_format == "json" else codec.encode(image, ctx.output_format, ctx.quality, ctx.jpeg_subsampling)
     done = time.perf_counter()
     meta = dict(ctx.meta)
     if chosen.notes:

@@ -92,11 +92,24 @@ async def process(request: Request) -> Response:
         raise WebError(400, "no_image", "No image was sent: put it in the body or in a form field 'image'.")
     # W3C trace context: the trace id of a traceparent header follows the task through the engine.
     trace = tracing.from_traceparent(request.headers.get("traceparent"))
-    job, output = await p.jobs.process_now(user["id"], pipeline, upload, trace=trace)
-    meta = job["meta"]
+    if _keep(request):
+        job, output = await p.jobs.process_now(user["id"], pipeline, upload, trace=trace)
+        meta, headers = job["meta"], {"X-Job-Id": job["id"], "Content-Disposition":
+                                      f'inline; filename="{output_name(job)}"'}
+    else:
+        meta, output = await p.jobs.process_unkept(pipeline, upload, trace=trace)
+        headers = {"Content-Disposition": "inline"}
+    headers["X-Engine-Meta"] = json.dumps(meta, separators=(",", ":"))
     return Response(output, media_type=MEDIA_TYPES.get(meta.get("format"), "application/octet-stream"),
-                    headers={"X-Job-Id": job["id"], "X-Engine-Meta": json.dumps(meta, separators=(",", ":")),
-                             "Content-Disposition": f'inline; filename="{output_name(job)}"'})
+                    headers=headers)
+
+
+def _keep(request: Request) -> bool:
+    """``?history=false``: keep nothing of this request (default: it is a job in the history)."""
+    raw = request.query_params.get("history", "true").strip().lower()
+    if raw not in ("true", "false", "1", "0", "yes", "no"):
+        raise WebError(400, "bad_query", "history must be true or false")
+    return raw in ("true", "1", "yes")
 
 
 async def submit_batch(request: Request) -> Response:

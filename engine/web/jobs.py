@@ -173,6 +173,17 @@ class Jobs:
         await self.enforce_retention()
         return self.store.job(user_id, job_id), output  # type: ignore[return-value]
 
+    async def process_unkept(self, pipeline: object, upload: Upload, *,
+                             trace: str | None = None) -> tuple[dict, bytes]:
+        """Process one image and keep nothing (no history, no stored input or result, no
+        thumbnail): what a device that only wants the answer asks for. Returns the
+        result's metadata and bytes, or raises the engine error."""
+        canonical, _shown = check_pipeline(pipeline)
+        self._check_uploads([upload])
+        output, meta = await self.link.process(upload.data, canonical, trace=trace)
+        meta["input_bytes"], meta["output_bytes"] = len(upload.data), len(output)
+        return meta, output
+
     async def rerun(self, user_id: int, job_id: str) -> str:
         """A new batch with the same input and pipeline as an earlier job."""
         job = self.store.job(user_id, job_id)

@@ -49,7 +49,11 @@ def openapi_document() -> dict:
             "summary": "Process one image and wait for the result",
             "parameters": [{"name": "pipeline", "in": "query", "required": False, "schema": _PIPELINE},
                            {"name": "name", "in": "query", "required": False,
-                            "schema": {"type": "string", "maxLength": 200}}],
+                            "schema": {"type": "string", "maxLength": 200}},
+                           {"name": "history", "in": "query", "required": False,
+                            "description": "false: keep nothing of this request (no job in the history, no "
+                                           "stored input, result or thumbnail, no X-Job-Id); the fastest path",
+                            "schema": {"type": "boolean", "default": True}}],
             "requestBody": {"required": True, "content": {
                 "application/octet-stream": {"schema": binary},
                 "multipart/form-data": {"schema": {

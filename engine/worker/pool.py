@@ -113,7 +113,9 @@ class PoolProcess:
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.limits = config.limits
         self.cache: dict = {}
+        self.models_loaded = True
         self.warm_ms = self._warm_up()
+        self.offered = self._offered()
         self.pending: deque[Held] = deque()
         self.credit = Credit(config.slots_per_process, config.max_credit)
         self.epoch = 0
@@ -137,12 +139,22 @@ class PoolProcess:
             with _quiet_native_stderr():  # LiteRT prints an INFO line per model on fd 2
                 loaded = warm(self.cache)
         except Exception as exc:  # a model this machine cannot load: its operations fail, the process serves the rest
-            log.error("pool process %d could not load its models (%s: %s); operations that need them will "
-                      "answer with an error, the others run", os.getpid(), type(exc).__name__, exc)
+            log.error("pool process %d could not load its models (%s: %s); it does not offer the operations "
+                      "that need them (%s), the others run", os.getpid(), type(exc).__name__, exc,
+                      ", ".join(sorted(n for n, op in self.ops.REGISTRY.items() if op.learned)))
+            self.models_loaded = False
             return {}
         log.debug("pool process %d warmed up in %.0f ms: %s", os.getpid(), (time.perf_counter() - started_s) * 1000,
                   loaded)
         return loaded
+
+    def _offered(self) -> dict:
+        """The operations this process declares in READY: the broker routes it only tasks
+        whose every step is among them (all but the learned ones if their models failed)."""
+        described = self.ops.describe()
+        if self.models_loaded:
+            return described
+        return {name: d for name, d in described.items() if not self.ops.REGISTRY[name].learned}
 
     def _drain(self) -> None:
         self.draining = True
@@ -211,7 +223,7 @@ class PoolProcess:
         self.epoch += 1
         self.credit.reset()
         free = 0 if self.draining else max(0, self.credit.current - len(self.pending))
-        self.link.send(P.encode(P.Ready(capacity=free, ops=self.ops.describe(), host=socket.gethostname(),
+        self.link.send(P.encode(P.Ready(capacity=free, ops=self.offered, host=socket.gethostname(),
                                         pid=os.getpid(), processes=1, group=self.group)))
 
     def _on_broker(self, frames: list, fresh: bool = True) -> None:

@@ -1,0 +1,55 @@
+"""Majordomo's service routing: a task goes only to a worker that offers every operation of
+its pipeline; one no connected worker offers is refused at once, with the reason."""
+import time
+
+import pytest
+
+from conftest import FAST_HEARTBEAT_S, Proc
+from engine.errors import UnknownOperation
+from faults_helpers import pool_pids, tiny_jpeg, wait_until
+
+LEARNED = {"faces", "anonymize", "background"}
+
+
+def _worker_without_litert(cluster, fake_dir) -> Proc:
+    """A worker host where the learned models cannot load (as on a board with no LiteRT
+    build): ``ai_edge_litert`` fails to import in its pool processes."""
+    package = fake_dir / "ai_edge_litert"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text('raise ImportError("no LiteRT build for this machine (simulated)")\n')
+    worker = Proc(["-m", "engine.worker", "--connect", cluster.back, "--processes", "1",
+                   "--heartbeat-interval-s", str(FAST_HEARTBEAT_S), "--log-level", "info"],
+                  env={"PYTHONPATH": str(fake_dir)})
+    cluster.workers.append(worker)
+    return worker
+
+
+def test_learned_operations_go_only_to_workers_that_loaded_their_models(cluster_factory, tmp_path):
+    cluster = cluster_factory(local_workers=0)
+    cluster.client_options["validate"] = False  # the broker must refuse it, not the client
+    cluster.start_broker(wait_slots=0)
+    plain = _worker_without_litert(cluster, tmp_path / "fake")
+    cluster.wait_ready(2)
+    wait_until(lambda: "does not offer the operations that need them" in plain.stderr_text(), 30, "the log line")
+    image = tiny_jpeg(64, 48)
+    with cluster.client(timeout_s=30) as client:
+        assert not LEARNED & set(client.info()["ops"])
+        started_s = time.monotonic()
+        with pytest.raises(UnknownOperation) as refused:
+            client.process(image, "faces|json")
+        assert time.monotonic() - started_s < 10  # refused at once, not after the client's timeout
+        assert "no connected worker offers" in str(refused.value) and "'faces'" in str(refused.value)
+        with pytest.raises(UnknownOperation) as typo:
+            client.process(image, "greyscale")
+        assert "did you mean 'grayscale'?" in str(typo.value)
+        assert client.process(image, "grayscale").width == 64
+
+        full = cluster.add_worker(1)
+        cluster.wait_ready(4)
+        assert LEARNED <= set(client.info()["ops"])
+        answers = [client.submit(image, "faces|json") for _ in range(6)]
+        plain_jobs = [client.submit(image, "grayscale") for _ in range(6)]
+        assert all(f.result(60).meta.get("faces") is not None for f in answers)
+        assert all(f.result(60).width == 64 for f in plain_jobs)
+        processes = {int(f.result().meta["worker"].rsplit(":", 1)[1]) for f in answers}
+        assert processes <= set(pool_pids(full.pid))  # only the host that loaded its models ran them

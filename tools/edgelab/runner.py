@@ -53,6 +53,7 @@ def run_scenario(sc: Scenario, *, tasks: int | None = None, task_timeout_s: floa
                 links[w.link] = probe.ping(lab.hosts["broker"].ns, lab.addr(w.host), count=CHECK_PINGS)
         driver = lab.spawn("client", [PY, "-m", "tools.edgelab.drive", "--connect", front, "--tasks", str(tasks),
                                       "--pipeline", sc.pipeline, "--window", str(sc.window),
+                                      "--width-px", str(sc.width_px),
                                       "--wait-workers", str(len(sc.workers)), "--timeout-s", str(task_timeout_s)],
                            "driver", env=ENV, stdout=subprocess.PIPE)
         if _readline_within(driver, START_TIMEOUT_S).strip() != "go":
@@ -69,6 +70,7 @@ def run_scenario(sc: Scenario, *, tasks: int | None = None, task_timeout_s: floa
         log_dir = str(lab.log_dir)
     return {
         "scenario": sc.name, "summary": sc.summary, "pipeline": sc.pipeline, "tasks": tasks,
+        "width_px": sc.width_px,
         "workers": [w.__dict__ for w in sc.workers], "link_check": links, "events_fired": fired,
         "result": result, "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count(),

@@ -1,7 +1,7 @@
 """The scenarios: who runs where, behind which link, what the batch is, what happens when.
 
 Every scenario puts the broker and the client on LAN hosts and the workers (one pool
-process each, the engine's fixed credit: 1 running + ``--prefetch 1`` waiting) on hosts
+process each, credit sized to its link by the engine) on hosts
 behind the scenario's links. Network scenarios use ``sleep:ms=N|grayscale``: the
 test-only ``sleep`` operation (``ENGINE_TEST_OPS=1`` in the lab) stands for N ms of work on
 the device without loading the shared CPU, so the figures show the network. The
@@ -36,6 +36,7 @@ class Scenario:
     tasks: int = 300
     window: int = 16
     events: tuple[Event, ...] = field(default_factory=tuple)
+    width_px: int = 320  # the images' width (320 px: about 25 KB each; 48 px: about 1.5 KB)
 
 
 NET = "sleep:ms=20|grayscale"
@@ -57,8 +58,12 @@ SCENARIOS = {s.name: s for s in (
              (WorkerSpec("w1"), WorkerSpec("w2"), WorkerSpec("slow", cpu_pct=10)), CPU),
     Scenario("hetero-fast", "the same batch on the two fast workers alone (the baseline of item 4's target)",
              TWO_LAN, CPU),
-    Scenario("single-lan", "one worker on the LAN, fixed credit (item 3's reference)", (WorkerSpec("w1"),), NET,
+    Scenario("single-lan", "one worker on the LAN (item 3's reference)", (WorkerSpec("w1"),), NET,
              tasks=200),
-    Scenario("single-4g", "one worker behind 4G, fixed credit (item 3's gap)", (WorkerSpec("w1", "4g"),), NET,
+    Scenario("single-4g", "one worker behind 4G (item 3's gap)", (WorkerSpec("w1", "4g"),), NET,
              tasks=200),
+    Scenario("single-lan-small", "one worker on the LAN, 48-px images (item 3's latency-bound reference)",
+             (WorkerSpec("w1"),), NET, tasks=200, width_px=48),
+    Scenario("single-4g-small", "one worker behind 4G, 48-px images: the round trip, not the bandwidth, "
+             "limits it", (WorkerSpec("w1", "4g"),), NET, tasks=200, width_px=48),
 )}

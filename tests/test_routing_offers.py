@@ -11,12 +11,15 @@ from faults_helpers import pool_pids, tiny_jpeg, wait_until
 LEARNED = {"faces", "anonymize", "background"}
 
 
-def _worker_without_litert(cluster, fake_dir) -> Proc:
+def _worker_without_litert(cluster, fake_dir, *, crash: bool = False) -> Proc:
     """A worker host where the learned models cannot load (as on a board with no LiteRT
-    build): ``ai_edge_litert`` fails to import in its pool processes."""
+    build): ``ai_edge_litert`` fails to import in its pool processes, or (``crash``) kills
+    the process as a segfaulting native library would."""
     package = fake_dir / "ai_edge_litert"
     package.mkdir(parents=True)
-    (package / "__init__.py").write_text('raise ImportError("no LiteRT build for this machine (simulated)")\n')
+    body = ('import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n' if crash else
+            'raise ImportError("no LiteRT build for this machine (simulated)")\n')
+    (package / "__init__.py").write_text(body)
     worker = Proc(["-m", "engine.worker", "--connect", cluster.back, "--processes", "1",
                    "--heartbeat-interval-s", str(FAST_HEARTBEAT_S), "--log-level", "info"],
                   env={"PYTHONPATH": str(fake_dir)})
@@ -53,3 +56,27 @@ def test_learned_operations_go_only_to_workers_that_loaded_their_models(cluster_
         assert all(f.result(60).width == 64 for f in plain_jobs)
         processes = {int(f.result().meta["worker"].rsplit(":", 1)[1]) for f in answers}
         assert processes <= set(pool_pids(full.pid))  # only the host that loaded its models ran them
+
+
+def test_a_host_whose_processes_die_loading_the_models_serves_the_rest_without_them(cluster_factory, tmp_path):
+    cluster = cluster_factory(local_workers=0)
+    cluster.client_options["validate"] = False
+    cluster.start_broker(wait_slots=0)
+    worker = _worker_without_litert(cluster, tmp_path / "fake", crash=True)
+    cluster.wait_ready(2, timeout_s=90)  # the third process, started without the models, registers
+    log = worker.stderr_text()
+    assert "died while loading the learned models" in log and "--no-learned" in log, log[-2000:]
+    image = tiny_jpeg(64, 48)
+    with cluster.client(timeout_s=30) as client:
+        assert not LEARNED & set(client.info()["ops"])
+        assert client.process(image, "grayscale").width == 64
+        with pytest.raises(UnknownOperation, match="no connected worker offers"):
+            client.process(image, "anonymize")
+
+
+def test_no_learned_leaves_the_models_out(cluster_factory):
+    cluster = cluster_factory(local_workers=0)
+    cluster.start_broker(wait_slots=0)
+    cluster.add_worker(1, "--no-learned")
+    info = cluster.wait_ready(2)
+    assert not LEARNED & set(info["ops"]) and "grayscale" in info["ops"]

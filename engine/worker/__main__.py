@@ -31,6 +31,11 @@ def parse_args(argv=None) -> argparse.Namespace:
          help="most tasks a pool process keeps at hand: it starts at 1 + --prefetch and grows when it finds "
               "itself waiting on a slow link while the broker has work (a round trip's worth of tasks); "
               "set it to 1 + --prefetch to turn that off")
+    flag(p, "--learned", env="ENGINE_WORKER_LEARNED", default=True,
+         help="load the learned models (face detection, person segmentation) in every pool process. "
+              "--no-learned: each process starts faster and uses less memory, and this host does not offer "
+              "faces, anonymize and background (the broker sends those tasks to hosts that do). A host whose "
+              "processes die loading them turns them off by itself after two such deaths")
     flag(p, "--heartbeat-interval-s", env="ENGINE_HEARTBEAT_INTERVAL_S", default=C.HEARTBEAT_INTERVAL_S,
          type=float, help="seconds between heartbeats; the broker is presumed gone after 3 silent intervals")
     flag(p, "--task-timeout-s", env="ENGINE_TASK_TIMEOUT_S", default=C.TASK_TIMEOUT_S, type=float,
@@ -67,7 +72,7 @@ def main(argv=None) -> int:
                             heartbeat_interval_s=args.heartbeat_interval_s, task_timeout_s=args.task_timeout_s,
                             drain_timeout_s=args.drain_timeout_s, max_pixels=args.max_pixels,
                             max_input_bytes=args.max_input_mb * 2**20,
-                            max_decoded_bytes=args.max_decoded_mb * 2**20)
+                            max_decoded_bytes=args.max_decoded_mb * 2**20, learned=args.learned)
     supervisor = Supervisor(config)
     try:
         server = metrics.start(supervisor.metrics.registry, args.metrics_listen)

@@ -34,6 +34,7 @@ class WorkerConfig:
     max_input_bytes: int = MAX_INPUT_BYTES
     max_decoded_bytes: int = MAX_DECODED_BYTES
     curve: PeerKeys | None = None  # this worker's key pair and the broker's public key (None: plaintext)
+    learned: bool = True  # load the learned models in each pool process and offer their operations
 
     @property
     def limits(self) -> Limits:

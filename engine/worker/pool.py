@@ -67,6 +67,13 @@ def pool_main(config: WorkerConfig, ident: bytes, group: str, slot, supervisor_p
     PoolProcess(config, ident, group, slot, supervisor_pid).run()
 
 
+def learned_operations() -> list[str]:
+    """The operations that need the learned models (not offered where they cannot load)."""
+    from .. import ops
+
+    return sorted(name for name, op in ops.REGISTRY.items() if op.learned)
+
+
 def _die_with_parent() -> None:
     """Ask Linux to kill this process when its supervisor dies. The broker requeues a dead
     host's tasks when its control connection drops; an orphan still running one would only
@@ -113,9 +120,10 @@ class PoolProcess:
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.limits = config.limits
         self.cache: dict = {}
-        self.models_loaded = True
-        self.warm_ms = self._warm_up()
+        self.models_loaded = config.learned
+        self.warm_ms = self._warm_up() if config.learned else {}
         self.offered = self._offered()
+        slot.mark_ready()
         self.pending: deque[Held] = deque()
         self.credit = Credit(config.slots_per_process, config.max_credit)
         self.epoch = 0
@@ -141,7 +149,7 @@ class PoolProcess:
         except Exception as exc:  # a model this machine cannot load: its operations fail, the process serves the rest
             log.error("pool process %d could not load its models (%s: %s); it does not offer the operations "
                       "that need them (%s), the others run", os.getpid(), type(exc).__name__, exc,
-                      ", ".join(sorted(n for n, op in self.ops.REGISTRY.items() if op.learned)))
+                      ", ".join(learned_operations()))
             self.models_loaded = False
             return {}
         log.debug("pool process %d warmed up in %.0f ms: %s", os.getpid(), (time.perf_counter() - started_s) * 1000,

@@ -25,7 +25,7 @@ READ_ATTEMPTS = 100
 class _Shared(ctypes.Structure):
     _fields_ = [("seq", ctypes.c_uint64), ("started_s", ctypes.c_double), ("due_s", ctypes.c_double),
                 ("tasks_done", ctypes.c_uint64), ("task_id", ctypes.c_char * _ID_BYTES),
-                ("trace", ctypes.c_char * tracing.MAX_CHARS)]
+                ("trace", ctypes.c_char * tracing.MAX_CHARS), ("ready", ctypes.c_uint8)]
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,10 @@ class TaskSlot:
         self._shared = mp.RawValue(_Shared)
 
     # ---- the pool process (the only writer) -----------------------------------------
+    def mark_ready(self) -> None:
+        """Start-up is over (models loaded): a death from now on is not a start-up failure."""
+        self._shared.ready = 1
+
     def start(self, task_id: str, started_s: float, due_s: float | None, trace: str | None = None) -> None:
         s = self._shared
         s.seq += 1
@@ -66,6 +70,10 @@ class TaskSlot:
         s.seq += 1
 
     # ---- the supervisor ----------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return bool(self._shared.ready)
+
     def read(self) -> Running:
         s = self._shared
         for _ in range(READ_ATTEMPTS):

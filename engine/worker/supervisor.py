@@ -15,6 +15,7 @@ The decisions live in the socket-free ``table.ProcessTable``.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -33,12 +34,13 @@ from ..sockutil import drain
 from ..wakeup import Wakeup
 from .config import WorkerConfig
 from .link import BrokerLink
-from .pool import pool_main
+from .pool import learned_operations, pool_main
 from .slot import TaskSlot
 from .table import Answer, Kill, Proc, ProcessTable
 
 log = logging.getLogger("engine.worker")
 
+STARTUP_DEATHS_BEFORE_NO_MODELS = 2  # pool processes dead while loading models before they start without
 STOP_KILL_AFTER_S = 3.0  # after the drain, how long a process may take to exit before it is killed
 
 
@@ -53,6 +55,7 @@ class Supervisor:
         self.link = BrokerLink(self.ctx, config, self.name.encode(), name=f"worker {self.name}",
                                register=self._register, watch_handshakes=True)
         self._generation = 0
+        self._startup_deaths = 0  # pool processes that died before they were ready (loading models)
         self._wakeup = Wakeup()
         self._stopping = False
         self.stats = {"started": 0, "replaced": 0, "crashed": 0, "timed_out": 0, DeadlineExceeded.code: 0,
@@ -182,11 +185,25 @@ class Supervisor:
 
     def _on_death(self, proc: Proc) -> None:
         proc.handle.join(1.0)  # the sentinel fires as its fds close, a moment before it can be reaped
+        if not proc.slot.ready and not self._stopping:
+            self._died_starting(proc)
         self._gone(proc, None)
         if not self._stopping:
             self.stats["replaced"] += 1
             self.metrics.process_restarted()
             self._spawn()
+
+    def _died_starting(self, proc: Proc) -> None:
+        """A process that dies before it is ready died loading its models (a LiteRT build that
+        crashes on this machine): after ``STARTUP_DEATHS_BEFORE_NO_MODELS`` such deaths the
+        replacements start without them, serving every other operation."""
+        self._startup_deaths += 1
+        if self.config.learned and self._startup_deaths >= STARTUP_DEATHS_BEFORE_NO_MODELS:
+            self.config = dataclasses.replace(self.config, learned=False)
+            log.error("%d pool processes died while loading the learned models (the last with exit code %s); "
+                      "the replacements start without them: this host does not offer %s. Check the LiteRT "
+                      "install for this machine, or start the worker with --no-learned to skip this.",
+                      self._startup_deaths, proc.handle.exitcode, ", ".join(learned_operations()))
 
     def _gone(self, proc: Proc, how: str | None) -> None:
         """Tell the broker at once: it requeues the process's tasks, blaming only the one it ran."""

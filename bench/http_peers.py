@@ -43,6 +43,7 @@ from bench.fingerprint import fingerprint, target_name  # noqa: E402
 from bench.http_servers import (BOX_PX, QUALITY, SERVERS, Server, expected_size, input_images)  # noqa: E402
 from bench.httpload import fetch, is_jpeg, run_load  # noqa: E402
 from bench.peers.base import Skip  # noqa: E402
+from bench.cli import comma_list, positive_ints  # noqa: E402
 
 SCHEMA = 1
 REPO = Path(__file__).resolve().parent.parent
@@ -52,26 +53,12 @@ WARMUP_PER_CONNECTION = 4  # unmeasured requests per connection before each meas
 MIN_PSNR_DB = 30.0  # an answer this far from a direct OpenCV resize is not the same picture
 
 
-def _list(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        values = [int(x) for x in _list(text)]
-    except ValueError:
-        values = []
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError("expected positive integers such as 8 or 8,32")
-    return values
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     title, _, rest = __doc__.partition("\n\n")
     p = argparse.ArgumentParser(prog="python bench/http_peers.py", description=title.split(": ", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=rest)
-    p.add_argument("--peers", type=_list, default=list(SERVERS), help=f"comma list from {', '.join(SERVERS)} [all]")
-    p.add_argument("--concurrency", type=_ints, default=[8, 32],
+    p.add_argument("--peers", type=comma_list, default=list(SERVERS), help=f"comma list from {', '.join(SERVERS)} [all]")
+    p.add_argument("--concurrency", type=positive_ints, default=[8, 32],
                    help="requests in flight (client threads, one keep-alive connection each); a list runs "
                         "each level in turn [8,32]")
     p.add_argument("--duration-s", type=float, default=20.0, help="measured seconds per peer and level [20]")

@@ -28,36 +28,26 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from bench import workloads as W  # noqa: E402
 from bench.harness import PEERS, Settings, run_all, save  # noqa: E402
 from bench.report import ratio_summary  # noqa: E402
+from bench.cli import comma_list, positive_ints  # noqa: E402
 
 QUICK = {"duration_s": 0.6, "sizes": ["photo"], "probe_tasks": 8, "capacity_duration_s": 0.6}
 SCRATCH = Path(tempfile.gettempdir()) / "engine_bench"  # quick runs: not the committed bench/results/
-
-
-def _list(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
-
-
-def _ints(text: str) -> list[int]:
-    values = [int(x) for x in _list(text)]
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError("expected positive integers such as 2 or 1,2,4")
-    return values
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     title, _, rest = __doc__.partition("\n\n")
     p = argparse.ArgumentParser(prog="python bench/run.py", description=title.split(": ", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=rest)
-    p.add_argument("--workers", type=_ints, default=[2], help="worker processes per system; a list sweeps (1,2,4)")
+    p.add_argument("--workers", type=positive_ints, default=[2], help="worker processes per system; a list sweeps (1,2,4)")
     p.add_argument("--clients", type=int, default=1, help="client processes driving the engine [1]")
     p.add_argument("--broker", help="measure an existing deployment at this front endpoint instead of "
                                     "starting one (only the engine peer runs unless --peers says more)")
     p.add_argument("--quick", action="store_true", help="photo-size images, short runs: under a minute")
     p.add_argument("--duration-s", type=float, help="measured seconds per workload and peer [full 5, quick 0.6]")
     p.add_argument("--window", type=int, default=0, help="tasks in flight across clients [16 per worker]")
-    p.add_argument("--peers", type=_list, help=f"comma list from {', '.join(PEERS)} [all]")
-    p.add_argument("--workloads", type=_list, default=list(W.PIPELINES), help="comma list [all]")
-    p.add_argument("--sizes", type=_list, help=f"comma list from {', '.join(W.SIZES)} [full: all, quick: photo]")
+    p.add_argument("--peers", type=comma_list, help=f"comma list from {', '.join(PEERS)} [all]")
+    p.add_argument("--workloads", type=comma_list, default=list(W.PIPELINES), help="comma list [all]")
+    p.add_argument("--sizes", type=comma_list, help=f"comma list from {', '.join(W.SIZES)} [full: all, quick: photo]")
     p.add_argument("--repeat", type=int, default=1, help="rounds over all peers, each figure the median "
                                                          "round: for a machine that is not idle [1]")
     p.add_argument("--no-capacity", action="store_true", help="skip the broker capacity runs")

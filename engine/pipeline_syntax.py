@@ -1,21 +1,26 @@
-"""The pipeline's syntax, with no numpy or OpenCV: what the broker needs to route a task.
+"""Pipelines as data, with no numpy or OpenCV: syntax, checking against a declared schema,
+and the canonical text. What the broker and the clients need; workers run the same code.
 
 Text form:       ``resize:width=640|sharpen:amount=1.5|webp:quality=80``
 Structured form: ``[{"op": "resize", "params": {"width": 640}}, {"op": "webp"}]``
 
 ``split`` turns either form into ``(operation name, raw parameters)`` pairs, checking the
-syntax only; ``engine.ops.pipeline`` then checks the names and parameters against the
-registry. ``step_names`` is what a task needs of a worker (Majordomo's service name, one
-per step): the broker routes it only to a worker that offers every one.
+syntax only. ``check`` then checks names and parameters against a *schema*: what
+``engine.ops.describe()`` returns and workers declare in READY (operation name ->
+``{"params": [{"name", "type", "default" or "required", "min", "max", "choices"}]}``), so
+the broker can check a pipeline against what its workers offer without importing them.
+The registry's own checks (``engine.ops``) call ``bind`` and ``coerce`` below: one
+implementation. ``canonical`` is the one text form. ``step_names`` is what a task needs
+of a worker (Majordomo's service name, one per step).
 """
 from __future__ import annotations
 
 import difflib
 import functools
-from typing import Any
-from urllib.parse import unquote
+from typing import Any, Mapping
+from urllib.parse import quote, unquote
 
-from .errors import BadParameter, PipelineError
+from .errors import BadParameter, PipelineError, UnknownOperation
 
 MAX_STEPS = 32
 MAX_TEXT_CHARS = 4096
@@ -95,3 +100,110 @@ def step_names(pipeline: str | list) -> frozenset[str] | None:
     """The operations a pipeline uses; None if its syntax is wrong (a worker then answers
     with the precise error). Text forms are remembered: clients repeat a few pipelines."""
     return _names_of_text(pipeline) if isinstance(pipeline, str) else _names(pipeline)
+
+
+# ---- checking against a schema ------------------------------------------------------------
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def coerce(op: str, param: Mapping[str, Any], value: Any) -> Any:
+    """``value`` as the declared parameter's type, checked against its range and choices."""
+    kind = param["type"]
+    where = f"{op}: parameter {param['name']!r}"
+    try:
+        if kind == "bool":
+            if isinstance(value, str):
+                low = value.strip().lower()
+                if low not in _TRUE + _FALSE:
+                    raise ValueError(value)
+                value = low in _TRUE
+            elif not isinstance(value, (bool, int)):
+                raise ValueError(value)
+            value = bool(value)
+        elif kind == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            value = int(value)
+        elif kind == "float":
+            if isinstance(value, bool):
+                raise ValueError(value)
+            value = float(value)
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ValueError(value)
+        elif kind == "str":
+            value = str(value)
+        else:
+            raise PipelineError(f"{where} has a type this engine does not know: {kind!r}")
+    except (TypeError, ValueError):
+        raise BadParameter(f"{where} must be {kind}, got {value!r}") from None
+    choices, low, high = param.get("choices"), param.get("min"), param.get("max")
+    if choices is not None and value not in choices:
+        raise BadParameter(f"{where} must be one of {', '.join(map(str, choices))}; got {value!r}")
+    if low is not None and value < low:
+        raise BadParameter(f"{where} must be >= {low}, got {value!r}")
+    if high is not None and value > high:
+        raise BadParameter(f"{where} must be <= {high}, got {value!r}")
+    return value
+
+
+def bind(op: str, params: list[Mapping[str, Any]], raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Checked, complete parameters of operation ``op`` from user-given ones (strings or typed)."""
+    known = {p["name"]: p for p in params}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        valid = ", ".join(known) or "none"
+        close = difflib.get_close_matches(unknown[0].lower(), sorted(known), n=1, cutoff=0.6)
+        hint = f" — did you mean {close[0]!r}?" if close else ""
+        raise BadParameter(f"{op}: unknown parameter {unknown[0]!r}{hint}; valid parameters: {valid}")
+    out = {}
+    for p in params:
+        name = p["name"]
+        if name in raw:
+            out[name] = coerce(op, p, raw[name])
+        elif p.get("required"):
+            raise BadParameter(f"{op}: parameter {name!r} is required ({p.get('help', '')})")
+        else:
+            out[name] = p.get("default")
+    return out
+
+
+def unknown_operation(name: str, offered) -> UnknownOperation:
+    valid = ", ".join(sorted(offered))
+    return UnknownOperation(f"unknown operation {name!r}{suggest(name, offered)} (valid operations: {valid})")
+
+
+def check(pipeline: str | list, schema: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """``(name, checked parameters)`` per step, against ``schema``. Raises the PipelineError
+    (``unknown_operation``, ``bad_parameter``, ``bad_pipeline``) a worker would. The
+    operations' cross-parameter checks are code, not data: the worker runs those."""
+    steps = []
+    for name, raw in split(pipeline):
+        declared = schema.get(name)
+        if declared is None:
+            raise unknown_operation(name, schema)
+        steps.append((name, bind(name, declared.get("params") or [], raw)))
+    return steps
+
+
+# ---- the canonical text ---------------------------------------------------------------------
+# Characters a text-form value keeps as they are (all printable ASCII but % , | and space).
+_SAFE = "".join(chr(c) for c in range(33, 127) if chr(c) not in "%,|")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, str):
+        return quote(value, safe=_SAFE)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def step_text(name: str, params: Mapping[str, Any]) -> str:
+    """One step in the canonical text form: every parameter explicit, sorted, escaped."""
+    args = ",".join(f"{k}={_fmt(v)}" for k, v in sorted(params.items()))
+    return f"{name}:{args}" if args else name
+
+
+def canonical(steps: list[tuple[str, Mapping[str, Any]]]) -> str:
+    """The one text form of checked steps: it parses back to the same steps."""
+    return "|".join(step_text(name, params) for name, params in steps)

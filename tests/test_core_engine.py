@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from engine import AsyncClient
-from engine.errors import ImageError, UnknownOperation
+from engine.errors import BadParameter, ImageError, PipelineError, UnknownOperation
 
 
 def _grey(data: bytes) -> np.ndarray:
@@ -78,12 +78,15 @@ def test_unknown_operation_and_corrupt_image_get_errors_and_workers_stay_up(clus
     photo = next(iter(jpegs.values()))
     with cluster.client() as client:
         workers_before = {w["id"] for w in client.info()["workers"]}
+        with pytest.raises(PipelineError) as syntax:
+            client.process(photo, "grayscale||png")  # a syntax error: refused by the client, never sent
+        assert "empty step" in str(syntax.value)
         with pytest.raises(UnknownOperation) as info:
-            client.process(photo, "grayscale|sparkle")  # refused by the client, never sent
+            client.process(photo, "grayscale|sparkle")  # refused by the broker against what workers offer
         assert "sparkle" in str(info.value) and "grayscale" in str(info.value)
-        with cluster.client(validate=False) as unchecked, pytest.raises(UnknownOperation) as info:
-            unchecked.process(photo, "grayscale|sparkle")  # and by the worker, for clients that do not check
-        assert "sparkle" in str(info.value)
+        with pytest.raises(BadParameter) as info:
+            client.process(photo, "edge:low=-5")  # and a parameter outside its declared range
+        assert "edge: parameter 'low' must be >= 0" in str(info.value)
         with pytest.raises(ImageError):
             client.process(photo[: len(photo) // 3], "grayscale")  # truncated JPEG
         with pytest.raises(ImageError):
@@ -91,7 +94,8 @@ def test_unknown_operation_and_corrupt_image_get_errors_and_workers_stay_up(clus
         assert client.process(photo, "grayscale").width > 0
         after = client.info()
     assert {w["id"] for w in after["workers"]} == workers_before
-    assert after["failed"] == 3 and after["completed"] == 1  # the worker's refusal, then the two bad images
+    assert after["failed"] == 4 and after["completed"] == 1  # the broker's two refusals, then the two bad images
+    assert sum(w["tasks_done"] for w in after["workers"]) == 3  # the refused pipelines never reached a worker
 
 
 def test_imap_unordered_never_holds_more_than_its_window(cluster, jpegs):
@@ -186,14 +190,20 @@ def test_a_client_can_ask_which_operations_the_workers_offer(cluster):
     assert {p["name"] for p in offered["resize"]["params"]} >= {"width", "height"}
 
 
-def test_bad_pipelines_and_oversized_headers_fail_at_the_client_without_a_round_trip(cluster, jpegs):
+def test_bad_pipelines_fail_before_any_worker_and_oversized_headers_at_the_client(cluster, jpegs):
     from engine.errors import BadParameter, PipelineError
 
     with cluster.client() as client:
-        with pytest.raises(BadParameter) as info:
-            client.process(jpegs["coins.jpg"], "edge:low=banana")
-        assert "low" in str(info.value)
+        with pytest.raises(PipelineError) as info:
+            client.process(jpegs["coins.jpg"], "grayscale|")  # syntax: the client's own check
+        assert "empty step" in str(info.value)
         with pytest.raises(PipelineError) as info:
             client.process(jpegs["coins.jpg"], "grayscale", options={"note": "x" * 70_000})
         assert "header" in str(info.value)
-        assert client.info()["received"] == 0
+        assert client.info()["received"] == 0  # neither was sent
+        with pytest.raises(BadParameter) as info:
+            client.process(jpegs["coins.jpg"], "edge:low=banana")  # the broker checks the declared schema
+        assert "edge: parameter 'low' must be float, got 'banana'" in str(info.value)
+        after = client.info()
+    assert after["received"] == 1 and after["failed"] == 1
+    assert sum(w["tasks_done"] for w in after["workers"]) == 0  # no worker saw it

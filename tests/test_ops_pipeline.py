@@ -139,3 +139,26 @@ def test_module_lists_every_operation(capsys):
     assert all(f"\n{name} " in "\n" + listing for name in ISSUE_OPERATIONS)
     assert list_main(["--json"]) == 0
     assert set(json.loads(capsys.readouterr().out)) == set(ops.REGISTRY)
+
+
+PARITY_CASES = ["grayscale", "resize:width=640|sharpen:amount=1.5|webp:quality=80", "jpeg:quality=80,subsampling=420",
+                "text:text=Hello%2C world", "edge:low=50,high=150.5", "grayscale|sparkle", "greyscale", "edge:low=-5",
+                "edge:low=banana", "edge:lo=5", "grayscale||png", "", [{"op": "resize", "params": {"width": 64}}],
+                [{"op": "nope"}], "flip:mode=diagonal", "png:compression=9"]
+
+
+@pytest.mark.parametrize("pipeline", PARITY_CASES, ids=str)
+def test_checking_against_the_declared_schema_agrees_with_the_registry(pipeline):
+    """What the broker checks (the workers' declared schema, no OpenCV) gives the same
+    canonical text, or the same error, as the registry a worker runs."""
+    from engine import pipeline_syntax as syntax
+
+    schema = json.loads(json.dumps(ops.describe()))  # as it crosses the wire in READY
+    try:
+        expected = ops.canonical(pipeline)
+    except PipelineError as exc:
+        with pytest.raises(type(exc)) as got:
+            syntax.check(pipeline, schema)
+        assert str(got.value) == str(exc)
+    else:
+        assert syntax.canonical(syntax.check(pipeline, schema)) == expected

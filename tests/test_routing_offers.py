@@ -80,3 +80,16 @@ def test_no_learned_leaves_the_models_out(cluster_factory):
     cluster.add_worker(1, "--no-learned")
     info = cluster.wait_ready(2)
     assert not LEARNED & set(info["ops"]) and "grayscale" in info["ops"]
+
+
+def test_the_broker_and_the_client_check_pipelines_without_numpy_or_opencv():
+    import subprocess
+    import sys
+
+    code = ("import sys, engine.broker.__main__, engine.client\n"
+            "from engine.client.core import check_pipeline\n"
+            "check_pipeline('resize:width=64|grayscale')\n"
+            "print(sorted(m for m in ('cv2', 'numpy', 'simplejpeg') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

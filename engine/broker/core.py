@@ -7,7 +7,6 @@ tasks, and a task whose lease expired, are queued again.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import time
 import uuid
@@ -30,6 +29,7 @@ from .config import BrokerConfig
 from .front import Origin
 from .native import NativeFront
 from .outbox import UnreadLimits
+from .pipelines import PipelineChecker
 from .quota import QuotaLimits, Quotas
 from .sockets import last_endpoint
 from ..metrics import BrokerMetrics, WorkerRow
@@ -47,23 +47,6 @@ STAT_NAMES = ("received", "completed", "failed", "requeued", "reassigned", "stra
               "leases_expired", "unread_dropped", "undeliverable", "internal_errors")
 
 
-def _canonical(pipeline: str | list) -> str | None:
-    """A pipeline's canonical form (the cache key's), or None if it is invalid: its worker
-    then answers with the precise error."""
-    from .. import ops  # the broker needs the registry only for canonical pipelines
-
-    try:
-        return ops.canonical(pipeline)
-    except Exception:
-        return None
-
-
-@functools.lru_cache(maxsize=1024)
-def _canonical_text(pipeline: str) -> str | None:
-    """``_canonical`` once per distinct pipeline text (clients send the same few again and again)."""
-    return _canonical(pipeline)
-
-
 class Broker:
     def __init__(self, config: BrokerConfig, *, context: zmq.Context | None = None) -> None:
         self.config = config
@@ -76,6 +59,7 @@ class Broker:
         self.ctx = context
         self.dispatcher = Dispatcher(max_queue=config.max_queue,
                                      liveness_s=config.heartbeat_interval_s * config.heartbeat_liveness)
+        self.pipelines = PipelineChecker(self.dispatcher)
         self.stats: Counter[str] = Counter({name: 0 for name in STAT_NAMES})
         self.recent_failures: deque[dict] = deque(maxlen=RECENT_FAILURES)  # for the status page (INFO)
         self.metrics = BrokerMetrics()  # read by the metrics HTTP thread only through its published snapshot
@@ -211,7 +195,15 @@ class Broker:
             metrics.failed(exc.code)
             self.reply_error(origin, request.task_id, exc.code, exc.message)
             return
-        cache_key = self._cache_key(request, payload)
+        needs = step_names(request.pipeline)
+        if needs is not None and self.dispatcher.can_run(needs) is False:
+            self._refuse(origin, request.task_id, UnknownOperation.code, self.unoffered(needs))
+            return
+        checked = self.pipelines.check(request.pipeline)
+        if isinstance(checked, TaskError):
+            self._refuse(origin, request.task_id, checked.code, checked.message)
+            return
+        cache_key = self._cache_key(request, payload, checked)
         if cache_key is not None:
             hit = self.cache.get(cache_key)
             metrics.cache(hit is not None, len(hit[0]) if hit is not None else 0)
@@ -225,16 +217,16 @@ class Broker:
                 metrics.bytes_out(len(data))
                 origin.front.reply(origin, request.task_id, meta, data)
                 return
-        needs = step_names(request.pipeline)
-        if needs is not None and self.dispatcher.can_run(needs) is False:
-            self.stats["failed"] += 1
-            metrics.failed(UnknownOperation.code)
-            self.reply_error(origin, request.task_id, UnknownOperation.code, self.unoffered(needs))
-            return
         task = Task(jid=self.dispatcher.new_jid(), origin=origin, task_id=request.task_id, request=request,
                     payload=payload, received_s=now_s, cache_key=cache_key, due_s=due_s, trace_id=trace,
                     needs=needs)
         self.dispatcher.admit(task)
+
+    def _refuse(self, origin: Origin, task_id: str, code: str, message: str) -> None:
+        """A task refused at admission for its pipeline: counted as failed, never queued."""
+        self.stats["failed"] += 1
+        self.metrics.failed(code)
+        self.reply_error(origin, task_id, code, message)
 
     def unoffered(self, needs: frozenset) -> str:
         """Why no connected worker can run a pipeline that uses ``needs`` (Majordomo's unknown service)."""
@@ -300,13 +292,10 @@ class Broker:
             return self.curve.identity(frame, CLIENTS)
         return peer_name(route)
 
-    def _cache_key(self, request: Any, payload: Any) -> str | None:
-        """Input hash + canonical pipeline + engine version; None when not cacheable."""
-        if self.cache is None or (request.options or {}).get("cache") is False:
-            return None
-        pipeline = request.pipeline
-        canonical = _canonical_text(pipeline) if isinstance(pipeline, str) else _canonical(pipeline)
-        if canonical is None:
+    def _cache_key(self, request: Any, payload: Any, canonical: str | None) -> str | None:
+        """Input hash + canonical pipeline + engine version; None when not cacheable (cache
+        off, the client asked so, or the pipeline could not be checked here)."""
+        if self.cache is None or canonical is None or (request.options or {}).get("cache") is False:
             return None
         data = payload.buffer if isinstance(payload, zmq.Frame) else payload
         return ResultCache.key(data, canonical, __version__)

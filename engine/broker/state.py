@@ -114,6 +114,8 @@ class Dispatcher:
         self.task_s: float | None = None  # running mean of worker times (dispatch to answer)
         self._next_scan_s = 0.0
         self._runnable: dict[frozenset, bool | None] = {}  # can_run's answers until the workers change
+        self.workers_version = 0  # changes whenever a worker joins, leaves or declares its operations
+        self._schema: tuple[int, dict] = (-1, {})
 
     # ---- tasks -------------------------------------------------------------------
     def new_jid(self) -> int:
@@ -194,6 +196,23 @@ class Dispatcher:
             self._runnable.clear()
         self._runnable[needs] = answer
         return answer
+
+    def _workers_changed(self) -> None:
+        self._runnable.clear()
+        self.workers_version += 1
+
+    def schema(self) -> dict:
+        """The operations the connected workers declared, with their parameters (the first
+        declaration of each name wins), made again only after the workers change."""
+        version, schema = self._schema
+        if version != self.workers_version:
+            schema = {}
+            for worker in self.workers.values():
+                for name, declared in (worker.ops or {}).items():
+                    if isinstance(declared, dict):
+                        schema.setdefault(name, declared)
+            self._schema = (self.workers_version, schema)
+        return schema
 
     def offered(self) -> frozenset:
         """Every operation some connected worker offers."""
@@ -313,7 +332,7 @@ class Dispatcher:
             worker.ops = ops
             worker.offers = frozenset(ops)
         if new or ops is not None:
-            self._runnable.clear()
+            self._workers_changed()
         if processes is not None:
             worker.processes = processes
         self.seen(wid, now_s)
@@ -335,7 +354,7 @@ class Dispatcher:
         self._ready.pop(wid, None)
         if worker is None:
             return []
-        self._runnable.clear()
+        self._workers_changed()
         if worker.group is not None and worker.group in self.workers:
             self.workers[worker.group].tasks_done_before += worker.tasks_done
         orphans = []

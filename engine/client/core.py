@@ -24,6 +24,7 @@ from .. import protocol as P
 from ..errors import (BrokerUnavailable, BusyError, ImageTooLarge, PipelineError, ProtocolError, TaskTimeout,
                       Unauthorized, error_from_code)
 from ..handshake import OK
+from ..pipeline_syntax import split
 
 HEARTBEAT_INTERVAL_S = 2.0
 HEARTBEAT_LIVENESS = 3
@@ -79,19 +80,17 @@ Completion = tuple[Any, Any]  # (handle, Result or exception)
 
 @functools.lru_cache(maxsize=256)
 def _check_text(pipeline: str) -> None:
-    from .. import ops  # imported on first use: OpenCV loads only in clients that validate
-
-    ops.parse(pipeline)
+    split(pipeline)
 
 
 def check_pipeline(pipeline: str | list) -> None:
-    """Raise the PipelineError a worker would, before anything is sent (text forms are remembered)."""
+    """Raise a pipeline's syntax error before anything is sent (text forms are remembered).
+    Its operations and parameters are checked by the broker, against what its workers
+    declared: the client needs neither OpenCV nor the workers' version of the operations."""
     if isinstance(pipeline, str):
         _check_text(pipeline)
     else:
-        from .. import ops
-
-        ops.parse(pipeline)
+        split(pipeline)
 
 
 def complete(completions: list[Completion]) -> None:

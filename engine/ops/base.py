@@ -28,8 +28,7 @@ An operation may also tell the planner about itself (see ``planner.py``):
 """
 from __future__ import annotations
 
-import difflib
-
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -37,7 +36,8 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from ..errors import BadParameter, ImageError, ImageTooLarge
+from ..errors import ImageError, ImageTooLarge
+from ..pipeline_syntax import bind, coerce
 from .codec import MAX_PIXELS
 
 REQUIRED = object()
@@ -70,38 +70,12 @@ class Param:
 
     def coerce(self, op: str, value: Any) -> Any:
         """The value as this parameter's type, checked against range and choices."""
-        where = f"{op}: parameter {self.name!r}"
-        try:
-            if self.type is bool:
-                if isinstance(value, str):
-                    low = value.strip().lower()
-                    if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                        raise ValueError(value)
-                    value = low in ("1", "true", "yes", "on")
-                elif not isinstance(value, (bool, int)):
-                    raise ValueError(value)
-                value = bool(value)
-            elif self.type is int:
-                if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                    raise ValueError(value)
-                value = int(value)
-            elif self.type is float:
-                if isinstance(value, bool):
-                    raise ValueError(value)
-                value = float(value)
-                if value != value or value in (float("inf"), float("-inf")):
-                    raise ValueError(value)
-            else:
-                value = self.type(value)
-        except (TypeError, ValueError):
-            raise BadParameter(f"{where} must be {self.type.__name__}, got {value!r}") from None
-        if self.choices is not None and value not in self.choices:
-            raise BadParameter(f"{where} must be one of {', '.join(map(str, self.choices))}; got {value!r}")
-        if self.min is not None and value < self.min:
-            raise BadParameter(f"{where} must be >= {self.min}, got {value!r}")
-        if self.max is not None and value > self.max:
-            raise BadParameter(f"{where} must be <= {self.max}, got {value!r}")
-        return value
+        return coerce(op, self.described, value)
+
+    @functools.cached_property
+    def described(self) -> dict:
+        """``describe()``, made once: the schema that ``pipeline_syntax`` checks against."""
+        return self.describe()
 
 
 @dataclass
@@ -157,21 +131,7 @@ class Operation:
 
     def bind(self, raw: dict[str, Any]) -> dict[str, Any]:
         """Checked, complete keyword arguments from user-given ones (strings or typed)."""
-        known = {p.name: p for p in self.params}
-        unknown = sorted(set(raw) - set(known))
-        if unknown:
-            valid = ", ".join(known) or "none"
-            close = difflib.get_close_matches(unknown[0].lower(), sorted(known), n=1, cutoff=0.6)
-            hint = f" — did you mean {close[0]!r}?" if close else ""
-            raise BadParameter(f"{self.name}: unknown parameter {unknown[0]!r}{hint}; valid parameters: {valid}")
-        out = {}
-        for p in self.params:
-            if p.name in raw:
-                out[p.name] = p.coerce(self.name, raw[p.name])
-            elif p.default is REQUIRED:
-                raise BadParameter(f"{self.name}: parameter {p.name!r} is required ({p.help})")
-            else:
-                out[p.name] = p.default
+        out = bind(self.name, [p.described for p in self.params], raw)
         if self.check is not None:
             self.check(out)
         return out

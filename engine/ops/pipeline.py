@@ -11,10 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
-from ..errors import UnknownOperation
-from ..pipeline_syntax import split, suggest
+from ..pipeline_syntax import split, step_text, unknown_operation
 from .base import REGISTRY, Operation
 
 
@@ -24,28 +22,13 @@ class Step:
     params: dict[str, Any]
 
     def text(self) -> str:
-        args = ",".join(f"{k}={_fmt(v)}" for k, v in sorted(self.params.items()))
-        return f"{self.op.name}:{args}" if args else self.op.name
-
-
-# Characters a text-form value keeps as they are (all printable ASCII but % , | and space).
-_SAFE = "".join(chr(c) for c in range(33, 127) if chr(c) not in "%,|")
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, str):
-        return quote(value, safe=_SAFE)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return repr(value) if isinstance(value, float) else str(value)
+        return step_text(self.op.name, self.params)
 
 
 def _lookup(name: str) -> Operation:
     op = REGISTRY.get(name)
     if op is None:
-        valid = ", ".join(sorted(REGISTRY))
-        raise UnknownOperation(f"unknown operation {name!r}{suggest(name, REGISTRY)} "
-                               f"(valid operations: {valid})")
+        raise unknown_operation(name, REGISTRY)
     return op
 
 

@@ -87,7 +87,7 @@ class Cluster:
         self.extra = (extra or []) + ([] if cache else ["--cache-mb", "0"])
         self.broker: Proc | None = None
         self.workers: list[Proc] = []
-        self.client_options: dict = {}  # defaults for client(), e.g. validate=False
+        self.client_options: dict = {}  # defaults for client()
 
     def broker_args(self) -> list[str]:
         args = ["-m", "engine.broker", "--front", self.front, "--back", self.back,

@@ -41,7 +41,6 @@ def with_test_ops():
 def start(cluster_factory, workers: tuple[int, ...] = (2,), *worker_flags: str, extra: list[str] | None = None):
     """A broker with no local workers, plus one worker (with test ops) per entry of ``workers``."""
     cluster = cluster_factory(local_workers=0, extra=extra)
-    cluster.client_options["validate"] = False  # the test-only operations exist in the workers alone
     cluster.start_broker(wait_slots=0)
     with with_test_ops():
         for processes in workers:

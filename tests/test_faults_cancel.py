@@ -89,7 +89,7 @@ def test_a_killed_client_process_has_its_tasks_dropped(cluster_factory):
         sys.path.insert(0, "tests")
         from engine import Client
         from faults_helpers import tiny_jpeg
-        client = Client("{cluster.front}", heartbeat_interval_s={FAST_HEARTBEAT_S}, validate=False)
+        client = Client("{cluster.front}", heartbeat_interval_s={FAST_HEARTBEAT_S})
         futures = [client.submit(tiny_jpeg(16), "{SLOW}") for _ in range(20)]
         print("submitted", flush=True)
         time.sleep(600)

@@ -31,7 +31,6 @@ def alive(pid: int) -> bool:
 
 def test_a_killed_worker_host_is_dropped_when_its_connection_closes(cluster_factory):
     cluster = cluster_factory(local_workers=0, extra=["--heartbeat-interval-s", str(SLOW_HEARTBEAT_S)])
-    cluster.client_options["validate"] = False
     cluster.start_broker(wait_slots=0)
     doomed = add_worker(cluster, 1, "--heartbeat-interval-s", str(SLOW_HEARTBEAT_S))
     cluster.wait_ready(2)

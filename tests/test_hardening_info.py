@@ -66,7 +66,6 @@ def test_a_second_connection_with_a_live_clients_routing_id_cannot_take_its_repl
     from faults_helpers import add_worker, tiny_jpeg
 
     cluster = cluster_factory(local_workers=0).start_broker(wait_slots=0)
-    cluster.client_options["validate"] = False
     add_worker(cluster, 1)
     cluster.wait_ready(1)
     victim = _dealer(zctx, cluster.front, b"victim")

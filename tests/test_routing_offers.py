@@ -29,7 +29,6 @@ def _worker_without_litert(cluster, fake_dir, *, crash: bool = False) -> Proc:
 
 def test_learned_operations_go_only_to_workers_that_loaded_their_models(cluster_factory, tmp_path):
     cluster = cluster_factory(local_workers=0)
-    cluster.client_options["validate"] = False  # the broker must refuse it, not the client
     cluster.start_broker(wait_slots=0)
     plain = _worker_without_litert(cluster, tmp_path / "fake")
     cluster.wait_ready(2)
@@ -60,7 +59,6 @@ def test_learned_operations_go_only_to_workers_that_loaded_their_models(cluster_
 
 def test_a_host_whose_processes_die_loading_the_models_serves_the_rest_without_them(cluster_factory, tmp_path):
     cluster = cluster_factory(local_workers=0)
-    cluster.client_options["validate"] = False
     cluster.start_broker(wait_slots=0)
     worker = _worker_without_litert(cluster, tmp_path / "fake", crash=True)
     cluster.wait_ready(2, timeout_s=90)  # the third process, started without the models, registers

@@ -26,7 +26,7 @@ def test_client_over_its_in_flight_quota_is_refused_while_others_are_served(clus
     with with_test_ops():
         cluster = cluster_factory(local_workers=2, extra=["--client-max-in-flight", "2"]).start_broker()
     photo = jpegs["coins.jpg"]
-    with cluster.client(validate=False) as greedy, cluster.client() as other:  # sleep: a worker-only test op
+    with cluster.client() as greedy, cluster.client() as other:  # sleep: a worker-only test op, checked by the broker
         slow = [greedy.submit(photo, "sleep:ms=1500|grayscale") for _ in range(4)]
         quick = other.submit(photo, "grayscale")
         assert quick.result(60).width == 384

@@ -91,6 +91,9 @@ class Client:
             result = client.submit(jpeg_bytes, "grayscale").result()
             for r in client.map(images, "edge", window=32):
                 ...
+
+    ``validate``: check each pipeline's syntax before sending it (the broker checks its
+    operations and parameters against what its workers declared).
     """
 
     def __init__(self, address: str = "tcp://127.0.0.1:5555", *, timeout_s: float = TIMEOUT_S,

@@ -11,6 +11,7 @@ import pytest
 
 from engine import AsyncClient
 from engine.errors import BadParameter, ImageError, PipelineError, UnknownOperation
+from faults_helpers import wait_until
 
 
 def _grey(data: bytes) -> np.ndarray:
@@ -111,6 +112,25 @@ def test_imap_unordered_never_holds_more_than_its_window(cluster, jpegs):
         results = list(client.imap_unordered(items(), "grayscale", window=4))
     assert len(results) == 30
     assert max(seen_inflight) <= 4
+
+
+def test_map_keeps_input_order_refuses_an_empty_window_and_cancels_what_it_leaves(cluster, jpegs):
+    images = list(jpegs.values())
+    with cluster.client() as client:
+        ordered = list(client.map(images * 3, "grayscale", window=5))
+        assert [r.width for r in ordered] == [_grey(d).shape[1] for d in images * 3]
+        for window in (0, -1):
+            with pytest.raises(ValueError, match="window"):
+                next(client.map(images, "grayscale", window=window))
+            with pytest.raises(ValueError, match="window"):
+                next(client.imap_unordered(images, "grayscale", window=window))
+        gen = client.imap_unordered(images * 10, "sharpen|edge", window=8)
+        first = next(gen)
+        gen.close()  # the caller stops early: what it still waits for is cancelled at the broker
+        assert first.width > 0
+        wait_until(lambda: client.info()["in_flight"] == 0 and client.info()["queue_depth"] == 0, 30,
+                   "the abandoned tasks to be cancelled or finished")
+        assert client.process(images[0], "grayscale").width == _grey(images[0]).shape[1]
 
 
 def test_async_client_processes_concurrently(cluster, jpegs):

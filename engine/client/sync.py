@@ -32,6 +32,11 @@ DEFAULT_WINDOW = 16
 IO_STALL_MARGIN_S = 30  # past the task timeout: the IO thread itself stopped answering
 
 
+def _check_window(window: int) -> None:
+    if not isinstance(window, int) or isinstance(window, bool) or window < 1:
+        raise ValueError(f"window must be a whole number of tasks, at least 1; got {window!r}")
+
+
 class _TaskFuture(cf.Future):
     """``submit``'s future: cancelling it tells the broker to drop the task."""
 
@@ -137,6 +142,7 @@ class Client:
         A failed task raises its error where its result would be (and the tasks still in
         flight are cancelled), unless ``return_exceptions`` yields the error instead.
         """
+        _check_window(window)
         sink = _Sink(self._dirty)
         source = iter(items)
         answered: dict[int, Any] = {}
@@ -164,6 +170,7 @@ class Client:
                        return_exceptions: bool = False, **kwargs: Any) -> Iterator[Result | BaseException]:
         """Results as they come, with at most ``window`` tasks in flight. The window is
         refilled as each batch of answers arrives, before they are yielded."""
+        _check_window(window)
         sink = _Sink(self._dirty)
         source = iter(items)
         waiting: set[int] = set()

@@ -222,3 +222,12 @@ def test_whether_a_pipeline_can_run_follows_the_workers_as_they_come_and_go():
     assert [t.task_id for t in d.unrunnable()] == ["t0", "t1"]
     d.ready(b"W", 1, 0.0)  # a worker that does not say what it offers is taken to offer everything
     assert d.can_run(frozenset({"faces"})) is True and d.unrunnable() == []
+
+
+def test_info_lists_the_operations_as_the_broker_checks_them_first_declaration_first():
+    d = Dispatcher(max_queue=10, liveness_s=6)
+    d.ready(b"A", 1, 0.0, ops={"resize": {"params": [{"name": "width"}]}})
+    d.ready(b"B", 1, 0.0, ops={"resize": {"params": [{"name": "width"}, {"name": "height"}]}, "faces": {}})
+    assert d.offered_ops() == d.schema() == {"resize": {"params": [{"name": "width"}]}, "faces": {}}
+    d.ready(b"C", 1, 0.0, ops={"sepia": None})  # declared without its parameters: listed with none
+    assert d.offered_ops()["sepia"] == {} and "sepia" not in d.schema()

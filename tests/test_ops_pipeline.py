@@ -162,3 +162,23 @@ def test_checking_against_the_declared_schema_agrees_with_the_registry(pipeline)
         assert str(got.value) == str(exc)
     else:
         assert syntax.canonical(syntax.check(pipeline, schema)) == expected
+
+
+def test_a_worker_parses_each_pipeline_text_once_and_remembers_a_bounded_number():
+    from engine.ops import pipeline as pl
+
+    pl._parse_text.cache_clear()
+    text = "resize:width=64|sharpen:amount=1.5|jpeg:quality=80"
+    first = ops.parse(text)
+    again = ops.parse(text)
+    assert again == first and again is not first  # equal steps; the caller gets its own list
+    assert pl._parse_text.cache_info().hits == 1
+    for _ in range(2):  # an error is raised each time, never remembered
+        with pytest.raises(UnknownOperation):
+            ops.parse("sparkle")
+    long_text = "grayscale" + " " * pl.MEMO_MAX_CHARS  # too long to keep
+    assert ops.parse(long_text) == ops.parse("grayscale")
+    assert pl._parse_text.cache_info().currsize == 2  # the first text and "grayscale"
+    for width in range(pl.MEMO_TEXTS + 50):  # a peer sending endless distinct pipelines
+        ops.parse(f"resize:width={width + 1}")
+    assert pl._parse_text.cache_info().currsize == pl.MEMO_TEXTS

@@ -219,7 +219,8 @@ class Dispatcher:
         return frozenset(op for w in self.workers.values() if w.offers for op in w.offers)
 
     def unrunnable(self) -> list[Task]:
-        """Queued tasks that no connected worker can run any more (O(queue): after a worker left)."""
+        """Queued tasks that no connected worker can run any more (O(queue); ``can_run``'s
+        answers are remembered until the workers change, so a quiet beat costs a pass over the queue)."""
         return [t for t in self.queue if t.jid in self.tasks and self.can_run(t.needs) is False]
 
     def release(self, wid: bytes, jid: int) -> Task | None:
@@ -414,7 +415,10 @@ class Dispatcher:
         self._ready.move_to_end(worker.wid)
 
     def offered_ops(self) -> dict:
-        ops: dict = {}
-        for worker in self.workers.values():
-            ops.update(worker.ops or {})
+        """What INFO shows as offered: the schema the broker checks pipelines against, so
+        the gateway and the command line check the same declarations the broker does (an
+        operation declared without its parameters is listed with none)."""
+        ops = dict(self.schema())
+        for name in self.offered():
+            ops.setdefault(name, {})
         return ops

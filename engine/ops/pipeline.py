@@ -9,6 +9,7 @@ the same steps.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,8 +33,27 @@ def _lookup(name: str) -> Operation:
     return op
 
 
+# A worker runs the same few pipelines again and again: their steps are remembered per text
+# (7 us for ``grayscale``, 25 us for a three-step pipeline, parsed afresh each time). Steps are
+# frozen and no operation writes to its params. Bounded in count and in text length, so a
+# peer sending endless distinct pipelines costs at most MEMO_TEXTS * MEMO_MAX_CHARS.
+MEMO_TEXTS = 256
+MEMO_MAX_CHARS = 2048
+
+
 def parse(pipeline: str | list) -> list[Step]:
     """Validated steps for a pipeline in either form. Raises a PipelineError subclass."""
+    if isinstance(pipeline, str) and len(pipeline) <= MEMO_MAX_CHARS:
+        return list(_parse_text(pipeline))
+    return _parse(pipeline)
+
+
+@functools.lru_cache(maxsize=MEMO_TEXTS)
+def _parse_text(pipeline: str) -> tuple[Step, ...]:
+    return tuple(_parse(pipeline))  # an error is raised, not remembered
+
+
+def _parse(pipeline: str | list) -> list[Step]:
     return [Step(op, op.bind(params)) for op, params in ((_lookup(n), p) for n, p in split(pipeline))]
 
 

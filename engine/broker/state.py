@@ -416,9 +416,6 @@ class Dispatcher:
 
     def offered_ops(self) -> dict:
         """What INFO shows as offered: the schema the broker checks pipelines against, so
-        the gateway and the command line check the same declarations the broker does (an
-        operation declared without its parameters is listed with none)."""
-        ops = dict(self.schema())
-        for name in self.offered():
-            ops.setdefault(name, {})
-        return ops
+        the gateway and the command line check the same declarations the broker does (a
+        declaration that is not a map, which only a broken worker sends, is left out there too)."""
+        return self.schema()

@@ -9,7 +9,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .. import ops
 from .api import require_writer
 from .common import parts, require_user
 from .jobs import Upload
@@ -21,8 +20,10 @@ from .strict_json import StrictJSONResponse
 
 
 async def operations(request: Request) -> Response:
-    """Every operation the engine offers, with its declared parameters (no login needed)."""
-    return JSONResponse({"operations": ops.describe()})
+    """The operations the broker's workers offer, with their declared parameters (no login
+    needed); this gateway's own registry, with ``source: "local"`` and a ``note``, when the
+    broker cannot say."""
+    return JSONResponse(await parts(request).schema.listing())
 
 
 async def status(request: Request) -> Response:

@@ -26,6 +26,7 @@ from .jobs import Jobs
 from .limits import BodyLimit
 from .link import EngineLink
 from .problems import WebError, error_json
+from .schema import WorkerSchema
 from .settings import WebSettings
 from .status import StatusMonitor
 
@@ -99,9 +100,10 @@ def create_app(settings: WebSettings) -> Starlette:
         blobs = BlobStore(data_dir / "images")
         link = EngineLink(settings)
         await link.start()
-        jobs = Jobs(store, blobs, link, settings)
+        schema = WorkerSchema(link)
+        jobs = Jobs(store, blobs, link, schema, settings)
         app.state.parts = Parts(settings=settings, store=store, blobs=blobs, auth=Auth(store, settings),
-                                link=link, jobs=jobs, status=StatusMonitor(link))
+                                link=link, schema=schema, jobs=jobs, status=StatusMonitor(link))
         retention = asyncio.ensure_future(jobs.retention_loop())
         try:
             yield

@@ -15,6 +15,7 @@ from .db import Store
 from .jobs import Jobs, Upload
 from .link import EngineLink
 from .problems import WebError
+from .schema import WorkerSchema
 from .settings import WebSettings
 from .status import StatusMonitor
 
@@ -33,6 +34,7 @@ class Parts:
     blobs: BlobStore
     auth: Auth
     link: EngineLink
+    schema: WorkerSchema  # what the broker's workers offer
     jobs: Jobs
     status: StatusMonitor
 
@@ -78,7 +80,9 @@ async def read_form(request: Request, *, max_files: int) -> tuple[dict[str, str]
 
 @functools.lru_cache(maxsize=1024)
 def canonical_or_none(pipeline: str) -> str | None:
-    """The canonical form of a stored pipeline (None if it no longer parses)."""
+    """The canonical form of a stored pipeline, by this gateway's own registry (None if it
+    no longer parses, or uses an operation only the workers have): for showing history,
+    which must not wait on the broker; submissions are checked against the workers' schema."""
     try:
         return ops.canonical(pipeline)
     except E.PipelineError:

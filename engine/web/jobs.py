@@ -24,12 +24,12 @@ from dataclasses import dataclass
 import cv2
 
 from .. import errors as E
-from .. import ops
 from ..ops import codec
 from .blobs import BlobStore
 from .db import Store
 from .link import EngineLink
 from .problems import WebError, describe
+from .schema import WorkerSchema
 from .settings import WebSettings
 
 log = logging.getLogger("engine.web")
@@ -49,13 +49,15 @@ def new_id() -> str:
     return secrets.token_hex(8)
 
 
-def check_pipeline(pipeline: object) -> tuple[str, str]:
-    """(canonical text, text to show) of a pipeline, or a PipelineError saying what is wrong.
-    Pages and history show a text pipeline as the user wrote it; the engine gets the canonical one."""
+async def check_pipeline(pipeline: object, schema: WorkerSchema) -> tuple[str, str]:
+    """(text for the engine, text to show) of a pipeline, or a PipelineError saying what is
+    wrong, checked against what the broker's workers offer (``schema``) before anything is
+    stored. Pages and history show a text pipeline as the user wrote it; the engine gets
+    the canonical one (the pipeline as written when the broker cannot say: see schema.py)."""
     if isinstance(pipeline, str) and not pipeline.strip():
         raise E.PipelineError("the pipeline is empty: add at least one step")
-    canonical = ops.canonical(pipeline)  # type: ignore[arg-type]
-    return canonical, pipeline.strip() if isinstance(pipeline, str) else canonical
+    text = await schema.check(pipeline)  # type: ignore[arg-type]
+    return text, pipeline.strip() if isinstance(pipeline, str) else text
 
 
 def make_thumbnail(data: bytes) -> bytes | None:
@@ -75,10 +77,12 @@ def make_thumbnail(data: bytes) -> bytes | None:
 
 
 class Jobs:
-    def __init__(self, store: Store, blobs: BlobStore, link: EngineLink, settings: WebSettings) -> None:
+    def __init__(self, store: Store, blobs: BlobStore, link: EngineLink, schema: WorkerSchema,
+                 settings: WebSettings) -> None:
         self.store = store
         self.blobs = blobs
         self.link = link
+        self.schema = schema
         self.settings = settings
         self._running: set[asyncio.Task] = set()
         self._reserved: dict[int, int] = {}  # user id -> bytes being stored, not yet in a job row
@@ -134,7 +138,7 @@ class Jobs:
 
     async def submit_batch(self, user_id: int, pipeline: object, uploads: list[Upload]) -> str:
         """Store the inputs, start processing in the background; returns the batch id."""
-        canonical, shown = check_pipeline(pipeline)
+        canonical, shown = await check_pipeline(pipeline, self.schema)
         self._check_uploads(uploads)
         inputs = sum(len(u.data) for u in uploads)
         self._reserve(user_id, 2 * inputs, what="these images and their results")
@@ -161,7 +165,7 @@ class Jobs:
         """Process one image and wait for it; returns the finished job and the result, or
         raises the engine error (the failed job stays in history). ``trace``: a trace id for
         every log line about the task and the result's metadata."""
-        canonical, shown = check_pipeline(pipeline)
+        canonical, shown = await check_pipeline(pipeline, self.schema)
         self._check_uploads([upload])
         self._reserve(user_id, 2 * len(upload.data), what="this image and its result")
         try:
@@ -178,7 +182,7 @@ class Jobs:
         """Process one image and keep nothing (no history, no stored input or result, no
         thumbnail): what a device that only wants the answer asks for. Returns the
         result's metadata and bytes, or raises the engine error."""
-        canonical, _shown = check_pipeline(pipeline)
+        canonical, _shown = await check_pipeline(pipeline, self.schema)
         self._check_uploads([upload])
         output, meta = await self.link.process(upload.data, canonical, trace=trace)
         meta["input_bytes"], meta["output_bytes"] = len(upload.data), len(output)

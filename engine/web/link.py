@@ -26,6 +26,7 @@ class EngineLink:
         self._last_ok = 0.0  # time.monotonic() of the last answer from the broker
         self._probe: asyncio.Task | None = None
         self.on_result: Callable[[float], None] | None = None  # told each result's milliseconds (status page)
+        self.on_info: Callable[[dict], None] | None = None  # told each INFO answer (the workers' schema)
 
     async def start(self) -> None:
         from .. import AsyncClient
@@ -53,6 +54,8 @@ class EngineLink:
             raise BrokerUnavailable(f"no answer from the broker at {self.settings.broker} within "
                                     f"{self.settings.broker_check_timeout_s:g} s") from None
         self._last_ok = time.monotonic()
+        if self.on_info is not None:
+            self.on_info(answer)
         return answer
 
     async def ensure_up(self) -> None:

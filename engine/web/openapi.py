@@ -42,9 +42,16 @@ def openapi_document() -> dict:
     job_path = [_path_param("job_id", _ID)]
     paths = {
         "/api/v1/operations": {"get": {
-            "summary": "List the operations and their declared parameters", "security": [],
-            "responses": {"200": _json({"type": "object", "required": ["operations"],
-                                        "properties": {"operations": {"type": "object"}}}, "operations by name")}}},
+            "summary": "List the operations the connected workers offer, with their declared parameters",
+            "security": [],
+            "responses": {"200": _json({"type": "object", "required": ["operations", "source"], "properties": {
+                "operations": {"type": "object", "description": "declarations by operation name"},
+                "source": {"type": "string", "enum": ["workers", "local"],
+                           "description": "workers: what the broker's connected workers declared (pipelines "
+                                          "are checked against it); local: the gateway's own operations, "
+                                          "when the broker cannot say (see note)"},
+                "note": {"type": "string", "description": "with source local: why the broker could not say"}}},
+                "operations by name")}}},
         "/api/v1/process": {"post": {
             "summary": "Process one image and wait for the result",
             "parameters": [{"name": "pipeline", "in": "query", "required": False, "schema": _PIPELINE},
@@ -66,7 +73,7 @@ def openapi_document() -> dict:
                 "type": "object", "required": ["images", "pipeline"],
                 "properties": {"images": {"type": "array", "items": binary}, "pipeline": _PIPELINE}}}}},
             "responses": {"202": _json({"$ref": "#/components/schemas/Batch"}, "accepted"),
-                          **_errors(400, 401, 403, 413, 415, 422, 429)}}},
+                          **_errors(400, 401, 403, 413, 415, 422, 429, 503)}}},
         "/api/v1/batches/{batch_id}": {"get": {
             "summary": "A batch's progress and its jobs", "parameters": [_path_param("batch_id", _ID)],
             "responses": {"200": _json({"$ref": "#/components/schemas/Batch"}, "the batch"),
@@ -95,7 +102,7 @@ def openapi_document() -> dict:
         "/api/v1/jobs/{job_id}/rerun": {"post": {
             "summary": "Run a job's input and pipeline again, as a new batch", "parameters": job_path,
             "responses": {"202": _json({"$ref": "#/components/schemas/Batch"}, "accepted"),
-                          **_errors(401, 403, 404, 413, 422, 429)}}},
+                          **_errors(401, 403, 404, 413, 422, 429, 503)}}},
         "/api/v1/status": {"get": {
             "summary": "Workers, queue depth and throughput, live from the broker",
             "responses": {"200": _json({"type": "object", "required": ["up"],

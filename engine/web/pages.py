@@ -11,7 +11,6 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from .. import ops
 from ..errors import EngineError
 from .api import zip_response
 from .auth import CSRF_FIELD, AccountError
@@ -119,16 +118,24 @@ async def logout(request: Request) -> Response:
 
 # -- processing -------------------------------------------------------------------------------
 
-def _upload_page(request: Request, status_code: int = 200, **context) -> HTMLResponse:
+async def _upload_page(request: Request, status_code: int = 200, **context) -> HTMLResponse:
     user = page_user(request)
     p = parts(request)
-    return render(request, "upload.html", status_code=status_code, ops_json=json.dumps(ops.describe()),
-                  settings=p.settings, used=p.store.usage_bytes(user["id"]), **context)
+    offered = await p.schema.listing()
+    return render(request, "upload.html", status_code=status_code, ops_json=script_json(offered["operations"]),
+                  ops_note=offered.get("note"), settings=p.settings, used=p.store.usage_bytes(user["id"]),
+                  **context)
+
+
+def script_json(value: object) -> str:
+    """JSON to put inside a <script> element: workers declare these texts, so ``<`` and
+    ``>`` are escaped and no ``</script>`` in one can end the element."""
+    return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 async def upload(request: Request) -> Response:
     if request.method == "GET":
-        return _upload_page(request, pipeline=request.query_params.get("pipeline", ""))
+        return await _upload_page(request, pipeline=request.query_params.get("pipeline", ""))
     user = page_user(request)
     p = parts(request)
     fields, uploads = await checked_form(request, max_files=p.settings.max_batch_files)
@@ -136,7 +143,7 @@ async def upload(request: Request) -> Response:
         batch_id = await p.jobs.submit_batch(user["id"], fields.get("pipeline", ""), uploads)
     except (EngineError, WebError) as exc:
         status, _code, message = describe(exc, broker=p.settings.broker)
-        return _upload_page(request, status_code=status, error=message, pipeline=fields.get("pipeline", ""))
+        return await _upload_page(request, status_code=status, error=message, pipeline=fields.get("pipeline", ""))
     return redirect(f"/batches/{batch_id}")
 
 

@@ -1,16 +1,9 @@
 // Interactive API docs at /api/v1/docs, built from /api/v1/openapi.json. No libraries.
+// The DOM helpers $ and el are app.js's: base.html loads it on every page, and deferred
+// scripts run in document order, so it has run before this one.
 "use strict";
 
 (() => {
-  const $ = (sel, root = document) => root.querySelector(sel);
-  const el = (tag, attrs = {}, ...children) => {
-    const node = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs)) {
-      if (k === "text") node.textContent = v; else node.setAttribute(k, v);
-    }
-    for (const c of children) node.append(c);
-    return node;
-  };
   const quote = (s) => `'${String(s).replace(/'/g, "'\\''")}'`;
 
   function field(name, schema, where, required) {

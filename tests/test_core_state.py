@@ -231,3 +231,38 @@ def test_info_lists_the_operations_as_the_broker_checks_them_first_declaration_f
     assert d.offered_ops() == d.schema() == {"resize": {"params": [{"name": "width"}]}, "faces": {}}
     d.ready(b"C", 1, 0.0, ops={"sepia": None})  # not a declaration: the broker cannot check it, INFO omits it
     assert "sepia" not in d.offered_ops() and "sepia" not in d.schema()
+
+
+def test_workers_of_two_engine_versions_get_only_the_pipelines_their_declaration_accepts():
+    """A rolling upgrade: the newer workers' ``resize`` has a parameter the older ones lack."""
+    import copy
+
+    from engine import ops
+    from engine.broker.pipelines import PipelineChecker
+    from engine.errors import BadParameter
+
+    old = {"resize": ops.describe()["resize"], "grayscale": ops.describe()["grayscale"]}
+    new = copy.deepcopy(old)
+    new["resize"]["params"].append({"name": "fancy", "type": "int", "help": "newer", "default": 0, "min": 0, "max": 9})
+    d = Dispatcher(max_queue=10, liveness_s=6)
+    d.ready(b"OLD", 2, 0.0, ops=old)  # least recently used: first in line
+    d.ready(b"NEW", 2, 0.0, ops=new)
+    checker = PipelineChecker(d)
+    both = checker.check("resize:width=64")
+    assert both.accepted is None and both.canonical == ops.canonical("resize:width=64")  # any worker will do
+    newer = checker.check("resize:width=64,fancy=2")
+    assert newer.accepted == {d.workers[b"NEW"].declaration} and "fancy=2" in newer.canonical
+    assert d.differing_ops() == ["resize"]  # grayscale is declared alike
+    refused = checker.check("resize:width=64,sparkle=1")  # no version has it: the oldest's error
+    assert isinstance(refused, BadParameter) and "sparkle" in refused.message
+
+    for i, checked in enumerate((newer, both, newer)):
+        task = _needing(d, i, checked.canonical)
+        task.accepted = checked.accepted
+    assert _assign(d) == [("t0", b"NEW"), ("t1", b"OLD"), ("t2", b"NEW")]  # t0 and t2 skip OLD, first in line
+
+    d.remove_worker(b"NEW")  # its tasks come back; only OLD is left, which cannot run them
+    assert [t.task_id for t in d.unrunnable()] == ["t0", "t2"]
+    assert checker.check("resize:width=64,fancy=2").code == "bad_parameter"  # checked afresh: refused now
+    d.ready(b"NEW2", 1, 0.0, ops=copy.deepcopy(new))  # the same declaration again: the same id
+    assert d.unrunnable() == [] and _assign(d) == [("t0", b"NEW2")]

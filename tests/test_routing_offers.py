@@ -91,3 +91,48 @@ def test_the_broker_and_the_client_check_pipelines_without_numpy_or_opencv():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def _newer_declaration() -> dict:
+    """The operations as a newer engine would declare them: ``resize`` has a ``fancy`` parameter."""
+    import copy
+
+    from engine import ops
+
+    declared = copy.deepcopy(ops.describe())
+    declared["resize"]["params"].append({"name": "fancy", "type": "int", "help": "a newer engine's parameter",
+                                         "default": 0, "min": 0, "max": 9})
+    return declared
+
+
+def test_in_a_rolling_upgrade_a_newer_parameter_goes_only_to_the_newer_worker(cluster_factory, zctx):
+    import zmq
+
+    from conftest import recv_within
+    from engine import protocol as P
+    from engine.errors import BadParameter
+
+    cluster = cluster_factory(local_workers=1).start_broker()
+    newer = zctx.socket(zmq.DEALER)  # a worker of a newer engine version, played by the test
+    newer.connect(cluster.back)
+    newer.send_multipart(P.encode(P.Ready(capacity=1, ops=_newer_declaration(), host="newer", pid=1, processes=1)))
+    wait_until(lambda: cluster.info()["workers_total"] == 2, 10, "the newer worker")
+    assert cluster.info()["ops_differ"] == ["resize"]
+    image = tiny_jpeg(64, 48)
+    with cluster.client(timeout_s=30) as client:
+        fancy = client.submit(image, "resize:width=8,fancy=2")
+        while True:  # the broker's heartbeats come first; then the task, to this worker only
+            msg, payloads = P.decode(recv_within(newer, 10))
+            if isinstance(msg, P.Request):
+                break
+        assert "fancy=2" in msg.pipeline
+        for _ in range(3):  # the older worker still runs what it can (the newer one is busy)
+            assert client.process(image, "resize:width=8").width == 8
+        newer.send_multipart(P.encode(P.Reply(task_id=msg.task_id, meta={"worker": "newer"}), b"from the newer"))
+        assert fancy.result(10).data == b"from the newer"
+        with pytest.raises(BadParameter, match="sparkle"):  # neither version has it: refused at admission
+            client.process(image, "resize:width=8,sparkle=1")
+        newer.send_multipart(P.encode(P.Disconnect(reason="upgraded away")))
+        wait_until(lambda: cluster.info()["workers_total"] == 1, 10, "the newer worker gone")
+        with pytest.raises(BadParameter, match="fancy"):  # no worker left that knows it
+            client.process(image, "resize:width=8,fancy=2")

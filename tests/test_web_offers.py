@@ -112,3 +112,17 @@ def test_without_declared_operations_only_the_syntax_is_checked_and_a_joining_wo
             await link.close()
 
     asyncio.run(asyncio.wait_for(scenario(), 80))
+
+
+def test_with_workers_of_two_engine_versions_the_gateway_leaves_what_they_declare_differently_to_the_broker():
+    from engine.web.schema import offer_of
+
+    declared = {"resize": ops.describe()["resize"], "grayscale": ops.describe()["grayscale"]}
+    offer = offer_of({"ops": declared, "ops_differ": ["resize"]}, 0.0)
+    assert offer.schema == declared and "resize" in offer.note  # listed, with a note
+    assert WorkerSchema._checked(None, "resize:width=8,fancy=2", offer) == "resize:width=8,fancy=2"
+    with pytest.raises(PipelineError, match="sparkle"):  # declared alike everywhere: checked here
+        WorkerSchema._checked(None, "grayscale:sparkle=1", offer)
+    single = offer_of({"ops": declared, "ops_differ": []}, 0.0)
+    with pytest.raises(PipelineError, match="fancy"):  # one version: checked here
+        WorkerSchema._checked(None, "resize:width=8,fancy=2", single)

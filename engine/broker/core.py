@@ -203,7 +203,7 @@ class Broker:
         if isinstance(checked, TaskError):
             self._refuse(origin, request.task_id, checked.code, checked.message)
             return
-        cache_key = self._cache_key(request, payload, checked)
+        cache_key = self._cache_key(request, payload, checked.canonical)
         if cache_key is not None:
             hit = self.cache.get(cache_key)
             metrics.cache(hit is not None, len(hit[0]) if hit is not None else 0)
@@ -219,7 +219,7 @@ class Broker:
                 return
         task = Task(jid=self.dispatcher.new_jid(), origin=origin, task_id=request.task_id, request=request,
                     payload=payload, received_s=now_s, cache_key=cache_key, due_s=due_s, trace_id=trace,
-                    needs=needs)
+                    needs=needs, accepted=checked.accepted)
         self.dispatcher.admit(task)
 
     def _refuse(self, origin: Origin, task_id: str, code: str, message: str) -> None:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 MAX_WORKERS_LISTED = 64
 MAX_IDENTITIES_LISTED = 20
+MAX_DIFFERING_LISTED = 256  # operations declared differently by workers of different versions
 MAX_TEXT_CHARS = 64  # host names and the like, as a worker announced them
 BUDGET_BYTES = P.MAX_HEADER_BYTES // 2  # room to spare under the limit every client enforces
 
@@ -68,7 +69,7 @@ def bounded(broker: "Broker", you: str = "") -> dict:
            "max_queue": config.max_queue, "clients": len(broker.native.clients),
            "workers": [_worker(w) for w in workers[:MAX_WORKERS_LISTED]],
            "workers_total": len(workers), "slots_free": sum(w["free"] for w in workers),
-           "ops": d.offered_ops(), "cache": broker.cache.stats() if broker.cache is not None else None,
+           "ops": d.offered_ops(), "ops_differ": [n[:MAX_TEXT_CHARS] for n in d.differing_ops()[:MAX_DIFFERING_LISTED]], "cache": broker.cache.stats() if broker.cache is not None else None,
            "security": {"curve": broker.curve is not None, "compat_token": bool(config.compat_token),
                         "client_max_in_flight": config.client_max_in_flight,
                         "client_rate_per_s": config.client_rate_per_s},

@@ -6,11 +6,17 @@ pipeline's canonical text (the result cache's key) comes from the same check. An
 are remembered per pipeline text until the workers change: clients send the same few
 pipelines again and again. The operations' cross-parameter checks are code, not data:
 workers still run those, and a worker's schema the broker cannot read is left to the worker.
+
+Workers of different engine versions (a rolling upgrade) may declare an operation with
+different parameters. A pipeline is checked against each distinct declaration: it is
+admitted if one accepts it, and then goes only to workers whose declaration does; it is
+refused with the error of the oldest declaration if none does.
 """
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from typing import NamedTuple
 
 from .. import pipeline_syntax as syntax
 from ..errors import TaskError
@@ -21,36 +27,54 @@ log = logging.getLogger("engine.broker")
 MEMO_ENTRIES = 1024  # distinct pipeline texts remembered
 
 
+class Checked(NamedTuple):
+    canonical: str | None  # None: the broker cannot tell (its workers decide)
+    accepted: frozenset | None = None  # the declarations that accept it; None: every worker may run it
+
+
+UNCHECKED = Checked(None)
+
+
 class PipelineChecker:
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
-        self._memo: OrderedDict[str, str | TaskError | None] = OrderedDict()
+        self._memo: OrderedDict[str, Checked | TaskError] = OrderedDict()
         self._version = -1
 
-    def check(self, pipeline: str | list) -> str | TaskError | None:
-        """The canonical text, the error to answer with, or None when the broker cannot
-        tell (no worker has declared its operations yet, or an unreadable schema)."""
+    def check(self, pipeline: str | list) -> Checked | TaskError:
+        """The canonical text and the declarations that accept it, or the error to answer
+        with. ``canonical`` is None when the broker cannot tell (no worker has declared its
+        operations yet, or an unreadable schema)."""
         d = self.dispatcher
         if d.workers_version != self._version:
             self._memo.clear()
             self._version = d.workers_version
         if not isinstance(pipeline, str):
             return self._check(pipeline)
-        known = self._memo.get(pipeline, ...)
-        if known is ...:
+        known = self._memo.get(pipeline)
+        if known is None:
             known = self._memo[pipeline] = self._check(pipeline)
             if len(self._memo) > MEMO_ENTRIES:
                 self._memo.popitem(last=False)
         return known
 
-    def _check(self, pipeline: str | list) -> str | TaskError | None:
-        schema = self.dispatcher.schema()
-        if not schema:
-            return None
-        try:
-            return syntax.canonical(syntax.check(pipeline, schema))
-        except TaskError as exc:
-            return exc
-        except Exception as exc:  # a worker declared something this broker cannot read: its worker decides
-            log.debug("could not check pipeline %.80r against the workers' schema: %s", pipeline, exc)
-            return None
+    def _check(self, pipeline: str | list) -> Checked | TaskError:
+        declarations = self.dispatcher.declarations()
+        if not declarations:
+            return UNCHECKED
+        canonical: str | None = None
+        accepted, first_error = [], None
+        for ident, schema in declarations.items():
+            try:
+                text = syntax.canonical(syntax.check(pipeline, schema))
+            except TaskError as exc:
+                first_error = first_error or exc
+                continue
+            except Exception as exc:  # a worker declared something this broker cannot read: its worker decides
+                log.debug("could not check pipeline %.80r against a worker's schema: %s", pipeline, exc)
+                return UNCHECKED
+            canonical = canonical or text
+            accepted.append(ident)
+        if not accepted:
+            return first_error  # type: ignore[return-value]
+        return Checked(canonical, None if len(accepted) == len(declarations) else frozenset(accepted))

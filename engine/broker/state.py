@@ -8,6 +8,7 @@ and moves its worker to the end, so work spreads over all workers.
 from __future__ import annotations
 
 import itertools
+import json
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Hashable, Iterator
@@ -19,6 +20,7 @@ BLAME_ALL = -1  # remove_worker: every task it held counts an attempt (it vanish
 # A batch's tail must not wait on one slow device: when nothing is queued and a worker is
 # free, a task held this many typical task times is run a second time there (first answer wins).
 STRAGGLER_FACTOR = 3.0
+MAX_DECLARATIONS = 64  # distinct declarations of the operations remembered (engine versions in one cluster)
 MAX_SKIPPED = 64  # queued tasks one dispatch pass steps over (no free worker offers their operations)
 STRAGGLER_MIN_S = 0.05
 STRAGGLER_SCAN_S = 0.05  # how often the held tasks are looked through for one (O(tasks at workers))
@@ -45,6 +47,7 @@ class Task:
     due_s: float | None = None  # its deadline, if the request set one (monotonic)
     holders: set = field(default_factory=set)  # every worker it was handed to: only they may answer it
     needs: frozenset | None = None  # the operations its pipeline uses (None: unknown, any worker will do)
+    accepted: frozenset | None = None  # the declarations (ids) its pipeline checks against; None: any
 
     dedup_key: Hashable | None = field(default=None, init=False)  # set once, at admission
 
@@ -85,9 +88,16 @@ class WorkerState:
     tasks_done_before: int = 0  # a control: tasks done by its processes that are gone
     task_s: float | None = None  # running mean of its worker times (hand-out to answer)
     offers: frozenset | None = None  # the operations it declared in READY (None: not said, all)
+    declaration: int | None = None  # which distinct declaration of the operations it sent (ids: Dispatcher)
 
     def can_run(self, needs: frozenset | None) -> bool:
         return needs is None or self.offers is None or needs <= self.offers
+
+    def takes(self, task: Task) -> bool:
+        """It offers every operation of the task's pipeline, in a version that accepts its parameters."""
+        accepted = task.accepted
+        return self.can_run(task.needs) and (accepted is None or self.declaration is None
+                                             or self.declaration in accepted)
 
     def describe(self, now_s: float) -> dict:
         return {"id": peer_name(self.wid), "host": self.host, "pid": self.pid, "processes": self.processes,
@@ -116,6 +126,9 @@ class Dispatcher:
         self._runnable: dict[frozenset, bool | None] = {}  # can_run's answers until the workers change
         self.workers_version = 0  # changes whenever a worker joins, leaves or declares its operations
         self._schema: tuple[int, dict] = (-1, {})
+        self._declarations: tuple[int, dict[int, dict]] = (-1, {})
+        self._declaration_ids: dict[str, int] = {}  # a declaration's text -> its id (ids never reused)
+        self._next_declaration = itertools.count(1)
 
     # ---- tasks -------------------------------------------------------------------
     def new_jid(self) -> int:
@@ -178,7 +191,7 @@ class Dispatcher:
         """The least recently used free worker that offers every operation ``task`` needs."""
         workers = self.workers
         for wid in self._ready:
-            if wid not in exclude and workers[wid].can_run(task.needs):
+            if wid not in exclude and workers[wid].takes(task):
                 return wid
         return None
 
@@ -218,10 +231,57 @@ class Dispatcher:
         """Every operation some connected worker offers."""
         return frozenset(op for w in self.workers.values() if w.offers for op in w.offers)
 
+    def declarations(self) -> dict[int, dict]:
+        """Each distinct declaration of the operations among the connected workers, by id
+        (oldest first), with the entries the broker can read: workers of different engine
+        versions declare different parameters, and a pipeline is checked against each."""
+        version, found = self._declarations
+        if version != self.workers_version:
+            found = {}
+            for worker in self.workers.values():
+                if worker.declaration is not None and worker.declaration not in found:
+                    readable = {n: d for n, d in (worker.ops or {}).items() if isinstance(d, dict)}
+                    if readable:
+                        found[worker.declaration] = readable
+            found = dict(sorted(found.items()))
+            self._declarations = (self.workers_version, found)
+        return found
+
+    def differing_ops(self) -> list[str]:
+        """The operations the connected workers declare differently (another engine version's
+        parameters): INFO lists one declaration of each, which is exact for the others only."""
+        first: dict[str, dict] = {}
+        differ = set()
+        for declared in self.declarations().values():
+            for name, declaration in declared.items():
+                if first.setdefault(name, declaration) != declaration:
+                    differ.add(name)
+        return sorted(differ)
+
+    def _declaration_of(self, ops: dict) -> int:
+        """The id of a declaration: the same text, the same id (bounded: when full, only the
+        connected workers' declarations are kept)."""
+        try:
+            text = json.dumps(ops, sort_keys=True, default=repr)
+        except (TypeError, ValueError):  # keys of mixed types: its own declaration
+            text = repr(ops)
+        known = self._declaration_ids.get(text)
+        if known is not None:
+            return known
+        if len(self._declaration_ids) >= MAX_DECLARATIONS:
+            live = {w.declaration for w in self.workers.values()}
+            self._declaration_ids = {t: i for t, i in self._declaration_ids.items() if i in live}
+        known = self._declaration_ids[text] = next(self._next_declaration)
+        return known
+
     def unrunnable(self) -> list[Task]:
-        """Queued tasks that no connected worker can run any more (O(queue); ``can_run``'s
-        answers are remembered until the workers change, so a quiet beat costs a pass over the queue)."""
-        return [t for t in self.queue if t.jid in self.tasks and self.can_run(t.needs) is False]
+        """Queued tasks that no connected worker can run any more: none offers their
+        operations, or none of the declarations their pipeline checked against is left
+        (O(queue); ``can_run``'s answers are remembered until the workers change)."""
+        live = {w.declaration for w in self.workers.values() if not w.control}
+        return [t for t in self.queue if t.jid in self.tasks and (
+            self.can_run(t.needs) is False
+            or (t.accepted is not None and None not in live and not t.accepted & live))]
 
     def release(self, wid: bytes, jid: int) -> Task | None:
         """A worker is done with ``jid``: give its slot back if the task was assigned to it."""
@@ -332,6 +392,7 @@ class Dispatcher:
         if ops is not None:
             worker.ops = ops
             worker.offers = frozenset(ops)
+            worker.declaration = self._declaration_of(ops)
         if new or ops is not None:
             self._workers_changed()
         if processes is not None:

@@ -16,7 +16,9 @@ The rule when the broker cannot say:
   ``RECHECK_AFTER_S``, so a worker that has just joined counts.
 - **No worker has declared its operations** (none connected yet, or workers too old to
   say), **INFO cut to names** (``truncated``: names only, and maybe not all of them), or a
-  declaration this gateway cannot read: the syntax only (``pipeline_syntax.split``); the
+  declaration this gateway cannot read, or **an operation declared differently** by workers
+  of different engine versions (INFO's ``ops_differ``; INFO lists one declaration of each,
+  the broker checks a pipeline against every one) for a pipeline that uses it: the syntax only (``pipeline_syntax.split``); the
   pipeline goes as written and the broker (or a worker) decides, as for any client.
 - **Broker unreachable**: the syntax is checked, then ``BrokerUnavailable`` (503), as the
   gateway answered before: nothing is stored, since nothing could run.
@@ -61,6 +63,7 @@ class Offer:
     at_s: float  # time.monotonic() of the answer
     note: str = ""
     down: bool = False
+    differ: frozenset = frozenset()  # operations the workers declare differently (engine versions): the broker checks
 
 
 def offer_of(info: Any, at_s: float) -> Offer:
@@ -75,6 +78,11 @@ def offer_of(info: Any, at_s: float) -> Offer:
     if not schema:
         return Offer(None, at_s, "no connected worker has declared its operations (none connected yet, "
                                  "or workers too old to say)")
+    differ = info.get("ops_differ")
+    differ = frozenset(n for n in differ if isinstance(n, str)) if isinstance(differ, list) else frozenset()
+    if differ:  # INFO lists one declaration of each; the broker checks against every one
+        return Offer(schema, at_s, f"workers of different engine versions declare {', '.join(sorted(differ))} "
+                                   "differently; the broker checks pipelines that use them", differ=differ)
     return Offer(schema, at_s)
 
 
@@ -138,7 +146,7 @@ class WorkerSchema:
     def _checked(self, pipeline: str | list, offer: Offer) -> str:
         if offer.down:
             raise E.BrokerUnavailable(offer.note)
-        if offer.schema is None:
+        if offer.schema is None or offer.differ & (syntax.step_names(pipeline) or frozenset()):
             return unchecked_text(pipeline)
         try:
             return syntax.canonical(syntax.check(pipeline, offer.schema))
@@ -153,7 +161,7 @@ class WorkerSchema:
         own registry (``source: "local"``) when the broker cannot say, and why."""
         offer = await self.current()
         if offer.schema is not None:
-            return {"operations": offer.schema, "source": "workers"}
+            return {"operations": offer.schema, "source": "workers", **({"note": offer.note} if offer.differ else {})}
         return {"operations": ops.describe(), "source": "local",
                 "note": f"{offer.note}; these are the gateway's own operations, which its workers "
                         "may not all offer"}

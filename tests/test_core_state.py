@@ -266,3 +266,11 @@ def test_workers_of_two_engine_versions_get_only_the_pipelines_their_declaration
     assert checker.check("resize:width=64,fancy=2").code == "bad_parameter"  # checked afresh: refused now
     d.ready(b"NEW2", 1, 0.0, ops=copy.deepcopy(new))  # the same declaration again: the same id
     assert d.unrunnable() == [] and _assign(d) == [("t0", b"NEW2")]
+
+
+def test_the_broker_waits_for_a_timer_due_within_a_millisecond_instead_of_polling_until_then():
+    from engine.broker.core import poll_timeout_ms
+
+    assert poll_timeout_ms(10.0004, 10.0) == 1  # int() made it 0: a zero-timeout poll
+    assert poll_timeout_ms(10.5, 10.0) == 500
+    assert poll_timeout_ms(9.9, 10.0) == 0  # overdue: handle it now

@@ -8,6 +8,7 @@ tasks, and a task whose lease expired, are queued again.
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from collections import Counter, deque
@@ -45,6 +46,12 @@ RECENT_TEXT_CHARS = 200
 STAT_NAMES = ("received", "completed", "failed", "requeued", "reassigned", "straggler_copies", BusyError.code,
               "bad_messages", TaskCancelled.code, "late_replies", QuotaError.code, Unauthorized.code,
               "leases_expired", "unread_dropped", "undeliverable", "internal_errors")
+
+
+def poll_timeout_ms(wake_s: float, now_s: float) -> int:
+    """How long to wait for messages before ``wake_s``: rounded up, so a timer due in under a
+    millisecond is a 1 ms wait, not a run of zero-timeout polls until it is due (busy waiting)."""
+    return max(0, math.ceil((wake_s - now_s) * 1000))
 
 
 class Broker:
@@ -124,7 +131,7 @@ class Broker:
             if drain_until_s is not None and (not self.dispatcher.tasks or time.monotonic() >= drain_until_s):
                 break
             wake_s = min(next_beat_s, self.workers.next_probe_s(), *(f.next_flush_s() for f in self.fronts))
-            timeout_ms = max(0, int((wake_s - time.monotonic()) * 1000))
+            timeout_ms = poll_timeout_ms(wake_s, time.monotonic())
             if drain_until_s is not None:
                 timeout_ms = min(timeout_ms, 100)
             events = dict(poller.poll(timeout_ms))

@@ -215,15 +215,14 @@ class Dispatcher:
         self.workers_version += 1
 
     def schema(self) -> dict:
-        """The operations the connected workers declared, with their parameters (the first
+        """The operations the connected workers declared, with their parameters (the oldest
         declaration of each name wins), made again only after the workers change."""
         version, schema = self._schema
         if version != self.workers_version:
             schema = {}
-            for worker in self.workers.values():
-                for name, declared in (worker.ops or {}).items():
-                    if isinstance(declared, dict):
-                        schema.setdefault(name, declared)
+            for declared in self.declarations().values():
+                for name, declaration in declared.items():
+                    schema.setdefault(name, declaration)
             self._schema = (self.workers_version, schema)
         return schema
 
@@ -250,13 +249,9 @@ class Dispatcher:
     def differing_ops(self) -> list[str]:
         """The operations the connected workers declare differently (another engine version's
         parameters): INFO lists one declaration of each, which is exact for the others only."""
-        first: dict[str, dict] = {}
-        differ = set()
-        for declared in self.declarations().values():
-            for name, declaration in declared.items():
-                if first.setdefault(name, declaration) != declaration:
-                    differ.add(name)
-        return sorted(differ)
+        first = self.schema()
+        return sorted({name for declared in self.declarations().values()
+                       for name, declaration in declared.items() if first[name] != declaration})
 
     def _declaration_of(self, ops: dict) -> int:
         """The id of a declaration: the same text, the same id (bounded: when full, only the

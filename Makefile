@@ -10,7 +10,7 @@ WEB ?= 127.0.0.1:8080
 
 .PHONY: setup setup-test run test bench clean
 
-$(VENV)/.installed-run: setup.cfg pyproject.toml
+$(VENV)/.installed-run: setup.cfg setup.py pyproject.toml engine/broker/_hotpath.pyx engine/broker/_hotpath_core.h
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[web]"

@@ -82,6 +82,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     flag(p, "--io-threads", env="ENGINE_IO_THREADS", default=0, type=int,
          help="libzmq I/O threads moving the bytes (about one per GB/s of images in and out; 0: one per "
               f"4 cores, at least 1, at most {C.IO_THREADS_MAX}: {C.default_io_threads()} on this host)")
+    flag(p, "--hot-path", env="ENGINE_HOT_PATH", default=True,
+         help="forward tasks of the common shape in the hot path (compiled when built; "
+              "ENGINE_NO_EXTENSIONS=1 runs its pure-Python twin); off: every message through the "
+              "Python path. It is off by itself with CURVE or client quotas")
     metrics.add_flag(p, example_port=9464)
     flag(p, "--log-level", env="ENGINE_LOG_LEVEL", default="info", help="debug, info, warning or error")
     return p.parse_args(argv)
@@ -102,7 +106,8 @@ def main(argv=None) -> int:
         secure=args.secure, client_max_in_flight=args.client_max_in_flight, client_rate_per_s=args.client_rate,
         client_burst=args.client_burst, task_lease_s=args.task_lease_s,
         unread_refuse_bytes=args.client_unread_mb * 2**20, unread_drop_bytes=4 * args.client_unread_mb * 2**20,
-        max_clients=args.max_clients, io_threads=max(0, args.io_threads))
+        max_clients=args.max_clients, io_threads=max(0, args.io_threads),
+        hot_path=args.hot_path)
     try:
         broker = Broker(config)
     except (OSError, ConfigError) as exc:

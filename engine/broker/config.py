@@ -79,3 +79,4 @@ class BrokerConfig:
     unread_drop_tasks: int = UNREAD_DROP_TASKS
     max_clients: int = MAX_CLIENTS
     max_identities: int = MAX_IDENTITIES
+    hot_path: bool = True  # common tasks forwarded by the hot path (see fastlane); off: all Python

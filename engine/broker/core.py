@@ -25,6 +25,7 @@ from ..security import CLIENTS, HOW_TO_MAKE_KEYS, CurveServer
 from ..wakeup import Wakeup
 from . import info as info_
 from .compat import CompatFront
+from . import fastlane
 from . import config as C
 from .config import BrokerConfig
 from .front import Origin
@@ -80,6 +81,7 @@ class Broker:
                                          rate_per_s=config.client_rate_per_s, burst=config.client_burst),
                              max_clients=config.max_identities)
         self.curve = self._curve(config, self.ctx)  # its ZAP handler runs before any socket binds
+        self.lane: fastlane.FastLane | None = None  # the hot path, once the sockets are bound
         self.native = NativeFront(self)
         self.workers = WorkerSide(self)
         self.cache = ResultCache(config.cache_bytes, max_entries=config.cache_max_entries) \
@@ -87,6 +89,21 @@ class Broker:
         self.compat = CompatFront(self) if config.compat else None
         self.fronts = [f for f in (self.native, self.compat) if f is not None]
         self.endpoints = {"front": last_endpoint(self.native.sock), "back": last_endpoint(self.workers.sock)}
+        self.lane = fastlane.FastLane(self, self.native.sock, self.workers.sock) if fastlane.wanted(self) else None
+        if self.lane is None:
+            log.info("broker hot path: off (%s)", "--no-hot-path" if not config.hot_path
+                     else "CURVE or client quotas are on: every task takes the Python path")
+
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def task_count(self) -> int:
+        """Tasks admitted and not finished, wherever they are held."""
+        return len(self.dispatcher.tasks) + (self.lane.tasks() if self.lane is not None else 0)
+
+    def queue_depth(self) -> int:
+        """Tasks waiting for a worker, wherever they are held."""
+        return len(self.dispatcher.queue) + (self.lane.queued() if self.lane is not None else 0)
 
     @staticmethod
     def _curve(config: BrokerConfig, ctx: zmq.Context) -> CurveServer | None:
@@ -127,8 +144,8 @@ class Broker:
             if self._stopping and drain_until_s is None:
                 drain_until_s = time.monotonic() + self.config.drain_timeout_s
                 log.info("broker stopping: draining %d task(s) for up to %.1f s",
-                         len(self.dispatcher.tasks), self.config.drain_timeout_s)
-            if drain_until_s is not None and (not self.dispatcher.tasks or time.monotonic() >= drain_until_s):
+                         self.task_count(), self.config.drain_timeout_s)
+            if drain_until_s is not None and (not self.task_count() or time.monotonic() >= drain_until_s):
                 break
             wake_s = min(next_beat_s, self.workers.next_probe_s(), *(f.next_flush_s() for f in self.fronts))
             timeout_ms = poll_timeout_ms(wake_s, time.monotonic())
@@ -142,16 +159,20 @@ class Broker:
             for front in self.fronts:
                 front.handle(events, now_s)
             self.workers.dispatch()
+            if self.lane is not None:
+                self.lane.settle()
             now_s = time.monotonic()
             if now_s >= next_beat_s:
                 self._beat(now_s)
                 next_beat_s = now_s + interval_s
-        left = len(self.dispatcher.tasks)
+        left = self.task_count()
         if left:
             log.warning("broker stopped with %d task(s) unfinished; clients will resend them", left)
 
     def _beat(self, now_s: float) -> None:
         try:
+            if self.lane is not None:
+                self.lane.sync()
             self.workers.beat(now_s)
             self.native.expire(now_s)
             self.quotas.forget_idle(now_s, self.dispatcher.per_client)
@@ -167,7 +188,7 @@ class Broker:
                           heartbeat_age_s=row["last_heartbeat_s_ago"], restarts=row.get("restarts", 0))
                 for row in info_.hosts(d, now_s)]
         cache = self.cache.stats() if self.cache is not None else None
-        self.metrics.publish_state(len(d.queue), len(d.tasks) - len(d.queue), rows,
+        self.metrics.publish_state(self.queue_depth(), self.task_count() - self.queue_depth(), rows,
                                    cache_bytes=cache.get("bytes") if cache else None,
                                    cache_entries=cache.get("entries") if cache else None)
 
@@ -178,11 +199,12 @@ class Broker:
         metrics = self.metrics
         metrics.received()
         metrics.bytes_in(len(payload))
-        if self.dispatcher.holds(origin, request.task_id):
+        if self.dispatcher.holds(origin, request.task_id) or (
+                self.lane is not None and origin.front is self.native and self.lane.holds(origin.route[0], request.task_id)):
             return  # a resend of a task we already hold
         busy = "the broker is shutting down" if self._stopping else \
-            f"the broker's queue is full ({self.config.max_queue} tasks waiting)" if self.dispatcher.queue_full() \
-            else origin.front.refusal(origin)
+            f"the broker's queue is full ({self.config.max_queue} tasks waiting)" \
+            if self.queue_depth() >= self.config.max_queue else origin.front.refusal(origin)
         if busy is not None:
             self.stats[BusyError.code] += 1
             metrics.refused(BusyError.code)
@@ -228,6 +250,10 @@ class Broker:
                     payload=payload, received_s=now_s, cache_key=cache_key, due_s=due_s, trace_id=trace,
                     needs=needs, accepted=checked.accepted)
         self.dispatcher.admit(task)
+        if self.lane is not None:
+            self.lane.queue_changed()
+            if origin.front is self.native and request.options in (None, fastlane.NO_CACHE):
+                self.lane.offer(task, cached=self.cache is not None)
 
     def _refuse(self, origin: Origin, task_id: str, code: str, message: str) -> None:
         """A task refused at admission for its pipeline: counted as failed, never queued."""
@@ -277,6 +303,8 @@ class Broker:
         origin.front.reply_error(origin, task_id, code, message, meta)
 
     def cancel(self, origin: Origin, task_id: str) -> None:
+        if self.lane is not None and origin.front is self.native:
+            self.lane.take(origin.route[0], task_id)
         task = self.dispatcher.cancel(origin, task_id)
         if task is None:
             return  # unknown or already done: the client ignores a late answer anyway
@@ -287,6 +315,8 @@ class Broker:
 
     def forget_origin(self, origin: Origin, why: str) -> None:
         """A peer went away: its tasks are dropped (a worker stops one it is running)."""
+        if self.lane is not None and origin.front is self.native:
+            self.lane.forget_route(origin.route[0])
         dropped = self.dispatcher.drop_origin(origin.key)
         for task in dropped:
             self.workers.cancel(task)
@@ -308,4 +338,6 @@ class Broker:
         return ResultCache.key(data, canonical, __version__)
 
     def info(self, you: str = "") -> dict:
+        if self.lane is not None:
+            self.lane.sync()
         return info_.bounded(self, you)

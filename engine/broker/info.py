@@ -46,13 +46,13 @@ def hosts(d: "Dispatcher", now_s: float) -> list[dict]:
     for w in sorted(d.workers.values(), key=lambda w: (w.host, w.wid)):
         if not w.control and w.group is not None and w.group in d.workers:
             continue  # counted in its host's row
-        row = w.describe(now_s)
+        row = w.describe(now_s, d.lent(w.wid))
         if w.control:
-            parts = members.get(w.wid, [])
-            row.update(free=sum(m.free for m in parts), in_flight=sum(len(m.tasks) for m in parts),
-                       busy=any(m.tasks for m in parts), draining=any(m.draining for m in parts),
-                       tasks_done=w.tasks_done_before + sum(m.tasks_done for m in parts),
-                       lease_expiries=sum(m.lease_expiries for m in parts), processes_connected=len(parts))
+            parts = [m.describe(now_s, d.lent(m.wid)) for m in members.get(w.wid, [])]
+            row.update(free=sum(m["free"] for m in parts), in_flight=sum(m["in_flight"] for m in parts),
+                       busy=any(m["busy"] for m in parts), draining=any(m["draining"] for m in parts),
+                       tasks_done=w.tasks_done_before + sum(m["tasks_done"] for m in parts),
+                       lease_expiries=sum(m["lease_expiries"] for m in parts), processes_connected=len(parts))
         rows.append(row)
     return rows
 
@@ -65,7 +65,7 @@ def bounded(broker: "Broker", you: str = "") -> dict:
     label = str if broker.curve is not None else _anonymous
     identities, identities_total = broker.quotas.describe(d.per_client, top=MAX_IDENTITIES_LISTED, label=label)
     out = {"broker": broker.instance_id, "uptime_s": round(now_s - broker._started_s, 3),
-           "queue_depth": len(d.queue), "in_flight": len(d.tasks) - len(d.queue),
+           "queue_depth": broker.queue_depth(), "in_flight": broker.task_count() - broker.queue_depth(),
            "max_queue": config.max_queue, "clients": len(broker.native.clients),
            "workers": [_worker(w) for w in workers[:MAX_WORKERS_LISTED]],
            "workers_total": len(workers), "slots_free": sum(w["free"] for w in workers),
@@ -77,6 +77,7 @@ def bounded(broker: "Broker", you: str = "") -> dict:
                         "client_rate_per_s": config.client_rate_per_s},
            "identities": identities, "identities_total": identities_total,
            "unread": {f.name: f.outbox.describe() for f in broker.fronts},
+           "hot_path": broker.lane.describe() if broker.lane is not None else None,
            "recent_failures": list(broker.recent_failures), "you": you[:P.MAX_TASK_ID_CHARS], **broker.stats}
     return _fit(out)
 

@@ -34,14 +34,24 @@ class NativeFront(Front):
         self.sock = sockets.bind(broker.ctx, zmq.ROUTER, self.config.front, self.config, name="front",
                                  curve=broker.curve, role=CLIENTS)
         self.clients: dict[bytes, float] = {}  # routing id -> expiry (monotonic s)
+        self._blocked: set[bytes] = set()  # clients whose replies wait in the outbox (the hot path knows)
 
     def register(self, poller: zmq.Poller) -> None:
         poller.register(self.sock, zmq.POLLIN)
 
     def handle(self, events: dict, now_s: float) -> None:
         if self.sock in events:
-            sockets.drain(self.sock, self._on_message, self.stats, name=self.name)
+            lane = self.broker.lane
+            if lane is not None:
+                sockets.drain_pump(lane.pump_front, self._on_message, self.stats, name=self.name)
+            else:
+                sockets.drain(self.sock, self._on_message, self.stats, name=self.name)
         self._flush(now_s)
+        if self._blocked:  # clients whose held replies all went out: the hot path answers them again
+            for route in [r for r in self._blocked if not self.outbox.holding((r,))]:
+                self._blocked.discard(route)
+                if self.broker.lane is not None:
+                    self.broker.lane.core.block_route(route, False)
 
     def close(self) -> None:
         self.sock.close(linger=0)
@@ -96,17 +106,23 @@ class NativeFront(Front):
         """Note that the client is alive; False if it is new and the table is full."""
         if route not in self.clients and len(self.clients) >= self.config.max_clients:
             return False
+        new = route not in self.clients
         self.clients[route] = time.monotonic() + self.broker.dispatcher.liveness_s
+        if new and self.broker.lane is not None:
+            self.broker.lane.core.add_route(route)
         return True
 
     def forget(self, route: bytes) -> None:
         self.clients.pop(route, None)
         self.outbox.forget((route,))
+        self._blocked.discard(route)
         self.broker.forget_origin(Origin(self, (route,)), f"client {route.hex()} went away")
 
     def expire(self, now_s: float) -> None:
+        lane = self.broker.lane
+        liveness_s = self.broker.dispatcher.liveness_s
         for route, expiry_s in list(self.clients.items()):
-            if expiry_s <= now_s:
+            if expiry_s <= now_s and (lane is None or lane.core.route_seen_s(route) + liveness_s <= now_s):
                 self.forget(route)
 
     # ---- outgoing ----------------------------------------------------------------
@@ -117,5 +133,16 @@ class NativeFront(Front):
                     meta: dict | None = None) -> None:
         self._send(origin.route[0], P.error_frames(task_id, code, message, meta))
 
+    def hold_reply(self, route: bytes, frames: list) -> None:
+        """A reply the hot path could not send now (the client does not read): the outbox keeps it
+        (or it went out after all, and the hot path may answer this client again)."""
+        self._send(route, frames)
+        if route not in self._blocked and self.broker.lane is not None:
+            self.broker.lane.core.block_route(route, False)
+
     def _send(self, route: bytes, frames: list) -> None:
         self._deliver(self.sock, (route,), [route, *frames])
+        lane = self.broker.lane
+        if lane is not None and self.outbox.holding((route,)) and route not in self._blocked:
+            self._blocked.add(route)
+            lane.core.block_route(route, True)

@@ -47,5 +47,25 @@ def drain(sock: zmq.Socket, handler: Callable[[list], None], stats: dict, *, nam
     sockutil.drain(sock, handler, stats, log, name=name, batch=batch)
 
 
+def drain_pump(pump: Callable[[], list | None], handler: Callable[[list], None], stats: dict, *, name: str,
+               batch: int = DRAIN_BATCH) -> None:
+    """``drain`` for a socket the hot path reads: up to ``batch`` of the messages it hands on."""
+    for _ in range(batch):
+        try:
+            frames = pump()
+        except Exception:  # a bug in the hot path: the message it was reading is lost, the broker goes on
+            stats["internal_errors"] = stats.get("internal_errors", 0) + 1
+            log.exception("the hot path failed reading the %s socket (a bug: please report)", name)
+            return
+        if frames is None:
+            return
+        try:
+            handler(frames)
+        except Exception:  # a bug must cost one message, never the process
+            stats["internal_errors"] = stats.get("internal_errors", 0) + 1
+            log.exception("a message on the %s socket could not be handled; dropped it (a bug: please report)",
+                          name)
+
+
 def last_endpoint(sock: zmq.Socket) -> str:
     return sock.getsockopt_string(zmq.LAST_ENDPOINT)

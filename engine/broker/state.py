@@ -11,7 +11,7 @@ import itertools
 import json
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any, Hashable, Iterator
+from typing import Any, Callable, Hashable, Iterator
 
 from ..protocol import Request
 from .config import MAX_SLOTS_PER_WORKER
@@ -99,10 +99,12 @@ class WorkerState:
         return self.can_run(task.needs) and (accepted is None or self.declaration is None
                                              or self.declaration in accepted)
 
-    def describe(self, now_s: float) -> dict:
+    def describe(self, now_s: float, lent: tuple[int, int] = (0, 0)) -> dict:
+        """Its row in INFO; ``lent``: (idle, running) slots it has lent to the hot path."""
+        in_flight = len(self.tasks) + lent[1]
         return {"id": peer_name(self.wid), "host": self.host, "pid": self.pid, "processes": self.processes,
-                "free": self.free,
-                "in_flight": len(self.tasks), "busy": bool(self.tasks), "tasks_done": self.tasks_done,
+                "free": self.free + lent[0],
+                "in_flight": in_flight, "busy": bool(in_flight), "tasks_done": self.tasks_done,
                 "draining": self.draining, "lease_expiries": self.lease_expiries,
                 "last_heartbeat_s_ago": round(now_s - self.last_seen_s, 3),
                 "joined_s_ago": round(now_s - self.joined_s, 3)}
@@ -129,6 +131,10 @@ class Dispatcher:
         self._declarations: tuple[int, dict[int, dict]] = (-1, {})
         self._declaration_ids: dict[str, int] = {}  # a declaration's text -> its id (ids never reused)
         self._next_declaration = itertools.count(1)
+        # Set by the hot path's glue (fastlane): a client's task count changes (+1/-1), and what a
+        # worker lent it (idle slots, tasks running there).
+        self.on_client_tasks: Callable[[Task, int], None] | None = None
+        self.lent: Callable[[bytes], tuple[int, int]] = lambda wid: (0, 0)
 
     # ---- tasks -------------------------------------------------------------------
     def new_jid(self) -> int:
@@ -142,12 +148,32 @@ class Dispatcher:
         return len(self.queue) >= self.max_queue
 
     def admit(self, task: Task) -> None:
+        self.adopt_queued(task)
+        self.queue.append(task)
+
+    def adopt_queued(self, task: Task) -> None:
+        """Hold a task (admitted here, or given back by the hot path) without queueing it."""
         self.tasks[task.jid] = task
         task.dedup_key = key = task.origin.dedup_key(task.task_id)
         if key is not None:
             self._by_key[key] = task.jid
         self.per_client[_client(task)] += 1
-        self.queue.append(task)
+        if self.on_client_tasks is not None:
+            self.on_client_tasks(task, 1)
+
+    def adopt_running(self, task: Task, wid: bytes, dispatched_s: float, lease_due_s: float) -> bool:
+        """A task the hot path gave back while ``wid`` runs it, on the slot it was lent:
+        held here at that worker. False if the worker is unknown (the caller queues it)."""
+        worker = self.workers.get(wid)
+        if worker is None:
+            return False
+        self.adopt_queued(task)
+        worker.tasks[task.jid] = task
+        task.worker = wid
+        task.holders.add(wid)
+        task.dispatched_s = dispatched_s
+        task.lease_due_s = lease_due_s
+        return True
 
     def finish(self, jid: int) -> Task | None:
         """Forget a task (done, failed or cancelled). Its worker slot is not touched."""
@@ -158,6 +184,8 @@ class Dispatcher:
             self.per_client[_client(task)] -= 1
             if self.per_client[_client(task)] <= 0:
                 del self.per_client[_client(task)]
+            if self.on_client_tasks is not None:
+                self.on_client_tasks(task, -1)
         return task
 
     def assignments(self, now_s: float = 0.0, lease_s: float = float("inf"), grace_s: float = 0.0) -> Iterator[tuple[Task, WorkerState]]:
@@ -462,6 +490,19 @@ class Dispatcher:
         else:
             self._ready.move_to_end(wid)
         return worker
+
+    def lendable(self) -> list[WorkerState]:
+        """The workers with free slots to lend to the hot path (O(free workers))."""
+        return [self.workers[wid] for wid in self._ready if not self.workers[wid].control]
+
+    def lend_all(self, worker: WorkerState) -> int:
+        """Every free slot of ``worker``, lent out: it comes back through ``add_slots``."""
+        slots, worker.free = worker.free, 0
+        self._ready.pop(worker.wid, None)
+        return slots
+
+    def add_slots(self, worker: WorkerState, slots: int) -> None:
+        self._add_slots(worker, slots)
 
     def _add_slots(self, worker: WorkerState, slots: int) -> None:
         if slots <= 0 or worker.draining:

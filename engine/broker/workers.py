@@ -55,7 +55,11 @@ class WorkerSide:
         if self.monitor in events:
             sockets.drain(self.monitor, self._on_disconnect, self.stats, name="back monitor")
         if self.sock in events:
-            sockets.drain(self.sock, self._on_message, self.stats, name="back")
+            lane = self.broker.lane
+            if lane is not None:
+                sockets.drain_pump(lane.pump_back, self._on_message, self.stats, name="back")
+            else:
+                sockets.drain(self.sock, self._on_message, self.stats, name="back")
         if self._probes_s and now_s >= self._probes_s[0]:
             self._probes_s = [t for t in self._probes_s if t > now_s]
             self._probe()
@@ -183,6 +187,8 @@ class WorkerSide:
                 self.remove(member.wid, f"(pool process of {peer_name(wid)}): {why}", blame=jid)
         elif msg.drain and known:
             for member in (d.members(wid) if control else [wid]):
+                if self.broker.lane is not None:
+                    self.broker.lane.retire(member)  # its tasks there finish here, its slots stay here
                 d.drain(member)
             grouped = d.workers[wid].group is not None
             log.log(logging.DEBUG if grouped else logging.INFO, "worker %s is draining (%s)", peer_name(wid), why)
@@ -256,6 +262,8 @@ class WorkerSide:
         if worker is not None and worker.control:
             for member in d.members(wid):
                 self.remove(member, f"(pool process of {peer_name(wid)}): its host {why}", blame)
+        if self.broker.lane is not None:
+            self.broker.lane.retire(wid)  # what it ran in the hot path is requeued below like the rest
         orphans = d.remove_worker(wid, blame)
         if worker is not None and (orphans or worker.group is None or blame is not None):
             log.info("worker %s %s; %d task(s) requeued", peer_name(wid), why, len(orphans))
@@ -294,6 +302,8 @@ class WorkerSide:
 
     def expire_leases(self, now_s: float) -> None:
         d = self.dispatcher
+        if self.broker.lane is not None:
+            self.broker.lane.take_expired(now_s)
         for task in d.expired_leases(now_s):
             wid = task.worker
             if wid is None or task.jid not in d.tasks:
@@ -327,6 +337,8 @@ class WorkerSide:
         queue = self.dispatcher.queue
         for task, worker in self.dispatcher.assignments(now_s, self.config.task_lease_s, LEASE_GRACE_S):
             self._send_task(worker.wid, task, now_s, more=bool(queue))
+        if self.broker.lane is not None:
+            self.broker.lane.stragglers(now_s)
         for task, worker in self.dispatcher.stragglers(now_s):
             self.stats["straggler_copies"] += 1
             log.debug("task %s (%s) held %.2f s by %s: a copy goes to idle worker %s, first answer wins%s", task.jid,

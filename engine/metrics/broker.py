@@ -64,8 +64,8 @@ class BrokerMetrics:
             ProcessCollector(registry=self.registry)
 
     # ---- the hot path: one call per event, each well under a few µs -------------------------
-    def received(self) -> None:
-        self._received += 1
+    def received(self, n: int = 1) -> None:
+        self._received += n
 
     def completed(self, queue_wait_s: float | None, worker_s: float | None, total_s: float) -> None:
         """A task answered with a result; a cache hit passes None for the two it skipped."""

@@ -1,0 +1,458 @@
+"""The broker's forwarding loop per message, in pure Python: the specification of ``_hotpath``.
+
+``HotPath`` reads the front (clients) and back (workers) sockets itself. A message in the
+common shape it forwards at once, with no ``Task`` or ``Origin`` built; every other message
+(a first request of a pipeline, options, heartbeats, READY, errors, anything odd) it hands
+back to the broker's Python code untouched, one at a time, in the order it arrived:
+
+- a REQUEST whose header holds only ``v``, ``t``, ``id`` (1-128 ASCII characters),
+  ``pipeline`` (a text the broker registered with ``add_pipeline``) and, optionally,
+  ``opts`` equal to ``{"cache": false}``, from a client the broker registered
+  (``add_route``), not blocked, not a resend of a task in the broker's own table, while
+  ``accepting``: queued here, in arrival order, up to ``max_queue``;
+- queued tasks go to the least recently used worker with a slot the broker lent
+  (``lend``) whose kind (a bit) the pipeline's mask holds, as
+  ``{"v","t","id": "<jid>@<instance>","pipeline",["opts"],["more"]}`` and the payload;
+- a REPLY (``v``, ``t``, ``id``, ``meta``; a map without ``broker_ms``) from the worker
+  that holds the task goes to its client with the client's id and ``broker_ms`` added;
+  its slot stays lent (or goes back to the broker, see ``hungry``).
+
+Everything else in a task's life is the broker's: it takes a task out with the ``take*``
+calls (as a tuple, see ``Taken``) and runs it on its own path from then on. Counters,
+samples, returned slots and replies a client would not read now come out in ``collect``.
+
+The compiled twin (``engine/broker/_hotpath.pyx``) keeps this behaviour exactly and
+calls libzmq directly; ``load`` picks it unless ``ENGINE_NO_EXTENSIONS`` is set.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import msgpack
+import zmq
+
+from .. import protocol as P
+from ..sockutil import NOBLOCK, recv_frames, send_frames
+
+log = logging.getLogger("engine.broker")
+
+ENV_NO_EXTENSIONS = "ENGINE_NO_EXTENSIONS"
+BASE_JID = 1 << 40  # jids of the tasks held here; the broker's own are smaller
+DRAIN_BATCH = 512  # messages read from one socket per call before returning
+MAX_SKIPPED = 64  # queued tasks one dispatch pass steps over (no lent slot of a kind that takes them)
+MAX_KINDS = 63  # kinds of worker (distinct declarations of the operations) that can be lent slots
+REQUEST_KEYS = frozenset(("v", "t", "id", "pipeline", "opts"))
+REPLY_KEYS = frozenset(("v", "t", "id", "meta"))
+NO_CACHE = {"cache": False}
+
+
+class Taken(NamedTuple):
+    """A task handed back to the broker: queued (``worker`` None) or at a worker."""
+
+    jid: int
+    route: bytes
+    task_id: str
+    pipeline: str
+    options: dict | None
+    payload: Any  # zmq.Frame
+    received_s: float
+    worker: bytes | None
+    dispatched_s: float
+    lease_due_s: float
+
+
+class Counts(NamedTuple):
+    received: int
+    completed: int
+    bytes_in: int
+    bytes_out: int
+    undeliverable: int
+
+
+@dataclass(eq=False, slots=True)
+class _Task:
+    jid: int
+    route: "_Route"
+    task_id: str
+    pipeline: str
+    cache_off: bool
+    payload: Any
+    received_s: float
+    worker: "_Worker | None" = None
+    dispatched_s: float = 0.0
+    lease_due_s: float = float("inf")
+
+
+@dataclass(eq=False, slots=True)
+class _Route:
+    route: bytes
+    seen_s: float = 0.0
+    blocked: bool = False
+    held: set = field(default_factory=set)  # ids of its tasks in the broker's own table (a resend is one)
+    tasks: dict = field(default_factory=dict)  # client task id -> _Task
+
+
+@dataclass(eq=False, slots=True)
+class _Worker:
+    wid: bytes
+    kind: int
+    idle: int = 0  # lent slots free now
+    busy: dict = field(default_factory=dict)  # jid -> _Task
+    done: int = 0  # answered since the last collect
+    seen_s: float = 0.0  # its last answer (monotonic)
+    retired: bool = False  # draining or leaving: its busy slots go back to the broker
+
+
+def load(front: zmq.Socket, back: zmq.Socket, **kwargs: Any) -> Any:
+    """The compiled hot path when it is built and allowed, else this module's ``HotPath``."""
+    if not os.environ.get(ENV_NO_EXTENSIONS):
+        try:
+            from . import _hotpath  # type: ignore[attr-defined]
+        except ImportError as exc:
+            log.info("broker hot path: pure Python (the compiled core is not built: %s)", exc)
+        else:
+            try:
+                core = _hotpath.HotPath(front, back, **kwargs)
+            except OSError as exc:
+                log.warning("broker hot path: pure Python (the compiled core cannot use pyzmq's libzmq: %s)", exc)
+            else:
+                log.info("broker hot path: compiled (%s)", _hotpath.__file__.rsplit("/", 1)[-1])
+                return core
+    else:
+        log.info("broker hot path: pure Python (%s is set)", ENV_NO_EXTENSIONS)
+    return HotPath(front, back, **kwargs)
+
+
+class HotPath:
+    compiled = False
+
+    def __init__(self, front: zmq.Socket, back: zmq.Socket, *, instance_id: str, max_queue: int,
+                 lease_s: float) -> None:
+        self.front = front
+        self.back = back
+        self.suffix = "@" + instance_id
+        self.max_queue = max_queue
+        self.lease_s = lease_s
+        self.accepting = True  # False: every request goes to the broker (it is stopping)
+        self.hungry = False  # True: a freed slot goes back to the broker (its own queue waits)
+        self._routes: dict[bytes, _Route] = {}
+        self._pipelines: dict[str, tuple[int, bool]] = {}  # text -> (kind mask, cache on: needs opts cache=false)
+        self._workers: dict[bytes, _Worker] = {}
+        self._lru: OrderedDict[bytes, None] = OrderedDict()  # workers with idle lent slots, least recent first
+        self._tasks: dict[int, _Task] = {}
+        self._queue: deque[_Task] = deque()
+        self._next_jid = BASE_JID
+        self._counts = [0, 0, 0, 0, 0]
+        self._samples: list[tuple[bytes, float, float, float]] = []  # (worker, queued s, worker s, total s)
+        self._returned: list[bytes] = []
+        self._held: list[tuple[bytes, list]] = []
+        self._given: list[Taken] = []  # tasks given back while pumping (see ``given``)
+
+    # ---- what the broker registers -------------------------------------------------------
+    def add_route(self, route: bytes) -> None:
+        if route not in self._routes:
+            self._routes[route] = _Route(route)
+
+    def remove_route(self, route: bytes) -> list[Taken]:
+        """Forget a client: its tasks come back (to be dropped)."""
+        r = self._routes.pop(route, None)
+        return [self._take(t) for t in list(r.tasks.values())] if r is not None else []
+
+    def route_seen_s(self, route: bytes) -> float:
+        r = self._routes.get(route)
+        return r.seen_s if r is not None else 0.0
+
+    def block_route(self, route: bytes, blocked: bool) -> None:
+        """Its replies wait in the broker's outbox: they go there, in order, until it empties."""
+        r = self._routes.get(route)
+        if r is not None:
+            r.blocked = blocked
+
+    def note_held(self, route: bytes, task_id: str, held: bool) -> None:
+        """The broker holds (or no longer holds) this task of the client: a resend of it is
+        the broker's to drop, not a new task here."""
+        r = self._routes.get(route)
+        if r is not None:
+            if held:
+                r.held.add(task_id)
+            else:
+                r.held.discard(task_id)
+
+    def holds(self, route: bytes, task_id: str) -> bool:
+        r = self._routes.get(route)
+        return r is not None and task_id in r.tasks
+
+    def add_pipeline(self, text: str, mask: int, cached: bool) -> None:
+        self._pipelines[text] = (mask, cached)
+
+    def clear_pipelines(self) -> None:
+        self._pipelines.clear()
+
+    # ---- slots ---------------------------------------------------------------------------
+    def lend(self, wid: bytes, kind: int, slots: int) -> None:
+        if not 0 <= kind <= MAX_KINDS or slots <= 0:
+            raise ValueError(f"kind {kind} (0-{MAX_KINDS}) and slots {slots} (> 0)")
+        w = self._workers.get(wid)
+        if w is None:
+            w = self._workers[wid] = _Worker(wid, kind)
+        w.kind, w.retired = kind, False
+        w.idle += slots
+        self._lru[wid] = None
+        self._lru.move_to_end(wid)
+        self._dispatch()
+
+    def reclaim(self) -> list[tuple[bytes, int]]:
+        """Every idle lent slot back to the broker."""
+        out = [(wid, self._workers[wid].idle) for wid in self._lru]
+        for wid, _ in out:
+            self._workers[wid].idle = 0
+        self._lru.clear()
+        return out
+
+    def retire(self, wid: bytes) -> list[Taken]:
+        """A worker leaves (or drains): its idle slots are gone, its tasks come back."""
+        w = self._workers.pop(wid, None)
+        self._lru.pop(wid, None)
+        if w is None:
+            return []
+        w.retired = True
+        return [self._take(t) for t in list(w.busy.values())]
+
+    # ---- tasks back to the broker ----------------------------------------------------------
+    def take(self, route: bytes, task_id: str) -> Taken | None:
+        r = self._routes.get(route)
+        t = r.tasks.get(task_id) if r is not None else None
+        return self._take(t) if t is not None else None
+
+    def take_jid(self, jid: int) -> Taken | None:
+        t = self._tasks.get(jid)
+        return self._take(t) if t is not None else None
+
+    def take_expired(self, now_s: float) -> list[Taken]:
+        return [self._take(t) for w in list(self._workers.values()) for t in list(w.busy.values())
+                if t.lease_due_s <= now_s]
+
+    def take_queued(self) -> list[Taken]:
+        return [self._take(t) for t in list(self._queue)]
+
+    def take_held_before(self, wid: bytes, before_s: float) -> list[Taken]:
+        w = self._workers.get(wid)
+        return [self._take(t) for t in list(w.busy.values()) if t.dispatched_s < before_s] if w else []
+
+    def _take(self, t: _Task) -> Taken:
+        del self._tasks[t.jid]
+        t.route.tasks.pop(t.task_id, None)
+        w = t.worker
+        if w is None:
+            self._queue.remove(t)  # O(queue): a rare call
+        else:
+            w.busy.pop(t.jid, None)
+        return Taken(t.jid, t.route.route, t.task_id, t.pipeline, dict(NO_CACHE) if t.cache_off else None,
+                     t.payload, t.received_s, w.wid if w else None, t.dispatched_s, t.lease_due_s)
+
+    def given(self) -> list[Taken]:
+        """The tasks given back by the last pump, with the message it returned (their answer)."""
+        given, self._given = self._given, []
+        return given
+
+    # ---- what the broker reads -------------------------------------------------------------
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def tasks(self) -> int:
+        return len(self._tasks)
+
+    def idle_slots(self) -> int:
+        return sum(self._workers[wid].idle for wid in self._lru)
+
+    def load_of(self, wid: bytes) -> tuple[int, int]:
+        """(idle lent slots, tasks running) of a worker."""
+        w = self._workers.get(wid)
+        return (w.idle, len(w.busy)) if w is not None else (0, 0)
+
+    def collect(self) -> tuple[Counts, list, list, list, list]:
+        """What happened since the last call: counts, samples (worker, queued s, worker s,
+        total s), slots given back (worker ids), replies to hold for clients that do not read
+        (route, frames), and per worker answered (worker, tasks done, last answer s)."""
+        counts = Counts(*self._counts)
+        self._counts = [0, 0, 0, 0, 0]
+        samples, self._samples = self._samples, []
+        returned, self._returned = self._returned, []
+        held, self._held = self._held, []
+        done = [(w.wid, w.done, w.seen_s) for w in self._workers.values() if w.done]
+        for w in self._workers.values():
+            w.done = 0
+        return counts, samples, returned, held, done
+
+    # ---- the loop --------------------------------------------------------------------------
+    def pump_front(self) -> list | None:
+        """Handle waiting client messages; return the first the broker must see, or None."""
+        for _ in range(DRAIN_BATCH):
+            try:
+                frames = recv_frames(self.front)
+            except zmq.Again:
+                break
+            if not self._request(frames):
+                self._dispatch()
+                return frames
+        self._dispatch()
+        return None
+
+    def pump_back(self) -> list | None:
+        """Handle waiting worker messages; return the first the broker must see, or None."""
+        for _ in range(DRAIN_BATCH):
+            try:
+                frames = recv_frames(self.back)
+            except zmq.Again:
+                break
+            if not self._reply(frames):
+                self._dispatch()
+                return frames
+        self._dispatch()
+        return None
+
+    def _request(self, frames: list) -> bool:
+        if len(frames) != 3 or not self.accepting or len(self._queue) >= self.max_queue:
+            return False
+        r = self._routes.get(frames[0].bytes)
+        if r is None or r.blocked:
+            return False
+        head = _map(frames[1])
+        if head is None or not head.keys() <= REQUEST_KEYS or not _is_int(head.get("v"), P.PROTOCOL_VERSION) \
+                or not _is_int(head.get("t"), P.REQUEST):
+            return False
+        tid, pipeline, opts = head.get("id"), head.get("pipeline"), head.get("opts", None)
+        if not isinstance(tid, str) or not 0 < len(tid) <= P.MAX_TASK_ID_CHARS or not tid.isascii() \
+                or not isinstance(pipeline, str) or tid in r.held:
+            return False
+        known = self._pipelines.get(pipeline)
+        if known is None:
+            return False
+        cache_off = "opts" in head
+        if cache_off and (opts != NO_CACHE or type(opts.get("cache")) is not bool):
+            return False
+        if known[1] and not cache_off:
+            return False  # the result cache answers it, or keeps its result: the broker's path
+        now_s = time.monotonic()
+        r.seen_s = now_s
+        payload = frames[2]
+        counts = self._counts
+        counts[0] += 1
+        counts[2] += len(payload)
+        if tid in r.tasks:
+            return True  # a resend of a task held here
+        jid = self._next_jid
+        self._next_jid += 1
+        t = _Task(jid, r, tid, pipeline, cache_off, payload, now_s)
+        self._tasks[jid] = t
+        r.tasks[tid] = t
+        self._queue.append(t)
+        return True
+
+    def _reply(self, frames: list) -> bool:
+        wid = frames[0].bytes
+        head = _map(frames[1]) if len(frames) >= 2 else None
+        jid = self._jid(head.get("id")) if head is not None else None
+        t = self._tasks.get(jid) if jid is not None else None
+        if t is None:
+            return False
+        w = t.worker
+        if w is None or w.wid != wid:
+            return False  # not from the worker that runs it: the broker drops it
+        if (len(frames) != 3 or not head.keys() <= REPLY_KEYS
+                or not _is_int(head.get("v"), P.PROTOCOL_VERSION) or not _is_int(head.get("t"), P.REPLY)
+                or not isinstance(head.get("meta"), dict) or "broker_ms" in head["meta"]):
+            self._given.append(self._take(t))  # an error, or a shape only the broker reads: it gets the task
+            return False
+        now_s = time.monotonic()
+        del self._tasks[jid]
+        del t.route.tasks[t.task_id]
+        del w.busy[jid]
+        w.done += 1
+        w.seen_s = now_s
+        self._free(w)
+        meta = head["meta"]
+        meta["broker_ms"] = round((now_s - t.received_s) * 1000, 3)
+        payload = frames[2]
+        counts = self._counts
+        counts[1] += 1
+        counts[3] += len(payload)
+        self._samples.append((wid, t.dispatched_s - t.received_s, now_s - t.dispatched_s, now_s - t.received_s))
+        out = P.reply_frames(t.task_id, meta, payload)
+        r = t.route
+        if r.blocked:
+            self._held.append((r.route, out))
+            return True
+        try:
+            send_frames(self.front, [r.route, *out], NOBLOCK)
+        except zmq.Again:  # the client does not read: the broker's outbox holds this and what follows
+            r.blocked = True
+            self._held.append((r.route, out))
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                raise
+            counts[4] += 1  # the client is gone: its reply is dropped
+        return True
+
+    def _jid(self, task_id: Any) -> int | None:
+        if not isinstance(task_id, str) or not task_id.endswith(self.suffix):
+            return None
+        text = task_id[:-len(self.suffix)]
+        return int(text) if text.isdigit() and len(text) < 20 else None
+
+    def _free(self, w: _Worker) -> None:
+        """A task of ``w`` ended here: its slot stays lent, or goes back to the broker."""
+        if w.retired or self.hungry:
+            self._returned.append(w.wid)
+            return
+        w.idle += 1
+        self._lru[w.wid] = None
+        self._lru.move_to_end(w.wid)
+
+    def _dispatch(self) -> None:
+        queue, lru = self._queue, self._lru
+        skipped: list[_Task] = []
+        while queue and lru:
+            t = queue.popleft()
+            mask = self._pipelines.get(t.pipeline, (0, False))[0]
+            w = next((self._workers[wid] for wid in lru if mask >> self._workers[wid].kind & 1), None)
+            if w is None:
+                skipped.append(t)
+                if len(skipped) >= MAX_SKIPPED:
+                    break
+                continue
+            w.idle -= 1
+            if w.idle <= 0:
+                del lru[w.wid]
+            else:
+                lru.move_to_end(w.wid)
+            now_s = time.monotonic()
+            t.worker, t.dispatched_s, t.lease_due_s = w, now_s, now_s + self.lease_s
+            w.busy[t.jid] = t
+            frames = P.request_frames(f"{t.jid}{self.suffix}", t.pipeline, dict(NO_CACHE) if t.cache_off else None,
+                                      t.payload, more=bool(queue))
+            try:
+                send_frames(self.back, [w.wid, *frames], NOBLOCK)
+            except zmq.ZMQError as exc:  # gone or not reading: heartbeats and leases decide, as for the broker
+                log.debug("a task to worker %r was not sent: %s", w.wid, exc)
+        queue.extendleft(reversed(skipped))
+
+
+def _map(frame: Any) -> dict | None:
+    raw = frame.buffer if isinstance(frame, zmq.Frame) else frame
+    if len(raw) > P.MAX_HEADER_BYTES:
+        return None
+    try:
+        head = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+    except Exception:  # any bad header: the broker's path says what is wrong
+        return None
+    return head if isinstance(head, dict) else None
+
+
+def _is_int(value: Any, want: int) -> bool:
+    return type(value) is int and value == want

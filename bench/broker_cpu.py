@@ -56,6 +56,13 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) * TICK_S
 
 
+def _hot_path(hot: dict | None) -> str:
+    if not hot:
+        return "off"
+    kind = "compiled" if hot.get("compiled") else "pure Python"
+    return f"{kind}, {hot.get('answered', 0)} task(s) answered there"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tasks", type=int, default=20000)
@@ -85,6 +92,7 @@ def main(argv=None) -> int:
             b1 = thread_cpu_s(broker.pid)
             sys1 = SYSTEM_TIME.get((broker.pid, broker.pid), 0.0)
             b1, w1, c1 = b1, [process_cpu_s(e.pid) for e in echoes], thread_cpu_s(os.getpid())
+            hot = client.info().get("hot_path")
         per = 1e6 / done
         main_us = (b1.get(broker.pid, 0) - b0.get(broker.pid, 0)) * per
         other_us = sum(b1[t] - b0.get(t, 0) for t in b1 if t != broker.pid) * per
@@ -97,6 +105,7 @@ def main(argv=None) -> int:
         print(f"{done} tasks of {args.payload_kb} KiB in {wall_s:.2f} s ({done / wall_s:.0f}/s); CPU per task: "
               f"broker main {main_us:.0f} us (in the kernel {(sys1 - sys0) * per:.0f}), broker other threads {other_us:.0f} us, echo workers {echo_us:.0f} us, "
               f"client {client_us:.0f} us ({', '.join(f'{k} {v:.0f}' for k, v in sorted(client_split.items()))})")
+        print(f"hot path: {_hot_path(hot)}")
     finally:
         broker.terminate()
         broker.wait(20)

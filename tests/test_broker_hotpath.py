@@ -145,11 +145,15 @@ def test_every_other_client_message_is_handed_to_the_broker_untouched(rig, frame
     assert rig.core.tasks() == 0 and rig.core.collect()[0].received == 0
 
 
-def test_an_unknown_client_a_blocked_one_and_a_closed_door_go_to_the_broker(rig):
+def test_a_refused_client_a_resend_of_the_broker_s_and_a_closed_door_go_to_the_broker(rig):
     rig.core.add_pipeline("grayscale", 1, False)
-    rig.core.block_route(b"client-1", True)
+    rig.core.block_route(b"client-1", True, True)
     rig.request("t1")
     assert rig.wait(rig.core.pump_front)[0].bytes == b"client-1"
+    rig.core.block_route(b"client-1", True, False)  # replies wait, but under the refuse limits
+    rig.request("t1b")
+    rig.pump_until(lambda: rig.core.tasks() == 1)
+    rig.core.take(b"client-1", "t1b")
     rig.core.block_route(b"client-1", False)
     rig.core.note_held(b"client-1", "t2", True)  # the broker holds this task: a resend is the broker's
     rig.request("t2")
@@ -262,6 +266,15 @@ def test_retire_and_remove_route_give_back_what_they_held(rig):
     rig.pump_until(lambda: rig.core.tasks() == 1)
     assert [t.task_id for t in rig.core.remove_route(b"client-1")] == ["t3"]
     assert rig.core.reclaim() == [(b"worker-1", 0)] or rig.core.load_of(b"worker-1") == (0, 0)
+
+
+def test_replies_to_a_blocked_client_are_held_for_the_broker_in_order(rig):
+    header, _ = _forward_one(rig)
+    rig.core.block_route(b"client-1", True)
+    rig.worker.send_multipart(P.reply_frames(_head(header)["id"], {"k": 1}, b"r1"))
+    rig.pump_until(lambda: rig.core.tasks() == 0)
+    (route, frames), = rig.core.collect()[3]
+    assert route == b"client-1" and _head(frames[0])["id"] == "t1" and frames[1].bytes == b"r1"
 
 
 def test_a_hungry_broker_gets_each_freed_slot_back(rig):

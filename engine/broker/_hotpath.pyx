@@ -119,6 +119,7 @@ cdef struct route_t:
     int idlen
     double seen_s
     int blocked
+    int refused
     int nheld  # its tasks in the broker's own table (their ids: HotPath.held_ids)
     int ntasks
     int used
@@ -528,7 +529,7 @@ cdef class HotPath:
         if n != 3 or self.extra is not None or not self.accepting or self.qlen >= self.max_queue:
             return 0
         cdef int r = self.route_of(<unsigned char *>hp_msg_data(&self.m[0]), hp_msg_size(&self.m[0]))
-        if r < 0 or self.routes[r].blocked:
+        if r < 0 or self.routes[r].refused:
             return 0
         cdef size_t hsize = hp_msg_size(&self.m[1])
         if hsize > MAX_HEADER:
@@ -905,10 +906,11 @@ cdef class HotPath:
         cdef int r = self.route_of(route, len(route))
         return self.routes[r].seen_s if r >= 0 else 0.0
 
-    def block_route(self, bytes route not None, bint blocked):
+    def block_route(self, bytes route not None, bint blocked, bint refused=False):
         cdef int r = self.route_of(route, len(route))
         if r >= 0:
             self.routes[r].blocked = blocked
+            self.routes[r].refused = refused
 
     def note_held(self, bytes route not None, str task_id not None, bint held):
         cdef int r = self.route_of(route, len(route))

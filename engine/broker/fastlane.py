@@ -87,8 +87,14 @@ class FastLane:
             self._lend()
 
     def queue_changed(self) -> None:
-        """The broker's own queue grew or shrank: the hot path's share of ``max_queue`` follows."""
-        self.core.max_queue = max(0, self.broker.config.max_queue - len(self.d.queue))
+        """The broker's own queue grew or shrank: the hot path's share of ``max_queue`` follows,
+        and a task queued there is served first: the idle lent slots come back at once, before
+        a request that came after it can take them."""
+        d = self.d
+        self.core.max_queue = max(0, self.broker.config.max_queue - len(d.queue))
+        if d.queue and not self.core.hungry:
+            self.core.hungry = True
+            self.reclaim()
 
     def stragglers(self, now_s: float) -> None:
         """Before the broker looks for stragglers: nothing queued anywhere and a slot idle

@@ -8,7 +8,7 @@ back to the broker's Python code untouched, one at a time, in the order it arriv
 - a REQUEST whose header holds only ``v``, ``t``, ``id`` (1-128 ASCII characters),
   ``pipeline`` (a text the broker registered with ``add_pipeline``) and, optionally,
   ``opts`` equal to ``{"cache": false}``, from a client the broker registered
-  (``add_route``), not blocked, not a resend of a task in the broker's own table, while
+  (``add_route``), not refused, not a resend of a task in the broker's own table, while
   ``accepting``: queued here, in arrival order, up to ``max_queue``;
 - queued tasks go to the least recently used worker with a slot the broker lent
   (``lend``) whose kind (a bit) the pipeline's mask holds, as
@@ -92,7 +92,8 @@ class _Task:
 class _Route:
     route: bytes
     seen_s: float = 0.0
-    blocked: bool = False
+    blocked: bool = False  # its replies wait in the broker's outbox: the next ones go there too
+    refused: bool = False  # so many wait that its new tasks are the broker's to refuse
     held: set = field(default_factory=set)  # ids of its tasks in the broker's own table (a resend is one)
     tasks: dict = field(default_factory=dict)  # client task id -> _Task
 
@@ -167,11 +168,12 @@ class HotPath:
         r = self._routes.get(route)
         return r.seen_s if r is not None else 0.0
 
-    def block_route(self, route: bytes, blocked: bool) -> None:
-        """Its replies wait in the broker's outbox: they go there, in order, until it empties."""
+    def block_route(self, route: bytes, blocked: bool, refused: bool = False) -> None:
+        """Its replies wait in the broker's outbox (``blocked``: the next go there, in order,
+        until it empties); so many that its new tasks are the broker's to refuse (``refused``)."""
         r = self._routes.get(route)
         if r is not None:
-            r.blocked = blocked
+            r.blocked, r.refused = blocked, refused
 
     def note_held(self, route: bytes, task_id: str, held: bool) -> None:
         """The broker holds (or no longer holds) this task of the client: a resend of it is
@@ -320,7 +322,7 @@ class HotPath:
         if len(frames) != 3 or not self.accepting or len(self._queue) >= self.max_queue:
             return False
         r = self._routes.get(frames[0].bytes)
-        if r is None or r.blocked:
+        if r is None or r.refused:
             return False
         head = _map(frames[1])
         if head is None or not head.keys() <= REQUEST_KEYS or not _is_int(head.get("v"), P.PROTOCOL_VERSION) \

@@ -47,11 +47,8 @@ class NativeFront(Front):
             else:
                 sockets.drain(self.sock, self._on_message, self.stats, name=self.name)
         self._flush(now_s)
-        if self._blocked:  # clients whose held replies all went out: the hot path answers them again
-            for route in [r for r in self._blocked if not self.outbox.holding((r,))]:
-                self._blocked.discard(route)
-                if self.broker.lane is not None:
-                    self.broker.lane.core.block_route(route, False)
+        for route in list(self._blocked):  # clients with held replies: tell the hot path where they stand
+            self._tell_lane(route)
 
     def close(self) -> None:
         self.sock.close(linger=0)
@@ -137,12 +134,23 @@ class NativeFront(Front):
         """A reply the hot path could not send now (the client does not read): the outbox keeps it
         (or it went out after all, and the hot path may answer this client again)."""
         self._send(route, frames)
-        if route not in self._blocked and self.broker.lane is not None:
-            self.broker.lane.core.block_route(route, False)
+        self._tell_lane(route)
 
     def _send(self, route: bytes, frames: list) -> None:
         self._deliver(self.sock, (route,), [route, *frames])
+        if self.broker.lane is not None and (route in self._blocked or self.outbox.holding((route,))):
+            self._tell_lane(route)
+
+    def _tell_lane(self, route: bytes) -> None:
+        """The hot path sends a client's replies itself only while none waits here, and admits
+        its tasks while it is under the outbox's refuse limits."""
         lane = self.broker.lane
-        if lane is not None and self.outbox.holding((route,)) and route not in self._blocked:
+        if lane is None:
+            return
+        peer = (route,)
+        holding = self.outbox.holding(peer)
+        if holding:
             self._blocked.add(route)
-            lane.core.block_route(route, True)
+        else:
+            self._blocked.discard(route)
+        lane.core.block_route(route, holding, self.outbox.refusal(peer) is not None)

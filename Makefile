@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 WORKERS ?= 2
 WEB ?= 127.0.0.1:8080
 
-.PHONY: setup setup-test run test bench clean
+.PHONY: setup setup-test run test test-pure bench clean
 
 $(VENV)/.installed-run: setup.cfg setup.py pyproject.toml engine/broker/_hotpath.pyx engine/broker/_hotpath_core.h
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,13 @@ run: setup
 test: setup-test
 	$(PY) -m pytest
 
+# The broker, fault and hardening tests again on the hot path's pure-Python twin (CI runs both).
+PURE_TESTS = tests/test_broker_hotpath.py tests/test_core_*.py tests/test_faults_*.py tests/test_hardening_*.py
+test-pure: setup-test
+	ENGINE_NO_EXTENSIONS=1 $(PY) -m pytest -q $(PURE_TESTS)
+
 bench: setup-test
 	$(PY) bench/run.py --quick
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .benchmarks
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .benchmarks bench/.build engine/broker/_hotpath.c engine/broker/_hotpath.*.so

@@ -17,13 +17,15 @@ from typing import Any
 import zmq
 
 from .. import __version__
-from .. import deadlines, memtrim, tracing
+from .. import memtrim, tracing
 from ..cache import ResultCache
-from ..errors import BusyError, ConfigError, QuotaError, TaskCancelled, TaskError, Unauthorized, UnknownOperation
-from ..pipeline_syntax import step_names, suggest
+from ..errors import BusyError, ConfigError, QuotaError, TaskCancelled, Unauthorized
+from ..pipeline_syntax import suggest
 from ..security import CLIENTS, HOW_TO_MAKE_KEYS, CurveServer
 from ..wakeup import Wakeup
 from . import info as info_
+from . import admission
+from .admission import CHECKS, Admission, Verdict
 from .compat import CompatFront
 from . import fastlane
 from . import config as C
@@ -194,66 +196,66 @@ class Broker:
 
     # ---- tasks -------------------------------------------------------------------
     def submit(self, origin: Origin, request: Any, payload: Any) -> None:
-        """Admit a task from any front end, or answer why not (the one entry point for tasks)."""
+        """Admit a task from any front end, or answer why not (the one entry point for tasks):
+        ``admission.CHECKS`` in order, then the queue."""
         self.stats["received"] += 1
         metrics = self.metrics
         metrics.received()
         metrics.bytes_in(len(payload))
-        if self.dispatcher.holds(origin, request.task_id) or (
-                self.lane is not None and origin.front is self.native and self.lane.holds(origin.route[0], request.task_id)):
-            return  # a resend of a task we already hold
-        busy = "the broker is shutting down" if self._stopping else \
-            f"the broker's queue is full ({self.config.max_queue} tasks waiting)" \
-            if self.queue_depth() >= self.config.max_queue else origin.front.refusal(origin)
-        if busy is not None:
-            self.stats[BusyError.code] += 1
-            metrics.refused(BusyError.code)
-            self.reply_error(origin, request.task_id, BusyError.code, f"{busy}; retry later")
-            return
-        now_s = time.monotonic()
-        refusal = self.quotas.check(origin.client, self.dispatcher.per_client.get(origin.client, 0), now_s)
-        if refusal is not None:
-            self.stats[QuotaError.code] += 1
-            metrics.refused(QuotaError.code)
-            self.reply_error(origin, request.task_id, QuotaError.code, refusal)
-            return
-        try:
-            due_s = deadlines.due_s(request.options, now_s)
-            trace = tracing.trace_id(request.options) if request.options else None
-        except TaskError as exc:
-            metrics.failed(exc.code)
-            self.reply_error(origin, request.task_id, exc.code, exc.message)
-            return
-        needs = step_names(request.pipeline)
-        if needs is not None and self.dispatcher.can_run(needs) is False:
-            self._refuse(origin, request.task_id, UnknownOperation.code, self.unoffered(needs))
-            return
-        checked = self.pipelines.check(request.pipeline)
-        if isinstance(checked, TaskError):
-            self._refuse(origin, request.task_id, checked.code, checked.message)
-            return
-        cache_key = self._cache_key(request, payload, checked.canonical)
-        if cache_key is not None:
-            hit = self.cache.get(cache_key)
-            metrics.cache(hit is not None, len(hit[0]) if hit is not None else 0)
-            if hit is not None:
-                data, meta = hit
-                meta.update(cache="hit", broker_ms=0.0)
-                if trace:
-                    meta[tracing.KEY] = trace
-                self.stats["completed"] += 1
-                metrics.completed(None, None, time.monotonic() - now_s)
-                metrics.bytes_out(len(data))
-                origin.front.reply(origin, request.task_id, meta, data)
+        a = Admission(origin, request, payload, time.monotonic())
+        for check in CHECKS:
+            verdict = check(self, a)
+            if verdict is not None:
+                self._apply(a, verdict)
                 return
+        checked = a.checked
         task = Task(jid=self.dispatcher.new_jid(), origin=origin, task_id=request.task_id, request=request,
-                    payload=payload, received_s=now_s, cache_key=cache_key, due_s=due_s, trace_id=trace,
-                    needs=needs, accepted=checked.accepted)
+                    payload=payload, received_s=a.now_s, cache_key=a.cache_key, due_s=a.due_s, trace_id=a.trace_id,
+                    needs=a.needs, accepted=checked.accepted if checked is not None else None)
         self.dispatcher.admit(task)
         if self.lane is not None:
             self.lane.queue_changed()
             if origin.front is self.native and request.options in (None, fastlane.NO_CACHE):
                 self.lane.offer(task, cached=self.cache is not None)
+
+    def _apply(self, a: Admission, verdict: Verdict) -> None:
+        """Answer a request a check stopped (see ``admission``)."""
+        kind, code, task_id = verdict.kind, verdict.code, a.request.task_id
+        if kind == admission.REFUSED:
+            self.stats[code] += 1
+            self.metrics.refused(code)
+            self.reply_error(a.origin, task_id, code, verdict.message)
+        elif kind == admission.INVALID:
+            self.metrics.failed(code)
+            self.reply_error(a.origin, task_id, code, verdict.message)
+        elif kind == admission.FAILED:
+            self._refuse(a.origin, task_id, code, verdict.message)
+
+    def holds(self, origin: Origin, task_id: str) -> bool:
+        """A task of this client with this id is held already (here or in the hot path)."""
+        return self.dispatcher.holds(origin, task_id) or (
+            self.lane is not None and origin.front is self.native and self.lane.holds(origin.route[0], task_id))
+
+    def cache_key(self, payload: Any, canonical: str) -> str:
+        """Input hash + canonical pipeline + engine version."""
+        data = payload.buffer if isinstance(payload, zmq.Frame) else payload
+        return ResultCache.key(data, canonical, __version__)
+
+    def answer_from_cache(self, a: Admission) -> bool:
+        """Answer from the result cache if it holds this result (counted either way)."""
+        hit = self.cache.get(a.cache_key) if self.cache is not None and a.cache_key is not None else None
+        self.metrics.cache(hit is not None, len(hit[0]) if hit is not None else 0)
+        if hit is None:
+            return False
+        data, meta = hit
+        meta.update(cache="hit", broker_ms=0.0)
+        if a.trace_id:
+            meta[tracing.KEY] = a.trace_id
+        self.stats["completed"] += 1
+        self.metrics.completed(None, None, time.monotonic() - a.now_s)
+        self.metrics.bytes_out(len(data))
+        a.origin.front.reply(a.origin, a.request.task_id, meta, data)
+        return True
 
     def _refuse(self, origin: Origin, task_id: str, code: str, message: str) -> None:
         """A task refused at admission for its pipeline: counted as failed, never queued."""
@@ -328,14 +330,6 @@ class Broker:
         if self.curve is not None:
             return self.curve.identity(frame, CLIENTS)
         return peer_name(route)
-
-    def _cache_key(self, request: Any, payload: Any, canonical: str | None) -> str | None:
-        """Input hash + canonical pipeline + engine version; None when not cacheable (cache
-        off, the client asked so, or the pipeline could not be checked here)."""
-        if self.cache is None or canonical is None or (request.options or {}).get("cache") is False:
-            return None
-        data = payload.buffer if isinstance(payload, zmq.Frame) else payload
-        return ResultCache.key(data, canonical, __version__)
 
     def info(self, you: str = "") -> dict:
         if self.lane is not None:

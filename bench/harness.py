@@ -142,6 +142,8 @@ def run_peer(peer, cells, image_sets, settings: Settings, progress: Progress, re
         peer.stop()
         return {"status": kind, "reason": reason[:500]}
     status = {"status": "ran", "label": peer.label, "notes": peer.notes()}
+    if getattr(peer, "data_plane", None) is not None:
+        status["data_plane"] = peer.data_plane
     try:
         for workload, size in cells:
             images = image_sets[size]

@@ -16,6 +16,14 @@ NO_CACHE = {"cache": False}  # every task is computed: the same images repeat, a
 STOP_TIMEOUT_S = 20.0
 
 
+def data_plane(info: dict) -> dict:
+    """From a broker's INFO: which hot path it runs (compiled, python, off) and whether
+    same-host payloads go through shared memory (not built yet: always off)."""
+    hot = info.get("hot_path")
+    kind = "off" if not hot else "compiled" if hot.get("compiled") else "python"
+    return {"hot_path": kind, "shared_memory": bool(info.get("shared_memory"))}
+
+
 class EngineDriver:
     """Runs inside each client process."""
 
@@ -84,17 +92,21 @@ class Engine(Peer):
 
     remote_slots = 0
 
+    data_plane: dict | None = None  # what the broker ran: its hot path, shared memory
+
     def start(self) -> None:
         self._broker = None
         self._gang = None
         if self.broker:
             self.front = self.broker
             info = broker_ready(self.front, 1)
+            self.data_plane = data_plane(info)
             self.remote_slots = sum(w.get("free", 0) + w.get("in_flight", 0) for w in info.get("workers", []))
         else:
             self._broker, self.front, self.back = start_broker(self.workers, self._extra_flags())
             self._start_workers()
-            broker_ready(self.front, self.workers, **self._driver_options())
+            info = broker_ready(self.front, self.workers, **self._driver_options())
+            self.data_plane = data_plane(info)
         self._gang = Gang(self.clients, self.driver, endpoint=self._client_endpoint(), share=self.clients,
                           **self._driver_options())
         self._gang.start()
@@ -136,4 +148,7 @@ class Engine(Peer):
     def notes(self) -> list[str]:
         where = f"existing deployment at {self.broker} ({self.remote_slots} worker slots at start)" if self.broker else \
             f"python -m engine.broker --local-workers {self.workers}"
-        return [f"{where}; {self.clients} client process(es), Client.submit with a bounded window"]
+        plane = self.data_plane or {}
+        return [f"{where}; {self.clients} client process(es), Client.submit with a bounded window; "
+                f"broker hot path: {plane.get('hot_path', 'unknown')}; same-host shared memory: "
+                f"{'on' if plane.get('shared_memory') else 'off'}"]

@@ -355,3 +355,19 @@ def test_the_broker_says_which_hot_path_it_runs(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     want = "broker hot path: compiled" if _hotpath is not None else "broker hot path: pure Python"
     assert want in out.stdout, out.stdout + out.stderr
+
+
+def test_without_a_c_compiler_the_build_still_succeeds_on_the_python_path(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for name in ("setup.py", "setup.cfg", "pyproject.toml", "README.md"):
+        (tmp_path / name).write_bytes(open(os.path.join(root, name), "rb").read())
+    broker = tmp_path / "engine" / "broker"
+    broker.mkdir(parents=True)
+    for name in ("_hotpath.pyx", "_hotpath_core.h"):
+        (broker / name).write_bytes(open(os.path.join(root, "engine", "broker", name), "rb").read())
+    env = {**os.environ, "CC": "/bin/false", "LDSHARED": "/bin/false"}
+    out = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "compiled hot path was not built" in out.stderr and "pure-Python twin" in out.stderr
+    assert not list(broker.glob("*.so"))

@@ -274,3 +274,22 @@ def test_the_broker_waits_for_a_timer_due_within_a_millisecond_instead_of_pollin
     assert poll_timeout_ms(10.0004, 10.0) == 1  # int() made it 0: a zero-timeout poll
     assert poll_timeout_ms(10.5, 10.0) == 500
     assert poll_timeout_ms(9.9, 10.0) == 0  # overdue: handle it now
+
+
+def test_tasks_past_their_retries_are_returned_for_failing_never_queued_again():
+    """The routing state decides (requeue, or give up) instead of queueing a task that the
+    broker then has to take out of the queue again (an O(queue) removal per task)."""
+    d = Dispatcher(max_queue=10, liveness_s=6, max_retries=1)
+    d.ready(b"A", 2, 0.0)
+    t0, t1 = _task(d, 0), _task(d, 1)
+    _assign(d)
+    t0.attempts = 1  # it took one worker down already
+    orphans = d.remove_worker(b"A")
+    assert {t.task_id for t in orphans} == {"t0", "t1"}
+    assert [t.task_id for t in d.queue] == ["t1"] and d.exhausted(t0) and not d.exhausted(t1)
+    assert t0.worker is None and t0.jid in d.tasks  # the caller fails it
+    d.ready(b"B", 1, 0.0)
+    _assign(d)
+    assert d.take_back(t1) is d.workers[b"B"] and d.exhausted(t1) and list(d.queue) == []
+    d.drop_queued([t0])
+    assert t0.jid not in d.tasks

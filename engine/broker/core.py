@@ -67,7 +67,7 @@ class Broker:
         else:
             self._own_context = False
         self.ctx = context
-        self.dispatcher = Dispatcher(max_queue=config.max_queue,
+        self.dispatcher = Dispatcher(max_queue=config.max_queue, max_retries=config.max_retries,
                                      liveness_s=config.heartbeat_interval_s * config.heartbeat_liveness)
         self.pipelines = PipelineChecker(self.dispatcher)
         self.stats: Counter[str] = Counter({name: 0 for name in STAT_NAMES})
@@ -98,6 +98,9 @@ class Broker:
 
     def stopping(self) -> bool:
         return self._stopping
+
+    def uptime_s(self, now_s: float) -> float:
+        return now_s - self._started_s
 
     def task_count(self) -> int:
         """Tasks admitted and not finished, wherever they are held."""

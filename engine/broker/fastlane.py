@@ -34,6 +34,7 @@ log = logging.getLogger("engine.broker")
 
 NO_CACHE = hotpath.NO_CACHE
 MAX_PIPELINE_CHARS = 4096  # longer pipelines stay on the Python path (the hot path copies the text per task)
+MAX_PIPELINES = 1024  # distinct pipeline texts registered at once (as the broker's checker memoises)
 
 
 def wanted(broker: "Broker") -> bool:
@@ -53,6 +54,7 @@ class FastLane:
         self._bits: dict[int | None, int] = {}  # a worker's declaration -> its kind (bit) in the hot path
         self._version = -1
         self._next_scan_s = 0.0
+        self._pipelines = 0  # texts registered with the hot path since it was last cleared
         self.answered = 0  # tasks the hot path answered itself, since the start
         self.d.on_client_tasks = self._client_tasks
         self.d.lent = self.core.load_of
@@ -73,6 +75,7 @@ class FastLane:
         if d.workers_version != self._version:
             self._version = d.workers_version
             self.core.clear_pipelines()  # masks are made for the workers of their time
+            self._pipelines = 0
             self.adopt(self.core.take_queued())  # no worker of theirs may be left: the broker's rules decide
         self.sync()
         core = self.core
@@ -178,7 +181,11 @@ class FastLane:
                 if bit is not None:
                     mask |= 1 << bit
         if mask:
+            if self._pipelines >= MAX_PIPELINES:  # bounded: a client sending ever new texts starts it afresh
+                self.core.clear_pipelines()
+                self._pipelines = 0
             self.core.add_pipeline(pipeline, mask, cached)
+            self._pipelines += 1
 
     def holds(self, route: bytes, task_id: str) -> bool:
         return self.core.holds(route, task_id)

@@ -64,7 +64,7 @@ def bounded(broker: "Broker", you: str = "") -> dict:
     workers = hosts(d, now_s)
     label = str if broker.curve is not None else _anonymous
     identities, identities_total = broker.quotas.describe(d.per_client, top=MAX_IDENTITIES_LISTED, label=label)
-    out = {"broker": broker.instance_id, "uptime_s": round(now_s - broker._started_s, 3),
+    out = {"broker": broker.instance_id, "uptime_s": round(broker.uptime_s(now_s), 3),
            "queue_depth": broker.queue_depth(), "in_flight": broker.task_count() - broker.queue_depth(),
            "max_queue": config.max_queue, "clients": len(broker.native.clients),
            "workers": [_worker(w) for w in workers[:MAX_WORKERS_LISTED]],

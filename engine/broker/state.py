@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Iterator
 
 from ..protocol import Request
-from .config import MAX_SLOTS_PER_WORKER
+from .config import MAX_RETRIES, MAX_SLOTS_PER_WORKER
 
 BLAME_ALL = -1  # remove_worker: every task it held counts an attempt (it vanished: any could be at fault)
 # A batch's tail must not wait on one slow device: when nothing is queued and a worker is
@@ -113,9 +113,10 @@ class WorkerState:
 class Dispatcher:
     """Queue, workers and slots. All methods are O(1) but ``cancel`` and ``drop_origin``."""
 
-    def __init__(self, *, max_queue: int, liveness_s: float) -> None:
+    def __init__(self, *, max_queue: int, liveness_s: float, max_retries: int = MAX_RETRIES) -> None:
         self.max_queue = max_queue
         self.liveness_s = liveness_s
+        self.max_retries = max_retries  # attempts past this are not requeued: the caller fails them
         self.workers: dict[bytes, WorkerState] = {}
         self.queue: deque[Task] = deque()
         self.tasks: dict[int, Task] = {}  # every admitted, unfinished task
@@ -360,16 +361,20 @@ class Dispatcher:
         late = {t.jid: t for w in self.workers.values() for t in w.tasks.values() if t.lease_due_s <= now_s}
         return list(late.values())  # a task with a straggler's copy is held twice: listed once
 
-    def take_back(self, task: Task) -> WorkerState | None:
+    def take_back(self, task: Task, *, requeue: bool = True) -> WorkerState | None:
         """A lease expired: the task leaves its worker (the slot stays taken: the worker
-        still works on it, or is stuck) and goes to the front of the queue."""
+        still works on it, or is stuck), counts an attempt and, with ``requeue`` and within
+        ``max_retries``, goes to the front of the queue (else the caller ends it)."""
         worker = self.workers.get(task.worker) if task.worker is not None else None
         if worker is not None:
             worker.tasks.pop(task.jid, None)
             worker.taken_back.add(task.jid)
             worker.lease_expiries += 1
         task.attempts += 1
-        self.requeue(task)
+        if requeue and not self.exhausted(task):
+            self.requeue(task)
+        else:
+            task.worker = None
         return worker
 
     def requeue(self, task: Task) -> None:
@@ -393,6 +398,12 @@ class Dispatcher:
             self.finish(task.jid)
         self._unqueue(dropped)
         return dropped
+
+    def drop_queued(self, tasks: list[Task]) -> None:
+        """Finish queued tasks (failed by the caller), in one pass over the queue."""
+        for task in tasks:
+            self.finish(task.jid)
+        self._unqueue(tasks)
 
     def _unqueue(self, finished: list[Task]) -> None:
         """Take finished tasks out of the queue at once: they must neither count towards
@@ -433,8 +444,10 @@ class Dispatcher:
         return True
 
     def remove_worker(self, wid: bytes, blame: int | None = BLAME_ALL) -> list[Task]:
-        """Forget a worker; its unfinished tasks go back to the front of the queue. Which
-        of them count an attempt: all (``BLAME_ALL``), the one with jid ``blame``, or none."""
+        """Forget a worker; returns its unfinished tasks. Which of them count an attempt: all
+        (``BLAME_ALL``), the one with jid ``blame``, or none. Those within ``max_retries`` go
+        back to the front of the queue; the others (``exhausted``) are left for the caller
+        to fail: they are never queued (O(its tasks), no O(queue) removal)."""
         worker = self.workers.pop(wid, None)
         self._ready.pop(wid, None)
         if worker is None:
@@ -454,8 +467,15 @@ class Dispatcher:
         for task in reversed(orphans):
             if blame == BLAME_ALL or blame == task.jid:
                 task.attempts += 1
-            self.requeue(task)
+            if not self.exhausted(task):
+                self.requeue(task)
+            else:
+                task.worker = None
         return orphans
+
+    def exhausted(self, task: Task) -> bool:
+        """It has failed on workers more often than ``max_retries`` allows."""
+        return task.attempts > self.max_retries
 
     def members(self, control: bytes) -> list[bytes]:
         """The pool processes a host's control connection speaks for (O(workers))."""

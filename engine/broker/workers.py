@@ -1,8 +1,10 @@
 """The broker's worker-facing half: the back socket, READY, results, retries, leases, dispatch.
 
-An object of its own, owned by the broker's thread. It reaches the broker only through
-``broker.finish_ok`` / ``broker.finish_error`` (replies go to the task's origin) and
-the shared ``dispatcher``, ``stats`` and ``config``.
+An object of its own, owned by the broker's thread. What it uses of the broker, all of it:
+``finish_ok`` / ``finish_error`` (replies go to the task's origin), ``unoffered`` (the text
+of an unknown_operation), ``metrics``, ``curve`` (a worker's key), ``instance_id`` (task ids
+and heartbeats), ``lane`` (the hot path: it takes back what a leaving worker ran there),
+and the shared ``dispatcher``, ``stats`` and ``config``.
 """
 from __future__ import annotations
 
@@ -271,8 +273,7 @@ class WorkerSide:
             if task.trace_id:
                 log.info("task %s (%s) requeued: worker %s %s%s", task.jid, task.task_id, peer_name(wid), why,
                          tracing.tag(task.trace_id))
-            if task.attempts > self.config.max_retries:
-                self.dispatcher.queue.remove(task)
+            if d.exhausted(task):  # never queued again: failed here
                 self._fail(task, f"worker {why}")
             else:  # requeued: run again after a failure; reassigned: it had not started, or no fault of its own
                 self.stats["requeued" if blame in (BLAME_ALL, task.jid) else "reassigned"] += 1
@@ -295,9 +296,8 @@ class WorkerSide:
         their client's timeout."""
         d = self.dispatcher
         late = [t for t in d.unrunnable() if now_s - t.received_s >= d.liveness_s]
+        d.drop_queued(late)
         for task in late:
-            d.queue.remove(task)
-            d.finish(task.jid)
             self.broker.finish_error(task, UnknownOperation.code, self.broker.unoffered(task.needs))
 
     def expire_leases(self, now_s: float) -> None:
@@ -309,18 +309,17 @@ class WorkerSide:
             if wid is None or task.jid not in d.tasks:
                 continue  # requeued already: its worker was dropped for an earlier expiry in this list
             self.cancel(task)
-            worker = d.take_back(task)
+            past_deadline = task.due_s is not None and now_s >= task.due_s
+            worker = d.take_back(task, requeue=not past_deadline)  # requeued unless it ends here
             self.stats["leases_expired"] += 1
-            if task.due_s is not None and now_s >= task.due_s:
-                d.queue.remove(task)
+            if past_deadline:
                 d.finish(task.jid)
                 log.warning("task %s (%s): worker %s did not answer by its deadline; failed%s", task.jid,
                             task.task_id, peer_name(wid), tracing.tag(task.trace_id))
                 self.broker.finish_error(task, DeadlineExceeded.code,
                                          f"the task's deadline passed and its worker did not answer within "
                                          f"{LEASE_GRACE_S:g} s more; it was abandoned")
-            elif task.attempts > self.config.max_retries:
-                d.queue.remove(task)
+            elif d.exhausted(task):
                 self._fail(task, f"worker {peer_name(wid)} did not answer within its lease")
             else:
                 self.stats["requeued"] += 1

@@ -39,6 +39,13 @@ cdef extern from "_hotpath_core.h" nogil:
     int hp_errno()
     char hp_error[512]
     int hp_load(const char *path)
+    ctypedef struct hp_pollitem_t:
+        void *socket
+        int fd
+        short events
+        short revents
+    int HP_POLLIN
+    int hp_poll(hp_pollitem_t *items, int n, long timeout_ms)
     double hp_now_s()
     uint32_t hp_hash(const unsigned char *p, size_t n, uint32_t h)
 
@@ -73,6 +80,7 @@ cdef extern from "_hotpath_core.h" nogil:
     void hp_put_str_jid(hp_buf *b, const char *digits_reversed, int n, const char *suffix, size_t slen)
 
 cdef extern from "errno.h":
+    int EINTR
     int EAGAIN
     int EHOSTUNREACH
 
@@ -85,6 +93,8 @@ DEF INDEX_BITS = 20
 DEF MAX_TASKS = 1 << 20
 DEF DEDUP_BUCKETS = 1 << 16
 DEF COPY_BELOW = 65536
+DEF MAX_POLL = 16
+DEF SAMPLES_BEFORE_RETURN = 4096
 
 cdef uint64_t BASE_JID = 1 << 40
 cdef unsigned char NO_CACHE_RAW[8]
@@ -238,6 +248,8 @@ cdef class HotPath:
     cdef list given_
     cdef dict held_ids  # route index -> ids (bytes) of its tasks in the broker's own table
     cdef object Frame
+    cdef hp_pollitem_t items[MAX_POLL]
+    cdef int nitems
 
     compiled = True
 
@@ -283,6 +295,7 @@ cdef class HotPath:
         self.held_ids = {}
         self.extra = None
         self.Frame = zmq.Frame
+        self.set_extras([])
         if hp_reserve(&self.out, 1024):
             raise MemoryError()
 
@@ -495,6 +508,56 @@ cdef class HotPath:
                     break
             break
         return n
+
+    def set_extras(self, extras):
+        """The other sockets and file descriptors the broker's loop waits on: ``run`` returns
+        as soon as one is readable."""
+        if len(extras) > MAX_POLL - 2:
+            raise ValueError(f"at most {MAX_POLL - 2} other sockets or descriptors")
+        self.items[0].socket, self.items[0].fd = self.back, 0
+        self.items[1].socket, self.items[1].fd = self.front, 0
+        self.nitems = 2
+        for item in extras:
+            if isinstance(item, int):
+                self.items[self.nitems].socket, self.items[self.nitems].fd = NULL, item
+            else:
+                self.items[self.nitems].socket, self.items[self.nitems].fd = <void *><size_t>item.underlying, 0
+            self.nitems += 1
+        for i in range(self.nitems):
+            self.items[i].events = HP_POLLIN
+            self.items[i].revents = 0
+
+    def run(self, double timeout_s):
+        """Wait (the GIL released) and forward for up to ``timeout_s``; return early with
+        (0, frames) or (1, frames) for a front or back message the broker must see, or None
+        when something else needs it: another socket readable, a signal, slots or replies to
+        hand over, many samples, or the time is up."""
+        cdef double until = hp_now_s() + timeout_s, left
+        cdef long wait_ms
+        cdef int rc, err, i, n = self.nitems
+        while True:
+            left = until - hp_now_s()
+            wait_ms = 0 if left <= 0 else <long>(left * 1000.0) + 1
+            with nogil:
+                rc = hp_poll(self.items, n, wait_ms)
+            if rc < 0:
+                err = hp_errno()
+                if err == EINTR:
+                    return None  # a signal: Python runs its handler
+                raise zmq.ZMQError(err)
+            if self.items[0].revents & HP_POLLIN:
+                out = self.pump_back()
+                if out is not None:
+                    return (1, out)
+            if self.items[1].revents & HP_POLLIN:
+                out = self.pump_front()
+                if out is not None:
+                    return (0, out)
+            for i in range(2, n):
+                if self.items[i].revents & HP_POLLIN:
+                    return None
+            if self.nret or self.held or self.given_ or self.ns >= SAMPLES_BEFORE_RETURN or hp_now_s() >= until:
+                return None
 
     def pump_front(self):
         """Handle waiting client messages; return the first the broker must see, or None."""

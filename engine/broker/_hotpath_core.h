@@ -23,6 +23,9 @@ typedef struct hp_msg_t { unsigned char _[64]; } __attribute__((aligned(sizeof(v
 
 #define HP_DONTWAIT 1
 #define HP_SNDMORE 2
+#define HP_POLLIN 1
+
+typedef struct { void *socket; int fd; short events; short revents; } hp_pollitem_t;  /* zmq_pollitem_t (POSIX) */
 
 static int (*hp_msg_init)(hp_msg_t *);
 static int (*hp_msg_recv)(hp_msg_t *, void *, int);
@@ -36,6 +39,7 @@ static size_t (*hp_msg_size)(const hp_msg_t *);
 static int (*hp_zsend)(void *, const void *, size_t, int);
 static int (*hp_errno)(void);
 static void (*hp_version)(int *, int *, int *);
+static int (*hp_poll)(hp_pollitem_t *, int, long);
 static char hp_error[512];
 
 static int hp_load(const char *path) {
@@ -49,7 +53,7 @@ static int hp_load(const char *path) {
     HP_SYM(hp_msg_init, "zmq_msg_init") HP_SYM(hp_msg_recv, "zmq_msg_recv") HP_SYM(hp_msg_send, "zmq_msg_send")
     HP_SYM(hp_msg_close, "zmq_msg_close") HP_SYM(hp_msg_copy, "zmq_msg_copy") HP_SYM(hp_msg_move, "zmq_msg_move")
     HP_SYM(hp_msg_more, "zmq_msg_more") HP_SYM(hp_msg_data, "zmq_msg_data") HP_SYM(hp_msg_size, "zmq_msg_size")
-    HP_SYM(hp_zsend, "zmq_send") HP_SYM(hp_errno, "zmq_errno") HP_SYM(hp_version, "zmq_version")
+    HP_SYM(hp_zsend, "zmq_send") HP_SYM(hp_errno, "zmq_errno") HP_SYM(hp_version, "zmq_version") HP_SYM(hp_poll, "zmq_poll")
 #undef HP_SYM
     int major = 0, minor = 0, patch = 0;
     hp_version(&major, &minor, &patch);

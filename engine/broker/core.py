@@ -140,6 +140,9 @@ class Broker:
         for part in (*self.fronts, self.workers):
             part.register(poller)
         poller.register(self._wakeup.fd, zmq.POLLIN)
+        if self.lane is not None:  # it waits on the front and back itself, and returns when one of these has news
+            self.lane.set_extras([item for item, _ in poller.sockets
+                                  if item is not self.native.sock and item is not self.workers.sock])
         interval_s = self.config.heartbeat_interval_s
         next_beat_s = time.monotonic()
         drain_until_s = None
@@ -156,7 +159,11 @@ class Broker:
             timeout_ms = poll_timeout_ms(wake_s, time.monotonic())
             if drain_until_s is not None:
                 timeout_ms = min(timeout_ms, 100)
-            events = dict(poller.poll(timeout_ms))
+            if self.lane is not None:
+                self.lane.run(timeout_ms / 1000)  # the hot path waits, forwards, and returns for the rest
+                events = dict(poller.poll(0))
+            else:
+                events = dict(poller.poll(timeout_ms))
             if self._wakeup.fd in events:
                 self._wakeup.drain()
             now_s = time.monotonic()

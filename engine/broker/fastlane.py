@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from .. import protocol as P
 from ..pipeline_syntax import step_names
-from . import hotpath
+from . import hotpath, sockets
 from .front import Origin
 from .state import STRAGGLER_FACTOR, STRAGGLER_MIN_S, STRAGGLER_SCAN_S, Task, WorkerState, peer_name
 
@@ -68,6 +68,27 @@ class FastLane:
         if frames is not None:
             self.adopt(self.core.given())  # the task this answer is for, if the hot path held it
         return frames
+
+    def set_extras(self, extras: list) -> None:
+        self.core.set_extras(extras)
+
+    def run(self, timeout_s: float) -> None:
+        """The loop's wait: the hot path waits on the front and back and forwards until a message
+        needs the broker (handled here), another socket has news, or ``timeout_s`` is up."""
+        b = self.broker
+        try:
+            got = self.core.run(timeout_s)
+        except Exception:  # a bug in the hot path: the message it was reading is lost, the broker goes on
+            b.stats["internal_errors"] += 1
+            log.exception("the hot path failed while waiting (a bug: please report)")
+            return
+        if got is None:
+            return
+        side, frames = got
+        if side:
+            self.adopt(self.core.given())  # the task this answer is for, if the hot path held it
+        sockets.handle(b.workers._on_message if side else b.native._on_message, frames, b.stats,
+                       name="back" if side else "front")
 
     def settle(self) -> None:
         """After each turn of the loop: apply what the hot path did, then lend the free slots."""

@@ -49,6 +49,7 @@ MAX_KINDS = 63  # kinds of worker (distinct declarations of the operations) that
 REQUEST_KEYS = frozenset(("v", "t", "id", "pipeline", "opts"))
 REPLY_KEYS = frozenset(("v", "t", "id", "meta"))
 NO_CACHE = {"cache": False}
+SAMPLES_BEFORE_RETURN = 4096  # run() hands the broker its samples at least this often
 
 
 class Taken(NamedTuple):
@@ -153,6 +154,7 @@ class HotPath:
         self._returned: list[bytes] = []
         self._held: list[tuple[bytes, list]] = []
         self._given: list[Taken] = []  # tasks given back while pumping (see ``given``)
+        self.set_extras([])
 
     # ---- what the broker registers -------------------------------------------------------
     def add_route(self, route: bytes) -> None:
@@ -292,6 +294,36 @@ class HotPath:
         return counts, samples, returned, held, done
 
     # ---- the loop --------------------------------------------------------------------------
+    def set_extras(self, extras: list) -> None:
+        """The other sockets and file descriptors the broker's loop waits on: ``run`` returns
+        as soon as one is readable."""
+        self._poller = zmq.Poller()
+        for item in (self.back, self.front, *extras):
+            self._poller.register(item, zmq.POLLIN)
+        self._extras = list(extras)
+
+    def run(self, timeout_s: float) -> tuple[int, list] | None:
+        """Wait and forward for up to ``timeout_s``; return early with (0, frames) or (1, frames)
+        for a front or back message the broker must see, or None when something else needs
+        it: another socket readable, slots or replies to hand over, many samples, or the time is up."""
+        until_s = time.monotonic() + timeout_s
+        while True:
+            left_s = until_s - time.monotonic()
+            ready = dict(self._poller.poll(0 if left_s <= 0 else int(left_s * 1000) + 1))
+            if self.back in ready:
+                out = self.pump_back()
+                if out is not None:
+                    return 1, out
+            if self.front in ready:
+                out = self.pump_front()
+                if out is not None:
+                    return 0, out
+            if any(item in ready for item in self._extras):
+                return None
+            if self._returned or self._held or self._given or len(self._samples) >= SAMPLES_BEFORE_RETURN \
+                    or time.monotonic() >= until_s:
+                return None
+
     def pump_front(self) -> list | None:
         """Handle waiting client messages; return the first the broker must see, or None."""
         for _ in range(DRAIN_BATCH):

@@ -59,12 +59,16 @@ def drain_pump(pump: Callable[[], list | None], handler: Callable[[list], None],
             return
         if frames is None:
             return
-        try:
-            handler(frames)
-        except Exception:  # a bug must cost one message, never the process
-            stats["internal_errors"] = stats.get("internal_errors", 0) + 1
-            log.exception("a message on the %s socket could not be handled; dropped it (a bug: please report)",
-                          name)
+        handle(handler, frames, stats, name=name)
+
+
+def handle(handler: Callable[[list], None], frames: list, stats: dict, *, name: str) -> None:
+    """One message to its handler; a handler that raises costs that message only."""
+    try:
+        handler(frames)
+    except Exception:  # a bug must cost one message, never the process
+        stats["internal_errors"] = stats.get("internal_errors", 0) + 1
+        log.exception("a message on the %s socket could not be handled; dropped it (a bug: please report)", name)
 
 
 def last_endpoint(sock: zmq.Socket) -> str:

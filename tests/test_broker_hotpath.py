@@ -304,11 +304,11 @@ def test_both_implementations_send_the_same_bytes(zctx):
         r = Rig(impl, zctx)
         try:
             r.core.add_pipeline("resize:width=64|jpeg:quality=80", 1, True)
-            r.core.lend(b"worker-1", 0, 1)
             r.request("t" * 40, pipeline="resize:width=64|jpeg:quality=80", payload=b"x" * 70_000,
                       opts={"cache": False})
             r.request("u", pipeline="resize:width=64|jpeg:quality=80", opts={"cache": False})
-            r.pump_until(lambda: r.core.tasks() == 2)
+            r.pump_until(lambda: r.core.queued() == 2)  # both wait: the first goes with "more"
+            r.core.lend(b"worker-1", 0, 1)
             to_worker = r.worker.recv_multipart()
             jid_text = _head(to_worker[0])["id"]
             r.worker.send_multipart(P.reply_frames(jid_text, {"worker": "w", "nested": {"a": [1, 2.5, None]}},
@@ -365,7 +365,8 @@ def test_without_a_c_compiler_the_build_still_succeeds_on_the_python_path(tmp_pa
     broker.mkdir(parents=True)
     for name in ("_hotpath.pyx", "_hotpath_core.h"):
         (broker / name).write_bytes(open(os.path.join(root, "engine", "broker", name), "rb").read())
-    env = {**os.environ, "CC": "/bin/false", "LDSHARED": "/bin/false"}
+    env = {k: v for k, v in os.environ.items() if k != hotpath.ENV_NO_EXTENSIONS}
+    env.update(CC="/bin/false", LDSHARED="/bin/false")
     out = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr

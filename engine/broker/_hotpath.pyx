@@ -39,6 +39,7 @@ cdef extern from "_hotpath_core.h" nogil:
     int hp_errno()
     char hp_error[512]
     int hp_load(const char *path)
+    int hp_grow(void **p, int *cap, int used, size_t elem)
     ctypedef struct hp_pollitem_t:
         void *socket
         int fd
@@ -354,19 +355,14 @@ cdef class HotPath:
 
     cdef int new_task(self) except -2:
         cdef int i
-        cdef task_t **grown
         if self.tfree >= 0:
             i = self.tfree
             self.tfree = self.tp[i].qnext
             return i
         if self.ttop >= MAX_TASKS:
             return -1
-        if self.ttop == self.tcap:
-            grown = <task_t **>realloc(self.tp, sizeof(task_t *) * (self.tcap * 2 if self.tcap else 256))
-            if grown == NULL:
-                raise MemoryError()
-            self.tp = grown
-            self.tcap = self.tcap * 2 if self.tcap else 256
+        if hp_grow(<void **>&self.tp, &self.tcap, self.ttop, sizeof(task_t *)):
+            raise MemoryError()
         i = self.ttop
         self.tp[i] = <task_t *>malloc(sizeof(task_t))
         if self.tp[i] == NULL:
@@ -438,15 +434,10 @@ cdef class HotPath:
 
     cdef int free_slot(self, int w) except -1:
         """A task of ``w`` ended here: its slot stays lent, or goes back to the broker."""
-        cdef int *grown
         cdef worker_t *x = &self.workers[w]
         if x.retired or self.hungry:
-            if self.nret == self.retcap:
-                grown = <int *>realloc(self.returned, sizeof(int) * (self.retcap * 2 if self.retcap else 64))
-                if grown == NULL:
-                    raise MemoryError()
-                self.returned = grown
-                self.retcap = self.retcap * 2 if self.retcap else 64
+            if hp_grow(<void **>&self.returned, &self.retcap, self.nret, sizeof(int)):
+                raise MemoryError()
             self.returned[self.nret] = w
             self.nret += 1
             return 0
@@ -846,13 +837,8 @@ cdef class HotPath:
         return 1
 
     cdef int sample(self, int w, double queued_s, double worker_s, double total_s) except -1:
-        cdef sample_t *grown
-        if self.ns == self.scap:
-            grown = <sample_t *>realloc(self.samples, sizeof(sample_t) * (self.scap * 2 if self.scap else 256))
-            if grown == NULL:
-                raise MemoryError()
-            self.samples = grown
-            self.scap = self.scap * 2 if self.scap else 256
+        if hp_grow(<void **>&self.samples, &self.scap, self.ns, sizeof(sample_t)):
+            raise MemoryError()
         self.samples[self.ns].worker = w
         self.samples[self.ns].queued_s = queued_s
         self.samples[self.ns].worker_s = worker_s
@@ -930,19 +916,14 @@ cdef class HotPath:
     # ---- what the broker registers -----------------------------------------------------------
     def add_route(self, bytes route not None):
         cdef int r
-        cdef route_t *grown
         if self.route_of(route, len(route)) >= 0 or len(route) > 255:
             return
         if self.rfree >= 0:
             r = self.rfree
             self.rfree = self.routes[r].nextfree
         else:
-            if self.rtop == self.rcap:
-                grown = <route_t *>realloc(self.routes, sizeof(route_t) * (self.rcap * 2 if self.rcap else 64))
-                if grown == NULL:
-                    raise MemoryError()
-                self.routes = grown
-                self.rcap = self.rcap * 2 if self.rcap else 64
+            if hp_grow(<void **>&self.routes, &self.rcap, self.rtop, sizeof(route_t)):
+                raise MemoryError()
             r = self.rtop
             self.rtop += 1
         memset(&self.routes[r], 0, sizeof(route_t))
@@ -996,15 +977,10 @@ cdef class HotPath:
 
     def add_pipeline(self, str text not None, uint64_t mask, bint cached):
         cdef int32_t p
-        cdef pipe_t *grown
         raw = msgpack.packb(text, use_bin_type=True)
         if not hp_map_get(&self.pipes_m, <const char *>raw, len(raw), &p):
-            if self.ptop == self.pcap:
-                grown = <pipe_t *>realloc(self.pipes, sizeof(pipe_t) * (self.pcap * 2 if self.pcap else 64))
-                if grown == NULL:
-                    raise MemoryError()
-                self.pipes = grown
-                self.pcap = self.pcap * 2 if self.pcap else 64
+            if hp_grow(<void **>&self.pipes, &self.pcap, self.ptop, sizeof(pipe_t)):
+                raise MemoryError()
             p = self.ptop
             self.ptop += 1
             if hp_map_put(&self.pipes_m, <const char *>raw, len(raw), p):
@@ -1019,7 +995,6 @@ cdef class HotPath:
     # ---- slots -------------------------------------------------------------------------------
     def lend(self, bytes wid not None, int kind, int slots):
         cdef int w
-        cdef worker_t *grown
         if not 0 <= kind <= 63 or slots <= 0:
             raise ValueError(f"kind {kind} (0-63) and slots {slots} (> 0)")
         if len(wid) > 255:
@@ -1030,12 +1005,8 @@ cdef class HotPath:
                 w = self.wfree
                 self.wfree = self.workers[w].nextfree
             else:
-                if self.wtop == self.wcap:
-                    grown = <worker_t *>realloc(self.workers, sizeof(worker_t) * (self.wcap * 2 if self.wcap else 64))
-                    if grown == NULL:
-                        raise MemoryError()
-                    self.workers = grown
-                    self.wcap = self.wcap * 2 if self.wcap else 64
+                if hp_grow(<void **>&self.workers, &self.wcap, self.wtop, sizeof(worker_t)):
+                    raise MemoryError()
                 w = self.wtop
                 self.wtop += 1
             memset(&self.workers[w], 0, sizeof(worker_t))

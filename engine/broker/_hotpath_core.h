@@ -75,6 +75,17 @@ static uint32_t hp_hash(const unsigned char *p, size_t n, uint32_t h) {
     return h;
 }
 
+/* Room for one more element in a growable array of ``elem``-byte items (doubling from 64). */
+static int hp_grow(void **p, int *cap, int used, size_t elem) {
+    if (used < *cap) return 0;
+    int n = *cap ? *cap * 2 : 64;
+    void *q = realloc(*p, elem * (size_t)n);
+    if (!q) return -1;
+    *p = q;
+    *cap = n;
+    return 0;
+}
+
 /* ---- a map from byte strings to ints: chained, entries in a pool ---------------------- */
 typedef struct { unsigned char *key; uint32_t klen, hash; int32_t val, next; } hp_entry;
 typedef struct { int32_t *buckets; uint32_t nb; hp_entry *e; int32_t cap, top, freel, count; } hp_map;

@@ -372,3 +372,18 @@ def test_without_a_c_compiler_the_build_still_succeeds_on_the_python_path(tmp_pa
     assert out.returncode == 0, out.stderr
     assert "compiled hot path was not built" in out.stderr and "pure-Python twin" in out.stderr
     assert not list(broker.glob("*.so"))
+
+
+def test_a_real_broker_answers_most_of_a_batch_on_the_hot_path(cluster, jpegs):
+    """Not only correct but used: after a pipeline's first task (the Python path checks it),
+    a batch from one client is answered by the hot path (a regression once sent all of them
+    the slow way, unnoticed, because every answer was still right)."""
+    image = jpegs["coins.jpg"]
+    with cluster.client() as client:
+        results = list(client.imap_unordered([image] * 60, "grayscale", window=16))
+        info = client.info()
+    assert len(results) == 60 and all(r.format == "jpeg" for r in results)
+    hot = info["hot_path"]
+    assert hot is not None and hot["answered"] >= 30, hot
+    assert hot["compiled"] == (_hotpath is not None and not os.environ.get(hotpath.ENV_NO_EXTENSIONS))
+    assert hot["tasks"] == 0 and info["queue_depth"] == 0 and info["in_flight"] == 0

@@ -65,7 +65,7 @@ class Ready(Message):
     FIELDS: ClassVar = {"capacity": ("cap", (int,), True), "ops": ("ops", (dict,), False),
                         "host": ("host", (str,), False), "pid": ("pid", (int,), False),
                         "processes": ("procs", (int,), False), "group": ("grp", (str,), False),
-                        "control": ("ctl", (bool,), False)}
+                        "control": ("ctl", (bool,), False), "shm": ("shm", (str,), False)}
     capacity: int
     ops: dict | None = None
     host: str | None = None
@@ -73,6 +73,7 @@ class Ready(Message):
     processes: int | None = None  # informational: pool processes behind the slots
     group: str | None = None  # a pool process: the routing id of its host's control connection
     control: bool | None = None  # a worker host's supervisor: no slots, it speaks for the group's processes
+    shm: str | None = None  # its proof that it reads the broker's shared-memory key (engine.shm.prove)
 
 
 @dataclass(slots=True)
@@ -81,12 +82,13 @@ class Request(Message):
     PAYLOADS: ClassVar[int] = 1
     FIELDS: ClassVar = {"task_id": ("id", (str,), True), "pipeline": ("pipeline", (str, list), True),
                         "options": ("opts", (dict,), False), "sent_s": ("sent", (float,), False),
-                        "more": ("more", (bool,), False)}
+                        "more": ("more", (bool,), False), "ref": ("ref", (bool,), False)}
     task_id: str
     pipeline: str | list
     options: dict | None = None
     sent_s: float | None = None  # broker -> worker: the broker's wall clock when it sent the task
     more: bool | None = None  # broker -> worker: other tasks were waiting (a worker idle before this one waited on the link)
+    ref: bool | None = None  # the payload is the name of a shared-memory segment holding the image (engine.shm)
 
 
 @dataclass(slots=True)
@@ -115,10 +117,11 @@ class Error(Message):
 class Heartbeat(Message):
     TYPE: ClassVar[int] = HEARTBEAT
     FIELDS: ClassVar = {"sender": ("sid", (str,), False), "max_message_bytes": ("maxmsg", (int,), False),
-                        "clock_s": ("clk", (float,), False)}
+                        "clock_s": ("clk", (float,), False), "shm": ("shm", (str,), False)}
     sender: str | None = None  # the sender's instance id (a broker restart changes it)
     max_message_bytes: int | None = None  # broker -> worker: the largest message it accepts (check results)
     clock_s: float | None = None  # broker -> worker: its wall clock, so a worker can age a task's ``sent_s``
+    shm: str | None = None  # broker -> peer: its shared-memory key's name; peer -> broker: the proof it read it
 
 
 @dataclass(slots=True)
@@ -226,7 +229,7 @@ def decode(frames: Sequence[Any]) -> tuple[Message, list]:
 
 
 def request_frames(task_id: str, pipeline: str | list, options: dict | None, payload: Any,
-                   sent_s: float | None = None, more: bool = False) -> list:
+                   sent_s: float | None = None, more: bool = False, ref: bool = False) -> list:
     """``encode(Request(...), payload)`` for the broker's hot path: the same bytes, built directly."""
     head = {"v": PROTOCOL_VERSION, "t": REQUEST, "id": task_id, "pipeline": pipeline}
     if options is not None:
@@ -235,6 +238,8 @@ def request_frames(task_id: str, pipeline: str | list, options: dict | None, pay
         head["sent"] = sent_s
     if more:
         head["more"] = True
+    if ref:
+        head["ref"] = True
     return [msgpack.packb(head, use_bin_type=True), payload]
 
 

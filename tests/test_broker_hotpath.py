@@ -297,6 +297,66 @@ def test_only_workers_of_a_kind_the_pipeline_takes_get_it(rig):
     assert _head(rig.worker.recv_multipart()[0])["pipeline"] == "faces"
 
 
+def _ref_request(rig: Rig, tid: str, name: bytes = b"engine-1-0123456789abcdef-1") -> None:
+    rig.client.send_multipart(P.request_frames(tid, "grayscale", None, name, ref=True))
+
+
+def test_a_task_by_reference_goes_only_to_a_worker_that_reads_shared_memory(rig):
+    rig.core.add_pipeline("grayscale", (1 << 2) | (1 << 4), False)  # kind 2 reads shared memory, kind 4 not
+    rig.core.ref_mask = 1 << 2
+    rig.core.set_route_shm(b"client-1", True)
+    rig.core.lend(b"worker-1", 4, 1)
+    _ref_request(rig, "t1")
+    rig.pump_until(lambda: rig.core.tasks() == 1)
+    assert rig.core.queued() == 1  # worker-1 is of kind 4: it cannot read the segment
+    rig.core.set_kind(b"worker-1", 2)  # it proved it reads shared memory
+    rig.pump_until(lambda: rig.core.queued() == 0)
+    header, payload = rig.worker.recv_multipart()
+    head = _head(header)
+    assert head["ref"] is True and payload == b"engine-1-0123456789abcdef-1"
+    taken = rig.core.take_jid(int(head["id"].split("@")[0]))
+    assert taken.ref is True and taken.payload.bytes == payload
+
+
+@pytest.mark.parametrize("case", ["unproven", "no_worker_reads", "ref_false"])
+def test_a_task_by_reference_the_hot_path_cannot_serve_goes_to_the_broker(rig, case):
+    rig.core.add_pipeline("grayscale", 1 << 4, False)
+    rig.core.ref_mask = 1 << 4 if case != "no_worker_reads" else 1 << 2
+    rig.core.set_route_shm(b"client-1", case != "unproven")
+    rig.core.lend(b"worker-1", 4, 1)
+    if case == "ref_false":
+        rig.client.send_multipart([msgpack.packb({"v": 1, "t": 2, "id": "t1", "pipeline": "grayscale",
+                                                  "ref": False}), b"name"])
+    else:
+        _ref_request(rig, "t1")
+    frames = rig.wait(rig.core.pump_front)
+    assert _head(frames[1]).get("ref") in (True, False) and rig.core.tasks() == 0
+
+
+@pytest.mark.skipif(_hotpath is None, reason="the compiled hot path is not built")
+def test_both_implementations_send_the_same_bytes_by_reference(zctx):
+    seen = {}
+    for impl in ("python", "compiled"):
+        r = Rig(impl, zctx)
+        try:
+            r.core.add_pipeline("grayscale", 1, False)
+            r.core.ref_mask = 1
+            r.core.set_route_shm(b"client-1", True)
+            r.client.send_multipart(P.request_frames("t1", "grayscale", {"cache": False}, b"seg", ref=True))
+            r.client.send_multipart(P.request_frames("t2", "grayscale", None, b"seg2", ref=True))
+            r.pump_until(lambda: r.core.queued() == 2)
+            r.core.lend(b"worker-1", 0, 1)
+            to_worker = r.worker.recv_multipart()
+            head = _head(to_worker[0])
+            jid = head["id"].split("@")[0]
+            seen[impl] = (to_worker[0].replace(jid.encode(), b"JID"), to_worker[1], dict(head, id="JID"))
+        finally:
+            r.close()
+    assert seen["python"] == seen["compiled"]
+    assert seen["python"][2] == {"v": 1, "t": 2, "id": "JID", "pipeline": "grayscale", "opts": {"cache": False},
+                                 "more": True, "ref": True}
+
+
 @pytest.mark.skipif(_hotpath is None, reason="the compiled hot path is not built")
 def test_both_implementations_send_the_same_bytes(zctx):
     seen = {}

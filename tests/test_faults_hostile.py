@@ -178,7 +178,13 @@ def test_bad_images_bombs_and_absurd_pipelines_each_get_an_error(small_message_c
         # A 20,000-step pipeline (a header over 64 KiB) is refused by the client before sending.
         huge = client.submit(photo, [{"op": "grayscale"}] * 20_000).exception(60)
         assert isinstance(huge, PipelineError), huge
-        # Over --max-message-mb: ZeroMQ drops the connection (ZMQ_MAXMSGSIZE) before the broker
+        # Over --max-message-mb by shared memory (this client shares the broker's host): the worker
+        # reads no more than the broker would take and says so.
+        over = client.submit(b"\xff\xd8" + b"\0" * (2 << 20), "grayscale", timeout_s=30).exception(30)
+        assert isinstance(over, ImageTooLarge) and "--max-message-mb" in over.message, over
+        assert client.process(photo, "grayscale").width == 512
+    with cluster.client(timeout_s=30, shared_memory=False) as client:
+        # Through the socket: ZeroMQ drops the connection (ZMQ_MAXMSGSIZE) before the broker
         # reads anything, so the client's own timeout is the error it gets.
         over = client.submit(b"\xff\xd8" + b"\0" * (2 << 20), "grayscale", timeout_s=3).exception(30)
         assert isinstance(over, TaskTimeout), over

@@ -43,6 +43,7 @@ def test_encrypted_session_processes_images_and_the_broker_knows_the_client(secu
     assert all(r.width > 0 for r in results)
     assert info["you"] == "alice"
     assert info["security"]["curve"] is True
+    assert info["shared_memory"] is None and client.stats["by_reference"] == 0  # never offered with CURVE
     assert info["identities"]["alice"]["received"] == len(jpegs)
 
     async def through_asyncio():

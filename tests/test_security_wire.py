@@ -20,6 +20,7 @@ def _snippets(data: bytes) -> list[bytes]:
 
 @pytest.mark.parametrize("curve", [False, True], ids=["plaintext", "curve"])
 def test_loopback_traffic_carries_the_jpeg_in_clear_only_without_curve(cluster_factory, secure_factory, jpegs, curve):
+    """The bytes a client on another machine would send (a local one sends none: below)."""
     if curve and not zmq.has("curve"):
         pytest.skip("libzmq built without CURVE")
     cluster = (secure_factory if curve else cluster_factory)(local_workers=1).start_broker()
@@ -27,7 +28,8 @@ def test_loopback_traffic_carries_the_jpeg_in_clear_only_without_curve(cluster_f
     recorder = Recorder(cluster.front_port)
     keys = {"keys": cluster.ring.peer("alice")} if curve else {}
     try:
-        with Client(recorder.endpoint, timeout_s=30, heartbeat_interval_s=FAST_HEARTBEAT_S, **keys) as client:
+        with Client(recorder.endpoint, timeout_s=30, heartbeat_interval_s=FAST_HEARTBEAT_S, shared_memory=False,
+                    **keys) as client:
             result = client.process(photo, PIPELINE)
     finally:
         recorder.close()
@@ -35,3 +37,19 @@ def test_loopback_traffic_carries_the_jpeg_in_clear_only_without_curve(cluster_f
     assert len(captured) > len(photo) + len(result.data)  # the image went both ways through the proxy
     clear = [s in captured for s in _snippets(photo) + _snippets(result.data) + [PIPELINE.encode()]]
     assert all(clear) if not curve else not any(clear)
+
+
+def test_a_client_on_the_broker_s_host_sends_no_image_bytes_through_the_socket(cluster_factory, jpegs):
+    cluster = cluster_factory(local_workers=1).start_broker()
+    photo = jpegs["astronaut.jpg"]
+    recorder = Recorder(cluster.front_port)
+    try:
+        with Client(recorder.endpoint, timeout_s=30, heartbeat_interval_s=FAST_HEARTBEAT_S) as client:
+            client.info()  # the broker's offer and our proof, before the task
+            result = client.process(photo, PIPELINE)
+            assert client.stats["by_reference"] == 1
+    finally:
+        recorder.close()
+    captured = recorder.bytes()
+    assert result.format == "jpeg" and len(captured) < len(photo) // 2  # names, headers, INFO and heartbeats
+    assert not any(s in captured for s in _snippets(photo) + _snippets(result.data))

@@ -18,7 +18,8 @@ STOP_TIMEOUT_S = 20.0
 
 def data_plane(info: dict) -> dict:
     """From a broker's INFO: which hot path it runs (compiled, python, off) and whether
-    same-host payloads go through shared memory (not built yet: always off)."""
+    same-host payloads go through shared memory (the broker offers it: its local clients and
+    pool processes use it for images of ``engine.shm.MIN_BYTES`` or more)."""
     hot = info.get("hot_path")
     kind = "off" if not hot else "compiled" if hot.get("compiled") else "python"
     return {"hot_path": kind, "shared_memory": bool(info.get("shared_memory"))}

@@ -86,6 +86,10 @@ def parse_args(argv=None) -> argparse.Namespace:
          help="forward tasks of the common shape in the hot path (compiled when built; "
               "ENGINE_NO_EXTENSIONS=1 runs its pure-Python twin); off: every message through the "
               "Python path. It is off by itself with CURVE or client quotas")
+    flag(p, "--shm", env="ENGINE_SHM", default=True,
+         help="clients and pool processes on this host that prove it (they read a key only this user "
+              "can) pass images through shared memory (/dev/shm, mode 0600) and send only their names; "
+              "never offered with CURVE or to another host. ENGINE_NO_SHM=1 turns it off in any process")
     metrics.add_flag(p, example_port=9464)
     flag(p, "--log-level", env="ENGINE_LOG_LEVEL", default="info", help="debug, info, warning or error")
     return p.parse_args(argv)
@@ -107,7 +111,7 @@ def main(argv=None) -> int:
         client_burst=args.client_burst, task_lease_s=args.task_lease_s,
         unread_refuse_bytes=args.client_unread_mb * 2**20, unread_drop_bytes=4 * args.client_unread_mb * 2**20,
         max_clients=args.max_clients, io_threads=max(0, args.io_threads),
-        hot_path=args.hot_path)
+        hot_path=args.hot_path, shared_memory=args.shm)
     try:
         broker = Broker(config)
     except (OSError, ConfigError) as exc:

@@ -116,6 +116,7 @@ cdef struct task_t:
     size_t pipecap
     uint64_t mask
     int cache_off
+    int ref  # the payload names a shared-memory segment
     hp_msg_t payload
     double received_s
     double dispatched_s
@@ -131,6 +132,7 @@ cdef struct route_t:
     double seen_s
     int blocked
     int refused
+    int shm  # it proved it shares the broker's host: it may send tasks by reference
     int nheld  # its tasks in the broker's own table (their ids: HotPath.held_ids)
     int ntasks
     int used
@@ -218,6 +220,7 @@ cdef class HotPath:
     cdef double lease_s
     cdef public bint accepting
     cdef public bint hungry
+    cdef public uint64_t ref_mask
     # tasks
     cdef task_t **tp
     cdef int tcap, ttop, tfree, ntasks
@@ -279,6 +282,7 @@ cdef class HotPath:
         self.lease_s = lease_s
         self.accepting = True
         self.hungry = False
+        self.ref_mask = 0
         self.dedup = <int *>malloc(sizeof(int) * DEDUP_BUCKETS)
         if self.dedup == NULL:
             raise MemoryError()
@@ -597,9 +601,9 @@ cdef class HotPath:
         cdef const unsigned char *pipe = NULL
         cdef const unsigned char *s
         cdef size_t klen, tidlen = 0, pipelen = 0, slen, k
-        cdef int seen = 0, bit, cache_off = 0
+        cdef int seen = 0, bit, cache_off = 0, ref = 0
         cdef double now_s
-        if hp_read_map(&rd, &entries) or entries > 5:
+        if hp_read_map(&rd, &entries) or entries > 6:
             return 0
         for _ in range(entries):
             if hp_read_str(&rd, &key, &klen):
@@ -631,6 +635,12 @@ cdef class HotPath:
                     return 0
                 rd.p += 8
                 cache_off = 1
+            elif klen == 3 and memcmp(key, b"ref", 3) == 0:
+                bit = 32
+                if rd.p >= rd.end or rd.p[0] != 0xc3:  # true
+                    return 0
+                rd.p += 1
+                ref = 1
             else:
                 return 0
             if seen & bit:
@@ -645,6 +655,11 @@ cdef class HotPath:
             return 0
         if self.pipes[p].cached and not cache_off:
             return 0  # the result cache answers it, or keeps its result: the broker's path
+        cdef uint64_t mask = self.pipes[p].mask
+        if ref:
+            mask &= self.ref_mask
+            if not self.routes[r].shm or mask == 0:
+                return 0  # not proven, or no worker here reads shared memory: the broker's path
         if self.tfree < 0 and self.ttop >= MAX_TASKS:
             return 0
         now_s = hp_now_s()
@@ -674,8 +689,9 @@ cdef class HotPath:
         t.used = 1
         t.route = r
         t.worker = -1
-        t.mask = self.pipes[p].mask
+        t.mask = mask
         t.cache_off = cache_off
+        t.ref = ref
         hp_msg_init(&t.payload)
         hp_msg_move(&t.payload, &self.m[2])
         hp_msg_close(&self.m[2])
@@ -892,7 +908,7 @@ cdef class HotPath:
             if hp_reserve(&self.out, 64 + t.pipelen + len(self.suffix)) < 0:
                 raise MemoryError()
             self.out.len = 0
-            nkeys = 4 + t.cache_off + more
+            nkeys = 4 + t.cache_off + more + t.ref
             hp_put_map(&self.out, nkeys)
             hp_put(&self.out, b"\xa1v\x01\xa1t\x02\xa2id", 9)
             hp_put_str_jid(&self.out, jid_text, jid_len, <const char *>self.suffix, len(self.suffix))
@@ -903,6 +919,8 @@ cdef class HotPath:
                 hp_put(&self.out, NO_CACHE_RAW, 8)
             if more:
                 hp_put(&self.out, b"\xa4more\xc3", 6)
+            if t.ref:
+                hp_put(&self.out, b"\xa3ref\xc3", 5)
             if hp_zsend(self.back, x.id, x.idlen, HP_SNDMORE | HP_DONTWAIT) >= 0:
                 hp_zsend(self.back, self.out.p, self.out.len, HP_SNDMORE | HP_DONTWAIT)
                 hp_msg_init(&copy)
@@ -949,6 +967,11 @@ cdef class HotPath:
     def route_seen_s(self, bytes route not None):
         cdef int r = self.route_of(route, len(route))
         return self.routes[r].seen_s if r >= 0 else 0.0
+
+    def set_route_shm(self, bytes route not None, bint on):
+        cdef int r = self.route_of(route, len(route))
+        if r >= 0:
+            self.routes[r].shm = on
 
     def block_route(self, bytes route not None, bint blocked, bint refused=False):
         cdef int r = self.route_of(route, len(route))
@@ -1022,6 +1045,15 @@ cdef class HotPath:
         self.lru_push(w)
         self.dispatch()
 
+    def set_kind(self, bytes wid not None, int kind):
+        """A worker's kind changed (it proved it reads shared memory): its slots here follow."""
+        if not 0 <= kind <= 63:
+            raise ValueError(f"kind {kind} (0-63)")
+        cdef int w = self.worker_of(wid, len(wid))
+        if w >= 0:
+            self.workers[w].kind = kind
+            self.dispatch()
+
     cdef bytes wid_of(self, int w):
         return PyBytes_FromStringAndSize(<char *>self.workers[w].id, self.workers[w].idlen)
 
@@ -1065,7 +1097,7 @@ cdef class HotPath:
                       PyBytes_FromStringAndSize(<char *>t.tid, t.tidlen).decode("ascii"), pipeline,
                       {"cache": False} if t.cache_off else None, self.frame(&t.payload), t.received_s,
                       self.wid_of(w) if w >= 0 else None, t.dispatched_s,
-                      t.lease_due_s if w >= 0 else float("inf"))
+                      t.lease_due_s if w >= 0 else float("inf"), bool(t.ref))
         self.release_task(i)
         return taken
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .. import deadlines, tracing
-from ..errors import BadParameter, BusyError, QuotaError, TaskError, UnknownOperation
+from ..errors import BadParameter, BusyError, ImageError, ProtocolError, QuotaError, TaskError, UnknownOperation
 from ..pipeline_syntax import step_names
 from .front import Origin
 from .pipelines import Checked
@@ -74,6 +74,19 @@ class Resend(Check):
 
     def __call__(self, broker: "Broker", a: Admission) -> Verdict | None:
         return Verdict(DROP) if broker.holds(a.origin, a.request.task_id) else None
+
+
+class Reference(Check):
+    """An image by reference (a shared-memory segment's name) only from a client that proved it
+    shares the broker's host (``engine.shm``): another's name would be a file of this host."""
+
+    def __call__(self, broker: "Broker", a: Admission) -> Verdict | None:
+        if not a.request.ref or a.origin.front.by_reference(a.origin):
+            return None
+        return Verdict(INVALID, ProtocolError.code,
+                       "this task names a shared-memory segment, but its client has not proven it shares the "
+                       "broker's host (shared memory is off on this broker, or the client is elsewhere): send the "
+                       "image itself")
 
 
 class Busy(Check):
@@ -160,10 +173,16 @@ class Cache(Check):
         canonical = a.checked.canonical if a.checked is not None else None
         if broker.cache is None or canonical is None or not wanted:
             return None
-        a.cache_key = broker.cache_key(a.payload, canonical)
+        data = a.payload
+        if a.request.ref:  # the image by reference: the broker reads it to know its key
+            try:
+                data = broker.read_ref(a.payload)
+            except OSError as exc:
+                return Verdict(INVALID, ImageError.code, f"the image could not be read from shared memory: {exc}")
+        a.cache_key = broker.cache_key(data, canonical)
         return Verdict(ANSWERED) if broker.answer_from_cache(a) else None
 
 
-CHECKS: tuple[Check, ...] = (Resend(), Busy(), Quota(), KnownOptions(), Deadline(), Trace(), Offered(), Schema(),
+CHECKS: tuple[Check, ...] = (Resend(), Reference(), Busy(), Quota(), KnownOptions(), Deadline(), Trace(), Offered(), Schema(),
                              Cache())
 OPTIONS: frozenset[str] = frozenset().union(*(c.options for c in CHECKS))

@@ -80,3 +80,4 @@ class BrokerConfig:
     max_clients: int = MAX_CLIENTS
     max_identities: int = MAX_IDENTITIES
     hot_path: bool = True  # common tasks forwarded by the hot path (see fastlane); off: all Python
+    shared_memory: bool = True  # same-host peers pass images through shared memory (engine.shm); never with CURVE

@@ -17,7 +17,8 @@ from typing import Any
 import zmq
 
 from .. import __version__
-from .. import memtrim, tracing
+from .. import memtrim, shm, tracing
+from .. import protocol as P
 from ..cache import ResultCache
 from ..errors import BusyError, ConfigError, QuotaError, TaskCancelled, Unauthorized
 from ..pipeline_syntax import suggest
@@ -83,6 +84,9 @@ class Broker:
                                          rate_per_s=config.client_rate_per_s, burst=config.client_burst),
                              max_clients=config.max_identities)
         self.curve = self._curve(config, self.ctx)  # its ZAP handler runs before any socket binds
+        self.shm_key = self._shm_key(config)
+        self._next_sweep_s = 0.0
+        self._share_memo: tuple[int, bool] = (-1, False)
         self.lane: fastlane.FastLane | None = None  # the hot path, once the sockets are bound
         self.native = NativeFront(self)
         self.workers = WorkerSide(self)
@@ -95,6 +99,54 @@ class Broker:
         if self.lane is None:
             log.info("broker hot path: off (%s)", "--no-hot-path" if not config.hot_path
                      else "CURVE or client quotas are on: every task takes the Python path")
+
+    def _shm_key(self, config: BrokerConfig) -> shm.BrokerKey | None:
+        """Same-host peers may pass images through shared memory: only in plaintext (a CURVE peer is
+        never offered it), when the host has /dev/shm and it is not turned off."""
+        why = ("--no-shm" if not config.shared_memory else "CURVE is on" if self.curve is not None
+               else f"{shm.ENV_NO_SHM} is set or there is no {shm.SHM_DIR}" if not shm.available() else None)
+        if why is None:
+            try:
+                key = shm.BrokerKey()
+            except shm.ShmError as exc:
+                why = str(exc)
+            else:
+                log.info("shared memory: offered to clients and workers on this host that prove it (key %s)",
+                         key.name)
+                shm.sweep_dead()
+                return key
+        log.info("shared memory: off (%s): every image crosses the sockets", why)
+        return None
+
+    def heartbeat(self, *, client: bool = False, **fields: Any) -> list:
+        """A heartbeat's frames from this broker: its instance, and its shared-memory key's name
+        (to a client only while every worker reads shared memory: see ``_all_workers_share``)."""
+        offer = self.shm_key is not None and (not client or self._all_workers_share())
+        return P.encode(P.Heartbeat(sender=self.instance_id, shm=self.shm_key.name if offer else None,  # type: ignore[union-attr]
+                                    **fields))
+
+    def _all_workers_share(self) -> bool:
+        """Clients send images by reference only while every worker reads shared memory: a task by
+        reference goes only to such a worker in the hot path, and a remote worker must not sit idle
+        beside a local client's queue. (Memoised per change of the workers.)"""
+        d = self.dispatcher
+        if self._share_memo[0] != d.workers_version:
+            workers = [w for w in d.workers.values() if not w.control]
+            self._share_memo = (d.workers_version, bool(workers) and all(w.shm for w in workers))
+        return self._share_memo[1]
+
+    def proves(self, proof: str | None, route: bytes) -> bool:
+        """A peer's proof that it reads our shared-memory key (so it shares our host and user)."""
+        return self.shm_key is not None and self.shm_key.verify(proof, route)
+
+    def sweep_soon(self) -> None:
+        """A client went away: if it died, its segments are garbage now (swept at the next beat)."""
+        self._next_sweep_s = 0.0
+
+    def read_ref(self, payload: Any, max_bytes: int | None = None) -> bytes:
+        """The image a task by reference names (raises ``shm.ShmError``)."""
+        name = bytes(payload.buffer if isinstance(payload, zmq.Frame) else payload).decode("ascii", "replace")
+        return shm.read_input(name, max_bytes or self.config.max_message_bytes)
 
     def stopping(self) -> bool:
         return self._stopping
@@ -129,6 +181,8 @@ class Broker:
             part.close()
         if self.curve is not None:
             self.curve.close()
+        if self.shm_key is not None:
+            self.shm_key.close()
         self._wakeup.close()
         if self._own_context:
             self.ctx.term()
@@ -188,6 +242,9 @@ class Broker:
             self.workers.beat(now_s)
             self.native.expire(now_s)
             self.quotas.forget_idle(now_s, self.dispatcher.per_client)
+            if self.shm_key is not None and now_s >= self._next_sweep_s:
+                self._next_sweep_s = now_s + shm.SWEEP_INTERVAL_S
+                shm.sweep_dead()  # segments of clients and brokers that died (SIGKILL)
             self._publish_metrics(now_s)
             memtrim.trim()  # freed image buffers back to the OS, so RSS shows what is really held
         except Exception:  # a bug must not stop the broker: log it, try again next beat
@@ -295,8 +352,22 @@ class Broker:
         if task.trace_id:
             meta[tracing.KEY] = task.trace_id
         if task.cache_key is not None:
-            self.cache.put(task.cache_key, payload.bytes, dict(meta, cache="miss"))
+            self._keep(task, meta, payload)
         task.origin.front.reply(task.origin, task.task_id, meta, payload)
+
+    def _keep(self, task: Task, meta: dict, payload: Any) -> None:
+        """A result into the cache (one by reference is read here; its client unlinks it)."""
+        kept = {k: v for k, v in meta.items() if k != "shm"}
+        if meta.get("shm") is True:
+            name = bytes(payload.buffer).decode("ascii", "replace")
+            try:
+                data = shm.read_result(name, self.config.max_message_bytes)
+            except shm.ShmError as exc:
+                log.debug("task %s: result not cached (%s)", task.jid, exc)
+                return
+        else:
+            data = payload.bytes
+        self.cache.put(task.cache_key, data, dict(kept, cache="miss"))
 
     def finish_error(self, task: Task, code: str, message: str, meta: dict | None = None) -> None:
         self.stats["failed"] += 1

@@ -51,7 +51,8 @@ class FastLane:
         self.core = hotpath.load(front, back, instance_id=broker.instance_id, max_queue=broker.config.max_queue,
                                  lease_s=broker.config.task_lease_s)
         self.compiled = bool(getattr(self.core, "compiled", False))
-        self._bits: dict[int | None, int] = {}  # a worker's declaration -> its kind (bit) in the hot path
+        # A worker's kind (a bit) in the hot path: its declaration, and whether it reads shared memory.
+        self._bits: dict[tuple[int | None, bool], int] = {}
         self._version = -1
         self._next_scan_s = 0.0
         self._pipelines = 0  # texts registered with the hot path since it was last cleared
@@ -178,16 +179,29 @@ class FastLane:
                 self.core.lend(worker.wid, bit, d.lend_all(worker))
 
     def _bit(self, worker: WorkerState) -> int | None:
-        bit = self._bits.get(worker.declaration)
+        kind = (worker.declaration, worker.shm)
+        bit = self._bits.get(kind)
         if bit is None:
-            live = {w.declaration for w in self.d.workers.values()}
+            live = {(w.declaration, w.shm) for w in self.d.workers.values()}
             self._bits = {k: v for k, v in self._bits.items() if k in live}
             used = set(self._bits.values())
             free = next((i for i in range(hotpath.MAX_KINDS + 1) if i not in used), None)
             if free is None:
                 return None  # more kinds of worker than bits: this one is served by the Python path
-            bit = self._bits[worker.declaration] = free
+            bit = self._bits[kind] = free
+            self.core.ref_mask = sum(1 << b for (_, shared), b in self._bits.items() if shared)
         return bit
+
+    def rekind(self, worker: WorkerState) -> None:
+        """A worker proved it reads shared memory (or no longer does): its slots in the hot path
+        change kind, and the pipelines' masks are made again (``settle``: the workers changed,
+        ``workers_version``)."""
+        bit = self._bit(worker)
+        if bit is None:
+            self.adopt(self.core.retire(worker.wid))  # no bit left: the Python path serves it
+            self.reclaim()
+        else:
+            self.core.set_kind(worker.wid, bit)
 
     # ---- admission ---------------------------------------------------------------------
     def offer(self, task: Task, cached: bool) -> None:
@@ -225,7 +239,8 @@ class FastLane:
             checked = b.pipelines.check(t.pipeline)
             accepted = getattr(checked, "accepted", None)
             task = Task(jid=t.jid, origin=Origin(b.native, (t.route,), client=peer_name(t.route)), task_id=t.task_id,
-                        request=P.Request(task_id=t.task_id, pipeline=t.pipeline, options=t.options),
+                        request=P.Request(task_id=t.task_id, pipeline=t.pipeline, options=t.options,
+                                          ref=True if t.ref else None),
                         payload=t.payload, received_s=t.received_s, needs=step_names(t.pipeline), accepted=accepted)
             if t.worker is None or not d.adopt_running(task, t.worker, t.dispatched_s, t.lease_due_s):
                 d.adopt_queued(task)

@@ -49,6 +49,10 @@ class Front:
         self.stats = stats
         self.outbox = Outbox(limits)
 
+    def by_reference(self, origin: Origin) -> bool:
+        """The peer proved it shares the broker's host: it may send images by reference."""
+        return False
+
     def refusal(self, origin: Origin) -> str | None:
         return self.outbox.refusal(origin.route)
 

@@ -7,12 +7,15 @@ back to the broker's Python code untouched, one at a time, in the order it arriv
 
 - a REQUEST whose header holds only ``v``, ``t``, ``id`` (1-128 ASCII characters),
   ``pipeline`` (a text the broker registered with ``add_pipeline``) and, optionally,
-  ``opts`` equal to ``{"cache": false}``, from a client the broker registered
-  (``add_route``), not refused, not a resend of a task in the broker's own table, while
-  ``accepting``: queued here, in arrival order, up to ``max_queue``;
+  ``opts`` equal to ``{"cache": false}`` and ``ref`` equal to true, from a client the broker
+  registered (``add_route``), not refused, not a resend of a task in the broker's own table,
+  while ``accepting``: queued here, in arrival order, up to ``max_queue``. With ``ref`` (the
+  payload names a shared-memory segment, see ``engine.shm``) only from a client the broker
+  marked ``set_route_shm`` and only if a kind in ``ref_mask`` runs the pipeline;
 - queued tasks go to the least recently used worker with a slot the broker lent
-  (``lend``) whose kind (a bit) the pipeline's mask holds, as
-  ``{"v","t","id": "<jid>@<instance>","pipeline",["opts"],["more"]}`` and the payload;
+  (``lend``) whose kind (a bit) the pipeline's mask holds (and ``ref_mask``, for a task by
+  reference), as ``{"v","t","id": "<jid>@<instance>","pipeline",["opts"],["more"],["ref"]}``
+  and the payload;
 - a REPLY (``v``, ``t``, ``id``, ``meta``; a map without ``broker_ms``) from the worker
   that holds the task goes to its client with the client's id and ``broker_ms`` added;
   its slot stays lent (or goes back to the broker, see ``hungry``).
@@ -46,7 +49,7 @@ BASE_JID = 1 << 40  # jids of the tasks held here; the broker's own are smaller
 DRAIN_BATCH = 512  # messages read from one socket per call before returning
 MAX_SKIPPED = 64  # queued tasks one dispatch pass steps over (no lent slot of a kind that takes them)
 MAX_KINDS = 63  # kinds of worker (distinct declarations of the operations) that can be lent slots
-REQUEST_KEYS = frozenset(("v", "t", "id", "pipeline", "opts"))
+REQUEST_KEYS = frozenset(("v", "t", "id", "pipeline", "opts", "ref"))
 REPLY_KEYS = frozenset(("v", "t", "id", "meta"))
 NO_CACHE = {"cache": False}
 SAMPLES_BEFORE_RETURN = 4096  # run() hands the broker its samples at least this often
@@ -65,6 +68,7 @@ class Taken(NamedTuple):
     worker: bytes | None
     dispatched_s: float
     lease_due_s: float
+    ref: bool = False  # the payload names a shared-memory segment
 
 
 class Counts(NamedTuple):
@@ -84,6 +88,8 @@ class _Task:
     cache_off: bool
     payload: Any
     received_s: float
+    mask: int = 0  # the kinds of worker that may run it
+    ref: bool = False
     worker: "_Worker | None" = None
     dispatched_s: float = 0.0
     lease_due_s: float = float("inf")
@@ -95,6 +101,7 @@ class _Route:
     seen_s: float = 0.0
     blocked: bool = False  # its replies wait in the broker's outbox: the next ones go there too
     refused: bool = False  # so many wait that its new tasks are the broker's to refuse
+    shm: bool = False  # it proved it shares the broker's host: it may send tasks by reference
     held: set = field(default_factory=set)  # ids of its tasks in the broker's own table (a resend is one)
     tasks: dict = field(default_factory=dict)  # client task id -> _Task
 
@@ -142,6 +149,7 @@ class HotPath:
         self.lease_s = lease_s
         self.accepting = True  # False: every request goes to the broker (it is stopping)
         self.hungry = False  # True: a freed slot goes back to the broker (its own queue waits)
+        self.ref_mask = 0  # the kinds of worker that read shared memory (tasks by reference go only there)
         self._routes: dict[bytes, _Route] = {}
         self._pipelines: dict[str, tuple[int, bool]] = {}  # text -> (kind mask, cache on: needs opts cache=false)
         self._workers: dict[bytes, _Worker] = {}
@@ -169,6 +177,12 @@ class HotPath:
     def route_seen_s(self, route: bytes) -> float:
         r = self._routes.get(route)
         return r.seen_s if r is not None else 0.0
+
+    def set_route_shm(self, route: bytes, on: bool) -> None:
+        """The client proved (or no longer) that it shares the broker's host."""
+        r = self._routes.get(route)
+        if r is not None:
+            r.shm = on
 
     def block_route(self, route: bytes, blocked: bool, refused: bool = False) -> None:
         """Its replies wait in the broker's outbox (``blocked``: the next go there, in order,
@@ -209,6 +223,15 @@ class HotPath:
         self._lru[wid] = None
         self._lru.move_to_end(wid)
         self._dispatch()
+
+    def set_kind(self, wid: bytes, kind: int) -> None:
+        """A worker's kind changed (it proved it reads shared memory): its slots here follow."""
+        if not 0 <= kind <= MAX_KINDS:
+            raise ValueError(f"kind {kind} (0-{MAX_KINDS})")
+        w = self._workers.get(wid)
+        if w is not None:
+            w.kind = kind
+            self._dispatch()
 
     def reclaim(self) -> list[tuple[bytes, int]]:
         """Every idle lent slot back to the broker."""
@@ -257,7 +280,7 @@ class HotPath:
         else:
             w.busy.pop(t.jid, None)
         return Taken(t.jid, t.route.route, t.task_id, t.pipeline, dict(NO_CACHE) if t.cache_off else None,
-                     t.payload, t.received_s, w.wid if w else None, t.dispatched_s, t.lease_due_s)
+                     t.payload, t.received_s, w.wid if w else None, t.dispatched_s, t.lease_due_s, t.ref)
 
     def given(self) -> list[Taken]:
         """The tasks given back by the last pump, with the message it returned (their answer)."""
@@ -372,6 +395,12 @@ class HotPath:
             return False
         if known[1] and not cache_off:
             return False  # the result cache answers it, or keeps its result: the broker's path
+        ref = "ref" in head
+        mask = known[0]
+        if ref:
+            mask &= self.ref_mask
+            if head["ref"] is not True or not r.shm or not mask:
+                return False  # not proven, or no worker here reads shared memory: the broker's path
         now_s = time.monotonic()
         r.seen_s = now_s
         payload = frames[2]
@@ -382,7 +411,7 @@ class HotPath:
             return True  # a resend of a task held here
         jid = self._next_jid
         self._next_jid += 1
-        t = _Task(jid, r, tid, pipeline, cache_off, payload, now_s)
+        t = _Task(jid, r, tid, pipeline, cache_off, payload, now_s, mask, ref)
         self._tasks[jid] = t
         r.tasks[tid] = t
         self._queue.append(t)
@@ -453,7 +482,7 @@ class HotPath:
         skipped: list[_Task] = []
         while queue and lru:
             t = queue.popleft()
-            mask = self._pipelines.get(t.pipeline, (0, False))[0]
+            mask = t.mask
             w = next((self._workers[wid] for wid in lru if mask >> self._workers[wid].kind & 1), None)
             if w is None:
                 skipped.append(t)
@@ -469,7 +498,7 @@ class HotPath:
             t.worker, t.dispatched_s, t.lease_due_s = w, now_s, now_s + self.lease_s
             w.busy[t.jid] = t
             frames = P.request_frames(f"{t.jid}{self.suffix}", t.pipeline, dict(NO_CACHE) if t.cache_off else None,
-                                      t.payload, more=bool(queue))
+                                      t.payload, more=bool(queue), ref=t.ref)
             try:
                 send_frames(self.back, [w.wid, *frames], NOBLOCK)
             except zmq.ZMQError as exc:  # gone or not reading: heartbeats and leases decide, as for the broker

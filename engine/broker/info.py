@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import msgpack
 
 from .. import protocol as P
+from .. import shm
 
 if TYPE_CHECKING:
     from .core import Broker
@@ -78,8 +79,19 @@ def bounded(broker: "Broker", you: str = "") -> dict:
            "identities": identities, "identities_total": identities_total,
            "unread": {f.name: f.outbox.describe() for f in broker.fronts},
            "hot_path": broker.lane.describe() if broker.lane is not None else None,
+           "shared_memory": _shared_memory(broker, workers),
            "recent_failures": list(broker.recent_failures), "you": you[:P.MAX_TASK_ID_CHARS], **broker.stats}
     return _fit(out)
+
+
+def _shared_memory(broker: "Broker", workers: list) -> dict | None:
+    """Same-host payloads: on or off, who proved it, and this host's segments now."""
+    if broker.shm_key is None:
+        return None
+    segments, size = shm.footprint()
+    return {"clients": broker.native.shared_clients(), "workers": sum(1 for w in broker.dispatcher.workers.values()
+                                                                  if w.shm),
+            "segments": segments, "bytes": size}
 
 
 def _fit(out: dict) -> dict:

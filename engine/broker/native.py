@@ -35,6 +35,7 @@ class NativeFront(Front):
                                  curve=broker.curve, role=CLIENTS)
         self.clients: dict[bytes, float] = {}  # routing id -> expiry (monotonic s)
         self._blocked: set[bytes] = set()  # clients whose replies wait in the outbox (the hot path knows)
+        self._shared: set[bytes] = set()  # clients that proved they share our host (engine.shm)
 
     def register(self, poller: zmq.Poller) -> None:
         poller.register(self.sock, zmq.POLLIN)
@@ -82,13 +83,15 @@ class NativeFront(Front):
                                                  f"the broker serves {len(self.clients)} clients already "
                                                  f"(its limit); retry later"))
             elif isinstance(msg, P.Heartbeat):
-                self._send(route, P.encode(P.Heartbeat(sender=broker.instance_id)))
+                self._send(route, broker.heartbeat(client=True))
             return
         origin = Origin(self, (route,), client=client)
         if isinstance(msg, P.Request):
             broker.submit(origin, msg, payloads[0])
         elif isinstance(msg, P.Heartbeat):
-            self._send(route, P.encode(P.Heartbeat(sender=broker.instance_id)))
+            if msg.shm is not None:
+                self._proved(route, msg.shm)
+            self._send(route, broker.heartbeat(client=True))
         elif isinstance(msg, P.Cancel):
             broker.cancel(origin, msg.task_id)
         elif isinstance(msg, P.Info):
@@ -98,6 +101,22 @@ class NativeFront(Front):
         else:
             self._send(route, P.error_frames(task_id, ProtocolError.code,
                                              f"clients may not send {P.TYPE_NAMES[msg.TYPE]}"))
+
+    def _proved(self, route: bytes, proof: str) -> None:
+        """A client's proof that it reads our shared-memory key: its tasks may come by reference."""
+        shared = self.broker.proves(proof, route)
+        if shared:
+            self._shared.add(route)
+        else:
+            self._shared.discard(route)
+        if self.broker.lane is not None:
+            self.broker.lane.core.set_route_shm(route, shared)
+
+    def by_reference(self, origin: Origin) -> bool:
+        return origin.route[0] in self._shared
+
+    def shared_clients(self) -> int:
+        return len(self._shared)
 
     def _track(self, route: bytes) -> bool:
         """Note that the client is alive; False if it is new and the table is full."""
@@ -113,6 +132,9 @@ class NativeFront(Front):
         self.clients.pop(route, None)
         self.outbox.forget((route,))
         self._blocked.discard(route)
+        if route in self._shared:
+            self._shared.discard(route)
+            self.broker.sweep_soon()
         self.broker.forget_origin(Origin(self, (route,)), f"client {route.hex()} went away")
 
     def expire(self, now_s: float) -> None:

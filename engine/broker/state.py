@@ -89,6 +89,7 @@ class WorkerState:
     task_s: float | None = None  # running mean of its worker times (hand-out to answer)
     offers: frozenset | None = None  # the operations it declared in READY (None: not said, all)
     declaration: int | None = None  # which distinct declaration of the operations it sent (ids: Dispatcher)
+    shm: bool = False  # it proved it shares the broker's host: tasks by reference reach it as they are
 
     def can_run(self, needs: frozenset | None) -> bool:
         return needs is None or self.offers is None or needs <= self.offers

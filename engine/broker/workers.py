@@ -16,13 +16,14 @@ import zmq
 
 from .. import deadlines, tracing
 from .. import protocol as P
-from ..errors import DeadlineExceeded, ProtocolError, TaskFailed, Unauthorized, UnknownOperation, error_class
+from ..errors import (DeadlineExceeded, ImageError, ProtocolError, TaskFailed, Unauthorized, UnknownOperation,
+                      error_class)
 from ..security import WORKERS
 from ..sockutil import NOBLOCK, send_frames
 from . import sockets
 from .config import LEASE_GRACE_S, WORKER_PIPE_MESSAGES
 
-from .state import BLAME_ALL, Task, peer_name
+from .state import BLAME_ALL, Task, WorkerState, peer_name
 
 DISCONNECT_PROBES_S = (0.05, 0.3, 1.0)  # after a closed connection, when to look for unreachable workers
 SUPERVISOR_REPORT_S = 1.0  # a pool process of a live host: how long its supervisor has to say why it is gone
@@ -85,7 +86,7 @@ class WorkerSide:
         """Drop every worker the back socket can no longer reach (its tasks requeued at once).
         A pool process whose host is alive gets ``SUPERVISOR_REPORT_S``: its supervisor
         names the task it was running, so that one alone counts an attempt."""
-        beat = P.encode(P.Heartbeat(sender=self.broker.instance_id))
+        beat = self.broker.heartbeat()
         now_s = time.monotonic()
         d = self.dispatcher
         for wid in list(d.workers):
@@ -152,7 +153,10 @@ class WorkerSide:
         elif isinstance(msg, P.Disconnect):
             self._on_disconnect_msg(wid, msg, known, control)
             return
-        elif not isinstance(msg, P.Heartbeat):
+        elif isinstance(msg, P.Heartbeat):
+            if msg.shm is not None and known:
+                self._proved(d.workers[wid], msg.shm)
+        else:
             log.warning("worker %s sent %s, which workers may not send", peer_name(wid), P.TYPE_NAMES[msg.TYPE])
         if not known:
             self.send(wid, P.encode(P.Disconnect(reason="unknown worker: send READY")))
@@ -169,15 +173,27 @@ class WorkerSide:
         if self.dispatcher.ready(wid, 0 if control else msg.capacity, now_s, host=msg.host or "",
                                  pid=msg.pid or 0, ops=msg.ops, processes=msg.processes, group=group,
                                  control=control):
+            if msg.shm is not None and not control:
+                self._proved(self.dispatcher.workers[wid], msg.shm)
             # Before any task: the limits the worker must respect, and the clock it ages deadlines by.
-            self.send(wid, P.encode(P.Heartbeat(sender=self.broker.instance_id, max_message_bytes=self._limit,
-                                                clock_s=time.time())))
+            self.send(wid, self.broker.heartbeat(max_message_bytes=self._limit, clock_s=time.time()))
             if control:
                 log.info("worker %s joined from %s pid %s with %s pool process(es)", peer_name(wid), msg.host,
                          msg.pid, msg.processes)
             else:
                 log.log(logging.DEBUG if group else logging.INFO, "worker %s joined from %s pid %s with %d slot(s)",
                         peer_name(wid), msg.host, msg.pid, msg.capacity)
+
+    def _proved(self, worker: WorkerState, proof: str) -> None:
+        """A worker's proof that it reads the broker's shared-memory key: tasks by reference go to it
+        as they are (to the others, the broker reads the image and sends the bytes)."""
+        shared = self.broker.proves(proof, worker.wid)
+        if shared != worker.shm:
+            worker.shm = shared
+            self.dispatcher.workers_version += 1  # what is offered to clients, the hot path's kinds
+            if self.broker.lane is not None:
+                self.broker.lane.rekind(worker)
+            log.debug("worker %s %s shared memory", peer_name(worker.wid), "reads" if shared else "does not read")
 
     def _on_disconnect_msg(self, wid: bytes, msg: P.Disconnect, known: bool, control: bool) -> None:
         d = self.dispatcher
@@ -286,7 +302,7 @@ class WorkerSide:
             self.remove(wid, "missed heartbeats: declared dead")
         self.expire_leases(now_s)
         self.fail_unrunnable(now_s)
-        beat = P.encode(P.Heartbeat(sender=self.broker.instance_id, clock_s=time.time()))
+        beat = self.broker.heartbeat(clock_s=time.time())
         for wid in list(self.dispatcher.workers):
             self.send(wid, beat)
 
@@ -350,4 +366,22 @@ class WorkerSide:
         options, sent_s = req.options, None
         if options and deadlines.KEY in options:  # what is left of it, and when it was sent (a busy worker reads it later)
             options, sent_s = deadlines.forwarded(options, task.received_s, now_s), time.time()
-        self.send(wid, P.request_frames(self.task_id(task.jid), req.pipeline, options, task.payload, sent_s, more))
+        if req.ref and not self.dispatcher.workers[wid].shm and not self._inline(wid, task):
+            return
+        self.send(wid, P.request_frames(self.task_id(task.jid), req.pipeline, options, task.payload, sent_s, more,
+                                        bool(req.ref)))
+
+    def _inline(self, wid: bytes, task: Task) -> bool:
+        """A task by reference for a worker that cannot read shared memory (another host): the
+        broker reads the image and the task carries it from now on. False: the image is gone
+        (its client cancelled or left); the task is failed."""
+        try:
+            task.payload = self.broker.read_ref(task.payload)
+        except OSError as exc:
+            self.dispatcher.release(wid, task.jid)
+            self.dispatcher.finish(task.jid)
+            self.broker.finish_error(task, ImageError.code, f"the image could not be read from shared memory "
+                                                             f"({exc.strerror}): its client cancelled or left")
+            return False
+        task.request.ref = None
+        return True

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from typing import Any, AsyncIterator, Iterable
 
 import zmq
@@ -26,13 +25,15 @@ class AsyncClient:
 
     def __init__(self, address: str = "tcp://127.0.0.1:5555", *, timeout_s: float = TIMEOUT_S,
                  heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S, retry_busy: bool = True,
-                 validate: bool = True, context: zmq.asyncio.Context | None = None, keys: PeerKeys | None = None) -> None:
+                 validate: bool = True, context: zmq.asyncio.Context | None = None, keys: PeerKeys | None = None,
+                 shared_memory: bool = True) -> None:
         self.address = address
         self._keys = client_keys(keys)  # CURVE: keys=, else ENGINE_CLIENT_KEY + ENGINE_BROKER_KEY, else plaintext
         self._core = ClientCore(address=address, heartbeat_interval_s=heartbeat_interval_s,
-                                timeout_s=timeout_s, retry_busy=retry_busy, validate=validate)
+                                timeout_s=timeout_s, retry_busy=retry_busy, validate=validate,
+                                shared_memory=shared_memory and self._keys is None)
         self._ctx = context or zmq.asyncio.Context.instance()
-        self._routing_id = f"c-{uuid.uuid4().hex}".encode()
+        self._routing_id = self._core.routing_id
         self._sock: zmq.asyncio.Socket | None = None
         self._mon: zmq.asyncio.Socket | None = None  # the socket's handshake events
         self._handshakes = HandshakeWatch(role="client", curve=self._keys is not None, address=address)
@@ -111,6 +112,7 @@ class AsyncClient:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         complete(self._core.fail_all(lambda: BrokerUnavailable("the client was closed")))
+        self._core.close_segments()
         if self._sock is not None:
             self._sock.send_multipart(self._core.goodbye())
             handshake.stop(self._sock, self._mon)

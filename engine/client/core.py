@@ -12,17 +12,20 @@ from __future__ import annotations
 import functools
 import heapq
 import itertools
+import logging
 import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
 import zmq
 
 from .. import protocol as P
-from ..errors import (BrokerUnavailable, BusyError, ImageTooLarge, PipelineError, ProtocolError, TaskTimeout,
-                      Unauthorized, error_from_code)
+from .. import shm
+from ..errors import (BrokerUnavailable, BusyError, ImageTooLarge, InternalError, PipelineError, ProtocolError,
+                      TaskTimeout, Unauthorized, error_from_code)
 from ..handshake import OK
 from ..pipeline_syntax import split
 
@@ -32,6 +35,7 @@ TIMEOUT_S = 120.0  # per task, from submit to answer
 BUSY_RETRY_S = 0.25  # first wait before resending a task the broker was too busy to take
 BUSY_RETRY_MAX_S = 4.0
 MAX_INPUT_BYTES = 64 * 1024 * 1024
+MAX_RESULT_BYTES = 4 * 1024 * 1024 * 1024  # a result read from shared memory (a worker's, bounded by its own checks)
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,10 @@ class Pending:
     sent: bool = False
     busy_retries: int = 0
     retry_at_s: float | None = None
+    seg: str | None = None  # its input's shared-memory segment (engine.shm), when sent by reference
 
+
+log = logging.getLogger("engine.client")
 
 Completion = tuple[Any, Any]  # (handle, Result or exception)
 
@@ -93,6 +100,12 @@ def check_pipeline(pipeline: str | list) -> None:
         split(pipeline)
 
 
+def _request_fields(header: bytes) -> tuple[Any, Any]:
+    """(pipeline, options) of a request this client built (to build it again, by reference or not)."""
+    head = msgpack.unpackb(header, raw=False)
+    return head["pipeline"], head.get("opts")
+
+
 def complete(completions: list[Completion]) -> None:
     """Resolve futures (concurrent or asyncio: same methods); a cancelled one is skipped."""
     for future, outcome in completions:
@@ -108,8 +121,9 @@ class ClientCore:
     def __init__(self, *, address: str, heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
                  heartbeat_liveness: int = HEARTBEAT_LIVENESS, timeout_s: float = TIMEOUT_S,
                  retry_busy: bool = True, max_input_bytes: int = MAX_INPUT_BYTES,
-                 validate: bool = True) -> None:
+                 validate: bool = True, shared_memory: bool = True) -> None:
         self.address = address
+        self.routing_id = f"c-{uuid.uuid4().hex}".encode()  # the same across reconnects: the broker knows our tasks
         self.validate = validate
         self.interval_s = heartbeat_interval_s
         self.liveness_s = heartbeat_interval_s * heartbeat_liveness
@@ -120,7 +134,7 @@ class ClientCore:
         self.outbox: deque[list] = deque()
         self.broker_id: str | None = None
         self.connected = False
-        self.stats = {"submitted": 0, "completed": 0, "failed": 0, "resent": 0, "duplicates": 0}
+        self.stats = {"submitted": 0, "completed": 0, "failed": 0, "resent": 0, "duplicates": 0, "by_reference": 0}
         self._heard_s = 0.0
         self._next_beat_s = 0.0
         self._retries: list[tuple[float, int, str]] = []  # heap of (at, seq, task id)
@@ -132,6 +146,13 @@ class ClientCore:
         self._handshake_retry_s = float("inf")
         self._id_prefix = uuid.uuid4().hex[:12] + "-"
         self._ids = itertools.count(1)
+        # Same-host payloads (engine.shm): offered by the broker's heartbeats, used once proven.
+        self._shm_wanted = shared_memory and shm.available()
+        self._shm_key: str | None = None  # the key name we proved we read (this broker instance's)
+        self.segments: shm.Segments | None = None
+        self._next_sweep_s = 0.0
+        if self._shm_wanted:
+            shm.sweep_once()
 
     def take_reconnect(self) -> bool:
         """True once after the broker fell silent: the adapter should open a fresh socket."""
@@ -157,19 +178,66 @@ class ClientCore:
         if self.validate:
             check_pipeline(pipeline)
         now_s = time.monotonic()
-        frames = P.request_frames(task_id, pipeline, options, data)
+        seg = self._put(data) if self._shm_key is not None and size >= shm.MIN_BYTES else None
+        frames = P.request_frames(task_id, pipeline, options, data if seg is None else seg.encode(), ref=seg is not None)
         if len(frames[0]) > P.MAX_HEADER_BYTES:
+            if seg is not None:
+                self.segments.release(seg)  # type: ignore[union-attr]
             raise PipelineError(f"the request header is {len(frames[0])} bytes (pipeline and options); "
                                 f"the limit is {P.MAX_HEADER_BYTES} bytes")
-        pending = Pending(task_id, frames, handle, now_s, now_s + (timeout_s or self.timeout_s))
+        pending = Pending(task_id, frames, handle, now_s, now_s + (timeout_s or self.timeout_s), seg=seg)
+        if seg is not None:
+            self.stats["by_reference"] += 1
         self.pending[task_id] = pending
         heapq.heappush(self._deadlines, (pending.deadline_s, next(self._seq), task_id))
         self.stats["submitted"] += 1
         if self.connected:
             self._send(pending)
 
+    def _put(self, data: Any) -> str | None:
+        """The image into a shared-memory segment (the broker proved we share its host): its
+        name travels instead of the bytes. None: shared memory refused it, it goes inline."""
+        if self.segments is None:
+            self.segments = shm.Segments()
+        try:
+            return self.segments.put(data)
+        except shm.ShmError as exc:  # /dev/shm full or gone
+            log.warning("shared memory refused an input (%s); it is sent through the socket", exc)
+            return None
+
+    def _by_reference(self, pending: Pending) -> None:
+        data = pending.frames[1]
+        if len(data) < shm.MIN_BYTES:
+            return
+        seg = self._put(data)
+        if seg is not None:
+            pending.frames = P.request_frames(pending.task_id, *_request_fields(pending.frames[0]), seg.encode(),
+                                              ref=True)
+            pending.seg = seg
+            self.stats["by_reference"] += 1
+
+    def _inline(self, pending: Pending) -> None:
+        """A task sent by reference goes to a broker that offers no shared memory: bytes again."""
+        if pending.seg is None or self.segments is None:
+            return
+        try:
+            data = self.segments.read(pending.seg)
+        except shm.ShmError:
+            data = b""  # gone from under us: the worker answers bad_image, the caller sees why
+        self.segments.release(pending.seg)
+        pending.frames = P.request_frames(pending.task_id, *_request_fields(pending.frames[0]), data)
+        pending.seg = None
+        self.stats["by_reference"] -= 1
+
+    def _ended(self, pending: Pending) -> None:
+        if pending.seg is not None and self.segments is not None:
+            self.segments.release(pending.seg)
+
     def cancel(self, task_id: str) -> None:
-        self._tell_cancel(self.pending.pop(task_id, None))
+        pending = self.pending.pop(task_id, None)
+        if pending is not None:
+            self._ended(pending)
+        self._tell_cancel(pending)
 
     def _tell_cancel(self, pending: Pending | None) -> None:
         if pending is not None and pending.sent and self.connected:
@@ -222,9 +290,16 @@ class ClientCore:
             if not self.connected or (msg.sender and msg.sender != self.broker_id):
                 self.connected = True
                 self.broker_id = msg.sender
+                self._offered(msg.shm)  # our proof goes out before any task sent by reference
                 for pending in self.pending.values():  # everything: a new broker knows nothing
+                    if pending.seg is not None and self._shm_key is None:
+                        self._inline(pending)
+                    elif pending.seg is None and self._shm_key is not None and not pending.sent:
+                        self._by_reference(pending)  # submitted before the broker answered
                     if pending.retry_at_s is None:
                         self._send(pending)
+            elif msg.shm != self._shm_key:
+                self._offered(msg.shm)
         elif isinstance(msg, P.Reply):
             pending = self.pending.pop(msg.task_id, None)
             if pending is None:
@@ -233,6 +308,17 @@ class ClientCore:
                 meta = dict(msg.meta)
                 meta["elapsed_ms"] = round((now_s - pending.submitted_s) * 1000, 3)
                 data = payloads[0].bytes if isinstance(payloads[0], zmq.Frame) else bytes(payloads[0])
+                if meta.pop("shm", None) is True:
+                    try:
+                        data = self._result(pending, data)
+                    except shm.ShmError as exc:
+                        self._ended(pending)
+                        self.stats["failed"] += 1
+                        done.append((pending.handle, InternalError(f"the result of task {msg.task_id} could not "
+                                                                   f"be read from shared memory: {exc}",
+                                                                   task_id=msg.task_id)))
+                        return done
+                self._ended(pending)
                 self.stats["completed"] += 1
                 done.append((pending.handle, Result(msg.task_id, data, meta)))
         elif isinstance(msg, P.Error):
@@ -245,6 +331,28 @@ class ClientCore:
                     break
         return done
 
+    def _offered(self, key_name: str | None) -> None:
+        """The broker names its shared-memory key (or none): prove we read it, or stop using it."""
+        proof = shm.prove(key_name, self.routing_id) if self._shm_wanted else None
+        self._shm_key = key_name if proof else None
+        if proof:
+            self.outbox.append(P.encode(P.Heartbeat(shm=proof)))
+
+    def _result(self, pending: Pending, name: bytes) -> bytes:
+        if pending.seg is None or self.segments is None:
+            raise shm.ShmError(0, "a result by reference for a task sent inline")
+        return self.segments.take_result(pending.seg, name.decode("ascii", "replace"), MAX_RESULT_BYTES)
+
+    @property
+    def shared_memory(self) -> bool:
+        """Tasks of ``shm.MIN_BYTES`` or more go by shared memory now (the broker proved our host)."""
+        return self._shm_key is not None
+
+    def close_segments(self) -> None:
+        """The client is closing: every segment of ours goes (after ``fail_all``)."""
+        if self.segments is not None:
+            self.segments.close()
+
     def _on_error(self, msg: P.Error, now_s: float) -> list[Completion]:
         pending = self.pending.get(msg.task_id) if msg.task_id else None
         if pending is None:
@@ -256,6 +364,7 @@ class ClientCore:
             heapq.heappush(self._retries, (pending.retry_at_s, next(self._seq), pending.task_id))
             return []
         del self.pending[msg.task_id]
+        self._ended(pending)
         self.stats["failed"] += 1
         return [(pending.handle, error_from_code(msg.code, msg.message, task_id=msg.task_id,
                                                       meta=msg.meta))]
@@ -287,9 +396,13 @@ class ClientCore:
             _, _, task_id = heapq.heappop(self._deadlines)
             pending = self.pending.pop(task_id, None)
             if pending is not None:
+                self._ended(pending)
                 self._tell_cancel(pending)  # the broker drops it rather than run it for nobody
                 self.stats["failed"] += 1
                 done.append((pending.handle, self._timeout_error(pending, now_s)))
+        if self.segments is not None and now_s >= self._next_sweep_s:
+            self._next_sweep_s = now_s + shm.SWEEP_INTERVAL_S
+            self.segments.sweep(p.seg for p in self.pending.values() if p.seg is not None)
         return done
 
     def _timeout_error(self, pending: Pending, now_s: float) -> Exception:
@@ -302,6 +415,8 @@ class ClientCore:
     def next_wakeup_s(self) -> float:
         """When ``on_tick`` next has something to do (monotonic seconds)."""
         wake = self._next_beat_s
+        if self.segments is not None:
+            wake = min(wake, self._next_sweep_s)
         if self.refused:
             wake = min(wake, self._handshake_retry_s)
         if self._retries:
@@ -315,6 +430,8 @@ class ClientCore:
     def fail_all(self, exc_factory) -> list[Completion]:
         done = [(p.handle, exc_factory()) for p in self.pending.values()]
         done += [(h, exc_factory()) for h in self._info_waiters]
+        for pending in self.pending.values():
+            self._ended(pending)
         self.pending.clear()
         self._deadlines.clear()
         self._info_waiters.clear()

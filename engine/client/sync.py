@@ -15,7 +15,6 @@ import itertools
 import queue
 import threading
 import time
-import uuid
 from typing import Any, Iterable, Iterator
 
 import zmq
@@ -103,12 +102,14 @@ class Client:
 
     def __init__(self, address: str = "tcp://127.0.0.1:5555", *, timeout_s: float = TIMEOUT_S,
                  heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S, retry_busy: bool = True,
-                 validate: bool = True, context: zmq.Context | None = None, keys: PeerKeys | None = None) -> None:
+                 validate: bool = True, context: zmq.Context | None = None, keys: PeerKeys | None = None,
+                 shared_memory: bool = True) -> None:
         self.address = address
         self.timeout_s = timeout_s
         self._keys = client_keys(keys)  # CURVE: keys=, else ENGINE_CLIENT_KEY + ENGINE_BROKER_KEY, else plaintext
         self._core = ClientCore(address=address, heartbeat_interval_s=heartbeat_interval_s,
-                                timeout_s=timeout_s, retry_busy=retry_busy, validate=validate)
+                                timeout_s=timeout_s, retry_busy=retry_busy, validate=validate,
+                                shared_memory=shared_memory and self._keys is None)
         self._ctx = context or zmq.Context.instance()
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._wakeup = Wakeup()
@@ -237,7 +238,8 @@ class Client:
 
     @property
     def stats(self) -> dict:
-        """Counters: submitted, completed, failed, resent, duplicates (dropped second answers)."""
+        """Counters: submitted, completed, failed, resent, duplicates (dropped second answers),
+        by_reference (sent as a shared-memory segment: the broker proved this client shares its host)."""
         return dict(self._core.stats)
 
     def close(self) -> None:
@@ -273,7 +275,7 @@ class Client:
     # ---- the IO thread ---------------------------------------------------------------
     def _io_loop(self) -> None:
         core = self._core
-        routing_id = f"c-{uuid.uuid4().hex}".encode()
+        routing_id = core.routing_id
         watch = HandshakeWatch(role="client", curve=self._keys is not None, address=self.address)
         sock, mon = self._socket(routing_id)
         poller = zmq.Poller()
@@ -312,6 +314,7 @@ class Client:
                 complete(core.on_tick())
                 self._hand_over()
             complete(core.fail_all(lambda: BrokerUnavailable("the client was closed")))
+            core.close_segments()
             self._hand_over()
             try:
                 sock.send_multipart(core.goodbye(), zmq.NOBLOCK)

@@ -58,8 +58,10 @@ REQUEUED = Spec(B + "tasks_requeued_total", COUNTER,
 CANCELLED = Spec(B + "tasks_cancelled_total", COUNTER, "Tasks cancelled by their client.")
 REFUSED = Spec(B + "tasks_refused_total", COUNTER,
                "Tasks refused at admission, by reason (busy, quota, unauthorized, bad_message).", ("reason",))
-INPUT_BYTES = Spec(B + "input_bytes_total", COUNTER, "Image bytes received with tasks.")
-OUTPUT_BYTES = Spec(B + "output_bytes_total", COUNTER, "Result bytes sent to clients.")
+INPUT_BYTES = Spec(B + "input_bytes_total", COUNTER,
+                   "Image bytes received with tasks through the sockets (by shared memory: the segment's name).")
+OUTPUT_BYTES = Spec(B + "output_bytes_total", COUNTER,
+                    "Result bytes sent to clients through the sockets (by shared memory: the segment's name).")
 CACHE_LOOKUPS = Spec(B + "cache_lookups_total", COUNTER, "Result cache lookups, by result (hit, miss).",
                      ("result",))
 CACHE_HIT_BYTES = Spec(B + "cache_hit_bytes_total", COUNTER, "Result bytes answered from the cache.")

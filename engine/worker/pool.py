@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import logging
 import os
 import signal
@@ -27,9 +28,9 @@ from dataclasses import dataclass
 
 import zmq
 
-from .. import deadlines, tracing
+from .. import deadlines, shm, tracing
 from .. import protocol as P
-from ..errors import (DeadlineExceeded, ImageTooLarge, InternalError, ProtocolError, ResultTooLarge,
+from ..errors import (DeadlineExceeded, ImageError, ImageTooLarge, InternalError, ProtocolError, ResultTooLarge,
                       TaskCancelled, TaskError)
 from ..settings import setup_logging
 from ..sockutil import NOBLOCK, recv_frames
@@ -55,6 +56,7 @@ class Held:
     epoch: int  # registration it arrived under: answers of older ones free no broker slot
     due_s: float | None
     trace: str | None = None  # the client's trace id, for log lines
+    ref: str | None = None  # the input's shared-memory segment (the payload is its name)
 
 
 def pool_main(config: WorkerConfig, ident: bytes, group: str, slot, supervisor_pid: int, log_level: str) -> None:
@@ -133,6 +135,9 @@ class PoolProcess:
         self.stats = {"done": 0, "failed": 0, TaskCancelled.code: 0, DeadlineExceeded.code: 0,
                       ResultTooLarge.code: 0}
         self._wakeup = Wakeup()
+        self._shm_wanted = config.curve is None and shm.available()
+        self._shm_key: str | None = None  # the broker's key we proved we read
+        self._shm_proof: str | None = None  # ... and the proof, sent again with every READY
         signal.signal(signal.SIGTERM, lambda *_: self._drain())
         self.ctx = zmq.Context()
         self.link = BrokerLink(self.ctx, config, ident, name=f"pool process {os.getpid()}", register=self._register)
@@ -232,7 +237,7 @@ class PoolProcess:
         self.credit.reset()
         free = 0 if self.draining else max(0, self.credit.current - len(self.pending))
         self.link.send(P.encode(P.Ready(capacity=free, ops=self.offered, host=socket.gethostname(),
-                                        pid=os.getpid(), processes=1, group=self.group)))
+                                        pid=os.getpid(), processes=1, group=self.group, shm=self._shm_proof)))
 
     def _on_broker(self, frames: list, fresh: bool = True) -> None:
         try:
@@ -251,7 +256,8 @@ class PoolProcess:
                 trace = tracing.trace_id(msg.options)
             except TaskError:
                 trace = None  # the broker checks it; a label we cannot print is left out
-            self.pending.append(Held(msg.task_id, msg, payloads[0], self.epoch, due_s, trace))
+            ref = bytes(payloads[0].buffer).decode("ascii", "replace") if msg.ref else None
+            self.pending.append(Held(msg.task_id, msg, payloads[0], self.epoch, due_s, trace, ref))
             more = self.credit.arrived(time.monotonic(), bool(msg.more))
             if more and not self.draining:
                 log.debug("pool process %d waited on its link: credit %d (+%d)", os.getpid(), self.credit.current, more)
@@ -261,8 +267,19 @@ class PoolProcess:
         elif isinstance(msg, P.Disconnect):
             log.info("broker asked pool process %d to register again (%s)", os.getpid(), msg.reason)
             self._register()
-        elif not isinstance(msg, P.Heartbeat):
+        elif isinstance(msg, P.Heartbeat):
+            if msg.sender is not None and msg.shm != self._shm_key:
+                self._shm_offered(msg.shm)
+        else:
             log.warning("broker sent %s, which a worker does not expect", P.TYPE_NAMES[msg.TYPE])
+
+    def _shm_offered(self, key_name: str | None) -> None:
+        """The broker names its shared-memory key (or none): prove we read it, so that tasks of
+        clients on this host come by reference."""
+        proof = shm.prove(key_name, self.ident) if self._shm_wanted else None
+        self._shm_key, self._shm_proof = key_name, proof
+        if proof:
+            self.link.send(P.encode(P.Heartbeat(shm=proof)))
 
     def _cancel(self, task_id: str) -> None:
         for held in self.pending:
@@ -302,7 +319,8 @@ class PoolProcess:
         msg = held.request
         started = time.perf_counter()
         try:
-            out, meta = self.ops.run(held.payload.buffer, msg.pipeline, limits=self.limits, cache=self.cache)
+            data = held.payload.buffer if held.ref is None else self._read_input(held.ref)
+            out, meta = self.ops.run(data, msg.pipeline, limits=self.limits, cache=self.cache)
         except TaskError as exc:
             self.stats["failed"] += 1
             return P.error_frames(msg.task_id, exc.code, exc.message, {"worker": self.name})
@@ -318,7 +336,37 @@ class PoolProcess:
         self.stats["done"] += 1
         meta["worker"] = self.name
         meta["worker_ms"] = round((time.perf_counter() - started) * 1000, 3)
+        if held.ref is not None:
+            name = self._write_result(held, out)
+            if name is not None:
+                meta["shm"] = True
+                return P.reply_frames(msg.task_id, meta, name.encode())
         return P.reply_frames(msg.task_id, meta, out)
+
+    def _read_input(self, name: str) -> bytes:
+        """A task's input by reference, bounded as it would be through the broker's socket."""
+        limit = min(self.config.max_input_bytes, self.link.max_message_bytes or self.config.max_input_bytes)
+        try:
+            return shm.read_input(name, limit)
+        except shm.ShmError as exc:
+            if exc.errno == errno.EFBIG:
+                raise ImageTooLarge(f"the input is over {limit} bytes, the most this worker (--max-input-mb) and "
+                                    f"its broker (--max-message-mb) accept") from exc
+            raise ImageError(f"the input could not be read from shared memory ({exc.strerror}): its client "
+                             "cancelled the task or went away") from exc
+
+    def _write_result(self, held: Held, out) -> str | None:
+        """The result beside its input; None: it goes inline (too large for the broker, which the
+        caller refuses, or shared memory is full)."""
+        limit = self.link.max_message_bytes
+        if limit is not None and len(out) > limit:
+            return None
+        try:
+            return shm.write_result(held.ref or "", out)
+        except shm.ShmError as exc:
+            log.warning("task %s: shared memory refused the result (%s); it goes through the socket%s",
+                        held.task_id, exc, tracing.tag(held.trace))
+            return None
 
     def _deliverable(self, held: Held, frames: list) -> list:
         """The answer, or ERROR result_too_large if the broker would refuse it (and drop this

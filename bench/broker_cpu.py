@@ -107,11 +107,18 @@ def start_reference(binary: str) -> tuple[subprocess.Popen, str, str]:
     return proc, front, back
 
 
+def _client(front: str):
+    from engine import Client
+
+    try:
+        return Client(front, timeout_s=120, validate=False, shared_memory=False)
+    except TypeError:  # an engine from before shared memory (run from a worktree of an older commit)
+        return Client(front, timeout_s=120, validate=False)
+
+
 def measure(name: str, broker: subprocess.Popen, front: str, back: str, args: argparse.Namespace,
             info: bool) -> dict:
     """Run TASKS tasks through ``broker`` with two echo workers; CPU per task by process."""
-    from engine import Client
-
     ctx = mp.get_context("spawn")
     echoes = [ctx.Process(target=echo_main, args=(back, 16), daemon=True) for _ in range(2)]
     try:
@@ -124,7 +131,7 @@ def measure(name: str, broker: subprocess.Popen, front: str, back: str, args: ar
         payload = os.urandom(args.payload_kb * 1024)
         # The bytes cross the sockets, as they do through the reference broker: the echo workers
         # read no shared memory (the broker would read each segment for them: not what is measured).
-        with Client(front, timeout_s=120, validate=False, shared_memory=False) as client:
+        with _client(front) as client:
             for _ in client.imap_unordered([payload] * 500, "noop", window=args.window):  # warm up
                 pass
             b0 = thread_cpu_s(broker.pid)

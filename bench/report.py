@@ -28,6 +28,8 @@ def load(folder: Path) -> dict[str, dict[tuple[str, int], dict]]:
         except (OSError, ValueError) as exc:
             print(f"skipping {path}: {exc}", file=sys.stderr)
             continue
+        if not isinstance(result, dict) or result.get("target") != path.parent.name or "mode" not in result:
+            continue  # not a run of its folder's target (datapath/, http/, edge/ hold other records)
         key = (result["mode"], result["settings"]["workers"])
         runs = out.setdefault(result["target"], {})
         if key not in runs or result["started_at"] >= runs[key]["started_at"]:

@@ -47,10 +47,14 @@ log = logging.getLogger("engine.shm")
 SHM_DIR = "/dev/shm"
 ENV_NO_SHM = "ENGINE_NO_SHM"  # set: no peer of this process offers or uses shared memory
 ENV_MIN_BYTES = "ENGINE_SHM_MIN_BYTES"
-# Smaller images cost less through ZeroMQ than the file calls cost (bench/shm_cost.py).
-MIN_BYTES = int(os.environ.get(ENV_MIN_BYTES, "") or 16 * 1024)
+# Smaller images cost the machine less through ZeroMQ than through /dev/shm (page cache work per
+# file): measured with noop tasks, all processes' CPU per image, shared memory against sockets:
+# +3 % at photo size (34-70 KB JPEGs), -43 % at 1080p (250-490 KB). docs/benchmarks.md.
+MIN_BYTES = int(os.environ.get(ENV_MIN_BYTES, "") or 128 * 1024)
 SWEEP_INTERVAL_S = 10.0  # how often a broker removes dead processes' segments, a client its ended tasks'
 KEY_BYTES = 32
+POOL_FILES = 32  # a client's files kept for reuse after their task ended
+POOL_BYTES = 32 * 1024 * 1024  # ... and the bytes they may hold in /dev/shm
 _NAME = re.compile(r"engine-(\d{1,10})-([0-9a-f]{16})-(\d{1,20})(?:-r(\d{1,10}))?\Z")
 _KEY_NAME = re.compile(r"engine-key-(\d{1,10})-([0-9a-f]{16})\Z")
 _ANY = re.compile(r"engine-(?:key-)?(\d{1,10})-[0-9a-f]{16}(?:-\d{1,20}(?:-r\d{1,10})?)?\Z")
@@ -93,6 +97,36 @@ def _write_new(name: str, data) -> None:
         unlink(name)
         raise ShmError(exc.errno, f"cannot write shared-memory segment {name}: {exc.strerror}") from exc
     os.close(fd)
+
+
+def _overwrite(name: str, data) -> None:
+    """Write ``data`` over a file of ours (it keeps its pages: no allocation, no zeroing)."""
+    try:
+        fd = os.open(_path(name), os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ShmError(exc.errno, f"cannot reopen shared-memory segment {name}: {exc.strerror}") from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            raise ShmError(errno.EPERM, f"shared-memory segment {name} is not a file of this user")
+        view = memoryview(data).cast("B")
+        done = 0
+        while done < len(view):
+            done += os.pwrite(fd, view[done:], done)
+        if st.st_size > done:
+            os.ftruncate(fd, done)
+    except OSError as exc:
+        raise ShmError(exc.errno, f"cannot write shared-memory segment {name}: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
+
+
+def _rename(old: str, new: str) -> bool:
+    try:
+        os.rename(_path(old), _path(new))
+        return True
+    except OSError:
+        return False
 
 
 def _read(name: str, max_bytes: int) -> bytes:
@@ -162,53 +196,122 @@ def prove(key_name: str | None, route: bytes) -> str | None:
 # ---- a client's segments -----------------------------------------------------------------------
 class Segments:
     """One client's segments: inputs it wrote, results written for it. Not thread-safe: the
-    client's IO thread owns it."""
+    client's IO thread owns it.
+
+    A file of an ended task is kept for the next input (up to ``POOL_FILES`` files and
+    ``POOL_BYTES`` bytes) instead of being unlinked: writing over pages tmpfs already holds
+    costs a sixth of allocating and zeroing new ones (``bench/shm_cost.py``). Only a file no
+    live task names is reused, so a worker still reading it is one whose answer is dropped."""
 
     def __init__(self) -> None:
         self.prefix = f"engine-{os.getpid()}-{secrets.token_hex(8)}-"
         self._next = 0
-        self.live = 0  # inputs written and not yet released
+        self._sizes: dict[str, int] = {}  # live inputs -> bytes
+        self._free: list[tuple[str, int]] = []  # files kept for reuse (name, bytes they hold)
+        self._free_bytes = 0
+
+    @property
+    def live(self) -> int:
+        """Inputs written and not yet released."""
+        return len(self._sizes)
+
+    def _new_name(self) -> str:
+        self._next += 1
+        return f"{self.prefix}{self._next}"
 
     def put(self, data) -> str:
         """Write an input; its name travels instead of the bytes."""
-        self._next += 1
-        name = f"{self.prefix}{self._next}"
+        size = memoryview(data).nbytes
+        while self._free:
+            name, held = self._free.pop()
+            self._free_bytes -= held
+            try:
+                _overwrite(name, data)
+            except ShmError:
+                unlink(name)
+                continue
+            self._sizes[name] = size
+            return name
+        name = self._new_name()
         _write_new(name, data)
-        self.live += 1
+        self._sizes[name] = size
         return name
+
+    def slot(self) -> str | None:
+        """A spare file for a task's result (a worker claims it by renaming it): one kept for
+        reuse, or None when none is kept (the worker then writes a new file)."""
+        if not self._free:
+            return None
+        name, held = self._free.pop()
+        self._free_bytes -= held
+        return name
+
+    def drop_slot(self, name: str) -> None:
+        """A task ended: its spare file goes if no worker claimed it. Never kept for reuse: a
+        worker still running the task (cancelled, timed out, a straggler's copy) may claim it
+        later, and must not take a file that holds another task's input by then."""
+        unlink(name)
 
     def read(self, name: str) -> bytes:
         """An input of ours back (a task resent inline, to a broker without shared memory)."""
         return _read(name, 1 << 62)
 
     def take_result(self, input_name: str, result_name: str, max_bytes: int) -> bytes:
-        """A result a worker wrote for ``input_name``: read, then unlinked."""
+        """A result a worker wrote for ``input_name``: read, then kept for a later input (or unlinked)."""
         if not result_name.startswith(input_name + "-r") or not _NAME.match(result_name):
             raise ShmError(errno.EPERM, f"a result named {result_name!r} is not one of this task's")
         try:
-            return _read(result_name, max_bytes)
-        finally:
+            data = _read(result_name, max_bytes)
+        except ShmError:
             unlink(result_name)
+            raise
+        name = self._new_name()
+        if not self._keep(len(data)) or not _rename(result_name, name):
+            unlink(result_name)
+        else:
+            self._add_free(name, len(data))
+        return data
 
     def release(self, input_name: str) -> None:
-        """A task ended: its input goes (a worker still reading it keeps its open copy)."""
-        if unlink(input_name):
-            self.live -= 1
+        """A task ended: its input is kept for a later one, or unlinked (a worker still reading
+        it keeps its open copy)."""
+        size = self._sizes.pop(input_name, None)
+        if size is None:
+            return
+        if self._keep(size):
+            self._add_free(input_name, size)
+        else:
+            unlink(input_name)
+
+    def _keep(self, size: int) -> bool:
+        return len(self._free) < POOL_FILES and self._free_bytes + size <= POOL_BYTES
+
+    def _add_free(self, name: str, size: int) -> None:
+        self._free.append((name, size))
+        self._free_bytes += size
 
     def sweep(self, live_inputs: Iterable[str]) -> int:
         """Remove our segments of tasks that ended (a result that came after its task ended,
-        a straggler's second copy): every file under our prefix not of a live input."""
-        keep = set(live_inputs)
+        a straggler's second copy): every file under our prefix not of a live input or kept
+        for reuse."""
+        live = set(live_inputs)
+        free = {name for name, _ in self._free}
         removed = 0
         for name in _listdir():
-            if name.startswith(self.prefix):
-                base = name.split("-r", 1)[0] if "-r" in name[len(self.prefix):] else name
-                if base not in keep and unlink(name):
-                    removed += 1
+            if not name.startswith(self.prefix):
+                continue
+            if "-r" in name[len(self.prefix):]:  # a result: of a task still running, or garbage
+                stale = name.split("-r", 1)[0] not in live
+            else:
+                stale = name not in live and name not in free
+            if stale and unlink(name):
+                removed += 1
         return removed
 
     def close(self) -> int:
-        self.live = 0
+        self._sizes.clear()
+        self._free.clear()
+        self._free_bytes = 0
         return self.sweep(())
 
 
@@ -221,14 +324,38 @@ def read_input(name: str, max_bytes: int) -> bytes:
     return _read(name, max_bytes)
 
 
-def write_result(input_name: str, data) -> str:
-    """Write a task's result beside its input; the name is what the reply carries."""
+def parse_ref(payload: str) -> tuple[str, str | None]:
+    """A task's reference: its input's name and, if its client gave one, a spare file of its own
+    for the result (``"<input> <slot>"``)."""
+    name, _, slot = payload.partition(" ")
+    return name, slot or None
+
+
+def write_result(input_name: str, data, slot: str | None = None) -> str:
+    """Write a task's result beside its input; the name is what the reply carries. With a
+    ``slot`` (a spare file of the same client), the worker claims it by renaming it to the
+    result's name, atomically: one writer only (a straggler's copy finds it gone and writes a
+    file of its own), over pages already there (no allocation, no zeroing)."""
     name = f"{input_name}-r{os.getpid()}"
-    if not _NAME.match(name):
+    match = _NAME.match(name)
+    if match is None:
         raise ShmError(errno.EINVAL, f"{input_name[:80]!r} is not a shared-memory input name")
     unlink(name)  # this process's earlier try at the same task (it was requeued to it)
+    if slot is not None and _claimable(slot, input_name) and _rename(slot, name):
+        try:
+            _overwrite(name, data)
+            return name
+        except ShmError:
+            unlink(name)
     _write_new(name, data)
     return name
+
+
+def _claimable(slot: str, input_name: str) -> bool:
+    """A spare file of the input's own client (its PID and token), not a result."""
+    match = _NAME.match(slot)
+    return match is not None and match.group(4) is None and \
+        slot.rsplit("-", 1)[0] == input_name.rsplit("-", 1)[0]
 
 
 # ---- garbage: segments of processes that died ------------------------------------------------

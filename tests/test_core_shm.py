@@ -15,7 +15,7 @@ def _mine(segments: shm.Segments) -> list[str]:
     return sorted(n for n in os.listdir(shm.SHM_DIR) if n.startswith(segments.prefix))
 
 
-def test_an_input_and_its_result_are_files_only_this_user_can_read_and_both_go_when_the_task_ends():
+def test_an_input_and_its_result_are_files_only_this_user_can_read_and_both_go_when_the_client_closes():
     segs = shm.Segments()
     name = segs.put(b"\x89PNG image bytes")
     mode = os.stat(os.path.join(shm.SHM_DIR, name)).st_mode
@@ -25,9 +25,26 @@ def test_an_input_and_its_result_are_files_only_this_user_can_read_and_both_go_w
     assert result == f"{name}-r{os.getpid()}"
     assert stat.S_IMODE(os.stat(os.path.join(shm.SHM_DIR, result)).st_mode) == 0o600
     assert segs.take_result(name, result, 1024) == b"result bytes"
-    assert _mine(segs) == [name]  # the result is read once, then gone
+    assert result not in _mine(segs) and len(_mine(segs)) == 2  # read once; its file kept for a later input
     segs.release(name)
-    assert _mine(segs) == [] and segs.live == 0
+    assert segs.live == 0 and len(_mine(segs)) == 2  # both kept for reuse, no longer any task's
+    again = segs.put(b"a shorter one")
+    assert again in _mine(segs) and len(_mine(segs)) == 2  # written over a kept file, not a new one
+    assert shm.read_input(again, 1024) == b"a shorter one"  # (and cut to its size)
+    segs.release(again)
+    segs.close()
+    assert _mine(segs) == []
+
+
+def test_the_files_kept_for_reuse_are_bounded_in_count_and_bytes(monkeypatch):
+    monkeypatch.setattr(shm, "POOL_BYTES", 10_000)
+    segs = shm.Segments()
+    names = [segs.put(b"x" * 4000) for _ in range(5)]
+    for name in names:
+        segs.release(name)
+    assert len(_mine(segs)) == 2  # 8,000 bytes kept; the rest unlinked
+    segs.close()
+    assert _mine(segs) == []
 
 
 @pytest.mark.parametrize("name", ["../etc/passwd", "engine-1-0123456789abcdef-1/../../x", "engine-key-1-0123456789abcdef",
@@ -99,7 +116,7 @@ def test_a_client_s_sweep_removes_results_of_ended_tasks_only():
     mid = shm.write_result(live, b"being written")
     segs.release(ended)
     assert segs.sweep([live]) == 1
-    assert _mine(segs) == sorted([live, mid])
+    assert _mine(segs) == sorted([live, mid, ended])  # the ended input is kept for reuse, its late result not
     segs.close()
     assert _mine(segs) == []
     assert late not in os.listdir(shm.SHM_DIR)
@@ -119,3 +136,31 @@ def test_segments_of_a_process_that_died_are_swept_and_a_live_one_s_are_kept():
         assert kept in os.listdir(shm.SHM_DIR)
     finally:
         mine.close()
+
+
+def test_a_worker_claims_its_client_s_spare_file_for_the_result_and_a_second_writer_gets_its_own():
+    segs = shm.Segments()
+    earlier = [segs.put(b"an earlier input"), segs.put(b"another")]
+    for done in earlier:
+        segs.release(done)  # kept: the next task's input and spare
+    name = segs.put(b"input")
+    slot = segs.slot()
+    assert slot is not None and shm.parse_ref(f"{name} {slot}") == (name, slot)
+    inode = os.stat(os.path.join(shm.SHM_DIR, slot)).st_ino
+    result = shm.write_result(name, b"result", slot)
+    assert os.stat(os.path.join(shm.SHM_DIR, result)).st_ino == inode  # the spare, renamed: no new file
+    assert shm.read_result(result, 100) == b"result"
+    other = shm.write_result(name, b"result", slot)  # a straggler's copy (this process again, for the test)
+    assert other == result and shm.read_result(other, 100) == b"result"
+    segs.drop_slot(slot)  # claimed: nothing to drop
+    assert slot not in os.listdir(shm.SHM_DIR)
+    foreign = shm.Segments().put(b"another client's file")
+    try:
+        shm.write_result(name, b"r", foreign)
+        assert foreign in os.listdir(shm.SHM_DIR)  # not this input's client: never renamed
+    finally:
+        shm.unlink(foreign)
+    segs.take_result(name, result, 100)
+    segs.release(name)
+    segs.close()
+    assert _mine(segs) == []

@@ -101,8 +101,10 @@ def test_a_killed_client_process_has_its_tasks_dropped(cluster_factory):
             wait_until(lambda: watcher.info()["queue_depth"] >= 10, 30, "the client's tasks to be queued")
             proc.kill()
             proc.wait(10)
-            info = broker_idle(watcher, 10)  # its heartbeats stop: after 3 intervals it is gone
-            assert info["clients"] == 1  # the watcher only
+            broker_idle(watcher, 10)  # its heartbeats stop: after 3 intervals it is gone (and its tasks)
+            # (or sooner: a broker's sweep may remove a dead client's shared-memory inputs first, and
+            # its tasks then fail at once; the client itself is forgotten after 3 silent intervals)
+            wait_until(lambda: watcher.info()["clients"] == 1, 10, "only the watcher to be left")
             cluster.wait_ready(2)
             info = watcher.info()
     finally:

@@ -145,8 +145,8 @@ class Broker:
 
     def read_ref(self, payload: Any, max_bytes: int | None = None) -> bytes:
         """The image a task by reference names (raises ``shm.ShmError``)."""
-        name = bytes(payload.buffer if isinstance(payload, zmq.Frame) else payload).decode("ascii", "replace")
-        return shm.read_input(name, max_bytes or self.config.max_message_bytes)
+        ref = bytes(payload.buffer if isinstance(payload, zmq.Frame) else payload).decode("ascii", "replace")
+        return shm.read_input(shm.parse_ref(ref)[0], max_bytes or self.config.max_message_bytes)
 
     def stopping(self) -> bool:
         return self._stopping
@@ -243,8 +243,10 @@ class Broker:
             self.native.expire(now_s)
             self.quotas.forget_idle(now_s, self.dispatcher.per_client)
             if self.shm_key is not None and now_s >= self._next_sweep_s:
-                self._next_sweep_s = now_s + shm.SWEEP_INTERVAL_S
-                shm.sweep_dead()  # segments of clients and brokers that died (SIGKILL)
+                # Segments of clients and brokers that died (SIGKILL). After a sweep that found some, the
+                # next comes sooner: a worker still running a dead client's task writes its result later.
+                found = shm.sweep_dead()
+                self._next_sweep_s = now_s + (self.dispatcher.liveness_s if found else shm.SWEEP_INTERVAL_S)
             self._publish_metrics(now_s)
             memtrim.trim()  # freed image buffers back to the OS, so RSS shows what is really held
         except Exception:  # a bug must not stop the broker: log it, try again next beat

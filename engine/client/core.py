@@ -78,6 +78,7 @@ class Pending:
     busy_retries: int = 0
     retry_at_s: float | None = None
     seg: str | None = None  # its input's shared-memory segment (engine.shm), when sent by reference
+    slot: str | None = None  # ... and a spare file of ours offered for its result
 
 
 log = logging.getLogger("engine.client")
@@ -98,6 +99,11 @@ def check_pipeline(pipeline: str | list) -> None:
         _check_text(pipeline)
     else:
         split(pipeline)
+
+
+def _ref(seg: str, slot: str | None) -> bytes:
+    """A task's payload by reference (``engine.shm.parse_ref``)."""
+    return (f"{seg} {slot}" if slot else seg).encode()
 
 
 def _request_fields(header: bytes) -> tuple[Any, Any]:
@@ -178,14 +184,14 @@ class ClientCore:
         if self.validate:
             check_pipeline(pipeline)
         now_s = time.monotonic()
-        seg = self._put(data) if self._shm_key is not None and size >= shm.MIN_BYTES else None
-        frames = P.request_frames(task_id, pipeline, options, data if seg is None else seg.encode(), ref=seg is not None)
+        seg, slot = self._put(data) if self._shm_key is not None and size >= shm.MIN_BYTES else (None, None)
+        frames = P.request_frames(task_id, pipeline, options, data if seg is None else _ref(seg, slot),
+                                  ref=seg is not None)
+        pending = Pending(task_id, frames, handle, now_s, now_s + (timeout_s or self.timeout_s), seg=seg, slot=slot)
         if len(frames[0]) > P.MAX_HEADER_BYTES:
-            if seg is not None:
-                self.segments.release(seg)  # type: ignore[union-attr]
+            self._ended(pending)
             raise PipelineError(f"the request header is {len(frames[0])} bytes (pipeline and options); "
                                 f"the limit is {P.MAX_HEADER_BYTES} bytes")
-        pending = Pending(task_id, frames, handle, now_s, now_s + (timeout_s or self.timeout_s), seg=seg)
         if seg is not None:
             self.stats["by_reference"] += 1
         self.pending[task_id] = pending
@@ -194,26 +200,27 @@ class ClientCore:
         if self.connected:
             self._send(pending)
 
-    def _put(self, data: Any) -> str | None:
+    def _put(self, data: Any) -> tuple[str | None, str | None]:
         """The image into a shared-memory segment (the broker proved we share its host): its
-        name travels instead of the bytes. None: shared memory refused it, it goes inline."""
+        name travels instead of the bytes, with a spare file of ours for the result when one is
+        kept. (None, None): shared memory refused it, it goes inline."""
         if self.segments is None:
             self.segments = shm.Segments()
         try:
-            return self.segments.put(data)
+            return self.segments.put(data), self.segments.slot()
         except shm.ShmError as exc:  # /dev/shm full or gone
             log.warning("shared memory refused an input (%s); it is sent through the socket", exc)
-            return None
+            return None, None
 
     def _by_reference(self, pending: Pending) -> None:
         data = pending.frames[1]
         if len(data) < shm.MIN_BYTES:
             return
-        seg = self._put(data)
+        seg, slot = self._put(data)
         if seg is not None:
-            pending.frames = P.request_frames(pending.task_id, *_request_fields(pending.frames[0]), seg.encode(),
+            pending.frames = P.request_frames(pending.task_id, *_request_fields(pending.frames[0]), _ref(seg, slot),
                                               ref=True)
-            pending.seg = seg
+            pending.seg, pending.slot = seg, slot
             self.stats["by_reference"] += 1
 
     def _inline(self, pending: Pending) -> None:
@@ -224,14 +231,16 @@ class ClientCore:
             data = self.segments.read(pending.seg)
         except shm.ShmError:
             data = b""  # gone from under us: the worker answers bad_image, the caller sees why
-        self.segments.release(pending.seg)
+        self._ended(pending)
         pending.frames = P.request_frames(pending.task_id, *_request_fields(pending.frames[0]), data)
-        pending.seg = None
+        pending.seg = pending.slot = None
         self.stats["by_reference"] -= 1
 
     def _ended(self, pending: Pending) -> None:
         if pending.seg is not None and self.segments is not None:
             self.segments.release(pending.seg)
+            if pending.slot is not None:
+                self.segments.drop_slot(pending.slot)
 
     def cancel(self, task_id: str) -> None:
         pending = self.pending.pop(task_id, None)
@@ -402,7 +411,7 @@ class ClientCore:
                 done.append((pending.handle, self._timeout_error(pending, now_s)))
         if self.segments is not None and now_s >= self._next_sweep_s:
             self._next_sweep_s = now_s + shm.SWEEP_INTERVAL_S
-            self.segments.sweep(p.seg for p in self.pending.values() if p.seg is not None)
+            self.segments.sweep(name for p in self.pending.values() for name in (p.seg, p.slot) if name is not None)
         return done
 
     def _timeout_error(self, pending: Pending, now_s: float) -> Exception:

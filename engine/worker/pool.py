@@ -56,7 +56,7 @@ class Held:
     epoch: int  # registration it arrived under: answers of older ones free no broker slot
     due_s: float | None
     trace: str | None = None  # the client's trace id, for log lines
-    ref: str | None = None  # the input's shared-memory segment (the payload is its name)
+    ref: tuple[str, str | None] | None = None  # by reference: the input's segment, a spare file for the result
 
 
 def pool_main(config: WorkerConfig, ident: bytes, group: str, slot, supervisor_pid: int, log_level: str) -> None:
@@ -256,7 +256,7 @@ class PoolProcess:
                 trace = tracing.trace_id(msg.options)
             except TaskError:
                 trace = None  # the broker checks it; a label we cannot print is left out
-            ref = bytes(payloads[0].buffer).decode("ascii", "replace") if msg.ref else None
+            ref = shm.parse_ref(bytes(payloads[0].buffer).decode("ascii", "replace")) if msg.ref else None
             self.pending.append(Held(msg.task_id, msg, payloads[0], self.epoch, due_s, trace, ref))
             more = self.credit.arrived(time.monotonic(), bool(msg.more))
             if more and not self.draining:
@@ -319,7 +319,7 @@ class PoolProcess:
         msg = held.request
         started = time.perf_counter()
         try:
-            data = held.payload.buffer if held.ref is None else self._read_input(held.ref)
+            data = held.payload.buffer if held.ref is None else self._read_input(held.ref[0])
             out, meta = self.ops.run(data, msg.pipeline, limits=self.limits, cache=self.cache)
         except TaskError as exc:
             self.stats["failed"] += 1
@@ -362,7 +362,7 @@ class PoolProcess:
         if limit is not None and len(out) > limit:
             return None
         try:
-            return shm.write_result(held.ref or "", out)
+            return shm.write_result(held.ref[0], out, held.ref[1]) if held.ref else None
         except shm.ShmError as exc:
             log.warning("task %s: shared memory refused the result (%s); it goes through the socket%s",
                         held.task_id, exc, tracing.tag(held.trace))

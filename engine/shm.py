@@ -99,16 +99,23 @@ def _write_new(name: str, data) -> None:
     os.close(fd)
 
 
+def _open_own(name: str, flags: int) -> tuple[int, os.stat_result]:
+    """Open a segment that must be a regular file of this user (never through a symlink)."""
+    try:
+        fd = os.open(_path(name), flags | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ShmError(exc.errno, f"shared-memory segment {name} cannot be opened: {exc.strerror}") from exc
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+        os.close(fd)
+        raise ShmError(errno.EPERM, f"shared-memory segment {name} is not a file of this user")
+    return fd, st
+
+
 def _overwrite(name: str, data) -> None:
     """Write ``data`` over a file of ours (it keeps its pages: no allocation, no zeroing)."""
+    fd, st = _open_own(name, os.O_WRONLY)
     try:
-        fd = os.open(_path(name), os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        raise ShmError(exc.errno, f"cannot reopen shared-memory segment {name}: {exc.strerror}") from exc
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
-            raise ShmError(errno.EPERM, f"shared-memory segment {name} is not a file of this user")
         view = memoryview(data).cast("B")
         done = 0
         while done < len(view):
@@ -130,14 +137,8 @@ def _rename(old: str, new: str) -> bool:
 
 
 def _read(name: str, max_bytes: int) -> bytes:
+    fd, st = _open_own(name, os.O_RDONLY)
     try:
-        fd = os.open(_path(name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        raise ShmError(exc.errno, f"shared-memory segment {name} cannot be opened: {exc.strerror}") from exc
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
-            raise ShmError(errno.EPERM, f"shared-memory segment {name} is not a file of this user")
         if st.st_size > max_bytes:
             raise ShmError(errno.EFBIG, f"shared-memory segment {name} holds {st.st_size} bytes; "
                                         f"the limit is {max_bytes}")

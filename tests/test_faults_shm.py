@@ -38,6 +38,7 @@ def _ours() -> set[str]:
 def test_images_of_a_client_on_the_broker_s_host_go_through_shared_memory(cluster):
     images = [_image(i) for i in range(12)]
     with cluster.client() as client:
+        wait_until(lambda: client.info() and client.shared_memory, 10, "the broker's offer and our proof")
         results = list(client.map([data for data, _ in images], "grayscale|png", window=4))
         info = client.info()
         stats = client.stats

@@ -4,6 +4,7 @@ import pytest
 import zmq
 
 from conftest import FAST_HEARTBEAT_S
+from faults_helpers import wait_until
 from engine import Client
 from security_helpers import Recorder, ring, secure_factory  # noqa: F401 - fixtures
 
@@ -45,7 +46,7 @@ def test_a_client_on_the_broker_s_host_sends_no_image_bytes_through_the_socket(c
     recorder = Recorder(cluster.front_port)
     try:
         with Client(recorder.endpoint, timeout_s=30, heartbeat_interval_s=FAST_HEARTBEAT_S) as client:
-            client.info()  # the broker's offer and our proof, before the task
+            wait_until(lambda: client.info() and client.shared_memory, 10, "the broker's offer and our proof")
             result = client.process(photo, PIPELINE)
             assert client.stats["by_reference"] == 1
     finally:

@@ -104,6 +104,11 @@ class AsyncClient:
     def stats(self) -> dict:
         return dict(self._core.stats)
 
+    @property
+    def shared_memory(self) -> bool:
+        """As ``Client.shared_memory``."""
+        return self._core.shared_memory
+
     async def close(self) -> None:
         if self._closed:
             return

@@ -242,6 +242,12 @@ class Client:
         by_reference (sent as a shared-memory segment: the broker proved this client shares its host)."""
         return dict(self._core.stats)
 
+    @property
+    def shared_memory(self) -> bool:
+        """Images of ``engine.shm.MIN_BYTES`` or more go through shared memory now: the broker shares
+        this host, offers it (every worker it has reads it too) and has our proof."""
+        return self._core.shared_memory
+
     def close(self) -> None:
         """Stop the IO thread; tasks still outstanding fail with BrokerUnavailable."""
         with self._close_lock:

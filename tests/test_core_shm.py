@@ -47,8 +47,9 @@ def test_the_files_kept_for_reuse_are_bounded_in_count_and_bytes(monkeypatch):
     assert _mine(segs) == []
 
 
-@pytest.mark.parametrize("name", ["../etc/passwd", "engine-1-0123456789abcdef-1/../../x", "engine-key-1-0123456789abcdef",
-                                  "engine-1-0123456789abcdef-1-r5", "engine-1-XYZ-1", "", "a" * 300])
+@pytest.mark.parametrize("name", ["../etc/passwd", "engine-1-0123456789abcdef-1/../../x",
+                                  "engine-key-1-0123456789abcdef", "engine-1-0123456789abcdef-1-r5", "engine-1-XYZ-1",
+                                  "", "a" * 300])
 def test_a_worker_opens_nothing_but_an_input_name(name):
     with pytest.raises(shm.ShmError):
         shm.read_input(name, 1 << 20)

@@ -183,6 +183,6 @@ class Cache(Check):
         return Verdict(ANSWERED) if broker.answer_from_cache(a) else None
 
 
-CHECKS: tuple[Check, ...] = (Resend(), Reference(), Busy(), Quota(), KnownOptions(), Deadline(), Trace(), Offered(), Schema(),
-                             Cache())
+CHECKS: tuple[Check, ...] = (Resend(), Reference(), Busy(), Quota(), KnownOptions(), Deadline(), Trace(), Offered(),
+                             Schema(), Cache())
 OPTIONS: frozenset[str] = frozenset().union(*(c.options for c in CHECKS))

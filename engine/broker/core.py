@@ -121,9 +121,8 @@ class Broker:
     def heartbeat(self, *, client: bool = False, **fields: Any) -> list:
         """A heartbeat's frames from this broker: its instance, and its shared-memory key's name
         (to a client only while every worker reads shared memory: see ``_all_workers_share``)."""
-        offer = self.shm_key is not None and (not client or self._all_workers_share())
-        return P.encode(P.Heartbeat(sender=self.instance_id, shm=self.shm_key.name if offer else None,  # type: ignore[union-attr]
-                                    **fields))
+        key = self.shm_key if self.shm_key is not None and (not client or self._all_workers_share()) else None
+        return P.encode(P.Heartbeat(sender=self.instance_id, shm=key.name if key is not None else None, **fields))
 
     def _all_workers_share(self) -> bool:
         """Clients send images by reference only while every worker reads shared memory: a task by

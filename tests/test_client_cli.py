@@ -3,6 +3,7 @@ message for a bad pipeline, metadata beside the results, a readable --info."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -153,3 +154,62 @@ def test_a_second_run_into_the_same_folder_writes_nothing_and_says_why(broker, t
     again = client("--pipeline", "edge|png", str(tmp_path), "-o", str(out), broker=broker)
     assert again.returncode == 2 and "already exist" in again.stderr
     assert (out / "coins.png").read_bytes() == first
+
+
+def test_results_get_the_usual_permissions_and_a_resumed_batch_skips_what_is_there(broker, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("coins.jpg", "camera.jpg", "astronaut.jpg"):
+        shutil.copy(DATA / name, src / name)
+    out = tmp_path / "out"
+    first = client("--pipeline", "grayscale|png", str(src), "-o", str(out), "--meta", str(out / "m.jsonl"),
+                   broker=broker)
+    assert first.returncode == 0, first.stderr
+    written = sorted(out.glob("*.png"))
+    assert [p.name for p in written] == ["astronaut.png", "camera.png", "coins.png"]
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert {p.stat().st_mode & 0o777 for p in written} == {0o666 & ~mask} == {(out / "m.jsonl").stat().st_mode & 0o777}
+    (out / "camera.png").unlink()
+    kept = (out / "coins.png").stat().st_mtime_ns
+    again = client("--pipeline", "grayscale|png", str(src), "-o", str(out), "--meta", str(out / "m.jsonl"),
+                   "--skip-existing", broker=broker)
+    assert again.returncode == 0, again.stderr
+    assert "3 image(s), 0 failed, 1 written, 2 skipped" in again.stdout
+    assert grey_psnr(out / "camera.png", src / "camera.jpg") > 40 and (out / "coins.png").stat().st_mtime_ns == kept
+    assert len((out / "m.jsonl").read_text().splitlines()) == 4  # appended to, not replaced
+    both = client("--pipeline", "grayscale", str(src), "-o", str(out), "--skip-existing", "--overwrite", broker=broker)
+    assert both.returncode == 2 and "choose one" in both.stderr
+
+
+def test_ctrl_c_prints_the_summary_and_how_to_resume_without_a_traceback(cluster_factory, tmp_path):
+    import signal
+    import time
+
+    from faults_helpers import TEST_OPS_ENV, start, tiny_jpeg
+
+    cluster = start(cluster_factory, (2,))
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(40):
+        (src / f"{i:02d}.jpg").write_bytes(tiny_jpeg(16 + i))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "engine.client", "--connect", cluster.front, "--quiet", "--window", "2",
+           "--pipeline", "sleep:ms=100|grayscale", str(src), "-o", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, TEST_OPS_ENV: "1"})
+    deadline = time.monotonic() + 60
+    while not list(out.glob("*.jpg")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (stdout, stderr)
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert "not finished" in stdout and "--skip-existing" in stderr
+    written = len(list(out.glob("*.jpg")))
+    assert 0 < written < 40 and f"{written} written" in stdout
+    resumed = subprocess.run(cmd + ["--skip-existing"], capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
+                             env={**os.environ, TEST_OPS_ENV: "1"})
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"40 image(s), 0 failed, {40 - written} written, {written} skipped" in resumed.stdout
+    assert len(list(out.glob("*.jpg"))) == 40

@@ -23,8 +23,10 @@ was found in (a file named directly goes to the top of OUTDIR), with the extensi
 new format; inputs that would land on the same name are told apart (a.jpg and a.png through
 'edge|png' give a.png and a.jpg.png) or, if that cannot be done, refused before anything is
 sent; an existing file is never replaced without --overwrite, and never an input. The
-pipeline is checked once, before the first image. Exits 0 when every result was written,
-1 if any image failed, 2 when nothing was sent (bad arguments, pipeline or broker)."""
+pipeline is checked once, before the first image. Ctrl-C stops the batch with a summary;
+every result written is whole, and --skip-existing resumes it. Exits 0 when every result
+was written, 1 if any image failed, 2 when nothing was sent (bad arguments, pipeline or
+broker), 130 when interrupted."""
 
 EPILOG = """\
 pipelines: steps separated by '|', parameters after ':' separated by ',':
@@ -35,6 +37,7 @@ pipelines: steps separated by '|', parameters after ':' separated by ',':
 examples:
   engine-client --pipeline grayscale photos/ -o out/
   engine-client --pipeline 'edge|png' photos/ --recursive -o out/ --meta out/meta.jsonl
+  engine-client --pipeline grayscale photos/ -o out/ --skip-existing   # resume after Ctrl-C
   engine-client --info
 
 Every flag can also be set by the environment variable named in its help."""
@@ -52,6 +55,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     flag(p, "--recursive", env="ENGINE_RECURSIVE", default=False, help="descend into sub-folders")
     flag(p, "--overwrite", env="ENGINE_OVERWRITE", default=False,
          help="replace results that already exist in OUTDIR (inputs are never replaced)")
+    flag(p, "--skip-existing", env="ENGINE_SKIP_EXISTING", default=False,
+         help="leave the inputs whose result is already in OUTDIR alone and count them (resumes an "
+              "interrupted batch; --meta is appended to)")
     p.add_argument("--meta", type=Path, metavar="FILE.jsonl",
                    help="write one JSON line per image: input, output, and the result's metadata (format, sizes, "
                         "timings, worker, detections) or its error")
@@ -92,7 +98,20 @@ def show_info(args: argparse.Namespace, keys: PeerKeys) -> int:
 
 
 def main(argv=None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # before or after the batch itself (which counts what it did)
+        print("interrupted", file=sys.stderr)
+        return INTERRUPTED
+
+
+INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
+
+
+def _main(argv=None) -> int:
     args = parse_args(argv)
+    if args.skip_existing and args.overwrite:
+        return fail("--skip-existing keeps the results that are there and --overwrite replaces them: choose one")
     try:
         keys = PeerKeys.from_files(args.key, args.broker_key, key_env=ENV_CLIENT_KEY)
     except ConfigError as exc:
@@ -106,8 +125,12 @@ def main(argv=None) -> int:
         found = outputs.find_images(args.inputs, args.recursive, skip_under=args.output)
         if not found:
             return fail("no images found (looked for " + ", ".join(sorted(outputs.IMAGE_SUFFIXES)) + ")")
-        items = outputs.plan(found, args.output, format_step, overwrite=args.overwrite)
-        if args.meta is not None and args.meta.exists() and not args.overwrite:
+        skipped = 0
+        if args.skip_existing:
+            items, skipped = outputs.pending(found, args.output, format_step)
+        else:
+            items = outputs.plan(found, args.output, format_step, overwrite=args.overwrite)
+        if args.meta is not None and args.meta.exists() and not (args.overwrite or args.skip_existing):
             return fail(f"{args.meta} already exists; choose another --meta file, or add --overwrite")
     except PipelineError as exc:
         return fail(f"{exc.message}\n(nothing was sent; python -m engine.ops lists the operations)")
@@ -122,23 +145,30 @@ def main(argv=None) -> int:
             batch.check_pipeline(args.pipeline, None if info.get("truncated") else info.get("ops"))
         except PipelineError as exc:
             return fail(f"{exc.message}\n(nothing was sent)")
-        with _meta_file(args.meta, args.overwrite) as meta_out:
+        with _meta_file(args.meta, "w" if args.overwrite else "a" if args.skip_existing else "x") as meta_out:
             outcome = batch.run(client, items, args.pipeline, window=args.window, overwrite=args.overwrite,
                                 meta_out=meta_out, quiet=args.quiet)
     elapsed_s = time.monotonic() - started_s
-    print(f"{len(items)} image(s), {len(outcome.failed)} failed, {len(outcome.written)} written, "
-          f"{elapsed_s:.2f} s, {len(items) / elapsed_s:.1f} images/s -> {args.output}"
+    done = len(outcome.written) + len(outcome.failed)
+    print(f"{len(items) + skipped} image(s), {len(outcome.failed)} failed, {len(outcome.written)} written"
+          + (f", {skipped} skipped (already in {args.output})" if skipped else "")
+          + (f", {len(items) - done} not finished" if outcome.interrupted else "")
+          + f", {elapsed_s:.2f} s, {done / elapsed_s:.1f} images/s -> {args.output}"
           + (f" (metadata: {args.meta})" if args.meta else ""))
+    if outcome.interrupted:
+        print(f"interrupted: {len(items) - done} image(s) not finished; every result written is whole. To resume, "
+              "run the same command with --skip-existing", file=sys.stderr)
+        return INTERRUPTED
     return 1 if outcome.failed else 0
 
 
 @contextlib.contextmanager
-def _meta_file(path: Path | None, overwrite: bool):
+def _meta_file(path: Path | None, mode: str):
     if path is None:
         yield None
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w" if overwrite else "x", encoding="utf-8") as f:
+    with path.open(mode, encoding="utf-8") as f:
         yield f
 
 

@@ -7,7 +7,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from ..errors import EngineError, UnknownOperation
 from .outputs import Item, write_new
@@ -18,6 +18,7 @@ from .sync import Client
 class Outcome:
     written: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    interrupted: bool = False  # Ctrl-C: the rest was not finished (resumable with --skip-existing)
 
 
 def check_pipeline(pipeline: str, offered: dict | None) -> str | None:
@@ -48,40 +49,49 @@ def _meta_line(item: Item, written: bool, meta: dict | None, error: EngineError 
 def run(client: Client, items: list[Item], pipeline: str, *, window: int, overwrite: bool,
         meta_out: IO[str] | None = None, quiet: bool = False) -> Outcome:
     """Send every item with at most ``window`` in flight; write results; one JSON line per
-    image to ``meta_out`` when given."""
+    image to ``meta_out`` when given. Ctrl-C stops it with what was done counted
+    (``interrupted``): every result written is whole (``write_new``)."""
     from tqdm import tqdm
 
     outcome = Outcome()
     with tqdm(total=len(items), unit="img", disable=quiet, file=sys.stderr) as bar:
-        inflight: dict[cf.Future, Item] = {}
-        todo = iter(items)
-        while True:
-            for item in todo:
-                inflight[client.submit(item.source.read_bytes(), pipeline)] = item
-                if len(inflight) >= window:
-                    break
-            if not inflight:
-                break
-            done, _ = cf.wait(inflight, return_when=cf.FIRST_COMPLETED)
-            for future in done:
-                item = inflight.pop(future)
-                meta, error = None, None
-                try:
-                    result = future.result()
-                    meta = result.meta
-                    write_new(item.output, result.data, overwrite=overwrite)
-                except EngineError as exc:
-                    error = exc
-                except FileExistsError:
-                    error = f"{item.output} appeared while the batch ran; left as it is (use --overwrite)"
-                except OSError as exc:
-                    error = f"could not write {item.output}: {exc}"
-                if error is None:
-                    outcome.written.append(item.output)
-                else:
-                    outcome.failed.append((item.source, str(error)))
-                    bar.write(f"failed: {item.source}: {error}", file=sys.stderr)
-                if meta_out is not None:
-                    meta_out.write(_meta_line(item, error is None, meta, error) + "\n")
-                bar.update(1)
+        try:
+            _send_all(client, items, pipeline, window, overwrite, meta_out, bar, outcome)
+        except KeyboardInterrupt:
+            outcome.interrupted = True
     return outcome
+
+
+def _send_all(client: Client, items: list[Item], pipeline: str, window: int, overwrite: bool,
+              meta_out: IO[str] | None, bar: Any, outcome: Outcome) -> None:
+    inflight: dict[cf.Future, Item] = {}
+    todo = iter(items)
+    while True:
+        for item in todo:
+            inflight[client.submit(item.source.read_bytes(), pipeline)] = item
+            if len(inflight) >= window:
+                break
+        if not inflight:
+            break
+        done, _ = cf.wait(inflight, return_when=cf.FIRST_COMPLETED)
+        for future in done:
+            item = inflight.pop(future)
+            meta, error = None, None
+            try:
+                result = future.result()
+                meta = result.meta
+                write_new(item.output, result.data, overwrite=overwrite)
+            except EngineError as exc:
+                error = exc
+            except FileExistsError:
+                error = f"{item.output} appeared while the batch ran; left as it is (use --overwrite)"
+            except OSError as exc:
+                error = f"could not write {item.output}: {exc}"
+            if error is None:
+                outcome.written.append(item.output)
+            else:
+                outcome.failed.append((item.source, str(error)))
+                bar.write(f"failed: {item.source}: {error}", file=sys.stderr)
+            if meta_out is not None:
+                meta_out.write(_meta_line(item, error is None, meta, error) + "\n")
+            bar.update(1)

@@ -68,7 +68,8 @@ def output_suffix(source: Path, format_step: str | None) -> str:
 
 def plan(found: list[tuple[Path, Path]], outdir: Path, format_step: str | None, *,
          overwrite: bool = False) -> list[Item]:
-    """One output per input, or PlanError naming every clash, existing file or input hit."""
+    """One output per input, or PlanError naming every clash, existing file or input hit
+    (``skip_existing``: see ``pending``)."""
     by_path: dict[Path, list[tuple[Path, Path]]] = defaultdict(list)
     for source, rel in found:
         by_path[outdir / rel.with_suffix(output_suffix(source, format_step))].append((source, rel))
@@ -113,12 +114,28 @@ def _refuse_inputs_and_existing(items: list[Item], overwrite: bool) -> None:
                         "Choose another -o folder, or add --overwrite to replace them.")
 
 
+def pending(found: list[tuple[Path, Path]], outdir: Path, format_step: str | None) -> tuple[list[Item], int]:
+    """``plan`` for a resumed batch: the items whose output is not there yet, and how many are."""
+    items = plan(found, outdir, format_step, overwrite=True)
+    left = [item for item in items if not item.output.exists()]
+    return left, len(items) - len(left)
+
+
+def _file_mode() -> int:
+    """The mode a new file gets under this process's umask (``mkstemp`` gives 0600)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_new(path: Path, data: bytes, *, overwrite: bool) -> None:
-    """Write ``data`` to ``path`` whole or not at all (a temporary file, then a rename).
-    Without ``overwrite`` a file that appeared since planning is left alone: FileExistsError."""
+    """Write ``data`` to ``path`` whole or not at all (a temporary file, then a rename), with
+    the permissions any new file gets here. Without ``overwrite`` a file that appeared since
+    planning is left alone: FileExistsError."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         if overwrite:
@@ -134,3 +151,6 @@ def write_new(path: Path, data: bytes, *, overwrite: bool) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+FILE_MODE = _file_mode()  # read once, at import, in the main thread (umask is per process)

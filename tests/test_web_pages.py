@@ -129,7 +129,7 @@ def test_a_rejected_pipeline_keeps_the_chosen_files(chromium, web, carol):
     page.fill("#pipeline", "grayscale")
     page.click("#process")
     page.wait_for_url("**/batches/*")
-    page.wait_for_function("document.querySelectorAll('article.job[data-status=done]').length == 2")
+    page.wait_for_function("() => document.querySelectorAll('article.job[data-status=done]').length == 2")
 
 
 def test_delete_asks_first_and_no_rerun_for_a_file_that_is_not_an_image(chromium, web, carol):

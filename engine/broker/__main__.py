@@ -38,6 +38,12 @@ def parse_args(argv=None) -> argparse.Namespace:
          help="also start the web gateway listening on this HOST:PORT, e.g. 127.0.0.1:8080 (empty: no web)")
     flag(p, "--max-queue", env="ENGINE_MAX_QUEUE", default=C.MAX_QUEUE, type=int,
          help="tasks that may wait for a free worker; when full, clients get a 'busy' error")
+    flag(p, "--max-queue-mb", env="ENGINE_MAX_QUEUE_MB", default=C.MAX_QUEUE_BYTES // 2**20, type=int,
+         help="MiB of images that may wait for a free worker, all clients together; beyond this new tasks "
+              "get 'busy' (the broker's memory with no worker connected stays within about this much)")
+    flag(p, "--client-max-queue-mb", env="ENGINE_CLIENT_MAX_QUEUE_MB", default=C.CLIENT_MAX_QUEUE_BYTES // 2**20,
+         type=int, help="MiB of one client's images that may wait for a free worker; beyond this its new tasks "
+                        "get 'busy' (a client with nothing waiting may always queue one image)")
     flag(p, "--max-retries", env="ENGINE_MAX_RETRIES", default=C.MAX_RETRIES, type=int,
          help="times a task may crash or lose its worker before it is failed to the client")
     flag(p, "--heartbeat-interval-s", env="ENGINE_HEARTBEAT_INTERVAL_S", default=C.HEARTBEAT_INTERVAL_S,
@@ -102,7 +108,8 @@ def main(argv=None) -> int:
     back = args.back or (C.PUBLIC_BACK if args.public else C.BACK)
     config = C.BrokerConfig(
         front=front, back=back, heartbeat_interval_s=args.heartbeat_interval_s,
-        max_queue=args.max_queue, max_retries=args.max_retries,
+        max_queue=args.max_queue, max_queue_bytes=args.max_queue_mb * 2**20,
+        client_max_queue_bytes=args.client_max_queue_mb * 2**20, max_retries=args.max_retries,
         max_message_bytes=args.max_message_mb * 2**20, drain_timeout_s=args.drain_timeout_s,
         cache_bytes=args.cache_mb * 2**20,
         compat=args.compat, compat_pull=args.compat_pull, compat_push=args.compat_push,

@@ -117,6 +117,7 @@ cdef struct task_t:
     uint64_t mask
     int cache_off
     int ref  # the payload names a shared-memory segment
+    long long qsize  # its payload's bytes while it waits in the queue
     hp_msg_t payload
     double received_s
     double dispatched_s
@@ -132,6 +133,7 @@ cdef struct route_t:
     double seen_s
     int blocked
     int refused
+    long long qbytes  # payload bytes of its tasks queued here
     int shm  # it proved it shares the broker's host: it may send tasks by reference
     int nheld  # its tasks in the broker's own table (their ids: HotPath.held_ids)
     int ntasks
@@ -217,6 +219,9 @@ cdef class HotPath:
     cdef object back_sock
     cdef bytes suffix
     cdef public int max_queue
+    cdef public long long max_queue_bytes  # payload bytes queued here, all clients (the broker's share)
+    cdef public long long max_route_bytes  # payload bytes queued here per client
+    cdef long long qbytes
     cdef double lease_s
     cdef public bint accepting
     cdef public bint hungry
@@ -272,13 +277,17 @@ cdef class HotPath:
         hp_map_init(&self.workers_m)
         hp_map_init(&self.pipes_m)
 
-    def __init__(self, front, back, *, instance_id, max_queue, lease_s):
+    def __init__(self, front, back, *, instance_id, max_queue, lease_s, max_queue_bytes=2**62,
+                 max_route_bytes=2**62):
         _load()
         self.front_sock, self.back_sock = front, back  # kept alive as long as their handles are used
         self.front = <void *><size_t>front.underlying
         self.back = <void *><size_t>back.underlying
         self.suffix = ("@" + instance_id).encode()
         self.max_queue = max_queue
+        self.max_queue_bytes = max_queue_bytes
+        self.max_route_bytes = max_route_bytes
+        self.qbytes = 0
         self.lease_s = lease_s
         self.accepting = True
         self.hungry = False
@@ -385,6 +394,8 @@ cdef class HotPath:
             self.qhead = i
         self.qtail = i
         self.qlen += 1
+        self.qbytes += t.qsize
+        self.routes[t.route].qbytes += t.qsize
 
     cdef void queue_unlink(self, int i) noexcept:
         cdef task_t *t = self.tp[i]
@@ -398,6 +409,9 @@ cdef class HotPath:
             self.qtail = t.qprev
         t.qprev = t.qnext = -1
         self.qlen -= 1
+        self.qbytes -= t.qsize
+        self.routes[t.route].qbytes -= t.qsize
+        t.qsize = 0
 
     cdef void release_task(self, int i) noexcept:
         """Forget task ``i`` (its payload already moved or closed)."""
@@ -589,6 +603,9 @@ cdef class HotPath:
         cdef int r = self.route_of(<unsigned char *>hp_msg_data(&self.m[0]), hp_msg_size(&self.m[0]))
         if r < 0 or self.routes[r].refused:
             return 0
+        cdef long long size = <long long>hp_msg_size(&self.m[2])
+        if self.qbytes + size > self.max_queue_bytes or self.routes[r].qbytes + size > self.max_route_bytes:
+            return 0  # the broker's path answers: "busy", or queues the one image it lets through
         cdef size_t hsize = hp_msg_size(&self.m[1])
         if hsize > MAX_HEADER:
             return 0
@@ -703,6 +720,7 @@ cdef class HotPath:
         self.dedup[t.hash & (DEDUP_BUCKETS - 1)] = i
         route.ntasks += 1
         self.ntasks += 1
+        t.qsize = size
         self.queue_push(i)
         hp_msg_close(&self.m[0])
         hp_msg_close(&self.m[1])
@@ -1141,6 +1159,15 @@ cdef class HotPath:
     # ---- what the broker reads ---------------------------------------------------------------------
     def queued(self):
         return self.qlen
+
+    def bytes_queued(self):
+        """Payload bytes of every task queued here."""
+        return self.qbytes
+
+    def route_queued_bytes(self, bytes route not None):
+        """Payload bytes of this client's tasks queued here."""
+        cdef int r = self.route_of(<unsigned char *>route, len(route))
+        return self.routes[r].qbytes if r >= 0 else 0
 
     def tasks(self):
         return self.ntasks

@@ -20,6 +20,7 @@ from ..errors import BadParameter, BusyError, ImageError, ProtocolError, QuotaEr
 from ..pipeline_syntax import step_names
 from .front import Origin
 from .pipelines import Checked
+from .state import payload_bytes
 
 if TYPE_CHECKING:
     from .core import Broker
@@ -90,13 +91,33 @@ class Reference(Check):
 
 
 class Busy(Check):
-    """Shutting down, the queues full, or the client not reading its results."""
+    """Shutting down, the queues full (in tasks, or in image bytes: all clients', or this
+    client's), or the client not reading its results. A client with nothing waiting may
+    always queue one image, so an image of any accepted size can run."""
 
     def __call__(self, broker: "Broker", a: Admission) -> Verdict | None:
         busy = "the broker is shutting down" if broker.stopping() else \
             f"the broker's queue is full ({broker.config.max_queue} tasks waiting)" \
-            if broker.queue_depth() >= broker.config.max_queue else a.origin.front.refusal(a.origin)
+            if broker.queue_depth() >= broker.config.max_queue else self._bytes(broker, a) \
+            or a.origin.front.refusal(a.origin)
         return Verdict(REFUSED, BusyError.code, f"{busy}; retry later") if busy is not None else None
+
+    @staticmethod
+    def _bytes(broker: "Broker", a: Admission) -> str | None:
+        config, size = broker.config, payload_bytes(a.payload)
+        mine = broker.queued_bytes(a.origin)
+        if mine and mine + size > config.client_max_queue_bytes:
+            return (f"this client's images waiting for a worker fill its share of the queue ({_mib(mine)} of "
+                    f"{_mib(config.client_max_queue_bytes)}, --client-max-queue-mb)")
+        everyone = broker.queued_bytes()
+        if everyone and everyone + size > config.max_queue_bytes:
+            return (f"the images waiting for a worker fill the broker's queue ({_mib(everyone)} of "
+                    f"{_mib(config.max_queue_bytes)}, --max-queue-mb)")
+        return None
+
+
+def _mib(size_bytes: int) -> str:
+    return f"{size_bytes / 2**20:.1f} MiB"
 
 
 class Quota(Check):

@@ -16,6 +16,11 @@ COMPAT_ROUTER = "tcp://127.0.0.1:5560"
 HEARTBEAT_INTERVAL_S = 2.0
 HEARTBEAT_LIVENESS = 3  # missed intervals before a peer is dead
 MAX_QUEUE = 1000  # tasks waiting for a worker; beyond this, clients get "busy"
+# Images waiting for a worker, in the broker's memory: beyond these, new tasks get "busy" (one task
+# is always let through when nothing of its client waits, so an image of any accepted size can run).
+# Sized for a small machine (a Raspberry Pi 4 with 2-4 GB); a big broker may raise them.
+MAX_QUEUE_BYTES = 512 * 1024 * 1024
+CLIENT_MAX_QUEUE_BYTES = 128 * 1024 * 1024
 MAX_RETRIES = 2  # times a task may take a worker down with it (or let its lease expire) before it is failed
 MAX_MESSAGE_BYTES = 128 * 1024 * 1024  # ZMQ_MAXMSGSIZE on every broker socket
 DRAIN_TIMEOUT_S = 10.0  # on SIGTERM, how long in-flight tasks get to finish
@@ -56,6 +61,8 @@ class BrokerConfig:
     heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S
     heartbeat_liveness: int = HEARTBEAT_LIVENESS
     max_queue: int = MAX_QUEUE
+    max_queue_bytes: int = MAX_QUEUE_BYTES
+    client_max_queue_bytes: int = CLIENT_MAX_QUEUE_BYTES
     max_retries: int = MAX_RETRIES
     max_message_bytes: int = MAX_MESSAGE_BYTES
     drain_timeout_s: float = DRAIN_TIMEOUT_S

@@ -161,6 +161,14 @@ class Broker:
         """Tasks waiting for a worker, wherever they are held."""
         return len(self.dispatcher.queue) + (self.lane.queued() if self.lane is not None else 0)
 
+    def queued_bytes(self, origin: Origin | None = None) -> int:
+        """Payload bytes waiting for a worker, wherever they are held: all, or one client's."""
+        d, lane = self.dispatcher, self.lane
+        if origin is None:
+            return d.queued_bytes + (lane.queued_bytes() if lane is not None else 0)
+        hot = lane.queued_bytes(origin.route[0]) if lane is not None and origin.front is self.native else 0
+        return d.queued_bytes_of.get(origin.client, 0) + hot
+
     @staticmethod
     def _curve(config: BrokerConfig, ctx: zmq.Context) -> CurveServer | None:
         if config.keys_dir:

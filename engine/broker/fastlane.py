@@ -48,8 +48,10 @@ class FastLane:
     def __init__(self, broker: "Broker", front: Any, back: Any) -> None:
         self.broker = broker
         self.d = broker.dispatcher
-        self.core = hotpath.load(front, back, instance_id=broker.instance_id, max_queue=broker.config.max_queue,
-                                 lease_s=broker.config.task_lease_s)
+        config = broker.config
+        self.core = hotpath.load(front, back, instance_id=broker.instance_id, max_queue=config.max_queue,
+                                 lease_s=config.task_lease_s, max_queue_bytes=config.max_queue_bytes,
+                                 max_route_bytes=config.client_max_queue_bytes)
         self.compiled = bool(getattr(self.core, "compiled", False))
         # A worker's kind (a bit) in the hot path: its declaration, and whether it reads shared memory.
         self._bits: dict[tuple[int | None, bool], int] = {}
@@ -115,8 +117,9 @@ class FastLane:
         """The broker's own queue grew or shrank: the hot path's share of ``max_queue`` follows,
         and a task queued there is served first: the idle lent slots come back at once, before
         a request that came after it can take them."""
-        d = self.d
-        self.core.max_queue = max(0, self.broker.config.max_queue - len(d.queue))
+        d, config = self.d, self.broker.config
+        self.core.max_queue = max(0, config.max_queue - len(d.queue))
+        self.core.max_queue_bytes = max(0, config.max_queue_bytes - d.queued_bytes)
         if d.queue and not self.core.hungry:
             self.core.hungry = True
             self.reclaim()
@@ -247,7 +250,7 @@ class FastLane:
                 queued.append(task)
             tasks.append(task)
         if queued:
-            d.queue.extendleft(reversed(queued))
+            d.enqueue_front(queued)
         return tasks
 
     def take(self, route: bytes, task_id: str) -> None:
@@ -271,6 +274,11 @@ class FastLane:
     # ---- what INFO and the metrics read ----------------------------------------------------
     def queued(self) -> int:
         return self.core.queued()
+
+    def queued_bytes(self, route: bytes | None = None) -> int:
+        """Payload bytes queued in the hot path: all, or one client's (its routing id)."""
+        core = self.core
+        return core.route_queued_bytes(route) if route is not None else core.bytes_queued()
 
     def tasks(self) -> int:
         return self.core.tasks()

@@ -90,6 +90,7 @@ class _Task:
     received_s: float
     mask: int = 0  # the kinds of worker that may run it
     ref: bool = False
+    queued_bytes: int = 0  # its payload's bytes while it waits in the queue (0: not queued)
     worker: "_Worker | None" = None
     dispatched_s: float = 0.0
     lease_due_s: float = float("inf")
@@ -103,6 +104,7 @@ class _Route:
     refused: bool = False  # so many wait that its new tasks are the broker's to refuse
     shm: bool = False  # it proved it shares the broker's host: it may send tasks by reference
     held: set = field(default_factory=set)  # ids of its tasks in the broker's own table (a resend is one)
+    queued_bytes: int = 0  # payload bytes of its tasks queued here
     tasks: dict = field(default_factory=dict)  # client task id -> _Task
 
 
@@ -141,12 +143,15 @@ class HotPath:
     compiled = False
 
     def __init__(self, front: zmq.Socket, back: zmq.Socket, *, instance_id: str, max_queue: int,
-                 lease_s: float) -> None:
+                 lease_s: float, max_queue_bytes: int = 2**62, max_route_bytes: int = 2**62) -> None:
         self.front = front
         self.back = back
         self.suffix = "@" + instance_id
         self.max_queue = max_queue
+        self.max_queue_bytes = max_queue_bytes  # payload bytes queued here, all clients (the broker's share)
+        self.max_route_bytes = max_route_bytes  # payload bytes queued here per client
         self.lease_s = lease_s
+        self.qbytes = 0
         self.accepting = True  # False: every request goes to the broker (it is stopping)
         self.hungry = False  # True: a freed slot goes back to the broker (its own queue waits)
         self.ref_mask = 0  # the kinds of worker that read shared memory (tasks by reference go only there)
@@ -277,6 +282,7 @@ class HotPath:
         w = t.worker
         if w is None:
             self._queue.remove(t)  # O(queue): a rare call
+            self._unqueued(t)
         else:
             w.busy.pop(t.jid, None)
         return Taken(t.jid, t.route.route, t.task_id, t.pipeline, dict(NO_CACHE) if t.cache_off else None,
@@ -287,9 +293,23 @@ class HotPath:
         given, self._given = self._given, []
         return given
 
+    def _unqueued(self, t: _Task) -> None:
+        self.qbytes -= t.queued_bytes
+        t.route.queued_bytes -= t.queued_bytes
+        t.queued_bytes = 0
+
     # ---- what the broker reads -------------------------------------------------------------
     def queued(self) -> int:
         return len(self._queue)
+
+    def bytes_queued(self) -> int:
+        """Payload bytes of every task queued here."""
+        return self.qbytes
+
+    def route_queued_bytes(self, route: bytes) -> int:
+        """Payload bytes of this client's tasks queued here."""
+        r = self._routes.get(route)
+        return r.queued_bytes if r is not None else 0
 
     def tasks(self) -> int:
         return len(self._tasks)
@@ -379,6 +399,9 @@ class HotPath:
         r = self._routes.get(frames[0].bytes)
         if r is None or r.refused:
             return False
+        size = len(frames[2])
+        if self.qbytes + size > self.max_queue_bytes or r.queued_bytes + size > self.max_route_bytes:
+            return False  # the broker's path answers: "busy", or queues the one image it lets through
         head = _map(frames[1])
         if head is None or not head.keys() <= REQUEST_KEYS or not _is_int(head.get("v"), P.PROTOCOL_VERSION) \
                 or not _is_int(head.get("t"), P.REQUEST):
@@ -415,6 +438,9 @@ class HotPath:
         self._tasks[jid] = t
         r.tasks[tid] = t
         self._queue.append(t)
+        t.queued_bytes = size
+        self.qbytes += size
+        r.queued_bytes += size
         return True
 
     def _reply(self, frames: list) -> bool:
@@ -489,6 +515,7 @@ class HotPath:
                 if len(skipped) >= MAX_SKIPPED:
                     break
                 continue
+            self._unqueued(t)
             w.idle -= 1
             if w.idle <= 0:
                 del lru[w.wid]

@@ -67,7 +67,8 @@ def bounded(broker: "Broker", you: str = "") -> dict:
     identities, identities_total = broker.quotas.describe(d.per_client, top=MAX_IDENTITIES_LISTED, label=label)
     out = {"broker": broker.instance_id, "uptime_s": round(broker.uptime_s(now_s), 3),
            "queue_depth": broker.queue_depth(), "in_flight": broker.task_count() - broker.queue_depth(),
-           "max_queue": config.max_queue, "clients": len(broker.native.clients),
+           "max_queue": config.max_queue, "queued_bytes": broker.queued_bytes(),
+           "max_queue_bytes": config.max_queue_bytes, "clients": len(broker.native.clients),
            "workers": [_worker(w) for w in workers[:MAX_WORKERS_LISTED]],
            "workers_total": len(workers), "slots_free": sum(w["free"] for w in workers),
            "ops": d.offered_ops(),

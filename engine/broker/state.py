@@ -48,6 +48,7 @@ class Task:
     holders: set = field(default_factory=set)  # every worker it was handed to: only they may answer it
     needs: frozenset | None = None  # the operations its pipeline uses (None: unknown, any worker will do)
     accepted: frozenset | None = None  # the declarations (ids) its pipeline checks against; None: any
+    queued: bool = False  # waiting in the queue: its payload's bytes count in ``Dispatcher.queued_bytes``
 
     dedup_key: Hashable | None = field(default=None, init=False)  # set once, at admission
 
@@ -65,6 +66,14 @@ def _mean(mean: float | None, sample: float) -> float:
 
 def _client(task: Task) -> str:
     return getattr(task.origin, "client", "")
+
+
+def payload_bytes(payload: Any) -> int:
+    """The bytes an image frame holds in memory (a frame, bytes, or a shared-memory name)."""
+    try:
+        return len(payload)
+    except TypeError:
+        return 0
 
 
 @dataclass(eq=False)
@@ -123,6 +132,8 @@ class Dispatcher:
         self.tasks: dict[int, Task] = {}  # every admitted, unfinished task
         self._by_key: dict[Hashable, int] = {}
         self.per_client: Counter[str] = Counter()  # unfinished tasks per client identity (quotas)
+        self.queued_bytes = 0  # payload bytes of the tasks in ``queue`` (see ``_enqueued``)
+        self.queued_bytes_of: Counter[str] = Counter()  # the same per client identity
         self._ready: OrderedDict[bytes, None] = OrderedDict()
         self._jids = itertools.count(1)
         self.task_s: float | None = None  # running mean of worker times (dispatch to answer)
@@ -152,6 +163,29 @@ class Dispatcher:
     def admit(self, task: Task) -> None:
         self.adopt_queued(task)
         self.queue.append(task)
+        self._enqueued(task)
+
+    def enqueue_front(self, tasks: list[Task]) -> None:
+        """Held tasks back at the front of the queue, in their order (given back by the hot path)."""
+        self.queue.extendleft(reversed(tasks))
+        for task in tasks:
+            self._enqueued(task)
+
+    def _enqueued(self, task: Task) -> None:
+        if not task.queued:
+            task.queued = True
+            size = payload_bytes(task.payload)
+            self.queued_bytes += size
+            self.queued_bytes_of[_client(task)] += size
+
+    def _dequeued(self, task: Task) -> None:
+        if task.queued:
+            task.queued = False
+            size, client = payload_bytes(task.payload), _client(task)
+            self.queued_bytes -= size
+            self.queued_bytes_of[client] -= size
+            if self.queued_bytes_of[client] <= 0:
+                del self.queued_bytes_of[client]
 
     def adopt_queued(self, task: Task) -> None:
         """Hold a task (admitted here, or given back by the hot path) without queueing it."""
@@ -180,6 +214,8 @@ class Dispatcher:
     def finish(self, jid: int) -> Task | None:
         """Forget a task (done, failed or cancelled). Its worker slot is not touched."""
         task = self.tasks.pop(jid, None)
+        if task is not None:
+            self._dequeued(task)
         if task is not None and task.dedup_key is not None:
             self._by_key.pop(task.dedup_key, None)
         if task is not None:
@@ -209,6 +245,7 @@ class Dispatcher:
                     continue
                 worker = self._take_slot(wid)
                 worker.tasks[task.jid] = task
+                self._dequeued(task)
                 task.worker = wid
                 task.holders.add(wid)
                 task.dispatched_s = now_s
@@ -382,6 +419,7 @@ class Dispatcher:
         """Put a task back at the front: it was admitted already, so the queue limit does not apply."""
         task.worker = None
         self.queue.appendleft(task)
+        self._enqueued(task)
 
     def cancel(self, origin: Any, task_id: str) -> Task | None:
         """Forget a task by its client id; returns it (its ``worker`` says if one is running it)."""

@@ -7,7 +7,7 @@ import shutil
 import signal
 import tempfile
 
-from .. import metrics
+from .. import fdlimit, metrics
 from ..errors import ConfigError
 from ..security import CLIENTS, ENV_BROKER_KEY, ENV_CLIENT_KEY, ENV_KEYS_DIR, ENV_WORKER_KEY, WORKERS
 from ..settings import flag, setup_logging
@@ -119,6 +119,10 @@ def main(argv=None) -> int:
         unread_refuse_bytes=args.client_unread_mb * 2**20, unread_drop_bytes=4 * args.client_unread_mb * 2**20,
         max_clients=args.max_clients, io_threads=max(0, args.io_threads),
         hot_path=args.hot_path, shared_memory=args.shm)
+    limits = fdlimit.raise_soft_limit()
+    if limits is not None:
+        log.info("file descriptors: up to %d open (one per connection; hard limit %s)", limits[0],
+                 "unlimited" if limits[1] < 0 else limits[1])
     try:
         broker = Broker(config)
     except (OSError, ConfigError) as exc:

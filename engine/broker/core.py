@@ -17,7 +17,7 @@ from typing import Any
 import zmq
 
 from .. import __version__
-from .. import memtrim, shm, tracing
+from .. import fdlimit, memtrim, shm, tracing
 from .. import protocol as P
 from ..cache import ResultCache
 from ..errors import BusyError, ConfigError, QuotaError, TaskCancelled, Unauthorized
@@ -86,6 +86,7 @@ class Broker:
         self.curve = self._curve(config, self.ctx)  # its ZAP handler runs before any socket binds
         self.shm_key = self._shm_key(config)
         self._next_sweep_s = 0.0
+        self._descriptors = fdlimit.Watch("broker")
         self._share_memo: tuple[int, bool] = (-1, False)
         self.lane: fastlane.FastLane | None = None  # the hot path, once the sockets are bound
         self.native = NativeFront(self)
@@ -255,6 +256,7 @@ class Broker:
                 found = shm.sweep_dead()
                 self._next_sweep_s = now_s + (self.dispatcher.liveness_s if found else shm.SWEEP_INTERVAL_S)
             self._publish_metrics(now_s)
+            self._descriptors.check(now_s)
             memtrim.trim()  # freed image buffers back to the OS, so RSS shows what is really held
         except Exception:  # a bug must not stop the broker: log it, try again next beat
             self.stats["internal_errors"] += 1

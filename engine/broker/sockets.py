@@ -13,6 +13,9 @@ from .config import REPLY_PIPE_MESSAGES, BrokerConfig
 log = logging.getLogger("engine.broker")
 
 DRAIN_BATCH = 512  # messages read from one socket before looking at the others
+# A connection that has not finished the ZMTP handshake (greeting, and CURVE's) by then is closed:
+# idle TCP connections cannot hold the broker's descriptors for long (libzmq's default is 30 s).
+HANDSHAKE_TIMEOUT_MS = 10_000
 
 
 def bind(ctx: zmq.Context, kind: int, endpoint: str, config: BrokerConfig, *, name: str, curve=None,
@@ -25,6 +28,7 @@ def bind(ctx: zmq.Context, kind: int, endpoint: str, config: BrokerConfig, *, na
     if curve is not None:
         curve.secure(sock, role)
     sock.maxmsgsize = config.max_message_bytes
+    sock.handshake_ivl = HANDSHAKE_TIMEOUT_MS
     sock.copy_threshold = sockutil.COPY_THRESHOLD_BYTES
     if kind != zmq.PULL:
         sock.sndhwm = sndhwm

@@ -1,7 +1,8 @@
 """The web gateway: pages and an HTTP API in front of the broker (``python -m engine.web``).
 
 ``create_app(settings)`` builds the ASGI app; ``serve(...)`` runs it on uvicorn (blocking,
-for a command line or a broker's ``--web`` flag run in its own process). The gateway
+for a command line or a broker's ``--web`` flag run in its own process), with the header
+deadline and connection limit of ``server.py``. The gateway
 talks to the broker only through ``engine.AsyncClient``.
 """
 from __future__ import annotations
@@ -43,10 +44,14 @@ def serve(*, listen: str = DEFAULT_LISTEN, broker: str = DEFAULT_BROKER, data_di
     """
     import uvicorn
 
+    from .server import fit_descriptors, uvicorn_options
+
     logging.getLogger("uvicorn.error").addFilter(_as_engine_web)
     host, port = split_listen(listen)
-    app = create_app(WebSettings(broker=broker, data_dir=Path(data_dir), **settings))
+    web = fit_descriptors(WebSettings(broker=broker, data_dir=Path(data_dir), **settings))
     # Uvicorn keeps its loggers but not its formats: lines come out in the engine's format (set
     # by the command line), and the access log is ours (engine.web.access, see access.py).
-    uvicorn.run(app, host=host, port=port, log_level=log_level.lower(), proxy_headers=False,
-                server_header=False, timeout_graceful_shutdown=5, log_config=None, access_log=False)
+    # Slow clients: a header deadline and a connection limit (server.py).
+    uvicorn.run(create_app(web), host=host, port=port, log_level=log_level.lower(), proxy_headers=False,
+                server_header=False, timeout_graceful_shutdown=5, log_config=None, access_log=False,
+                **uvicorn_options(web))

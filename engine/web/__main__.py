@@ -55,6 +55,16 @@ def parse_args(argv=None) -> argparse.Namespace:
          type=int, help="password hashes computed at once, each in a thread (about 64 MiB each)")
     flag(p, "--secure-cookies", env="ENGINE_WEB_SECURE_COOKIES", default=d.secure_cookies,
          help="mark cookies Secure (when served over HTTPS)")
+    flag(p, "--header-timeout-s", env="ENGINE_WEB_HEADER_TIMEOUT_S", default=d.header_timeout_s, type=float,
+         help="seconds a connection has to send its request's headers, from its opening or its last "
+              "response; slower ones are closed")
+    flag(p, "--keep-alive-s", env="ENGINE_WEB_KEEP_ALIVE_S", default=d.keep_alive_s, type=float,
+         help="seconds an idle connection is kept open after a response")
+    flag(p, "--max-connections", env="ENGINE_WEB_MAX_CONNECTIONS", default=d.max_connections, type=int,
+         help="connections open at once; a new one closes the one waiting longest for its headers, or gets "
+              "HTTP 503 busy when all are busy with requests")
+    flag(p, "--listen-backlog", env="ENGINE_WEB_LISTEN_BACKLOG", default=d.listen_backlog, type=int,
+         help="connections the kernel queues before the gateway accepts them (capped by net.core.somaxconn)")
     flag(p, "--access-log", env="ENGINE_WEB_ACCESS_LOG", default=d.access_log, choices=MODES,
          help="one line per request: all; requests (everything but the pages' own polling of status and "
               "batch progress, and static files); off")
@@ -74,7 +84,9 @@ def main(argv=None) -> int:
           retention_jobs=args.retention_jobs, max_in_flight=args.max_in_flight,
           login_fails_per_account=args.login_fails_per_account,
           login_fails_per_address=args.login_fails_per_address, login_fail_window_s=args.login_fail_window_s,
-          max_concurrent_hashes=args.max_concurrent_hashes, secure_cookies=args.secure_cookies)
+          max_concurrent_hashes=args.max_concurrent_hashes, secure_cookies=args.secure_cookies,
+          header_timeout_s=args.header_timeout_s, keep_alive_s=args.keep_alive_s,
+          max_connections=args.max_connections, listen_backlog=args.listen_backlog)
     return 0
 
 

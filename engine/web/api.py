@@ -19,6 +19,7 @@ from ..errors import ImageError
 from ..ops.codec import sniff
 from .common import MEDIA_TYPES, batch_json, job_json, output_name, parts, read_form, require_user
 from .jobs import Upload
+from .names import content_disposition
 from .problems import WebError
 
 MAX_PAGE = 200
@@ -94,8 +95,8 @@ async def process(request: Request) -> Response:
     trace = tracing.from_traceparent(request.headers.get("traceparent"))
     if _keep(request):
         job, output = await p.jobs.process_now(user["id"], pipeline, upload, trace=trace)
-        meta, headers = job["meta"], {"X-Job-Id": job["id"], "Content-Disposition":
-                                      f'inline; filename="{output_name(job)}"'}
+        meta, headers = job["meta"], {"X-Job-Id": job["id"],
+                                      "Content-Disposition": content_disposition("inline", output_name(job))}
     else:
         meta, output = await p.jobs.process_unkept(pipeline, upload, trace=trace)
         headers = {"Content-Disposition": "inline"}
@@ -152,7 +153,7 @@ async def zip_response(request: Request, user: dict) -> Response:
     entries = [(output_name(j), await asyncio.to_thread(blobs.get, j["output_sha"])) for j in done]
     data = await asyncio.to_thread(_zip, entries)
     return Response(data, media_type="application/zip",
-                    headers={"Content-Disposition": f'attachment; filename="batch-{batch["id"]}.zip"'})
+                    headers={"Content-Disposition": content_disposition("attachment", f"batch-{batch['id']}.zip")})
 
 
 async def list_jobs(request: Request) -> Response:
@@ -194,7 +195,7 @@ async def job_image(request: Request) -> Response:
     data = await asyncio.to_thread(parts(request).blobs.get, sha)
     if which == "output":
         media = MEDIA_TYPES.get(job["meta"].get("format"), "application/octet-stream")
-        disposition = f'attachment; filename="{output_name(job)}"' if "download" in request.query_params \
+        disposition = content_disposition("attachment", output_name(job)) if "download" in request.query_params \
             else "inline"
     else:
         media = MEDIA_TYPES.get(sniff(data) or "", "application/octet-stream") if which == "input" \

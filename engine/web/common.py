@@ -14,6 +14,7 @@ from .blobs import BlobStore
 from .db import Store
 from .jobs import Jobs, Upload
 from .link import EngineLink
+from .names import file_stem
 from .problems import WebError
 from .schema import WorkerSchema
 from .settings import WebSettings
@@ -130,11 +131,9 @@ def job_json(job: dict) -> dict:
 
 
 def output_name(job: dict) -> str:
-    """A download name: the input's stem, the job id and the output format's extension."""
-    stem = job["input_name"].rsplit("/", 1)[-1].rsplit(".", 1)[0] or "image"
+    """A download name: the input's stem (any script), the job id and the output format's extension."""
     ext = EXTENSIONS.get(job["meta"].get("format", ""), "bin")
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:80]
-    return f"{safe}-{job['id']}.{ext}"
+    return f"{file_stem(job['input_name'])}-{job['id']}.{ext}"
 
 
 def batch_json(batch: dict, jobs: list[dict]) -> dict:

@@ -28,6 +28,7 @@ from ..ops import codec
 from .blobs import BlobStore
 from .db import Store
 from .link import EngineLink
+from .names import clean_name
 from .problems import WebError, describe
 from .schema import WorkerSchema
 from .settings import WebSettings
@@ -41,8 +42,11 @@ RETENTION_EVERY_S = 3600.0
 
 @dataclass(frozen=True)
 class Upload:
-    name: str
+    name: str  # the file name sent, made safe to keep and show by names.clean_name
     data: bytes
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", clean_name(self.name))
 
 
 def new_id() -> str:
@@ -129,7 +133,7 @@ class Jobs:
                 sha = await asyncio.to_thread(self.blobs.put, up.data)
                 job_id = new_id()
                 self.store.add_job(job_id, user_id, batch_id=batch_id, pipeline=pipeline,
-                                   input_name=(up.name or "image")[:200], input_sha=sha, input_bytes=len(up.data))
+                                   input_name=up.name, input_sha=sha, input_bytes=len(up.data))
                 self._release(user_id, len(up.data))
                 job_ids.append(job_id)
         finally:

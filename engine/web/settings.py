@@ -30,6 +30,10 @@ class WebSettings:
     login_fail_window_s: float = 300.0
     login_limit_max_keys: int = 10_000  # accounts + addresses remembered; the oldest are forgotten first
     max_concurrent_hashes: int = 4  # argon2 hashes at once, each in a thread (about 64 MiB each)
+    header_timeout_s: float = 10.0  # from a connection's opening (or its last response) to its request's headers
+    keep_alive_s: float = 5.0  # an idle connection after a response is closed after this
+    max_connections: int = 512  # open at once; over it the longest waiting for headers is closed
+    listen_backlog: int = 256  # connections the kernel queues before they are accepted
     access_log: str = "requests"  # "all", "requests" (not the pages' own polling nor static files) or "off"
 
     @property

@@ -186,8 +186,10 @@ def test_a_flood_of_large_bad_frames_is_bounded_and_a_normal_request_still_answe
 def test_a_frame_over_the_frame_limit_drops_its_connection_unread(zctx, engine):
     proc, endpoint = _gateway(engine, "--max-request-mb", "1")  # --max-frame-mb: 1.5 by default
     try:
-        sock = old_client(zctx, endpoint, "over")
-        events = sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        sock = zctx.socket(zmq.DEALER)
+        sock.linger, sock.routing_id = 0, b"over"
+        events = sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)  # before it connects
+        sock.connect(endpoint)
         assert events.poll(10_000) and recv_monitor_message(events)["event"] == zmq.EVENT_CONNECTED
         sock.send(request(bytes(3 << 19), "over"))  # a 2 MiB frame
         assert events.poll(10_000), "the gateway read a frame over its limit"

@@ -4,14 +4,17 @@ workers to run the learned models, and gets one JSON frame with its top-3 predic
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import re
 import uuid
 
 import pytest
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from conftest import Cluster, Proc, free_port, recv_within
+from engine.dlgateway import wire
 from ops_helpers import sample_bytes
 
 pytestmark = pytest.mark.timeout(90)
@@ -143,3 +146,113 @@ def test_a_req_client_with_a_delimiter_gets_its_reply_on_the_same_envelope(zctx,
     sock.send(request(sample_bytes("astronaut.jpg"), "req-1"))
     reply = json.loads(recv_within(sock, REPLY_TIMEOUT_S)[-1])
     assert reply["_rid"] == "req-1" and "face : 0.9" in reply["preds"], reply
+
+
+def _peak_mib(pid: int) -> float:
+    """The process's peak resident memory (VmHWM) in MiB."""
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+
+
+FLOODERS, FLOOD_FRAMES, FLOOD_MB = 4, 40, 4
+FLOOD_BOUND_MIB = 160  # the gateway's growth: about 4 connections x 2 frames in libzmq + 2 frames being read
+
+
+def test_a_flood_of_large_bad_frames_is_bounded_and_a_normal_request_still_answered(zctx, engine):
+    proc, endpoint = _gateway(engine, "--max-request-mb", str(FLOOD_MB))
+    try:
+        assert "preds" in ask(zctx, endpoint, request(sample_bytes("astronaut.jpg"), "warm"), "warm")
+        before_mib = _peak_mib(proc.pid)
+        # Valid JSON within --max-request-mb whose payload is base64 up to its last character:
+        # each is read to its end before it is refused. 640 MiB in all, sent at once.
+        frame = json.dumps({"_rid": "flood", "payload": "A" * (FLOOD_MB * 2**20 - 64) + "AAA*"}).encode()
+        flooders = [old_client(zctx, endpoint, f"flood-{n}") for n in range(FLOODERS)]
+        for sock in flooders:
+            for _ in range(FLOOD_FRAMES):
+                sock.send(frame, copy=False)  # the same buffer each time: the flood costs this process nothing
+        reply = ask(zctx, endpoint, request(sample_bytes("astronaut.jpg"), "normal"), "normal")
+        assert reply["_rid"] == "normal" and PREDS.match(reply["preds"]), reply
+        for sock in flooders:  # every flood frame reached the gateway and got its error
+            codes = [json.loads(recv_within(sock, REPLY_TIMEOUT_S)[0])["code"] for _ in range(FLOOD_FRAMES)]
+            assert set(codes) <= {"bad_message", "busy"} and "bad_message" in codes, codes
+        grew_mib = _peak_mib(proc.pid) - before_mib
+        print(f"FIGURES dlgateway flood: {FLOODERS} x {FLOOD_FRAMES} x {len(frame) / 2**20:.1f} MiB; "
+              f"peak RSS grew {grew_mib:.0f} MiB")
+        assert grew_mib < FLOOD_BOUND_MIB, grew_mib
+    finally:
+        assert proc.stop() == 0, proc.stderr_text()[-2000:]
+
+
+def test_a_frame_over_the_frame_limit_drops_its_connection_unread(zctx, engine):
+    proc, endpoint = _gateway(engine, "--max-request-mb", "1")  # --max-frame-mb: 1.5 by default
+    try:
+        sock = zctx.socket(zmq.DEALER)
+        sock.linger, sock.routing_id = 0, b"over"
+        events = sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)  # before it connects
+        sock.connect(endpoint)
+        assert events.poll(10_000) and recv_monitor_message(events)["event"] == zmq.EVENT_CONNECTED
+        sock.send(request(bytes(3 << 19), "over"))  # a 2 MiB frame
+        assert events.poll(10_000), "the gateway read a frame over its limit"
+        assert recv_monitor_message(events)["event"] == zmq.EVENT_DISCONNECTED
+        assert not sock.poll(0)  # and answered nothing
+        sock.send(request(sample_bytes("astronaut.jpg"), "over"))  # the same client, connected again, is served
+        reply = json.loads(recv_within(sock, REPLY_TIMEOUT_S)[0])
+        assert reply["_rid"] == "over" and PREDS.match(reply["preds"]), reply
+        sock.disable_monitor()
+        events.close()
+    finally:
+        assert proc.stop() == 0, proc.stderr_text()[-2000:]
+
+
+def _parsed(raw: bytes, large: bool):
+    """What one parser makes of a frame: (rid, image) or ("error", rid, message); with the
+    large parser, also how many steps it took."""
+    try:
+        if not large:
+            request = wire.parse_request(raw)
+            return request.rid, bytes(request.image)
+        steps = wire.parse_large(memoryview(raw))
+        for n in itertools.count():
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value.rid, bytes(done.value.image), n
+    except wire.RequestError as exc:
+        return "error", exc.rid, str(exc)
+
+
+IMAGE = bytes(range(256)) * (3 * 2**20 // 256) + b"end"  # base64: 4 MiB and 4 characters, padded
+B64 = base64.b64encode(IMAGE).decode()
+
+
+@pytest.mark.parametrize("text", [
+    json.dumps({"payload": B64, "_rid": "r-1"}),
+    json.dumps({"_rid": "r\u00e9\"2", "payload": B64}),  # id first, with escapes
+    json.dumps({"payload": B64, "_rid": "r-3"}, indent=2),
+    json.dumps({"payload": B64, "_rid": "r-4"}, separators=(",", ":")),
+    json.dumps({"payload": B64.rstrip("="), "_rid": "r-5"}),  # unpadded: refused by both
+    json.dumps({"payload": "*" + B64[1:], "_rid": "r-6"}),
+    json.dumps({"payload": B64[:-4] + "AA*=", "_rid": "r-7"}),
+    json.dumps({"payload": B64[:2**20 - 2] + "==" + B64[2**20:], "_rid": "r-8"}),  # padding at a step's end
+    json.dumps({"payload": B64, "_rid": ""}),
+    json.dumps({"payload": B64}),
+])
+def test_a_large_frame_is_read_in_steps_with_the_same_answer(text):
+    raw = text.encode()
+    whole, steps = _parsed(raw, large=False), _parsed(raw, large=True)
+    if whole[0] == "error":
+        assert steps[:2] == whole[:2] and steps[0] == "error", (whole, steps)  # the same refusal, the same id
+    else:
+        assert steps[:2] == whole and steps[2] == -(-len(B64) // wire.STEP_BYTES), (whole[0], steps[0], steps[2])
+
+
+@pytest.mark.parametrize("text", [
+    json.dumps({"payload": B64, "_rid": "r", "more": 1}),
+    json.dumps({"payload": B64, "_rid": "r"}).replace("/", "\\/"),
+    json.dumps({"payload": B64, "_rid": "r"}) + " x",
+    f'{{"_rid": "a", "payload": "{B64}", "_rid": "b"}}',
+    f'{{"payload": "{B64}", "_rid": NaN}}',
+])
+def test_a_large_frame_in_another_shape_is_refused_saying_which_shape(text):
+    refused = _parsed(text.encode(), large=True)
+    assert refused[0] == "error" and '{"payload": "<base64>", "_rid": "<id>"}' in refused[2], refused

@@ -41,7 +41,9 @@ validated completely before any image is decoded; an unknown operation or a bad
 parameter is an error that names it and lists what is valid. In the text form a value
 containing `,` or `|` (or surrounding spaces) is %-escaped: `text:text=Hello%2C world`.
 The output format is the last `jpeg`/`png`/`webp` step, else the input's format (PNG for
-BMP and TIFF inputs).
+BMP and TIFF inputs). A result the format cannot hold (JPEG: 65,500 px per side, WebP:
+16,383, PNG: 1,000,000) is refused as `image_too_large` before it is encoded, naming a
+format that holds it (`codec.MAX_OUTPUT_SIDE`).
 
 ## Inputs
 

@@ -31,13 +31,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     flag(p, "--max-request-mb", env="ENGINE_DLGATEWAY_MAX_REQUEST_MB",
          default=D.max_request_bytes // 2**20, type=int,
          help="largest request frame in MiB (base64 makes the image 4/3 larger); larger ones get an "
-              "error, four times larger ones drop the connection")
+              "error without being read, up to --max-frame-mb")
+    flag(p, "--max-frame-mb", env="ENGINE_DLGATEWAY_MAX_FRAME_MB", default=0, type=int,
+         help="frames over this many MiB drop the connection before the gateway reads them (ZeroMQ's "
+              "MAXMSGSIZE; each connection also queues at most one frame): with --max-request-mb, what a "
+              "flood can make the gateway hold. 0: one and a half times --max-request-mb (48 at its default)")
     flag(p, "--timeout-s", env="ENGINE_DLGATEWAY_TIMEOUT_S", default=D.timeout_s, type=float,
          help="seconds to wait for the engine per request before answering with an error")
     flag(p, "--log-level", env="ENGINE_LOG_LEVEL", default="info", help="debug, info, warning or error")
     args = p.parse_args(argv)
     if args.max_in_flight < 1 or args.max_request_mb < 1 or args.timeout_s <= 0:
         p.error("--max-in-flight and --max-request-mb must be at least 1, --timeout-s above 0")
+    if args.max_frame_mb and args.max_frame_mb < args.max_request_mb:
+        p.error(f"--max-frame-mb ({args.max_frame_mb}) must be 0 or at least --max-request-mb "
+                f"({args.max_request_mb}): a frame the gateway would serve must get through")
     return args
 
 
@@ -53,7 +60,8 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     setup_logging(args.log_level)
     settings = GatewaySettings(bind=args.bind, connect=args.connect, max_in_flight=args.max_in_flight,
-                               max_request_bytes=args.max_request_mb * 2**20, timeout_s=args.timeout_s)
+                               max_request_bytes=args.max_request_mb * 2**20,
+                               max_frame_bytes=args.max_frame_mb * 2**20, timeout_s=args.timeout_s)
     asyncio.run(_main(settings))
 
 

@@ -5,6 +5,15 @@ each socket has one thread. Each request frame is checked (``wire.parse_request`
 submitted to the broker with the detection pipeline, and answered with one JSON frame on
 the same route; every request gets an answer, a bad one an ``{"error": ...}``. At most
 ``max_in_flight`` requests wait on the engine at once; more are answered ``busy`` at once.
+
+What a flood of large frames can make it hold or cost is bounded. libzmq drops a connection
+whose frame is over ``frame_limit`` (ZMQ_MAXMSGSIZE) before reading it, and queues at most
+``QUEUED_FRAMES`` per connection (ZMQ_RCVHWM) before it stops reading that connection. A frame
+up to ``wire.LARGE_BYTES`` is decoded at once (a few ms); a larger one is read by
+``wire.parse_large`` one step (``wire.STEP_BYTES``) per turn of the loop, so the loop goes back
+to its socket and to the other requests between steps; and a large frame that would take the
+bytes being read over ``decode_limit`` is answered ``busy`` at once, unread. A peer's 32 MiB
+frame thus holds up the others' requests for a step (~2 ms) per turn, not for its whole decode.
 """
 from __future__ import annotations
 
@@ -22,7 +31,7 @@ from . import wire
 log = logging.getLogger("engine.dlgateway")
 
 POLL_MS = 200  # how often the loop looks at its stop event when idle
-HARD_LIMIT_FACTOR = 4  # frames over this many times max_request_bytes drop the connection (ZMQ_MAXMSGSIZE)
+QUEUED_FRAMES = 1  # ZMQ_RCVHWM: frames libzmq queues per connection before it stops reading it
 
 
 @dataclass(frozen=True)
@@ -30,15 +39,27 @@ class GatewaySettings:
     bind: str = "tcp://127.0.0.1:5561"  # beside the compat ROUTER on 5560
     connect: str = "tcp://127.0.0.1:5555"
     max_in_flight: int = 64
-    max_request_bytes: int = wire.MAX_REQUEST_BYTES
+    max_request_bytes: int = wire.MAX_REQUEST_BYTES  # larger frames are answered with an error, unread
+    max_frame_bytes: int = 0  # ZMQ_MAXMSGSIZE, larger frames drop the connection; 0: 3/2 of max_request_bytes
+    max_decoding_bytes: int = 0  # large frames being read at once; 0: 2 x max_request_bytes
     timeout_s: float = 30.0
+
+    @property
+    def frame_limit(self) -> int:
+        return self.max_frame_bytes or self.max_request_bytes * 3 // 2
+
+    @property
+    def decode_limit(self) -> int:
+        return self.max_decoding_bytes or 2 * self.max_request_bytes
 
 
 class Gateway:
     def __init__(self, settings: GatewaySettings = GatewaySettings()) -> None:
         self.settings = settings
         self.stats = {"requests": 0, "answered": 0, "refused": 0, "failed": 0, "busy": 0}
-        self._in_flight: set[asyncio.Task] = set()
+        self._in_flight: set[asyncio.Task] = set()  # requests waiting on the engine
+        self._decodes: set[asyncio.Task] = set()  # large frames being read a step per turn
+        self._decoding_bytes = 0
         self._out: zmq.Socket | None = None  # the ROUTER, for plain sends (a ROUTER never blocks)
 
     async def serve(self, stop: asyncio.Event) -> None:
@@ -48,7 +69,8 @@ class Gateway:
         router = ctx.socket(zmq.ROUTER)
         self._out = zmq.Socket.shadow(router.underlying)
         router.linger = 0
-        router.maxmsgsize = HARD_LIMIT_FACTOR * s.max_request_bytes
+        router.rcvhwm = QUEUED_FRAMES
+        router.maxmsgsize = s.frame_limit
         try:
             router.bind(s.bind)
             log.info("deep-learning gateway on %s, engine broker at %s", s.bind, s.connect)
@@ -56,8 +78,10 @@ class Gateway:
                 while not stop.is_set():
                     if not await router.poll(POLL_MS):
                         continue
-                    frames = await router.recv_multipart()
-                    self._on_request(client, frames[:-1], frames[-1])
+                    frames = await router.recv_multipart(copy=False)
+                    self._on_frame(client, [f.bytes for f in frames[:-1]], frames[-1])
+                if self._decodes:
+                    await asyncio.wait(self._decodes, timeout=s.timeout_s)
                 if self._in_flight:
                     await asyncio.wait(self._in_flight, timeout=s.timeout_s)
         finally:
@@ -66,23 +90,61 @@ class Gateway:
             ctx.term()
             log.info("gateway stopped: %s", self.stats)
 
-    def _on_request(self, client: AsyncClient, route: list[bytes], raw: bytes) -> None:
+    def _on_frame(self, client: AsyncClient, route: list[bytes], body: zmq.Frame) -> None:
+        """Decode a small frame now (one over the limit is refused unread), start reading a
+        large one when there is room, else answer busy at once."""
         self.stats["requests"] += 1
+        size, limit = len(body), self.settings.max_request_bytes
+        if size <= wire.LARGE_BYTES or size > limit:
+            try:
+                parsed: wire.Request | wire.RequestError = wire.parse_request(body.buffer, max_bytes=limit)
+            except wire.RequestError as exc:
+                parsed = _untraced(exc)
+            self._admit(client, route, parsed)
+            return
+        if self._decoding_bytes and self._decoding_bytes + size > self.settings.decode_limit:
+            self.stats["busy"] += 1
+            self._send(route, wire.error_json(None, BusyError.code,
+                                              f"{self._decoding_bytes / 2**20:.0f} MiB of requests are being "
+                                              f"read, the limit: try again in a moment"))
+            return
+        self._decoding_bytes += size
+        self._track(self._decodes, self._read_large(client, route, body.buffer))
+
+    async def _read_large(self, client: AsyncClient, route: list[bytes], raw: memoryview) -> None:
+        size, steps = len(raw), wire.parse_large(raw, max_bytes=self.settings.max_request_bytes)
+        del raw  # the generator holds the frame until it is done
         try:
-            request = wire.parse_request(raw, max_bytes=self.settings.max_request_bytes)
+            while True:
+                next(steps)
+                await asyncio.sleep(0)  # the loop's turn: its socket and the other requests
+        except StopIteration as done:
+            parsed = done.value
         except wire.RequestError as exc:
+            parsed = _untraced(exc)
+        finally:
+            self._decoding_bytes -= size
+        del steps
+        self._admit(client, route, parsed)
+
+    def _admit(self, client: AsyncClient, route: list[bytes], parsed: wire.Request | wire.RequestError) -> None:
+        if isinstance(parsed, wire.RequestError):
             self.stats["refused"] += 1
-            self._send(route, wire.error_json(exc.rid, exc.code, str(exc)))
+            self._send(route, wire.error_json(parsed.rid, parsed.code, str(parsed)))
             return
         if len(self._in_flight) >= self.settings.max_in_flight:
             self.stats["busy"] += 1
-            self._send(route, wire.error_json(request.rid, BusyError.code,
+            self._send(route, wire.error_json(parsed.rid, BusyError.code,
                                               f"{len(self._in_flight)} requests are in flight, the limit: "
                                               "try again in a moment"))
             return
-        task = asyncio.ensure_future(self._serve_one(client, route, request))
-        self._in_flight.add(task)
-        task.add_done_callback(self._in_flight.discard)
+        self._track(self._in_flight, self._serve_one(client, route, parsed))
+
+    @staticmethod
+    def _track(tasks: set[asyncio.Task], coro) -> None:
+        task = asyncio.ensure_future(coro)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     async def _serve_one(self, client: AsyncClient, route: list[bytes], request: wire.Request) -> None:
         try:
@@ -107,3 +169,9 @@ class Gateway:
                 self._out.send_multipart([*route, body], flags=zmq.NOBLOCK)
             except zmq.Again:  # defensive: a ROUTER drops rather than blocks
                 log.info("dropped an answer: the requester is not reading")
+
+
+def _untraced(exc: wire.RequestError) -> wire.RequestError:
+    """A copy of ``exc`` that was never raised: the caught one's traceback holds the frames
+    that read the request, and with them its bytes, for as long as the error is kept."""
+    return wire.RequestError(exc.rid, str(exc), code=exc.code)

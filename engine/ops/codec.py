@@ -5,6 +5,10 @@ input over any of three limits: its size in bytes, its pixels, and the bytes dec
 allocates (pixels x channels x bytes per sample, so a 16-bit or float TIFF counts 2 to 8
 times an 8-bit one, plus a progressive JPEG's coefficient buffer). Only formats whose
 headers can be checked are accepted (``ACCEPTED``).
+
+Before anything is encoded, ``check_output`` refuses a result the output format cannot hold
+(``MAX_OUTPUT_SIDE``) as ``ImageTooLarge`` saying which format holds it; an encoder that
+still fails is an ``ImageError`` with the encoder's reason, never an internal error.
 """
 from __future__ import annotations
 
@@ -24,6 +28,9 @@ MAX_INPUT_BYTES = 64 * 1024 * 1024
 # 64 MP of 16-bit RGBA, or of a progressive 4:2:0 colour JPEG (output + coefficients).
 MAX_DECODED_BYTES = 512 * 1024 * 1024
 ACCEPTED = "JPEG, PNG, WebP, BMP and TIFF (still, single-image, classic TIFF; not BigTIFF)"
+# The longest side each output format's encoder takes, in px: libjpeg-turbo's JPEG_MAX_DIMENSION,
+# libwebp's WEBP_MAX_DIMENSION, and libpng's default user limit (OpenCV keeps it when writing).
+MAX_OUTPUT_SIDE = {"jpeg": 65_500, "png": 1_000_000, "webp": 16_383}
 
 _MAGIC = (
     (b"\xff\xd8\xff", "jpeg"),
@@ -169,24 +176,42 @@ def decode(data, *, grey: bool = False, limits: Limits = Limits(), header: Heade
     return orient(image, header.orientation), header.format
 
 
+def check_output(width: int, height: int, fmt: str) -> None:
+    """Refuse, before encoding, a ``width`` x ``height`` result that ``fmt`` cannot hold."""
+    if fmt not in MAX_OUTPUT_SIDE:
+        raise ValueError(f"unknown output format {fmt!r}")
+    if width < 1 or height < 1:
+        raise ImageError(f"the result is {width}x{height} px: an empty image cannot be encoded")
+    side, limit = max(width, height), MAX_OUTPUT_SIDE[fmt]
+    if side > limit:
+        others = [f for f, most in MAX_OUTPUT_SIDE.items() if most >= side]
+        raise ImageTooLarge(f"the result is {width}x{height} px; {fmt.upper()} holds at most {limit:,} px per "
+                            f"side: resize it first" + (f" or ask for {' or '.join(others)}" if others else ""))
+
+
 def encode(image: np.ndarray, fmt: str = "jpeg", quality: int = 90, subsampling: str = "444") -> bytes:
-    """Encode a uint8 image as ``fmt`` (jpeg, png or webp); ``subsampling``: JPEG chroma."""
+    """Encode a uint8 image as ``fmt`` (jpeg, png or webp); ``subsampling``: JPEG chroma.
+    ImageTooLarge if the format cannot hold its size, ImageError if the encoder refuses it."""
+    check_output(image.shape[1], image.shape[0], fmt)
     if image.dtype != np.uint8:
         image = np.clip(image, 0, 255).astype(np.uint8)
-    if fmt == "jpeg":
-        if image.ndim == 2 or image.shape[2] == 1:
-            grey = image.reshape(image.shape[0], image.shape[1], 1)
-            return simplejpeg.encode_jpeg(np.ascontiguousarray(grey), quality, colorspace="GRAY",
-                                          colorsubsampling="Gray")
-        colorspace = "BGRA" if image.shape[2] == 4 else "BGR"
-        return simplejpeg.encode_jpeg(np.ascontiguousarray(image), quality, colorspace=colorspace,
-                                      colorsubsampling=subsampling)
-    if fmt == "png":
-        ok, out = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, int(quality)])
-    elif fmt == "webp":
-        ok, out = cv2.imencode(".webp", image, [cv2.IMWRITE_WEBP_QUALITY, int(quality)])
-    else:
-        raise ValueError(f"unknown output format {fmt!r}")
+    try:
+        if fmt == "jpeg":
+            return _encode_jpeg(image, quality, subsampling)
+        flag = cv2.IMWRITE_PNG_COMPRESSION if fmt == "png" else cv2.IMWRITE_WEBP_QUALITY
+        ok, out = cv2.imencode(f".{fmt}", image, [flag, int(quality)])
+    except (ValueError, cv2.error) as exc:  # what check_output does not foresee, e.g. memory
+        raise ImageError(f"the {fmt.upper()} encoder refused the {image.shape} result: {str(exc)[:200]}") from exc
     if not ok:
         raise ImageError(f"OpenCV could not encode a {image.shape} image as {fmt}")
     return out.tobytes()
+
+
+def _encode_jpeg(image: np.ndarray, quality: int, subsampling: str) -> bytes:
+    if image.ndim == 2 or image.shape[2] == 1:
+        grey = image.reshape(image.shape[0], image.shape[1], 1)
+        return simplejpeg.encode_jpeg(np.ascontiguousarray(grey), quality, colorspace="GRAY",
+                                      colorsubsampling="Gray")
+    colorspace = "BGRA" if image.shape[2] == 4 else "BGR"
+    return simplejpeg.encode_jpeg(np.ascontiguousarray(image), quality, colorspace=colorspace,
+                                  colorsubsampling=subsampling)

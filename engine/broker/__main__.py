@@ -44,6 +44,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     flag(p, "--client-max-queue-mb", env="ENGINE_CLIENT_MAX_QUEUE_MB", default=C.CLIENT_MAX_QUEUE_BYTES // 2**20,
          type=int, help="MiB of one client's images that may wait for a free worker; beyond this its new tasks "
                         "get 'busy' (a client with nothing waiting may always queue one image)")
+    flag(p, "--max-workers", env="ENGINE_MAX_WORKERS", default=C.MAX_WORKERS, type=int,
+         help="workers registered at once, all hosts (each pool process counts one, its supervisor one); "
+              "a READY beyond this is refused and logged")
+    flag(p, "--max-workers-per-host", env="ENGINE_MAX_WORKERS_PER_HOST", default=C.MAX_WORKERS_PER_HOST, type=int,
+         help="workers registered at once from one host (the host a worker names)")
+    flag(p, "--max-slots-per-host", env="ENGINE_MAX_SLOTS_PER_HOST", default=C.MAX_SLOTS_PER_HOST, type=int,
+         help="free task slots one host's workers may announce together; slots claimed beyond it are ignored")
+    flag(p, "--max-declarations", env="ENGINE_MAX_DECLARATIONS", default=C.MAX_LIVE_DECLARATIONS, type=int,
+         help="distinct declarations of the operations among connected workers (engine versions in a rolling "
+              "upgrade); a worker declaring one more is refused. Each costs every new pipeline one more check")
     flag(p, "--max-retries", env="ENGINE_MAX_RETRIES", default=C.MAX_RETRIES, type=int,
          help="times a task may crash or lose its worker before it is failed to the client")
     flag(p, "--heartbeat-interval-s", env="ENGINE_HEARTBEAT_INTERVAL_S", default=C.HEARTBEAT_INTERVAL_S,
@@ -109,7 +119,9 @@ def main(argv=None) -> int:
     config = C.BrokerConfig(
         front=front, back=back, heartbeat_interval_s=args.heartbeat_interval_s,
         max_queue=args.max_queue, max_queue_bytes=args.max_queue_mb * 2**20,
-        client_max_queue_bytes=args.client_max_queue_mb * 2**20, max_retries=args.max_retries,
+        client_max_queue_bytes=args.client_max_queue_mb * 2**20, max_workers=args.max_workers,
+        max_workers_per_host=args.max_workers_per_host, max_slots_per_host=args.max_slots_per_host,
+        max_declarations=args.max_declarations, max_retries=args.max_retries,
         max_message_bytes=args.max_message_mb * 2**20, drain_timeout_s=args.drain_timeout_s,
         cache_bytes=args.cache_mb * 2**20,
         compat=args.compat, compat_pull=args.compat_pull, compat_push=args.compat_push,

@@ -80,6 +80,9 @@ cdef extern from "_hotpath_core.h" nogil:
     void hp_put_double(hp_buf *b, double d)
     void hp_put_str_jid(hp_buf *b, const char *digits_reversed, int n, const char *suffix, size_t slen)
 
+cdef extern from *:
+    int __builtin_ctzll(unsigned long long x) nogil
+
 cdef extern from "errno.h":
     int EINTR
     int EAGAIN
@@ -153,6 +156,7 @@ cdef struct worker_t:
     int prev
     int next
     int in_lru
+    uint64_t used_at  # when it was last used (a counter): the least recent of the kinds' first wins
     int nextfree
 
 cdef struct pipe_t:
@@ -239,7 +243,11 @@ cdef class HotPath:
     cdef hp_map workers_m
     cdef worker_t *workers
     cdef int wcap, wtop, wfree
-    cdef int lhead, ltail
+    cdef int lhead[64]  # per kind: workers with idle lent slots, least recently used first
+    cdef int ltail[64]
+    cdef uint64_t lmask  # the kinds with a worker in their list
+    cdef uint64_t lclock
+    cdef public long looks  # workers looked at to pick one, since the start (the pick's cost, for tests)
     cdef list retired_free
     cdef hp_map pipes_m
     cdef pipe_t *pipes
@@ -301,7 +309,11 @@ cdef class HotPath:
         self.rfree = -1
         self.wfree = -1
         self.qhead = self.qtail = -1
-        self.lhead = self.ltail = -1
+        for k in range(64):
+            self.lhead[k] = self.ltail[k] = -1
+        self.lmask = 0
+        self.lclock = 0
+        self.looks = 0
         self.seq = 0
         self.retired_free = []
         self.held = []
@@ -425,30 +437,51 @@ cdef class HotPath:
 
     cdef void lru_unlink(self, int w) noexcept:
         cdef worker_t *x = &self.workers[w]
+        cdef int k = x.kind
         if not x.in_lru:
             return
         if x.prev >= 0:
             self.workers[x.prev].next = x.next
         else:
-            self.lhead = x.next
+            self.lhead[k] = x.next
         if x.next >= 0:
             self.workers[x.next].prev = x.prev
         else:
-            self.ltail = x.prev
+            self.ltail[k] = x.prev
+        if self.lhead[k] < 0:
+            self.lmask &= ~((<uint64_t>1) << k)
         x.prev = x.next = -1
         x.in_lru = 0
 
     cdef void lru_push(self, int w) noexcept:
         self.lru_unlink(w)
         cdef worker_t *x = &self.workers[w]
-        x.prev = self.ltail
+        cdef int k = x.kind
+        x.prev = self.ltail[k]
         x.next = -1
-        if self.ltail >= 0:
-            self.workers[self.ltail].next = w
+        if self.ltail[k] >= 0:
+            self.workers[self.ltail[k]].next = w
         else:
-            self.lhead = w
-        self.ltail = w
+            self.lhead[k] = w
+        self.ltail[k] = w
+        self.lmask |= (<uint64_t>1) << k
+        self.lclock += 1
+        x.used_at = self.lclock
         x.in_lru = 1
+
+    cdef int lru_pick(self, uint64_t mask) noexcept:
+        """The least recently used worker with an idle slot whose kind ``mask`` holds (-1: none):
+        one look per kind, however many workers are idle."""
+        cdef uint64_t kinds = mask & self.lmask
+        cdef int best = -1, k, w
+        while kinds:
+            k = __builtin_ctzll(kinds)
+            kinds &= kinds - 1
+            w = self.lhead[k]
+            self.looks += 1
+            if best < 0 or self.workers[w].used_at < self.workers[best].used_at:
+                best = w
+        return best
 
     cdef int free_slot(self, int w) except -1:
         """A task of ``w`` ended here: its slot stays lent, or goes back to the broker."""
@@ -889,12 +922,10 @@ cdef class HotPath:
         cdef char jid_text[24]
         cdef int jid_len
         cdef uint64_t v
-        while cur >= 0 and self.lhead >= 0:
+        while cur >= 0 and self.lmask:
             t = self.tp[cur]
             nxt = t.qnext
-            w = self.lhead
-            while w >= 0 and not ((t.mask >> self.workers[w].kind) & 1):
-                w = self.workers[w].next
+            w = self.lru_pick(t.mask)
             if w < 0:
                 skipped += 1
                 if skipped >= MAX_SKIPPED:
@@ -1057,6 +1088,7 @@ cdef class HotPath:
             self.workers[w].prev = self.workers[w].next = -1
             if hp_map_put(&self.workers_m, <const char *>wid, len(wid), w):
                 raise MemoryError()
+        self.lru_unlink(w)
         self.workers[w].kind = kind
         self.workers[w].retired = 0
         self.workers[w].idle += slots
@@ -1068,8 +1100,13 @@ cdef class HotPath:
         if not 0 <= kind <= 63:
             raise ValueError(f"kind {kind} (0-63)")
         cdef int w = self.worker_of(wid, len(wid))
+        cdef int idle
         if w >= 0:
+            idle = self.workers[w].in_lru
+            self.lru_unlink(w)
             self.workers[w].kind = kind
+            if idle:
+                self.lru_push(w)
             self.dispatch()
 
     cdef bytes wid_of(self, int w):
@@ -1078,15 +1115,18 @@ cdef class HotPath:
     def reclaim(self):
         """Every idle lent slot back to the broker."""
         out = []
-        cdef int w = self.lhead, nxt
-        while w >= 0:
-            nxt = self.workers[w].next
-            out.append((self.wid_of(w), self.workers[w].idle))
-            self.workers[w].idle = 0
-            self.workers[w].in_lru = 0
-            self.workers[w].prev = self.workers[w].next = -1
-            w = nxt
-        self.lhead = self.ltail = -1
+        cdef int w, nxt, k
+        for k in range(64):
+            w = self.lhead[k]
+            while w >= 0:
+                nxt = self.workers[w].next
+                out.append((self.wid_of(w), self.workers[w].idle))
+                self.workers[w].idle = 0
+                self.workers[w].in_lru = 0
+                self.workers[w].prev = self.workers[w].next = -1
+                w = nxt
+            self.lhead[k] = self.ltail[k] = -1
+        self.lmask = 0
         return out
 
     def retire(self, bytes wid not None):
@@ -1174,10 +1214,12 @@ cdef class HotPath:
 
     def idle_slots(self):
         cdef long n = 0
-        cdef int w = self.lhead
-        while w >= 0:
-            n += self.workers[w].idle
-            w = self.workers[w].next
+        cdef int w, k
+        for k in range(64):
+            w = self.lhead[k]
+            while w >= 0:
+                n += self.workers[w].idle
+                w = self.workers[w].next
         return n
 
     def load_of(self, bytes wid not None):

@@ -40,6 +40,14 @@ UNREAD_DROP_TASKS = 8_000
 REPLY_PIPE_MESSAGES = 32  # ZMQ_SNDHWM per peer: what libzmq queues before the broker holds replies itself
 WORKER_PIPE_MESSAGES = 10_000  # ZMQ_SNDHWM per worker: tasks (bounded by its slots), cancels, heartbeats
 MAX_SLOTS_PER_WORKER = 1024  # a READY cannot claim more
+# Registrations (see ``state.Dispatcher.refusal``): one peer must not slow everyone down by registering
+# thousands of workers or of distinct declarations. A host is what a worker names in READY (its pool
+# processes name their supervisor's), so a lying peer is held by the totals; CURVE admits only
+# listed workers (SECURITY.md).
+MAX_WORKERS = 4096  # registered workers (pool processes and control connections), all hosts
+MAX_WORKERS_PER_HOST = 512  # a 256-core host's pool processes and its supervisor, with room
+MAX_SLOTS_PER_HOST = 4096  # free slots of one host's workers together (1 + prefetch + credit each)
+MAX_LIVE_DECLARATIONS = 16  # distinct declarations of the operations among connected workers
 MAX_CLIENTS = 10_000  # connected clients tracked at once; more are answered "busy"
 MAX_IDENTITIES = 10_000  # per-client quota records; the idle ones go first
 # libzmq's rule of thumb is one I/O thread per gigabyte a second in or out. The broker's
@@ -62,6 +70,10 @@ class BrokerConfig:
     heartbeat_liveness: int = HEARTBEAT_LIVENESS
     max_queue: int = MAX_QUEUE
     max_queue_bytes: int = MAX_QUEUE_BYTES
+    max_workers: int = MAX_WORKERS
+    max_workers_per_host: int = MAX_WORKERS_PER_HOST
+    max_slots_per_host: int = MAX_SLOTS_PER_HOST
+    max_declarations: int = MAX_LIVE_DECLARATIONS
     client_max_queue_bytes: int = CLIENT_MAX_QUEUE_BYTES
     max_retries: int = MAX_RETRIES
     max_message_bytes: int = MAX_MESSAGE_BYTES

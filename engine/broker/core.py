@@ -49,7 +49,7 @@ RECENT_TEXT_CHARS = 200
 # Counters in INFO; a refusal's counter is named by its error code.
 STAT_NAMES = ("received", "completed", "failed", "requeued", "reassigned", "straggler_copies", BusyError.code,
               "bad_messages", TaskCancelled.code, "late_replies", QuotaError.code, Unauthorized.code,
-              "leases_expired", "unread_dropped", "undeliverable", "internal_errors")
+              "leases_expired", "unread_dropped", "undeliverable", "internal_errors", "workers_refused")
 
 
 def poll_timeout_ms(wake_s: float, now_s: float) -> int:
@@ -69,7 +69,10 @@ class Broker:
             self._own_context = False
         self.ctx = context
         self.dispatcher = Dispatcher(max_queue=config.max_queue, max_retries=config.max_retries,
-                                     liveness_s=config.heartbeat_interval_s * config.heartbeat_liveness)
+                                     liveness_s=config.heartbeat_interval_s * config.heartbeat_liveness,
+                                     max_workers=config.max_workers, max_workers_per_host=config.max_workers_per_host,
+                                     max_slots_per_host=config.max_slots_per_host,
+                                     max_declarations=config.max_declarations)
         self.pipelines = PipelineChecker(self.dispatcher)
         self.stats: Counter[str] = Counter({name: 0 for name in STAT_NAMES})
         self.recent_failures: deque[dict] = deque(maxlen=RECENT_FAILURES)  # for the status page (INFO)
@@ -131,8 +134,8 @@ class Broker:
         beside a local client's queue. (Memoised per change of the workers.)"""
         d = self.dispatcher
         if self._share_memo[0] != d.workers_version:
-            workers = [w for w in d.workers.values() if not w.control]
-            self._share_memo = (d.workers_version, bool(workers) and all(w.shm for w in workers))
+            kinds = d.kinds()
+            self._share_memo = (d.workers_version, bool(kinds) and all(shared for _, shared in kinds))
         return self._share_memo[1]
 
     def proves(self, proof: str | None, route: bytes) -> bool:

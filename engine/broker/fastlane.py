@@ -185,7 +185,7 @@ class FastLane:
         kind = (worker.declaration, worker.shm)
         bit = self._bits.get(kind)
         if bit is None:
-            live = {(w.declaration, w.shm) for w in self.d.workers.values()}
+            live = set(self.d.kinds())
             self._bits = {k: v for k, v in self._bits.items() if k in live}
             used = set(self._bits.values())
             free = next((i for i in range(hotpath.MAX_KINDS + 1) if i not in used), None)
@@ -213,8 +213,9 @@ class FastLane:
         if not isinstance(pipeline, str) or len(pipeline) > MAX_PIPELINE_CHARS:
             return
         mask = 0
-        for worker in self.d.workers.values():
-            if not worker.control and worker.takes(task):
+        for members in self.d.kinds().values():  # one look per kind of worker, however many there are
+            worker = next(iter(members.values()))
+            if worker.takes(task):
                 bit = self._bit(worker)
                 if bit is not None:
                     mask |= 1 << bit

@@ -29,6 +29,7 @@ calls libzmq directly; ``load`` picks it unless ``ENGINE_NO_EXTENSIONS`` is set.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
@@ -158,7 +159,12 @@ class HotPath:
         self._routes: dict[bytes, _Route] = {}
         self._pipelines: dict[str, tuple[int, bool]] = {}  # text -> (kind mask, cache on: needs opts cache=false)
         self._workers: dict[bytes, _Worker] = {}
-        self._lru: OrderedDict[bytes, None] = OrderedDict()  # workers with idle lent slots, least recent first
+        # Workers with idle lent slots, per kind: kind -> wid -> when last used, least recent first. A task
+        # goes to the least recently used among the first of each kind its mask holds: one look per kind.
+        self._lru: dict[int, OrderedDict[bytes, int]] = {}
+        self._lru_mask = 0  # the kinds with a worker in ``_lru``
+        self._used = itertools.count()
+        self.looks = 0  # workers looked at to pick one, since the start (the pick's cost, for tests)
         self._tasks: dict[int, _Task] = {}
         self._queue: deque[_Task] = deque()
         self._next_jid = BASE_JID
@@ -223,10 +229,10 @@ class HotPath:
         w = self._workers.get(wid)
         if w is None:
             w = self._workers[wid] = _Worker(wid, kind)
+        self._unlink(w)
         w.kind, w.retired = kind, False
         w.idle += slots
-        self._lru[wid] = None
-        self._lru.move_to_end(wid)
+        self._push(w)
         self._dispatch()
 
     def set_kind(self, wid: bytes, kind: int) -> None:
@@ -235,23 +241,27 @@ class HotPath:
             raise ValueError(f"kind {kind} (0-{MAX_KINDS})")
         w = self._workers.get(wid)
         if w is not None:
+            idle = self._unlink(w)
             w.kind = kind
+            if idle:
+                self._push(w)
             self._dispatch()
 
     def reclaim(self) -> list[tuple[bytes, int]]:
         """Every idle lent slot back to the broker."""
-        out = [(wid, self._workers[wid].idle) for wid in self._lru]
+        out = [(wid, self._workers[wid].idle) for ready in self._lru.values() for wid in ready]
         for wid, _ in out:
             self._workers[wid].idle = 0
         self._lru.clear()
+        self._lru_mask = 0
         return out
 
     def retire(self, wid: bytes) -> list[Taken]:
         """A worker leaves (or drains): its idle slots are gone, its tasks come back."""
         w = self._workers.pop(wid, None)
-        self._lru.pop(wid, None)
         if w is None:
             return []
+        self._unlink(w)
         w.retired = True
         return [self._take(t) for t in list(w.busy.values())]
 
@@ -315,7 +325,7 @@ class HotPath:
         return len(self._tasks)
 
     def idle_slots(self) -> int:
-        return sum(self._workers[wid].idle for wid in self._lru)
+        return sum(self._workers[wid].idle for ready in self._lru.values() for wid in ready)
 
     def load_of(self, wid: bytes) -> tuple[int, int]:
         """(idle lent slots, tasks running) of a worker."""
@@ -500,16 +510,46 @@ class HotPath:
             self._returned.append(w.wid)
             return
         w.idle += 1
-        self._lru[w.wid] = None
-        self._lru.move_to_end(w.wid)
+        self._push(w)
+
+    def _push(self, w: _Worker) -> None:
+        """``w`` has an idle slot and was just used: last in its kind's order."""
+        ready = self._lru.get(w.kind)
+        if ready is None:
+            ready = self._lru[w.kind] = OrderedDict()
+            self._lru_mask |= 1 << w.kind
+        ready.pop(w.wid, None)
+        ready[w.wid] = next(self._used)
+
+    def _unlink(self, w: _Worker) -> bool:
+        """``w`` leaves its kind's order; whether it was there."""
+        ready = self._lru.get(w.kind)
+        if ready is None or ready.pop(w.wid, None) is None:
+            return False
+        if not ready:
+            del self._lru[w.kind]
+            self._lru_mask &= ~(1 << w.kind)
+        return True
+
+    def _pick(self, mask: int) -> _Worker | None:
+        """The least recently used worker with an idle slot whose kind ``mask`` holds."""
+        best, best_used = None, -1
+        kinds = mask & self._lru_mask
+        while kinds:
+            kind = (kinds & -kinds).bit_length() - 1
+            kinds &= kinds - 1
+            wid, used = next(iter(self._lru[kind].items()))
+            self.looks += 1
+            if best is None or used < best_used:
+                best, best_used = wid, used
+        return self._workers[best] if best is not None else None
 
     def _dispatch(self) -> None:
-        queue, lru = self._queue, self._lru
+        queue = self._queue
         skipped: list[_Task] = []
-        while queue and lru:
+        while queue and self._lru_mask:
             t = queue.popleft()
-            mask = t.mask
-            w = next((self._workers[wid] for wid in lru if mask >> self._workers[wid].kind & 1), None)
+            w = self._pick(t.mask)
             if w is None:
                 skipped.append(t)
                 if len(skipped) >= MAX_SKIPPED:
@@ -518,9 +558,9 @@ class HotPath:
             self._unqueued(t)
             w.idle -= 1
             if w.idle <= 0:
-                del lru[w.wid]
+                self._unlink(w)
             else:
-                lru.move_to_end(w.wid)
+                self._push(w)
             now_s = time.monotonic()
             t.worker, t.dispatched_s, t.lease_due_s = w, now_s, now_s + self.lease_s
             w.busy[t.jid] = t

@@ -1,9 +1,12 @@
 """The broker's bookkeeping, with no sockets: tasks, the queue, workers and their slots.
 
-LRU readiness: ``_ready`` is an ordered map of the workers that have a free slot, least
-recently used first. A task goes to the first of them; that worker then moves to the
-end (or leaves the map when it has no slot left). A finished task gives its slot back
-and moves its worker to the end, so work spreads over all workers.
+LRU readiness: the workers that have a free slot are kept in one ordered map per kind of
+worker (its declaration of the operations: workers of one kind take the same tasks), least
+recently used first, each stamped with when it was last used. A task goes to the least
+recently used worker among the first of each kind that takes it, so the pick costs one look
+per kind (bounded by ``max_declarations``), however many workers are idle; that worker
+then moves to the end (or leaves when it has no slot left). A finished task gives its slot
+back and moves its worker to the end, so work spreads over all workers.
 """
 from __future__ import annotations
 
@@ -14,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Iterator
 
 from ..protocol import Request
-from .config import MAX_RETRIES, MAX_SLOTS_PER_WORKER
+from .config import (MAX_LIVE_DECLARATIONS, MAX_RETRIES, MAX_SLOTS_PER_HOST, MAX_SLOTS_PER_WORKER, MAX_WORKERS,
+                     MAX_WORKERS_PER_HOST)
 
 BLAME_ALL = -1  # remove_worker: every task it held counts an attempt (it vanished: any could be at fault)
 # A batch's tail must not wait on one slow device: when nothing is queued and a worker is
@@ -58,6 +62,13 @@ def peer_name(route: bytes) -> str:
     ``host-pid-xxxxxx``), else in hex."""
     text = route.decode("ascii", "replace")
     return text if route.isascii() and text.isprintable() else route.hex()
+
+
+def _declaration_text(ops: dict) -> str:
+    try:
+        return json.dumps(ops, sort_keys=True, default=repr)
+    except (TypeError, ValueError):  # keys of mixed types: its own declaration
+        return repr(ops)
 
 
 def _mean(mean: float | None, sample: float) -> float:
@@ -123,8 +134,23 @@ class WorkerState:
 class Dispatcher:
     """Queue, workers and slots. All methods are O(1) but ``cancel`` and ``drop_origin``."""
 
-    def __init__(self, *, max_queue: int, liveness_s: float, max_retries: int = MAX_RETRIES) -> None:
+    def __init__(self, *, max_queue: int, liveness_s: float, max_retries: int = MAX_RETRIES,
+                 max_workers: int = MAX_WORKERS, max_workers_per_host: int = MAX_WORKERS_PER_HOST,
+                 max_slots_per_host: int = MAX_SLOTS_PER_HOST,
+                 max_declarations: int = MAX_LIVE_DECLARATIONS) -> None:
         self.max_queue = max_queue
+        self.max_workers = max_workers
+        self.max_workers_per_host = max_workers_per_host
+        self.max_slots_per_host = max_slots_per_host
+        self.max_declarations = max_declarations
+        self._host_workers: Counter[str] = Counter()  # registered workers per host name
+        self._host_free: Counter[str] = Counter()  # their free slots (lent ones not counted)
+        self._live: Counter[int] = Counter()  # declaration id -> connected workers that sent it
+        # Kinds of worker, (declaration, reads shared memory) -> its workers (pool processes and plain
+        # workers, not control connections): what the pipeline checks, the hot path's masks and the
+        # offer of shared memory depend on. ``workers_version`` changes when a kind comes or goes,
+        # not when one more worker of a known kind joins, so registrations do not undo those memos.
+        self._kinds: dict[tuple, dict[bytes, WorkerState]] = {}
         self.liveness_s = liveness_s
         self.max_retries = max_retries  # attempts past this are not requeued: the caller fails them
         self.workers: dict[bytes, WorkerState] = {}
@@ -134,12 +160,16 @@ class Dispatcher:
         self.per_client: Counter[str] = Counter()  # unfinished tasks per client identity (quotas)
         self.queued_bytes = 0  # payload bytes of the tasks in ``queue`` (see ``_enqueued``)
         self.queued_bytes_of: Counter[str] = Counter()  # the same per client identity
-        self._ready: OrderedDict[bytes, None] = OrderedDict()
+        # Workers with a free slot: kind (declaration) -> wid -> when it was last used, least recent first.
+        self._ready: dict[int | None, OrderedDict[bytes, int]] = {}
+        self._ready_kind: dict[bytes, int | None] = {}  # wid -> its kind in ``_ready``
+        self._used = itertools.count()
+        self.looks = 0  # workers looked at by ``_ready_for`` since the start (its cost, for tests)
         self._jids = itertools.count(1)
         self.task_s: float | None = None  # running mean of worker times (dispatch to answer)
         self._next_scan_s = 0.0
         self._runnable: dict[frozenset, bool | None] = {}  # can_run's answers until the workers change
-        self.workers_version = 0  # changes whenever a worker joins, leaves or declares its operations
+        self.workers_version = 0  # changes whenever a kind of worker comes or goes (see ``_kinds``)
         self._schema: tuple[int, dict] = (-1, {})
         self._declarations: tuple[int, dict[int, dict]] = (-1, {})
         self._declaration_ids: dict[str, int] = {}  # a declaration's text -> its id (ids never reused)
@@ -255,12 +285,39 @@ class Dispatcher:
             self.queue.extendleft(reversed(skipped))
 
     def _ready_for(self, task: Task, exclude: set | frozenset = frozenset()) -> bytes | None:
-        """The least recently used free worker that offers every operation ``task`` needs."""
-        workers = self.workers
-        for wid in self._ready:
-            if wid not in exclude and workers[wid].takes(task):
-                return wid
-        return None
+        """The least recently used free worker that offers every operation ``task`` needs:
+        one look per kind of worker, plus one per worker in ``exclude`` (a straggler's holders)."""
+        workers, best, best_used = self.workers, None, -1
+        for ready in self._ready.values():
+            for wid, used in ready.items():
+                self.looks += 1
+                if wid in exclude:
+                    continue
+                if workers[wid].takes(task) and (best is None or used < best_used):
+                    best, best_used = wid, used
+                break  # its kind: the first that is not excluded tells for all
+        return best
+
+    def _set_ready(self, worker: WorkerState) -> None:
+        """``worker`` has a free slot and was just used: last in its kind's order."""
+        wid, kind = worker.wid, worker.declaration
+        if self._ready_kind.get(wid, kind) != kind:  # it declared its operations again, differently
+            self._unset_ready(wid)
+        self._ready_kind[wid] = kind
+        ready = self._ready.get(kind)
+        if ready is None:
+            ready = self._ready[kind] = OrderedDict()
+        ready.pop(wid, None)
+        ready[wid] = next(self._used)
+
+    def _unset_ready(self, wid: bytes) -> None:
+        kind = self._ready_kind.pop(wid, ...)
+        if kind is ...:
+            return
+        ready = self._ready[kind]  # type: ignore[index]
+        del ready[wid]
+        if not ready:
+            del self._ready[kind]  # type: ignore[arg-type]
 
     def can_run(self, needs: frozenset | None) -> bool | None:
         """Whether some connected worker offers every operation in ``needs``; None when no
@@ -270,8 +327,8 @@ class Dispatcher:
         known = self._runnable.get(needs, ...)
         if known is not ...:
             return known
-        pool = [w for w in self.workers.values() if not w.control]
-        answer = None if not pool else any(w.can_run(needs) for w in pool)
+        kinds = self._kinds.values()  # one worker per kind tells for all of its kind
+        answer = None if not kinds else any(next(iter(members.values())).can_run(needs) for members in kinds)
         if len(self._runnable) > 4096:
             self._runnable.clear()
         self._runnable[needs] = answer
@@ -320,13 +377,29 @@ class Dispatcher:
         return sorted({name for declared in self.declarations().values()
                        for name, declaration in declared.items() if first[name] != declaration})
 
+    def refusal(self, wid: bytes, host: str, ops: dict | None) -> str | None:
+        """Why a READY cannot register (or declare) ``wid``, or None: the bounds on workers,
+        per host and in all, and on distinct declarations among connected workers."""
+        worker = self.workers.get(wid)
+        if worker is None:
+            if len(self.workers) >= self.max_workers:
+                return f"the broker has {len(self.workers)} workers registered, its limit (--max-workers)"
+            if self._host_workers[host] >= self.max_workers_per_host:
+                return (f"host {host[:64]!r} has {self._host_workers[host]} workers registered, the limit per host "
+                        f"(--max-workers-per-host)")
+        if ops is not None:
+            known = self._declaration_ids.get(_declaration_text(ops))
+            mine = worker.declaration if worker is not None else None
+            live = len(self._live) - (1 if mine is not None and self._live[mine] == 1 else 0)
+            if (known is None or known not in self._live) and live >= self.max_declarations:
+                return (f"the connected workers declare {len(self._live)} different sets of operations, the limit "
+                        f"(--max-declarations): run one engine version per cluster, or raise it")
+        return None
+
     def _declaration_of(self, ops: dict) -> int:
         """The id of a declaration: the same text, the same id (bounded: when full, only the
         connected workers' declarations are kept)."""
-        try:
-            text = json.dumps(ops, sort_keys=True, default=repr)
-        except (TypeError, ValueError):  # keys of mixed types: its own declaration
-            text = repr(ops)
+        text = _declaration_text(ops)
         known = self._declaration_ids.get(text)
         if known is not None:
             return known
@@ -460,14 +533,21 @@ class Dispatcher:
         new = worker is None
         if new:
             worker = self.workers[wid] = WorkerState(wid=wid, free=0, expiry_s=now_s + self.liveness_s,
-                                                     joined_s=now_s, group=group, control=control)
-        worker.host, worker.pid = host or worker.host, pid or worker.pid
+                                                     joined_s=now_s, group=group, control=control, host=host)
+            self._host_workers[host] += 1
+        worker.pid = pid or worker.pid
         if ops is not None:
+            if not new:
+                self._leave(worker)
             worker.ops = ops
             worker.offers = frozenset(ops)
+            self._forget_declaration(worker)
             worker.declaration = self._declaration_of(ops)
+            self._live[worker.declaration] += 1
+            if wid in self._ready_kind:
+                self._set_ready(worker)  # its kind changed
         if new or ops is not None:
-            self._workers_changed()
+            self._enter(worker)
         if processes is not None:
             worker.processes = processes
         self.seen(wid, now_s)
@@ -488,10 +568,13 @@ class Dispatcher:
         back to the front of the queue; the others (``exhausted``) are left for the caller
         to fail: they are never queued (O(its tasks), no O(queue) removal)."""
         worker = self.workers.pop(wid, None)
-        self._ready.pop(wid, None)
+        self._unset_ready(wid)
         if worker is None:
             return []
-        self._workers_changed()
+        self._leave(worker)
+        self._forget_declaration(worker)
+        self._count(self._host_workers, worker.host, -1)
+        self._count(self._host_free, worker.host, -worker.free)
         if worker.group is not None and worker.group in self.workers:
             self.workers[worker.group].tasks_done_before += worker.tasks_done
         orphans = []
@@ -511,6 +594,41 @@ class Dispatcher:
             else:
                 task.worker = None
         return orphans
+
+    def kinds(self) -> dict[tuple, dict[bytes, WorkerState]]:
+        """The kinds of worker connected now, (declaration, shm) -> its workers (never empty)."""
+        return self._kinds
+
+    def set_shm(self, worker: WorkerState, shared: bool) -> None:
+        """The worker proved (or no longer proves) that it reads shared memory: its kind changes."""
+        self._leave(worker)
+        worker.shm = shared
+        self._enter(worker)
+
+    def _enter(self, worker: WorkerState) -> None:
+        if worker.control or worker.wid not in self.workers:
+            return
+        members = self._kinds.setdefault((worker.declaration, worker.shm), {})
+        members[worker.wid] = worker
+        if len(members) == 1:
+            self._workers_changed()
+
+    def _leave(self, worker: WorkerState) -> None:
+        kind = (worker.declaration, worker.shm)
+        members = self._kinds.get(kind)
+        if members is not None and members.pop(worker.wid, None) is not None and not members:
+            del self._kinds[kind]
+            self._workers_changed()
+
+    def _forget_declaration(self, worker: WorkerState) -> None:
+        if worker.declaration is not None:
+            self._count(self._live, worker.declaration, -1)
+
+    @staticmethod
+    def _count(counter: Counter, key: Hashable, delta: int) -> None:
+        counter[key] += delta
+        if counter[key] <= 0:
+            del counter[key]
 
     def exhausted(self, task: Task) -> bool:
         """It has failed on workers more often than ``max_retries`` allows."""
@@ -533,31 +651,40 @@ class Dispatcher:
         worker = self.workers.get(wid)
         if worker is not None:
             worker.draining = True
-            self._ready.pop(wid, None)
+            self._unset_ready(wid)
 
     def expired(self, now_s: float) -> list[bytes]:
         """Workers silent for the liveness interval; a pool process busy on a long task (it
-        cannot heartbeat) lives as long as its host's control connection does."""
-        return [wid for wid, w in self.workers.items() if w.expiry_s <= now_s and not self.group_alive(w, now_s)]
+        cannot heartbeat) lives as long as its host's control connection does. An idle one that
+        does not heartbeat is dropped, whoever speaks for its host: one heartbeating connection
+        cannot keep thousands of registrations alive."""
+        return [wid for wid, w in self.workers.items()
+                if w.expiry_s <= now_s and not (self._busy(w) and self.group_alive(w, now_s))]
+
+    def _busy(self, worker: WorkerState) -> bool:
+        return bool(worker.tasks) or self.lent(worker.wid)[1] > 0
 
     def _take_slot(self, wid: bytes) -> WorkerState:
         """One free slot of a ready worker, which then goes to the back of the LRU order."""
         worker = self.workers[wid]
         worker.free -= 1
+        self._count(self._host_free, worker.host, -1)
         if worker.free <= 0:
-            del self._ready[wid]
+            self._unset_ready(wid)
         else:
-            self._ready.move_to_end(wid)
+            self._set_ready(worker)
         return worker
 
     def lendable(self) -> list[WorkerState]:
         """The workers with free slots to lend to the hot path (O(free workers))."""
-        return [self.workers[wid] for wid in self._ready if not self.workers[wid].control]
+        ready = sorted((used, wid) for kind in self._ready.values() for wid, used in kind.items())
+        return [self.workers[wid] for _, wid in ready if not self.workers[wid].control]
 
     def lend_all(self, worker: WorkerState) -> int:
         """Every free slot of ``worker``, lent out: it comes back through ``add_slots``."""
         slots, worker.free = worker.free, 0
-        self._ready.pop(worker.wid, None)
+        self._count(self._host_free, worker.host, -slots)
+        self._unset_ready(worker.wid)
         return slots
 
     def add_slots(self, worker: WorkerState, slots: int) -> None:
@@ -566,9 +693,12 @@ class Dispatcher:
     def _add_slots(self, worker: WorkerState, slots: int) -> None:
         if slots <= 0 or worker.draining:
             return
-        worker.free = min(worker.free + slots, MAX_SLOTS_PER_WORKER)
-        self._ready[worker.wid] = None
-        self._ready.move_to_end(worker.wid)
+        slots = min(slots, MAX_SLOTS_PER_WORKER - worker.free, self.max_slots_per_host - self._host_free[worker.host])
+        if slots <= 0:
+            return  # past the bounds: a worker (or host) claiming more slots than any needs
+        worker.free += slots
+        self._host_free[worker.host] += slots
+        self._set_ready(worker)
 
     def offered_ops(self) -> dict:
         """What INFO shows as offered: the schema the broker checks pipelines against, so

@@ -26,6 +26,7 @@ from .config import LEASE_GRACE_S, WORKER_PIPE_MESSAGES
 from .state import BLAME_ALL, Task, WorkerState, peer_name
 
 DISCONNECT_PROBES_S = (0.05, 0.3, 1.0)  # after a closed connection, when to look for unreachable workers
+REFUSAL_LOG_EVERY_S = 60.0  # refused registrations: one log line a minute at most
 SUPERVISOR_REPORT_S = 1.0  # a pool process of a live host: how long its supervisor has to say why it is gone
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ class WorkerSide:
         self.monitor = self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         self._probes_s: list[float] = []
         self._closed_s = 0.0  # when the last worker connection closed
+        self._refusals, self._refusals_log_s = 0, 0.0  # refused registrations since the last log line, and its next
 
     def register(self, poller: zmq.Poller) -> None:
         poller.register(self.sock, zmq.POLLIN)
@@ -162,6 +164,12 @@ class WorkerSide:
             self.send(wid, P.encode(P.Disconnect(reason="unknown worker: send READY")))
 
     def _on_ready(self, wid: bytes, msg: P.Ready, now_s: float) -> None:
+        refusal = self.dispatcher.refusal(wid, msg.host or "", msg.ops)
+        if refusal is not None:
+            self.stats["workers_refused"] += 1
+            self.send(wid, P.encode(P.Disconnect(reason=f"registration refused: {refusal}")))
+            self._refused(wid, refusal, now_s)
+            return
         control = bool(msg.control)
         group = msg.group.encode() if msg.group and not control else None
         known = self.dispatcher.workers.get(wid)
@@ -184,13 +192,20 @@ class WorkerSide:
                 log.log(logging.DEBUG if group else logging.INFO, "worker %s joined from %s pid %s with %d slot(s)",
                         peer_name(wid), msg.host, msg.pid, msg.capacity)
 
+    def _refused(self, wid: bytes, why: str, now_s: float) -> None:
+        """Log a refused registration: the first, then at most one summary a minute."""
+        self._refusals += 1
+        if now_s >= self._refusals_log_s:
+            log.warning("refused to register worker %s: %s%s", peer_name(wid)[:64], why,
+                        f" ({self._refusals} refusals in the last minute)" if self._refusals > 1 else "")
+            self._refusals, self._refusals_log_s = 0, now_s + REFUSAL_LOG_EVERY_S
+
     def _proved(self, worker: WorkerState, proof: str) -> None:
         """A worker's proof that it reads the broker's shared-memory key: tasks by reference go to it
         as they are (to the others, the broker reads the image and sends the bytes)."""
         shared = self.broker.proves(proof, worker.wid)
         if shared != worker.shm:
-            worker.shm = shared
-            self.dispatcher.workers_version += 1  # what is offered to clients, the hot path's kinds
+            self.dispatcher.set_shm(worker, shared)  # what is offered to clients, the hot path's kinds
             if self.broker.lane is not None:
                 self.broker.lane.rekind(worker)
             log.debug("worker %s %s shared memory", peer_name(worker.wid), "reads" if shared else "does not read")

@@ -1,0 +1,116 @@
+"""Throughput beside idle registrations (issue 24, item 3): one peer registers many slot-holding
+workers that declare an operation nobody asks for, and heartbeats them all; a client meanwhile
+runs ``noop`` on a small JPEG through one real local worker. Prints tasks/s with none and with
+the idle ones, and what the broker's INFO says about them.
+
+    PYTHONPATH=$PWD python bench/idle_registrations.py --idle 8000 --seconds 5
+
+Run it from a checkout of any version (it uses only flags every version has).
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import zmq
+
+from engine import Client
+from engine import protocol as P
+
+HEARTBEAT_S = 2.0
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _attacker(back: str, idle: int, ready: mp.Event, stop: mp.Event) -> None:
+    """``idle`` DEALERs, 200 per host name, each with 840 slots of an operation nobody asks for."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    ctx = zmq.Context(io_threads=1)
+    ctx.setsockopt(zmq.MAX_SOCKETS, idle + 100)
+    socks = []
+    for n in range(idle):
+        sock = ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.rcvhwm = 4
+        sock.connect(back)
+        sock.send_multipart(P.encode(P.Ready(capacity=840, host=f"idle-host-{n // 200}",
+                                             ops={"idle_op": {"params": []}})))
+        socks.append(sock)
+    ready.set()
+    while not stop.is_set():
+        started = time.monotonic()
+        for sock in socks:
+            sock.send_multipart(P.encode(P.Heartbeat()), zmq.NOBLOCK)
+            try:
+                while True:
+                    sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                pass
+        stop.wait(max(0.0, HEARTBEAT_S / 2 - (time.monotonic() - started)))
+    ctx.destroy(linger=0)
+
+
+def _rate(front: str, seconds: float, image: bytes) -> float:
+    with Client(front, timeout_s=60) as client:
+        for f in [client.submit(image, "noop") for _ in range(20)]:
+            f.result(60)
+        done, window, end_s = 0, [], time.monotonic() + seconds
+        started = time.monotonic()
+        while time.monotonic() < end_s:
+            while len(window) < 32:
+                window.append(client.submit(image, "noop"))
+            window.pop(0).result(60)
+            done += 1
+        for f in window:
+            f.result(60)
+        return done / (time.monotonic() - started)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--idle", type=int, default=8000, help="idle workers the attacker registers")
+    p.add_argument("--seconds", type=float, default=5.0, help="seconds each throughput run lasts")
+    args = p.parse_args()
+    front, back = f"tcp://127.0.0.1:{_port()}", f"tcp://127.0.0.1:{_port()}"
+    image = cv2.imencode(".jpg", np.full((64, 64, 3), 128, np.uint8))[1].tobytes()
+    broker = subprocess.Popen([sys.executable, "-m", "engine.broker", "--front", front, "--back", back,
+                               "--local-workers", "1", "--cache-mb", "0", "--log-level", "warning"],
+                              env={**os.environ, "ENGINE_NO_SHM": "1"})
+    try:
+        time.sleep(3)
+        base = _rate(front, args.seconds, image)
+        ready, stop = mp.Event(), mp.Event()
+        attacker = mp.Process(target=_attacker, args=(back, args.idle, ready, stop))
+        attacker.start()
+        ready.wait(120)
+        time.sleep(2 * HEARTBEAT_S)
+        with Client(front, timeout_s=30) as client:
+            info = client.info()
+        loaded = _rate(front, args.seconds, image)
+        stop.set()
+        attacker.join(30)
+        free = info.get("slots_free", sum(w.get("free", 0) for w in info.get("workers", [])))
+        print(f"idle registrations tried: {args.idle}; INFO workers_total {info.get('workers_total')}, "
+              f"slots_free {free}, workers_refused {info.get('workers_refused', 'n/a')}")
+        print(f"noop tasks/s: {base:.0f} with none, {loaded:.0f} beside them ({loaded / base:.2f}x)")
+    finally:
+        broker.terminate()
+        broker.wait(30)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

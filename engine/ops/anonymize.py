@@ -14,8 +14,7 @@ import numpy as np
 
 from . import bigblur
 from .base import Param, register
-from .faces import detect_faces, detection_params
-from .imageutil import on_colour
+from .faces import detect_faces, detection_bytes, detection_params
 from .transform import fill_value, parse_colour
 
 BLUR_SIGMA_PER_SIDE = 1 / 6  # Gaussian sigma as a fraction of the hidden rectangle's longer side
@@ -47,7 +46,7 @@ def _hide(region: np.ndarray, method: str, blocks: int, colour: tuple) -> np.nda
                     help="grow each face box by this fraction of its size on every side"),
               Param("blocks", int, 8, min=2, max=64, help="pixelate: blocks across a face's longer side"),
               Param("colour", str, "000000", help="fill: colour, hex RRGGBB"),
-          ], learned=True)
+          ], learned=True, peak_bytes=lambda p, w, h, c: detection_bytes(w, h, c) + w * h * (c + 6))
 def anonymize(image, ctx, *, model, min_score, max_faces, tiles, method, margin, blocks, colour):
     found = detect_faces(image, ctx, model=model, min_score=min_score, max_faces=max_faces, tiles=tiles)
     ctx.meta["anonymized"] = len(found)
@@ -55,14 +54,11 @@ def anonymize(image, ctx, *, model, min_score, max_faces, tiles, method, margin,
         return image
     h, w = image.shape[:2]
     bgra = parse_colour(colour)
-
-    def hide_all(base: np.ndarray) -> np.ndarray:
-        out = base.copy()
-        for face in found:
-            x, y, bw, bh = face["box"]
-            dx, dy = round(bw * margin), round(bh * margin)
-            x0, y0, x1, y1 = max(0, x - dx), max(0, y - dy), min(w, x + bw + dx), min(h, y + bh + dy)
-            out[y0:y1, x0:x1] = _hide(out[y0:y1, x0:x1], method, blocks, bgra)
-        return out
-
-    return on_colour(image, hide_all)
+    out = image.copy()
+    base = out if out.ndim == 2 else out[:, :, :3]  # alpha kept as it was
+    for face in found:  # one after the other: where rectangles overlap, the later one hides the hidden
+        x, y, bw, bh = face["box"]
+        dx, dy = round(bw * margin), round(bh * margin)
+        x0, y0, x1, y1 = max(0, x - dx), max(0, y - dy), min(w, x + bw + dx), min(h, y + bh + dy)
+        base[y0:y1, x0:x1] = _hide(np.ascontiguousarray(base[y0:y1, x0:x1]), method, blocks, bgra)
+    return out

@@ -27,6 +27,9 @@ from .transform import parse_colour
 
 LANDSCAPE_RATIO = 1.4  # width / height from which the landscape model is used
 PERSON_THRESHOLD = 0.5
+# Bytes per pixel at most: the float32 mask at full size and its complement (or its hard
+# cut), the BGR copy, the background, the blend and the output with alpha put back.
+PEAK_BYTES_PER_PX = 24
 
 
 def person_mask(image: np.ndarray, ctx) -> np.ndarray:
@@ -58,7 +61,7 @@ def _check(params: dict) -> None:
               Param("blur", float, 12.0, min=0.5, max=200.0, help="blur: Gaussian sigma in px of the image"),
               Param("colour", str, "ffffff", help="colour: the new background, hex RRGGBB"),
               Param("hard", bool, False, help="cut the mask at 0.5 instead of blending by probability"),
-          ], learned=True)
+          ], learned=True, peak_bytes=lambda p, w, h, c: w * h * PEAK_BYTES_PER_PX)
 def background(image, ctx, *, mode, blur, colour, hard):
     mask = person_mask(image, ctx)
     if hard:

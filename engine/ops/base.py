@@ -25,6 +25,15 @@ An operation may also tell the planner about itself (see ``planner.py``):
 - ``lut(params)``: a 256-entry uint8 table equivalent to the operation, so adjacent
   table operations fuse into one pass;
 - ``check(params)``: cross-parameter validation, run when a pipeline is parsed.
+
+And about its memory (``runner.py`` checks it against the worker's budget before the step runs):
+
+- ``peak_bytes(params, width, height, channels)``: the most bytes the step allocates for an
+  input of that shape (its output and every intermediate, not the input itself). Without
+  it the runner assumes ``DEFAULT_PEAK_FACTOR`` colour images of the output's size; an
+  operation that needs more (float planes, colour conversions of grey input, fixed
+  tables) must declare it. ``tests/test_hardening_ops_memory.py`` holds every operation
+  to its figure by measuring a pool process's peak RSS.
 """
 from __future__ import annotations
 
@@ -38,9 +47,11 @@ import numpy as np
 
 from ..errors import ImageError, ImageTooLarge
 from ..pipeline_syntax import bind, coerce
-from .codec import MAX_PIXELS
+from .codec import MAX_MEMORY_BYTES, MAX_PIXELS
 
 REQUIRED = object()
+# Without a peak_bytes hint: this many colour (3-channel) images the size of the output.
+DEFAULT_PEAK_FACTOR = 2
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,8 @@ class Context:
     meta: dict = field(default_factory=dict)
     cache: dict = field(default_factory=dict)  # per-process warm state (cascades, tables)
     max_pixels: int = MAX_PIXELS  # no step may produce a larger image (run() passes its limit)
+    max_memory_bytes: int = MAX_MEMORY_BYTES  # what one task may hold at once (run() passes its limit)
+    held_bytes: int = 0  # held for the whole task meanwhile (the encoded input)
 
     def warm(self, key: tuple, make: Callable[[], Any], *, keep: int = 64) -> Any:
         """Per-process state for ``key`` (a tuple whose first item names its kind), made
@@ -109,6 +122,16 @@ class Context:
             raise ImageTooLarge(f"{op} would make a {width}x{height} image "
                                 f"({width * height / 1e6:.1f} MP); the limit is {self.max_pixels / 1e6:.1f} MP")
 
+    def check_memory(self, what: str, need: int) -> None:
+        """Refuse, before allocating, a step that would take the task over its memory budget:
+        ``need`` bytes on top of what the task holds meanwhile (``held_bytes``)."""
+        total = self.held_bytes + need
+        if total > self.max_memory_bytes:
+            raise ImageTooLarge(f"{what} would need about {total / 2**20:.0f} MiB at once; this worker's memory "
+                                f"budget per task is {self.max_memory_bytes / 2**20:.0f} MiB (worker flag "
+                                "--memory-budget-mb, ENGINE_MEMORY_BUDGET_MB): send a smaller image, resize it "
+                                "earlier in the pipeline (a JPEG is then decoded already scaled), or raise the budget")
+
 
 @dataclass(frozen=True)
 class Operation:
@@ -128,6 +151,7 @@ class Operation:
     lut: Callable[[dict], np.ndarray] | None = None
     check: Callable[[dict], None] | None = None
     learned: bool = False  # runs a model that ``warm_up`` loads: not offered where loading failed
+    peak_bytes: Callable[[dict, int, int, int], int] | None = None
 
     def bind(self, raw: dict[str, Any]) -> dict[str, Any]:
         """Checked, complete keyword arguments from user-given ones (strings or typed)."""
@@ -135,6 +159,23 @@ class Operation:
         if self.check is not None:
             self.check(out)
         return out
+
+    def need(self, params: dict[str, Any], image: np.ndarray, ctx: Context) -> int:
+        """Bytes this step holds at its peak on ``image``: the input and what it allocates
+        (``peak_bytes``, or the default). A declared output size is checked against the pixel
+        limit first (the more useful refusal)."""
+        h, w = image.shape[:2]
+        channels = 1 if image.ndim == 2 else image.shape[2]
+        if self.kind == "format":
+            made = 0  # it only chooses the encoding (which comes after every step)
+        elif self.peak_bytes is not None:
+            made = self.peak_bytes(params, w, h, channels)
+        else:
+            out_w, out_h = self.shrink(params, w, h) if self.shrink is not None else (w, h)
+            made = DEFAULT_PEAK_FACTOR * out_w * out_h * max(channels, 3)
+        if self.shrink is not None:
+            ctx.check_size(self.name, *self.shrink(params, w, h))
+        return held_bytes(image) + int(made)
 
     def __call__(self, image: np.ndarray, ctx: Context, params: dict[str, Any]) -> np.ndarray:
         started = time.perf_counter()
@@ -155,6 +196,14 @@ class Operation:
                 "params": [p.describe() for p in self.params]}
 
 
+def held_bytes(image: np.ndarray) -> int:
+    """Bytes an image keeps alive: a view (a crop) holds all of the array it was cut from."""
+    root = image
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    return max(image.nbytes, root.nbytes)
+
+
 REGISTRY: dict[str, Operation] = {}
 
 
@@ -163,7 +212,7 @@ def register(name: str, *, help: str, params: list[Param] | tuple[Param, ...] = 
     """Decorator: add the function to the registry under ``name``.
 
     ``hints`` are the planner's keyword fields of ``Operation`` (makes_grey, geometric,
-    shrink, noop, lut, check) and ``learned``.
+    shrink, noop, lut, check), ``learned`` and ``peak_bytes``.
     """
 
     def deco(fn: Callable) -> Callable:

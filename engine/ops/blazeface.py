@@ -96,11 +96,11 @@ class Face:
 def letterbox(image: np.ndarray, size_px: int) -> tuple[np.ndarray, float, int, int]:
     """The image fitted into a size x size RGB float tensor in [-1, 1], zero (black)
     border; returns the tensor, the scale and the left/top padding in tensor pixels."""
-    bgr = to_bgr(image)
-    h, w = bgr.shape[:2]
+    h, w = image.shape[:2]
     scale = size_px / max(h, w)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    small = cv2.resize(bgr, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    # Resized first, then made BGR: the same pixels, without a colour copy of a large image.
+    small = to_bgr(cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR))
     pad_x, pad_y = (size_px - nw) // 2, (size_px - nh) // 2
     canvas = np.zeros((size_px, size_px, 3), np.uint8)
     canvas[pad_y:pad_y + nh, pad_x:pad_x + nw] = small

@@ -27,6 +27,11 @@ MAX_PIXELS = 64_000_000
 MAX_INPUT_BYTES = 64 * 1024 * 1024
 # 64 MP of 16-bit RGBA, or of a progressive 4:2:0 colour JPEG (output + coefficients).
 MAX_DECODED_BYTES = 512 * 1024 * 1024
+# What one task may hold at once (input bytes, decoded image, a step's intermediates and output;
+# checked before decoding and before each step): a Raspberry Pi 4 (4 GiB, 4 cores, so 4 pool
+# processes of ~100 MiB each with the models) holds four at once with ~1.4 GiB to spare, and a
+# 64 MP colour image (192 MB) fits through a step with its output.
+MAX_MEMORY_BYTES = 512 * 1024 * 1024
 ACCEPTED = "JPEG, PNG, WebP, BMP and TIFF (still, single-image, classic TIFF; not BigTIFF)"
 # The longest side each output format's encoder takes, in px: libjpeg-turbo's JPEG_MAX_DIMENSION,
 # libwebp's WEBP_MAX_DIMENSION, and libpng's default user limit (OpenCV keeps it when writing).
@@ -48,6 +53,7 @@ class Limits:
     max_pixels: int = MAX_PIXELS
     max_input_bytes: int = MAX_INPUT_BYTES
     max_decoded_bytes: int = MAX_DECODED_BYTES
+    max_memory_bytes: int = MAX_MEMORY_BYTES
 
 
 def sniff(data) -> str | None:

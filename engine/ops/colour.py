@@ -1,11 +1,11 @@
-"""sepia and hsv: colour toning (grey input is made colour first; alpha kept)."""
+"""sepia and hsv: colour toning (grey input is made colour first; alpha kept), tile by tile."""
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
 from .base import Param, register
-from .imageutil import on_bgr
+from .imageutil import tiled, tiled_bytes
 
 # The classic sepia matrix, rows and columns in OpenCV's B, G, R order.
 SEPIA_BGR = np.array([[0.131, 0.534, 0.272],
@@ -16,10 +16,10 @@ SEPIA_BGR = np.array([[0.131, 0.534, 0.272],
 @register("sepia", help="sepia toning (the classic matrix), mixed with the original by strength",
           noop=lambda p: p["strength"] == 0, params=[
               Param("strength", float, 1.0, min=0, max=1, help="0: unchanged, 1: full sepia"),
-          ])
+          ], peak_bytes=lambda p, w, h, c: tiled_bytes(w, h, c, 6, bgr=True))
 def sepia(image, ctx, *, strength):
     matrix = (1 - strength) * np.eye(3, dtype=np.float32) + strength * SEPIA_BGR
-    return on_bgr(image, lambda bgr: cv2.transform(bgr, matrix))
+    return tiled(image, lambda bgr: cv2.transform(bgr, matrix), bgr=True)
 
 
 def _hsv_tables(hue: float, saturation: float, value: float) -> tuple[np.ndarray, ...]:
@@ -35,7 +35,7 @@ def _hsv_tables(hue: float, saturation: float, value: float) -> tuple[np.ndarray
               Param("hue", float, 0.0, min=-360, max=360, help="hue rotation in degrees"),
               Param("saturation", float, 1.0, min=0, max=10, help="saturation factor (0: grey, 1: unchanged)"),
               Param("value", float, 1.0, min=0, max=10, help="value (brightness) factor"),
-          ])
+          ], peak_bytes=lambda p, w, h, c: tiled_bytes(w, h, c, 18, bgr=True))
 def hsv(image, ctx, *, hue, saturation, value):
     key = ("hsv", hue, saturation, value)
     tables = ctx.warm(key, lambda: _hsv_tables(hue, saturation, value))
@@ -44,4 +44,4 @@ def hsv(image, ctx, *, hue, saturation, value):
         planes = cv2.split(cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV_FULL))
         planes = [cv2.LUT(p, t) for p, t in zip(planes, tables)]
         return cv2.cvtColor(cv2.merge(planes), cv2.COLOR_HSV2BGR_FULL)
-    return on_bgr(image, adjust)
+    return tiled(image, adjust, bgr=True)

@@ -88,9 +88,15 @@ DRAW_PARAMS = [
 ]
 
 
+def detection_bytes(w: int, h: int, channels: int) -> int:
+    """What detecting holds beyond the model's own tensors: a crop or the image made BGR and
+    resized (only a BGR input's crops are used in place)."""
+    return 0 if channels == 3 else w * h * 3
+
+
 @register("faces", help="detect faces (learned: MediaPipe BlazeFace); draw boxes; return boxes, scores "
                         "and 6 keypoints as 'faces'", check=_check, params=detection_params(tiles=1) + DRAW_PARAMS,
-          learned=True)
+          learned=True, peak_bytes=lambda p, w, h, c: detection_bytes(w, h, c) + (w * h * c if p["draw"] else 0))
 def faces(image, ctx, *, model, min_score, max_faces, tiles, draw, colour, thickness):
     found = detect_faces(image, ctx, model=model, min_score=min_score, max_faces=max_faces, tiles=tiles)
     return draw_boxes(image, [f["box"] for f in found], colour, thickness) if draw else image
@@ -101,8 +107,16 @@ def cascade(ctx) -> Cascade:
     return ctx.warm(CACHE_KEY, Cascade.load, keep=1)
 
 
+def _haar_bytes(params: dict, w: int, h: int, channels: int) -> int:
+    """The grey copy, the copy boxes are drawn on, and the detector's work at its size."""
+    shrink = max(1.0, max(h, w) / DETECT_MAX_SIDE_PX)
+    fits = min(h, w) / shrink >= WINDOW_PX  # else no detection window fits: nothing is detected
+    work = Cascade.work_bytes(round(w / shrink) * round(h / shrink)) if fits else 0
+    return (0 if channels == 1 else w * h) + (w * h * channels if params["draw"] else 0) + work
+
+
 @register("faces_haar", help="fallback: frontal faces with the old Haar cascade (no scores, no keypoints, slow)",
-          check=_check, params=[
+          check=_check, peak_bytes=_haar_bytes, params=[
               Param("scale_factor", float, 1.1, min=1.01, max=2.0, help="size step between detection scales"),
               Param("min_neighbors", int, 3, min=0, max=50, help="overlapping hits needed to keep a face"),
               Param("min_size", int, 30, min=24, max=4096, help="smallest face side in px of the input"),

@@ -3,6 +3,7 @@ from .base import register
 from .imageutil import to_grey
 
 
-@register("grayscale", help="convert to single-channel grey (BT.601 luma)", makes_grey=True)
+@register("grayscale", help="convert to single-channel grey (BT.601 luma)", makes_grey=True,
+          peak_bytes=lambda p, w, h, c: 0 if c == 1 else w * h)
 def grayscale(image, ctx):
     return to_grey(image)

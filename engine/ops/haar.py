@@ -23,6 +23,11 @@ DATA_DIR = Path(__file__).with_name("data")
 FRONTAL_FACE = DATA_DIR / "haarcascade_frontalface_default.xml.gz"
 GROUP_EPS = 0.2
 MAX_RAW_HITS = 4000  # grouping compares every pair: beyond this, an even subsample is grouped
+# Memory is bounded by evaluating windows, and comparing boxes, a block at a time: a stage
+# gathers (windows x corners) doubles, and its corners and features are at most ~550 and ~210.
+WINDOW_BLOCK = 1024
+WINDOW_BYTES = 12_500  # per window of a block, in the largest stage
+GROUP_BLOCK = 64  # boxes compared with all the others at once (float64 temporaries)
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,14 @@ class Cascade:
                                       sel[:, :, 4].copy(), np.array(thr), np.array(leaves)))
         return cls(int(node.findtext("width")), int(node.findtext("height")), tuple(stages))
 
+    @staticmethod
+    def work_bytes(pixels: int) -> int:
+        """The most ``detect`` holds for a grey image of ``pixels``: two float64 integral
+        images, every window's start and its box (all levels: ~1.4x the first), a block
+        of windows in a stage, and the grouping's pairwise matrix and block."""
+        return (pixels * (16 + 2 * 8 + 2 * 32) + WINDOW_BLOCK * WINDOW_BYTES + MAX_RAW_HITS ** 2
+                + GROUP_BLOCK * MAX_RAW_HITS * 8 * 6)
+
     def _windows_at(self, small: np.ndarray, step: int) -> np.ndarray:
         """Top-left (x, y) of the windows at this level that pass every stage."""
         sh, sw = small.shape
@@ -92,7 +105,14 @@ class Cascade:
         stride = sw + 1
         flat, flat_sq = total.ravel(), squares.ravel()
         ys, xs = np.mgrid[0:sh - self.height:step, 0:sw - self.width:step]
-        base = (ys * stride + xs).ravel()
+        starts = (ys * stride + xs).ravel()
+        del ys, xs
+        base = np.concatenate([self._passing(flat, flat_sq, stride, starts[i:i + WINDOW_BLOCK])
+                               for i in range(0, len(starts), WINDOW_BLOCK)] or [starts])
+        return np.stack([base % stride, base // stride], axis=1)
+
+    def _passing(self, flat: np.ndarray, flat_sq: np.ndarray, stride: int, base: np.ndarray) -> np.ndarray:
+        """The window starts of ``base`` (offsets in the integral image) that pass every stage."""
         # Variance normalisation over the window less a 1 px border, as OpenCV does.
         nw, nh = self.width - 2, self.height - 2
         corners = np.array([stride + 1, stride + 1 + nw, (nh + 1) * stride + 1, (nh + 1) * stride + 1 + nw])
@@ -113,13 +133,13 @@ class Cascade:
             score = np.where(feature < st.node_thresholds, st.leaves[:, 0], st.leaves[:, 1]).sum(axis=1)
             passed = score >= st.threshold
             base, norm = base[passed], norm[passed]
-        return np.stack([base % stride, base // stride], axis=1)
+        return base
 
     def detect(self, grey: np.ndarray, *, scale_factor: float = 1.1, min_neighbors: int = 3,
                min_size: int = 30) -> list[tuple[int, int, int, int]]:
         """Boxes (x, y, w, h) found in a uint8 grey image, like ``detectMultiScale``."""
         h, w = grey.shape
-        hits = []
+        hits = []  # per level, an array of boxes (x, y, w, h)
         factor = 1.0
         while True:
             sw, sh = round(w / factor), round(h / factor)
@@ -128,27 +148,31 @@ class Cascade:
                 break
             if win[0] >= min_size and win[1] >= min_size:
                 small = cv2.resize(grey, (sw, sh), interpolation=cv2.INTER_LINEAR_EXACT)
-                for x, y in self._windows_at(small, 1 if factor > 2 else 2):
-                    hits.append((round(x * factor), round(y * factor), *win))
+                corners = np.rint(self._windows_at(small, 1 if factor > 2 else 2) * factor)
+                hits.append(np.column_stack([corners, np.broadcast_to(win, corners.shape)]))
             factor *= scale_factor
-        return group_rectangles(hits, min_neighbors, GROUP_EPS)
+        return group_rectangles(np.concatenate(hits) if hits else [], min_neighbors, GROUP_EPS)
 
 
 def group_rectangles(rects: list, threshold: int, eps: float) -> list[tuple[int, int, int, int]]:
     """Cluster similar boxes, keep clusters of more than ``threshold``, drop boxes nested
     in a stronger cluster (OpenCV's ``groupRectangles``)."""
-    if not rects:
+    if not len(rects):
         return []
     r = np.array(rects, dtype=np.float64)
     if len(r) > MAX_RAW_HITS:
         r = r[np.linspace(0, len(r) - 1, MAX_RAW_HITS).astype(int)]
     x, y, w, h = r.T
-    delta = eps * (np.minimum(w[:, None], w) + np.minimum(h[:, None], h)) * 0.5
-    similar = ((np.abs(x[:, None] - x) <= delta) & (np.abs(y[:, None] - y) <= delta)
-               & (np.abs((x + w)[:, None] - (x + w)) <= delta) & (np.abs((y + h)[:, None] - (y + h)) <= delta))
-    labels = np.arange(len(r))
+    n = len(r)
+    blocks = [slice(i, i + GROUP_BLOCK) for i in range(0, n, GROUP_BLOCK)]
+    similar = np.empty((n, n), bool)
+    for b in blocks:
+        delta = eps * (np.minimum(w[b, None], w) + np.minimum(h[b, None], h)) * 0.5
+        similar[b] = ((np.abs(x[b, None] - x) <= delta) & (np.abs(y[b, None] - y) <= delta)
+                      & (np.abs((x + w)[b, None] - (x + w)) <= delta) & (np.abs((y + h)[b, None] - (y + h)) <= delta))
+    labels = np.arange(n)
     while True:  # connected components by propagating the smallest label
-        new = np.where(similar, labels[None, :], len(r)).min(axis=1)
+        new = np.concatenate([np.where(similar[b], labels[None, :], n).min(axis=1) for b in blocks])
         new = new[new]
         if np.array_equal(new, labels):
             break

@@ -37,6 +37,7 @@ class Header:
     orientation: int = 1  # EXIF orientation, 1-8 (1: as stored)
     grey: bool = False    # stored as one channel (only known for JPEG; others decode as stored)
     decoded_bytes: int = 0  # what decoding allocates at most (0: not estimated)
+    in_place: bool = False  # decoded straight into its result (simplejpeg), not by OpenCV
 
     @property
     def swaps_sides(self) -> bool:
@@ -46,6 +47,24 @@ class Header:
     @property
     def display_size(self) -> tuple[int, int]:
         return (self.height, self.width) if self.swaps_sides else (self.width, self.height)
+
+    def peak_bytes(self, *, grey: bool = False, scaled: bool = False) -> int:
+        """The most decoding holds at once (``grey``, ``scaled``: as the planner asks a JPEG
+        to be decoded; scaled is at least 2x smaller on each side). simplejpeg decodes into
+        its result (with the coefficients of a multi-scan JPEG, and libjpeg's row buffers);
+        a turned image is copied. OpenCV's decoders hold a buffer of the image besides the
+        result (measured: 2.0-2.04x the decoded bytes for PNG, BMP and TIFF, 1.75x for WebP),
+        which the 8-bit conversion or the turn that may follow fit in; a CMYK JPEG's fourth
+        channel and a grey + alpha TIFF made BGRA need a little more."""
+        pixels = self.width * self.height
+        decoded = self.decoded_bytes or pixels * 4
+        if self.in_place:
+            full = pixels * (1 if self.grey else 3)
+            shown = -(-self.width // 2) * -(-self.height // 2) if scaled else pixels
+            output = shown * (1 if grey or self.grey else 3)
+            held = output + max(0, decoded - full)  # the coefficients are the whole image's however it is scaled
+            return held + held // 8 + (output if self.orientation > 1 else 0)
+        return 2 * decoded + decoded // 16 + (pixels * 4 if self.format in ("jpeg", "tiff") else 0)
 
 
 def _corrupt(fmt: str, what: str) -> ImageError:
@@ -69,7 +88,9 @@ def _jpeg(data) -> Header:
     grey = colourspace == "Gray"
     output = width * height * (1 if grey else 3)
     orientation = _orientation(info.exif) if info.exif is not None else 1
-    return Header("jpeg", width, height, orientation, grey=grey, decoded_bytes=output + info.coefficient_bytes)
+    in_place = colourspace not in ("CMYK", "YCCK") and not info.arithmetic  # else codec falls back to OpenCV
+    return Header("jpeg", width, height, orientation, grey=grey, decoded_bytes=output + info.coefficient_bytes,
+                  in_place=in_place)
 
 
 # PNG colour types: channels decoded (grey + alpha becomes BGRA; any tRNS adds alpha).

@@ -28,6 +28,7 @@ MAX_SCANS = 100
 MAX_MARKERS = 4096
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # frame headers (not DHT, JPG, DAC)
 _PROGRESSIVE = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
+_ARITHMETIC = frozenset({0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 _STANDALONE = frozenset(range(0xD0, 0xD8)) | {0x01}      # RSTn and TEM carry no length
 # In entropy-coded data: 0xFF 0x00 is a stuffed byte, 0xFF 0xD0-D7 a restart, 0xFF 0xFF fill.
 _NEXT_IN_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
@@ -42,6 +43,7 @@ class JpegInfo:
     scans: int
     coefficient_bytes: int  # the whole-image coefficient buffer a multi-scan decode needs (else 0)
     exif: bytes | None      # the first APP1 Exif block before the first scan, without its prefix
+    arithmetic: bool = False  # arithmetic-coded (simplejpeg cannot decode it: OpenCV does)
 
 
 def _refuse(why: str) -> ImageError:
@@ -75,7 +77,7 @@ def _ceil(a: int, b: int) -> int:
 def walk(data) -> JpegInfo:
     """Frame size, scan count and EXIF block of a JPEG, refusing what costs too much."""
     size = len(data)
-    at, frames, scans, exif, progressive = 2, [], 0, None, False
+    at, frames, scans, exif, progressive, arithmetic = 2, [], 0, None, False, False
     for _ in range(MAX_MARKERS):
         if at + 2 > size:
             break  # truncated: libjpeg decodes what there is
@@ -98,6 +100,7 @@ def walk(data) -> JpegInfo:
         if marker in _SOF:
             frames.append(_frame(data, at, length))
             progressive = progressive or marker in _PROGRESSIVE
+            arithmetic = arithmetic or marker in _ARITHMETIC
         elif marker == 0xDA:
             scans += 1
             if scans > MAX_SCANS:
@@ -116,4 +119,4 @@ def walk(data) -> JpegInfo:
     width, height, sampling = frames[0]
     multi_scan = progressive or scans > 1
     return JpegInfo(width, height, len(sampling), scans,
-                    _coefficients(width, height, sampling) if multi_scan else 0, exif)
+                    _coefficients(width, height, sampling) if multi_scan else 0, exif, arithmetic)

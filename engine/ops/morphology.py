@@ -1,9 +1,11 @@
-"""erode, dilate, open and close: morphology with a rectangle, ellipse or cross."""
+"""erode, dilate, open and close: morphology with a rectangle, ellipse or cross, tile by tile
+(a tile's context is as far as the iterations reach, so the result is the whole image's)."""
 from __future__ import annotations
 
 import cv2
 
 from .base import Param, register
+from .imageutil import map_tiles, tiled_bytes
 
 _SHAPES = {"rect": cv2.MORPH_RECT, "ellipse": cv2.MORPH_ELLIPSE, "cross": cv2.MORPH_CROSS}
 _PARAMS = [
@@ -20,9 +22,17 @@ def kernel(ctx, shape: str, size: int):
 
 
 def _register(name: str, morph: int, help: str) -> None:
-    @register(name, help=help, params=_PARAMS, noop=lambda p: p["size"] == 1)
+    passes = 2 if morph in (cv2.MORPH_OPEN, cv2.MORPH_CLOSE) else 1  # an erosion and a dilation
+
+    def reach(size: int, iterations: int) -> int:
+        return passes * iterations * (size // 2)
+
+    @register(name, help=help, params=_PARAMS, noop=lambda p: p["size"] == 1,
+              peak_bytes=lambda p, w, h, c: tiled_bytes(w, h, c, 3 * c, reach=reach(p["size"], p["iterations"])))
     def apply(image, ctx, *, size, shape, iterations):
-        return cv2.morphologyEx(image, morph, kernel(ctx, shape, size), iterations=iterations)
+        element = kernel(ctx, shape, size)
+        return map_tiles(image, lambda part: cv2.morphologyEx(part, morph, element, iterations=iterations),
+                         reach=reach(size, iterations))
 
 
 _register("erode", cv2.MORPH_ERODE, "erode: shrink bright regions (local minimum)")

@@ -23,7 +23,7 @@ import numpy as np
 
 from .base import Operation
 from .headers import Header
-from .imageutil import lut_apply
+from .imageutil import lut_apply, lut_bytes
 from .pipeline import Step
 
 DCT_MIN_SHRINK = 2.0  # only decode scaled when the first resize shrinks at least this much
@@ -51,7 +51,7 @@ def _fuse(run: list[Step]) -> Step:
     def apply(image, ctx):
         return lut_apply(image, ctx.warm(key, lambda: _compose(run), keep=256))
 
-    op = Operation(name=f"lut({names})", fn=apply, params=(), help=f"fused tables: {names}")
+    op = Operation(name=f"lut({names})", fn=apply, params=(), help=f"fused tables: {names}", peak_bytes=lut_bytes)
     return Step(op, {})
 
 

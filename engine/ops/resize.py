@@ -55,6 +55,11 @@ def _scaled_size(params: dict, width: int, height: int) -> tuple[int, int]:
     return target_size(params, width, height)[:2]
 
 
+def _resize_bytes(params: dict, width: int, height: int, channels: int) -> int:
+    sw, sh = _scaled_size(params, width, height)
+    return sw * sh * channels  # the crop of ``fill`` is a view of it
+
+
 def scale_image(image, ctx, op: str, sw: int, sh: int, fw: int, fh: int, interpolation: str):
     """Resize to sw x sh and centre-crop to fw x fh; the one resizing path for both ops."""
     h, w = image.shape[:2]
@@ -70,7 +75,7 @@ def scale_image(image, ctx, op: str, sw: int, sh: int, fw: int, fh: int, interpo
 
 
 @register("resize", help="resize: fit inside, fill and crop, or stretch to width x height",
-          geometric=True, shrink=_scaled_size, check=_check, params=[
+          geometric=True, shrink=_scaled_size, check=_check, peak_bytes=_resize_bytes, params=[
               Param("width", int, 0, min=0, max=MAX_SIDE_PX, help="target width in px (0: follow aspect)"),
               Param("height", int, 0, min=0, max=MAX_SIDE_PX, help="target height in px (0: follow aspect)"),
               Param("mode", str, "fit", choices=("fit", "fill", "exact"),
@@ -94,7 +99,8 @@ def _thumb_size(params: dict, width: int, height: int) -> tuple[int, int]:
 
 
 @register("thumbnail", help="shrink to fit a size x size box (never enlarges); square crops to fill it",
-          geometric=True, shrink=_thumb_size, params=[
+          geometric=True, shrink=_thumb_size, peak_bytes=lambda p, w, h, c: _resize_bytes(
+              _thumb_params(p["size"], p["square"]), w, h, c), params=[
               Param("size", int, 256, min=1, max=4096, help="longest side of the box in px"),
               Param("square", bool, False, help="fill the square box, cropping the overflow"),
           ])

@@ -34,13 +34,18 @@ def run(data, pipeline: str | list | list[Step], *, limits: codec.Limits = codec
     chosen = make_plan(list(steps), header) if plan else Plan(list(steps))
     if plan and not chosen.steps and header.format == "jpeg":  # (JPEG headers tell the channels)
         return _unchanged(data, header, started)
+    ctx = Context(output_format=header.format if header.format in _KEEP_FORMATS else "png",
+                  cache={} if cache is None else cache, max_pixels=limits.max_pixels,
+                  max_memory_bytes=limits.max_memory_bytes, held_bytes=len(data))
+    ctx.check_memory(f"decoding this {header.width}x{header.height} {header.format.upper()} image",
+                     header.peak_bytes(grey=chosen.grey, scaled=chosen.min_size is not None))
     image, in_fmt = codec.decode(data, grey=chosen.grey, limits=limits, header=header,
                                  min_size=chosen.min_size)
     decoded = time.perf_counter()
-    ctx = Context(output_format=in_fmt if in_fmt in _KEEP_FORMATS else "png",
-                  cache={} if cache is None else cache, max_pixels=limits.max_pixels)
     ctx.quality = 3 if ctx.output_format == "png" else 90
-    for step in chosen.steps:
+    for number, step in enumerate(chosen.steps, 1):
+        h, w = image.shape[:2]
+        ctx.check_memory(f"step {number} ({step.op.name}) on a {w}x{h} image", step.op.need(step.params, image, ctx))
         image = step.op(image, ctx, step.params)
     processed = time.perf_counter()
     out = b"" if ctx.output_format == "json" else codec.encode(image, ctx.output_format, ctx.quality, ctx.jpeg_subsampling)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import Param, register
-from .imageutil import lut_apply
+from .imageutil import lut_apply, lut_bytes
 
 _VALUES = np.arange(256, dtype=np.float64)
 
@@ -26,7 +26,8 @@ def _invert_lut(params: dict) -> np.ndarray:
     return (255 - _VALUES).astype(np.uint8)
 
 
-@register("invert", help="negative: every value v becomes 255 - v (alpha kept)", lut=_invert_lut)
+@register("invert", help="negative: every value v becomes 255 - v (alpha kept)", lut=_invert_lut,
+          peak_bytes=lut_bytes)
 def invert(image, ctx):
     return lut_apply(image, cached_table(ctx, "invert", {}, _invert_lut))
 
@@ -35,7 +36,7 @@ def _brightness_lut(params: dict) -> np.ndarray:
     return _table(params["contrast"] * (_VALUES - 127.5) + 127.5 + params["brightness"])
 
 
-@register("brightness", help="add brightness and scale contrast around mid-grey", lut=_brightness_lut,
+@register("brightness", help="add brightness and scale contrast around mid-grey", lut=_brightness_lut, peak_bytes=lut_bytes,
           noop=lambda p: p["brightness"] == 0 and p["contrast"] == 1, params=[
               Param("brightness", float, 0.0, min=-255, max=255, help="added to every value"),
               Param("contrast", float, 1.0, min=0, max=10, help="factor around 127.5 (1: unchanged)"),
@@ -49,6 +50,7 @@ def _gamma_lut(params: dict) -> np.ndarray:
 
 
 @register("gamma", help="gamma correction: out = 255 * (v/255)^(1/gamma); >1 brightens", lut=_gamma_lut,
+          peak_bytes=lut_bytes,
           noop=lambda p: p["gamma"] == 1, params=[
               Param("gamma", float, 1.0, min=0.05, max=10, help="gamma (1: unchanged)"),
           ])

@@ -50,6 +50,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     flag(p, "--max-decoded-mb", env="ENGINE_MAX_DECODED_MB", default=C.MAX_DECODED_BYTES // 2**20,
          type=positive_int, help="largest decoded image accepted, in MiB: pixels x channels x bytes per sample "
                                  "(and a progressive JPEG's coefficients), estimated from the header")
+    flag(p, "--memory-budget-mb", env="ENGINE_MEMORY_BUDGET_MB", default=C.MAX_MEMORY_BYTES // 2**20,
+         type=positive_int,
+         help="most memory one task may hold at once in a pool process, in MiB: its input, the decoded image, "
+              "and one step's intermediates and output, estimated from the image's shape and the step's "
+              "parameters before decoding and before each step; a task over it is refused as image_too_large "
+              "naming the step. The default fits a Raspberry Pi 4 (4 GiB, 4 cores): 4 pool processes of "
+              "~100 MiB with the models, each holding 512 MiB, leave ~1.4 GiB for the system, the broker and "
+              "the page cache; and a 64 MP colour image (192 MB) goes through a step with its output. "
+              "Per process: multiply by --processes for the host")
     flag(p, "--key", env=ENV_WORKER_KEY, default="",
          help="CURVE: this worker's secret key file (python -m engine.keys new NAME); the broker must list "
               "its public key under workers/ (empty: plaintext)")
@@ -72,7 +81,8 @@ def main(argv=None) -> int:
                             heartbeat_interval_s=args.heartbeat_interval_s, task_timeout_s=args.task_timeout_s,
                             drain_timeout_s=args.drain_timeout_s, max_pixels=args.max_pixels,
                             max_input_bytes=args.max_input_mb * 2**20,
-                            max_decoded_bytes=args.max_decoded_mb * 2**20, learned=args.learned)
+                            max_decoded_bytes=args.max_decoded_mb * 2**20,
+                            max_memory_bytes=args.memory_budget_mb * 2**20, learned=args.learned)
     supervisor = Supervisor(config)
     try:
         server = metrics.start(supervisor.metrics.registry, args.metrics_listen)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ..ops.codec import MAX_DECODED_BYTES, MAX_INPUT_BYTES, MAX_PIXELS, Limits
+from ..ops.codec import MAX_DECODED_BYTES, MAX_INPUT_BYTES, MAX_MEMORY_BYTES, MAX_PIXELS, Limits
 from ..security import PeerKeys
 
 CONNECT = "tcp://127.0.0.1:5556"
@@ -33,14 +33,15 @@ class WorkerConfig:
     max_pixels: int = MAX_PIXELS
     max_input_bytes: int = MAX_INPUT_BYTES
     max_decoded_bytes: int = MAX_DECODED_BYTES
+    max_memory_bytes: int = MAX_MEMORY_BYTES  # what one task may hold at once (see codec.MAX_MEMORY_BYTES)
     curve: PeerKeys | None = None  # this worker's key pair and the broker's public key (None: plaintext)
     learned: bool = True  # load the learned models in each pool process and offer their operations
 
     @property
     def limits(self) -> Limits:
-        """What a pool process checks in an image's header before decoding it."""
+        """What a pool process checks in an image's header before decoding it, and before each step."""
         return Limits(max_pixels=self.max_pixels, max_input_bytes=self.max_input_bytes,
-                      max_decoded_bytes=self.max_decoded_bytes)
+                      max_decoded_bytes=self.max_decoded_bytes, max_memory_bytes=self.max_memory_bytes)
 
     @property
     def slots_per_process(self) -> int:

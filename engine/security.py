@@ -40,6 +40,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
 from .errors import ConfigError
+from .logbound import LogBound
 
 log = logging.getLogger("engine.security")
 
@@ -50,8 +51,6 @@ BROKER_NAME = "broker"
 PUBLIC_SUFFIX = ".key"
 SECRET_SUFFIX = ".key_secret"
 RECHECK_S = 1.0  # an allow-list folder is looked at (one stat) at most this often
-REFUSAL_LOG_EVERY_S = 60  # the broker logs a refused key at most this often
-REFUSAL_LOG_KEYS = 1024  # refused keys remembered for that
 
 # Environment variables (each command line also has a flag for them).
 ENV_KEYS_DIR = "ENGINE_KEYS_DIR"  # broker: the folder laid out as above
@@ -197,7 +196,9 @@ class AllowList:
         self._stamp: int | None = None
         self._checked_s = 0.0
         self._lock = threading.Lock()  # the ZAP thread and the broker thread both read it
-        self._refusals_logged_s: dict[bytes, float] = {}  # ZAP thread only: key -> when last logged
+        # Refused peers retry, and anyone can knock with a fresh key each time: a line per key at
+        # most, a few a minute in all, then a summary with the counts (engine/logbound.py).
+        self.refusals = LogBound(log, f"refused {domain} connections")
         self.refresh(force=True)
 
     def refresh(self, *, force: bool = False) -> dict[bytes, str]:
@@ -241,21 +242,9 @@ class AllowList:
     # pyzmq's configure_curve_callback interface (called in the ZAP thread)
     def callback(self, domain: str, key: bytes) -> bool:
         name = self.name_of(key)
-        if name is None and self._log_refusal_now(key):
-            log.warning("refused a %s connection: key %s is not in %s (logged at most every %d s per key)",
-                        domain, key.decode(), self.folder, REFUSAL_LOG_EVERY_S)
+        if name is None:
+            self.refusals.log(key, "refused a %s connection: key %s is not in %s", domain, key.decode(), self.folder)
         return name is not None
-
-    def _log_refusal_now(self, key: bytes) -> bool:
-        """Refused peers retry, and anyone can knock: one line per key per REFUSAL_LOG_EVERY_S,
-        remembering at most REFUSAL_LOG_KEYS keys, so a stranger cannot fill the disk."""
-        now_s = time.monotonic()
-        if now_s - self._refusals_logged_s.get(key, -float("inf")) < REFUSAL_LOG_EVERY_S:
-            return False
-        if len(self._refusals_logged_s) >= REFUSAL_LOG_KEYS:
-            self._refusals_logged_s.clear()
-        self._refusals_logged_s[key] = now_s
-        return True
 
 
 class CurveServer:
@@ -305,6 +294,10 @@ class CurveServer:
     def describe(self) -> dict:
         return {"curve": True, "broker_key": self.public.decode(),
                 **{f"{role}_allowed": sorted(set(allow.refresh().values())) for role, allow in self.lists.items()}}
+
+    def refused(self) -> dict[str, int]:
+        """Handshakes refused since the start, by role (for INFO)."""
+        return {role: allow.refusals.total for role, allow in self.lists.items()}
 
     def close(self) -> None:
         self._auth.stop()

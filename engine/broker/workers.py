@@ -18,6 +18,7 @@ from .. import deadlines, tracing
 from .. import protocol as P
 from ..errors import (DeadlineExceeded, ImageError, ProtocolError, TaskFailed, Unauthorized, UnknownOperation,
                       error_class)
+from ..logbound import LogBound
 from ..security import WORKERS
 from ..sockutil import NOBLOCK, send_frames
 from . import sockets
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from .core import Broker
 
 log = logging.getLogger("engine.broker")
+BAD_WORKER_MESSAGES = LogBound(log, "bad messages from workers", by="worker")  # a few lines a minute, then counts
 
 
 class WorkerSide:
@@ -136,7 +138,7 @@ class WorkerSide:
             msg, payloads = P.decode(frames[1:])
         except ProtocolError as exc:
             self.stats["bad_messages"] += 1
-            log.warning("dropped a bad message from worker %s: %s", peer_name(wid), exc)
+            BAD_WORKER_MESSAGES.log(wid, "dropped a bad message from worker %s: %s", peer_name(wid), exc)
             return
         now_s = time.monotonic()
         d = self.dispatcher
@@ -157,7 +159,8 @@ class WorkerSide:
             if msg.shm is not None and known:
                 self._proved(d.workers[wid], msg.shm)
         else:
-            log.warning("worker %s sent %s, which workers may not send", peer_name(wid), P.TYPE_NAMES[msg.TYPE])
+            BAD_WORKER_MESSAGES.log(wid, "worker %s sent %s, which workers may not send", peer_name(wid),
+                                    P.TYPE_NAMES[msg.TYPE])
         if not known:
             self.send(wid, P.encode(P.Disconnect(reason="unknown worker: send READY")))
 

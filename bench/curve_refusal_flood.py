@@ -5,11 +5,13 @@
 
 A CURVE broker (``--secure``, one local worker) serves one allowed client, which sends a
 small photo through ``noop`` one task at a time: first for BASELINE_S alone, then while
-FLOODERS processes each connect DEALER after DEALER to the front, every one with a fresh
+FLOODERS processes each connect DEALER after DEALER to the front (or, with ``--socket
+back``, to the workers' socket), every one with a fresh
 random key pair that no allow-list holds (no reconnect: one refused handshake per key,
 RATE a second each). It prints the broker's log lines and bytes written during the
-flood (and per minute), the refusals it counted if its INFO has the counter, and the
-allowed client's round trip (median, max) alone and under the flood.
+flood (and per minute), the summary lines written up to its stop, the refusals it counted
+if its INFO has the counter, and the allowed client's round trip (median, p90, max) alone
+and under the flood.
 """
 from __future__ import annotations
 
@@ -34,11 +36,10 @@ from engine.security import PeerKeys
 
 PHOTO = ROOT / "tests" / "data" / "chelsea.jpg"
 READY_TIMEOUT_S = 60.0
-REFUSAL_TEXT = "refused a clients connection"
 HOLD_S = 1.0  # a flooding socket is closed this long after it connects
 
 
-def flood(front: str, broker_key: bytes, seconds: float, rate: float, counter) -> None:
+def flood(endpoint: str, broker_key: bytes, seconds: float, rate: float, counter) -> None:
     """Connect ``rate`` times a second with fresh keys for ``seconds``; each socket stays open
     HOLD_S (time for its handshake)."""
     import zmq
@@ -58,7 +59,7 @@ def flood(front: str, broker_key: bytes, seconds: float, rate: float, counter) -
         sock.curve_publickey, sock.curve_secretkey = zmq.curve_keypair()
         sock.curve_serverkey = broker_key
         sock.reconnect_ivl = -1  # one handshake per key
-        sock.connect(front)
+        sock.connect(endpoint)
         open_socks.append((now_s, sock))
         made += 1
     for _, sock in open_socks:
@@ -89,6 +90,8 @@ def main(argv=None) -> int:
     p.add_argument("--flood-s", type=float, default=20.0, help="seconds of flood (default 20)")
     p.add_argument("--baseline-s", type=float, default=5.0, help="seconds of round trips before it (default 5)")
     p.add_argument("--flooders", type=int, default=1, help="flooding processes (default 1)")
+    p.add_argument("--socket", choices=("front", "back"), default="front",
+                   help="the broker socket flooded: front (clients, default) or back (workers)")
     p.add_argument("--rate", type=float, default=1000.0, help="connections per second per flooder (default 1000)")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -111,10 +114,11 @@ def main(argv=None) -> int:
                 image = PHOTO.read_bytes()
                 round_trips(client, image, 1.0)  # warm up
                 alone = round_trips(client, image, args.baseline_s)
-                before = log_path.read_bytes()
+                offset = len(log_path.read_bytes())
                 made = mp.get_context("spawn").Value("q", 0)
+                target = front if args.socket == "front" else back
                 flooders = [mp.get_context("spawn").Process(
-                    target=flood, args=(front, keys.server, args.flood_s, args.rate, made)) for _ in
+                    target=flood, args=(target, keys.server, args.flood_s, args.rate, made)) for _ in
                     range(args.flooders)]
                 started_s = time.monotonic()
                 for f in flooders:
@@ -123,17 +127,22 @@ def main(argv=None) -> int:
                 for f in flooders:
                     f.join(60)
                 elapsed_s = time.monotonic() - started_s
-                during = log_path.read_bytes()[len(before):]
-                refused = (client.info(10)["security"].get("refused_connections") or {}).get("clients")
+                during = log_path.read_bytes()[offset:]
+                refused = (client.info(10)["security"].get("refused_connections") or {}).get(
+                    "clients" if args.socket == "front" else "workers")
         finally:
             broker.terminate()
             broker.wait(30)
         lines = during.decode(errors="replace").splitlines()
-        refusal_lines = sum(1 for line in lines if REFUSAL_TEXT in line)
+        role = "clients" if args.socket == "front" else "workers"
+        refusal_lines = sum(1 for line in lines if f"refused a {role} connection" in line)
+        summaries = [line for line in log_path.read_bytes()[offset:].decode(errors="replace").splitlines()
+                     if f"refused {role} connections:" in line]  # the open window's summary: as the broker stops
         print(f"flood: {args.flooders} process(es), {made.value} connections with fresh keys in {elapsed_s:.1f} s; "
               f"refusals the broker counted: {refused if refused is not None else 'no counter in INFO'}")
         print(f"broker log during the flood: {len(lines)} lines ({refusal_lines} about refusals), "
               f"{len(during)} bytes; {len(lines) * 60 / elapsed_s:.0f} lines/min")
+        print(f"summary line(s), to the broker's stop: {len(summaries)}" + "".join(f"\n    {x}" for x in summaries))
         print(_show("alone      ", alone))
         print(_show("under flood", flooded))
         print(f"(load average now: {' '.join(f'{x:.2f}' for x in os.getloadavg())})")

@@ -8,7 +8,7 @@ full, one per key (a peer retrying with the same key is written once), and only 
 the others: a counter and a set of at most ``keys`` keys, never formatted. When the
 window is over, one summary line carries the counts:
 
-    refused clients connections: 15264 in 60 s from at least 1024 keys, 15254 of them not logged one by one
+    refused clients connections: 12035 in 21 s from at least 1024 key(s), 12025 of them not logged one by one
     (each key's first, up to 10 lines per 60 s)
 
 so at most ``lines`` + 1 lines per window, whatever the number of keys. The summary

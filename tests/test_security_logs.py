@@ -9,7 +9,6 @@ import re
 import time
 import tracemalloc
 
-import pytest
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
@@ -21,6 +20,7 @@ from security_helpers import ring, secure_factory  # noqa: F401 - fixtures
 FLOOD = 2000  # refused connections, each with a fresh key
 BATCH = 100  # connections open at once in the test process (each takes 3 sockets and 4 descriptors)
 HANDSHAKE_TIMEOUT_S = 60.0  # the broker answers a batch's handshakes well within this, even under load
+BAD_MESSAGES = 500  # from one peer on the workers socket
 SUMMARY = re.compile(r"refused clients connections: (\d+) in \d+ s from (at least )?(\d+) key\(s\), "
                      r"(\d+) of them not logged one by one")
 
@@ -57,8 +57,8 @@ def test_a_bound_writes_a_few_lines_per_window_then_one_summary_with_the_counts(
         bound.flush()
         bound.flush()  # once
         assert _messages(caplog, name)[3:] == [
-            "knocks: 100 in 60 s from at least 5 key(s), 97 of them not logged one by one "
-            "(each key's first, up to 3 lines per 60 s)"]
+            ("knocks: 100 in 60 s from at least 5 key(s), 97 of them not logged one by one "
+             "(each key's first, up to 3 lines per 60 s)")]
         assert bound.total == 100
 
         # A new window: written in full again; a window all written has no summary.
@@ -74,7 +74,8 @@ def test_a_bound_writes_a_few_lines_per_window_then_one_summary_with_the_counts(
         assert bound.log("c", "knock from %s", "c") is True
         assert _messages(caplog, name)[5:] == [
             "knock from a", "knock from b",
-            "knocks: 3 in 60 s from 2 key(s), 1 of them not logged one by one (each key's first, up to 3 lines per 60 s)",
+            ("knocks: 3 in 60 s from 2 key(s), 1 of them not logged one by one "
+             "(each key's first, up to 3 lines per 60 s)"),
             "knock from c"]
 
 
@@ -89,7 +90,8 @@ def test_flush_all_writes_the_summary_of_an_open_window(caplog):
         assert len(_messages(caplog, name)) == 3
         logbound.flush_all()  # the process stops
         assert _messages(caplog, name)[3:] == [
-            "knocks: 4 in 12 s from 4 key(s), 1 of them not logged one by one (each key's first, up to 3 lines per 60 s)"]
+            ("knocks: 4 in 12 s from 4 key(s), 1 of them not logged one by one "
+             "(each key's first, up to 3 lines per 60 s)")]
 
 
 def test_a_bound_holds_a_bounded_set_of_keys_however_many_it_sees():
@@ -175,3 +177,39 @@ def test_a_flood_of_fresh_keys_writes_a_bounded_log_and_every_refusal_is_counted
     assert all(summaries) and summaries, log[-3000:]
     assert len(lines) + sum(int(s.group(4)) for s in summaries) == refused  # each written or counted
     assert all(int(s.group(3)) <= logbound.KEYS_COUNTED for s in summaries)
+
+
+def test_a_peer_sending_bad_messages_to_the_workers_socket_gets_a_bounded_log(cluster_factory):
+    cluster = cluster_factory(local_workers=0).start_broker(wait_slots=0)
+    peer = zmq.Context.instance().socket(zmq.DEALER)
+    try:
+        peer.connect(cluster.back)
+        for i in range(BAD_MESSAGES):
+            peer.send(b"not msgpack %d" % i)
+        wait_until(lambda: cluster.info()["bad_messages"] >= BAD_MESSAGES, 30, "the broker to read them all")
+    finally:
+        peer.close(linger=0)
+    written = [line for line in cluster.broker.stderr_text().splitlines() if "bad message from worker" in line]
+    assert len(written) == 1  # each peer's first in full, a few peers a minute
+    cluster.broker.stop()
+    summaries = [line for line in cluster.broker.stderr_text().splitlines() if "bad messages from workers:" in line]
+    assert len(summaries) == 1 and f"{BAD_MESSAGES} in " in summaries[0], summaries
+    assert f"{BAD_MESSAGES - 1} of them not logged one by one" in summaries[0]
+
+
+def test_closed_connections_on_the_workers_socket_cost_a_bounded_number_of_probes():
+    """Each refused handshake on the workers' socket is a closed connection: the broker looks for
+    unreachable workers after one (at DISCONNECT_PROBES_S), but a flood of them must not mean a
+    probe list (sorted at each event) and probes that grow with the flood."""
+    from types import SimpleNamespace
+
+    from engine.broker.workers import DISCONNECT_PROBES_S, PROBE_GRID_S, WorkerSide
+
+    side = SimpleNamespace(_probes_s=[], _closed_s=0.0)
+    started_s = time.monotonic()
+    for _ in range(5000):
+        WorkerSide._on_disconnect(side, [])
+    spread_s = time.monotonic() - started_s
+    cells = len(DISCONNECT_PROBES_S) * (2 + int(spread_s / PROBE_GRID_S))
+    assert len(side._probes_s) <= cells, (len(side._probes_s), spread_s)  # one probe per event: 15000
+    assert side._probes_s == sorted(side._probes_s) and side._probes_s[0] >= started_s + DISCONNECT_PROBES_S[0]

@@ -27,6 +27,7 @@ from .config import LEASE_GRACE_S, WORKER_PIPE_MESSAGES
 from .state import BLAME_ALL, Task, WorkerState, peer_name
 
 DISCONNECT_PROBES_S = (0.05, 0.3, 1.0)  # after a closed connection, when to look for unreachable workers
+PROBE_GRID_S = 0.05  # probes fall on this grid: closed connections (refused keys too) cost at most 20 probes/s
 SUPERVISOR_REPORT_S = 1.0  # a pool process of a live host: how long its supervisor has to say why it is gone
 
 if TYPE_CHECKING:
@@ -82,7 +83,8 @@ class WorkerSide:
         event: look then, and once more later."""
         now_s = time.monotonic()
         self._closed_s = now_s
-        self._probes_s = sorted({*self._probes_s, *(now_s + d for d in DISCONNECT_PROBES_S)})
+        self._probes_s = sorted({*self._probes_s, *((now_s + d) // PROBE_GRID_S * PROBE_GRID_S + PROBE_GRID_S
+                                                    for d in DISCONNECT_PROBES_S)})
 
     def _probe(self) -> None:
         """Drop every worker the back socket can no longer reach (its tasks requeued at once).

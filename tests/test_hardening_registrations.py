@@ -9,6 +9,7 @@ import zmq
 
 from conftest import FAST_HEARTBEAT_S, recv_within
 from engine import pipeline_syntax
+from engine.logbound import LINES_PER_WINDOW
 from engine import protocol as P
 from engine.broker.pipelines import PipelineChecker
 from engine.broker.state import Dispatcher, Task
@@ -131,7 +132,7 @@ def test_a_peer_cannot_register_more_workers_than_a_host_may_have(cluster_factor
     assert len(info["workers"]) == 4
     assert info["workers_refused"] == 8
     log = cluster.broker.stderr_text()
-    assert log.count("refused to register worker") == 1  # then a summary a minute at most
+    assert 1 <= log.count("refused to register worker") <= LINES_PER_WINDOW  # then a summary a minute
 
 
 def test_an_idle_pool_process_that_does_not_heartbeat_is_dropped_while_its_control_lives(cluster_factory, zctx):

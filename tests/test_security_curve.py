@@ -13,6 +13,7 @@ import time
 import pytest
 import zmq
 import zmq.auth
+from zmq.utils import z85
 
 from engine import AsyncClient
 from engine import keys as keytool
@@ -180,3 +181,27 @@ def test_a_refused_key_is_logged_once_a_minute_not_at_every_retry(ring, caplog):
         assert [allowed.callback("clients", stranger) for _ in range(5)] == [False] * 5
     assert [r.getMessage().count("refused a clients connection") for r in caplog.records] == [1]
     assert allowed.name_of(stranger) is None
+
+
+def test_the_zap_handler_admits_only_listed_curve_keys_of_the_socket_s_role(ring, caplog):
+    """The broker's own ZAP handler (RFC 27), one request at a time, without sockets."""
+    from engine.security import ROLES, AllowList, ZapHandler
+
+    zap = ZapHandler(zmq.Context.instance(), {role: AllowList(role, ring.dir / role) for role in ROLES})
+    alice, _ = load_key_pair(ring.root / "alice.key_secret")
+    mallory, _ = zmq.auth.load_certificate(ring.root / "mallory.key")
+
+    def ask(domain: bytes, key: bytes, *, mechanism: bytes = b"CURVE", version: bytes = b"1.0") -> list[bytes]:
+        return zap._answer_safely([version, b"7", domain, b"127.0.0.1", b"", mechanism, z85.decode(key)])
+
+    assert ask(b"clients", alice) == [b"1.0", b"7", b"200", b"OK", alice, b""]  # the User-Id: its z85 key
+    for refused in (ask(b"clients", mallory), ask(b"workers", alice), ask(b"", alice),
+                    ask(b"clients", alice, version=b"2.0"), ask(b"clients", alice, mechanism=b"PLAIN"),
+                    zap._answer_safely([b"1.0", b"7", b"clients"]),
+                    zap._answer_safely([b"1.0", b"7", b"clients", b"", b"", b"CURVE", b"short"])):
+        assert refused[2] == b"400" and refused[4] == b"", refused
+    assert ask(b"", b"", mechanism=b"NULL")[2] == b"200"  # a plaintext socket of the context, as pyzmq's handler
+    zap._lists[b"clients"].callback = lambda *_: 1 / 0  # a bug refuses the peer, and the loop goes on
+    with caplog.at_level("WARNING", logger="engine.security"):
+        assert ask(b"clients", alice)[2] == b"500"
+    assert "a ZAP request could not be answered" in caplog.text and "ZeroDivisionError" in caplog.text

@@ -17,7 +17,7 @@ from typing import Any
 import zmq
 
 from .. import __version__
-from .. import fdlimit, memtrim, shm, tracing
+from .. import fdlimit, logbound, memtrim, shm, tracing
 from .. import protocol as P
 from ..cache import ResultCache
 from ..errors import BusyError, ConfigError, QuotaError, TaskCancelled, Unauthorized
@@ -192,6 +192,7 @@ class Broker:
             part.close()
         if self.curve is not None:
             self.curve.close()
+        logbound.flush_all()
         if self.shm_key is not None:
             self.shm_key.close()
         self._wakeup.close()
@@ -261,6 +262,7 @@ class Broker:
             self._publish_metrics(now_s)
             self._descriptors.check(now_s)
             memtrim.trim()  # freed image buffers back to the OS, so RSS shows what is really held
+            logbound.flush_due()  # the summaries of lines peers triggered (refused keys, bad messages)
         except Exception:  # a bug must not stop the broker: log it, try again next beat
             self.stats["internal_errors"] += 1
             log.exception("the periodic checks failed (a bug: please report); trying again at the next beat")

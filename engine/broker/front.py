@@ -14,6 +14,7 @@ from typing import Any, Hashable
 
 import zmq
 
+from ..logbound import LogBound
 from ..sockutil import NOBLOCK, send_frames
 from .outbox import Outbox, UnreadLimits
 
@@ -48,6 +49,7 @@ class Front:
     def __init__(self, stats: dict, limits: UnreadLimits) -> None:
         self.stats = stats
         self.outbox = Outbox(limits)
+        self._drop_lines = LogBound(log, f"drops of unread replies on the {self.name} socket", by="peer")
 
     def by_reference(self, origin: Origin) -> bool:
         """The peer proved it shares the broker's host: it may send images by reference."""
@@ -64,9 +66,9 @@ class Front:
         dropped = self.outbox.hold(peer, frames, now_s)
         if dropped:
             self.stats["unread_dropped"] += dropped
-            log.warning("%s peer %s does not read its results: dropped %d waiting result(s) to stay under "
-                        "%g MiB / %d results", self.name, _show(peer), dropped,
-                        self.outbox.limits.drop_bytes / 2**20, self.outbox.limits.drop_tasks)
+            self._drop_lines.log(peer, "%s peer %s does not read its results: dropped %d waiting result(s) to stay "
+                                 "under %g MiB / %d results", self.name, _show(peer), dropped,
+                                 self.outbox.limits.drop_bytes / 2**20, self.outbox.limits.drop_tasks)
 
     def _try(self, sock: zmq.Socket, peer: Hashable, frames: list) -> bool:
         """True if sent or undeliverable (peer gone: dropped); False if it must wait."""

@@ -18,6 +18,7 @@ from .. import deadlines, tracing
 from .. import protocol as P
 from ..errors import (DeadlineExceeded, ImageError, ProtocolError, TaskFailed, Unauthorized, UnknownOperation,
                       error_class)
+from ..logbound import LogBound
 from ..security import WORKERS
 from ..sockutil import NOBLOCK, send_frames
 from . import sockets
@@ -26,13 +27,15 @@ from .config import LEASE_GRACE_S, WORKER_PIPE_MESSAGES
 from .state import BLAME_ALL, Task, WorkerState, peer_name
 
 DISCONNECT_PROBES_S = (0.05, 0.3, 1.0)  # after a closed connection, when to look for unreachable workers
-REFUSAL_LOG_EVERY_S = 60.0  # refused registrations: one log line a minute at most
+PROBE_GRID_S = 0.05  # probes fall on this grid: closed connections (refused keys too) cost at most 20 probes/s
 SUPERVISOR_REPORT_S = 1.0  # a pool process of a live host: how long its supervisor has to say why it is gone
 
 if TYPE_CHECKING:
     from .core import Broker
 
 log = logging.getLogger("engine.broker")
+REFUSED_WORKERS = LogBound(log, "refused worker registrations", by="worker")  # a few lines a minute, then counts
+BAD_WORKER_MESSAGES = LogBound(log, "bad messages from workers", by="worker")  # a few lines a minute, then counts
 
 
 class WorkerSide:
@@ -50,7 +53,6 @@ class WorkerSide:
         self.monitor = self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         self._probes_s: list[float] = []
         self._closed_s = 0.0  # when the last worker connection closed
-        self._refusals, self._refusals_log_s = 0, 0.0  # refused registrations since the last log line, and its next
 
     def register(self, poller: zmq.Poller) -> None:
         poller.register(self.sock, zmq.POLLIN)
@@ -82,7 +84,8 @@ class WorkerSide:
         event: look then, and once more later."""
         now_s = time.monotonic()
         self._closed_s = now_s
-        self._probes_s = sorted({*self._probes_s, *(now_s + d for d in DISCONNECT_PROBES_S)})
+        self._probes_s = sorted({*self._probes_s, *((now_s + d) // PROBE_GRID_S * PROBE_GRID_S + PROBE_GRID_S
+                                                    for d in DISCONNECT_PROBES_S)})
 
     def _probe(self) -> None:
         """Drop every worker the back socket can no longer reach (its tasks requeued at once).
@@ -138,7 +141,7 @@ class WorkerSide:
             msg, payloads = P.decode(frames[1:])
         except ProtocolError as exc:
             self.stats["bad_messages"] += 1
-            log.warning("dropped a bad message from worker %s: %s", peer_name(wid), exc)
+            BAD_WORKER_MESSAGES.log(wid, "dropped a bad message from worker %s: %s", peer_name(wid), exc)
             return
         now_s = time.monotonic()
         d = self.dispatcher
@@ -159,7 +162,8 @@ class WorkerSide:
             if msg.shm is not None and known:
                 self._proved(d.workers[wid], msg.shm)
         else:
-            log.warning("worker %s sent %s, which workers may not send", peer_name(wid), P.TYPE_NAMES[msg.TYPE])
+            BAD_WORKER_MESSAGES.log(wid, "worker %s sent %s, which workers may not send", peer_name(wid),
+                                    P.TYPE_NAMES[msg.TYPE])
         if not known:
             self.send(wid, P.encode(P.Disconnect(reason="unknown worker: send READY")))
 
@@ -168,7 +172,7 @@ class WorkerSide:
         if refusal is not None:
             self.stats["workers_refused"] += 1
             self.send(wid, P.encode(P.Disconnect(reason=f"registration refused: {refusal}")))
-            self._refused(wid, refusal, now_s)
+            REFUSED_WORKERS.log(wid, "refused to register worker %s: %s", peer_name(wid)[:64], refusal)
             return
         control = bool(msg.control)
         group = msg.group.encode() if msg.group and not control else None
@@ -191,14 +195,6 @@ class WorkerSide:
             else:
                 log.log(logging.DEBUG if group else logging.INFO, "worker %s joined from %s pid %s with %d slot(s)",
                         peer_name(wid), msg.host, msg.pid, msg.capacity)
-
-    def _refused(self, wid: bytes, why: str, now_s: float) -> None:
-        """Log a refused registration: the first, then at most one summary a minute."""
-        self._refusals += 1
-        if now_s >= self._refusals_log_s:
-            log.warning("refused to register worker %s: %s%s", peer_name(wid)[:64], why,
-                        f" ({self._refusals} refusals in the last minute)" if self._refusals > 1 else "")
-            self._refusals, self._refusals_log_s = 0, now_s + REFUSAL_LOG_EVERY_S
 
     def _proved(self, worker: WorkerState, proof: str) -> None:
         """A worker's proof that it reads the broker's shared-memory key: tasks by reference go to it

@@ -26,6 +26,7 @@ from engine import Client
 from engine import protocol as P
 
 HEARTBEAT_S = 2.0
+PER_PROCESS = 1000  # idle workers per attacker process
 
 
 def _port() -> int:
@@ -34,14 +35,14 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def _attacker(back: str, idle: int, ready: mp.Event, stop: mp.Event) -> None:
+def _attacker(back: str, first: int, idle: int, ready: mp.Event, stop: mp.Event) -> None:
     """``idle`` DEALERs, 200 per host name, each with 840 slots of an operation nobody asks for."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     ctx = zmq.Context(io_threads=1)
     ctx.setsockopt(zmq.MAX_SOCKETS, idle + 100)
     socks = []
-    for n in range(idle):
+    for n in range(first, first + idle):
         sock = ctx.socket(zmq.DEALER)
         sock.linger = 0
         sock.rcvhwm = 4
@@ -83,25 +84,34 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--idle", type=int, default=8000, help="idle workers the attacker registers")
     p.add_argument("--seconds", type=float, default=5.0, help="seconds each throughput run lasts")
+    p.add_argument("--no-hot-path", action="store_true", help="run the broker with --no-hot-path (all Python)")
     args = p.parse_args()
     front, back = f"tcp://127.0.0.1:{_port()}", f"tcp://127.0.0.1:{_port()}"
     image = cv2.imencode(".jpg", np.full((64, 64, 3), 128, np.uint8))[1].tobytes()
     broker = subprocess.Popen([sys.executable, "-m", "engine.broker", "--front", front, "--back", back,
-                               "--local-workers", "1", "--cache-mb", "0", "--log-level", "warning"],
+                               "--local-workers", "1", "--cache-mb", "0", "--log-level", "warning",
+                               *(["--no-hot-path"] if args.no_hot_path else [])],
                               env={**os.environ, "ENGINE_NO_SHM": "1"})
     try:
         time.sleep(3)
+        _rate(front, 2.0, image)  # warm: the worker's process, the broker's memos
         base = _rate(front, args.seconds, image)
-        ready, stop = mp.Event(), mp.Event()
-        attacker = mp.Process(target=_attacker, args=(back, args.idle, ready, stop))
-        attacker.start()
-        ready.wait(120)
+        stop = mp.Event()
+        attackers = []
+        for first in range(0, args.idle, PER_PROCESS):  # each socket takes ~3 descriptors
+            ready = mp.Event()
+            attackers.append(mp.Process(target=_attacker, args=(back, first, min(PER_PROCESS, args.idle - first),
+                                                                 ready, stop)))
+            attackers[-1].start()
+            if not ready.wait(120):
+                raise SystemExit("an attacker process did not start its sockets")
         time.sleep(2 * HEARTBEAT_S)
         with Client(front, timeout_s=30) as client:
             info = client.info()
         loaded = _rate(front, args.seconds, image)
         stop.set()
-        attacker.join(30)
+        for attacker in attackers:
+            attacker.join(30)
         free = info.get("slots_free", sum(w.get("free", 0) for w in info.get("workers", [])))
         print(f"idle registrations tried: {args.idle}; INFO workers_total {info.get('workers_total')}, "
               f"slots_free {free}, workers_refused {info.get('workers_refused', 'n/a')}")

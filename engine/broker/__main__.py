@@ -50,7 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     flag(p, "--max-workers-per-host", env="ENGINE_MAX_WORKERS_PER_HOST", default=C.MAX_WORKERS_PER_HOST, type=int,
          help="workers registered at once from one host (the host a worker names)")
     flag(p, "--max-slots-per-host", env="ENGINE_MAX_SLOTS_PER_HOST", default=C.MAX_SLOTS_PER_HOST, type=int,
-         help="free task slots one host's workers may announce together; slots claimed beyond it are ignored")
+         help="task slots one host's workers may announce together; slots claimed beyond it are ignored")
     flag(p, "--max-declarations", env="ENGINE_MAX_DECLARATIONS", default=C.MAX_LIVE_DECLARATIONS, type=int,
          help="distinct declarations of the operations among connected workers (engine versions in a rolling "
               "upgrade); a worker declaring one more is refused. Each costs every new pipeline one more check")

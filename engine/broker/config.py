@@ -46,7 +46,7 @@ MAX_SLOTS_PER_WORKER = 1024  # a READY cannot claim more
 # listed workers (SECURITY.md).
 MAX_WORKERS = 4096  # registered workers (pool processes and control connections), all hosts
 MAX_WORKERS_PER_HOST = 512  # a 256-core host's pool processes and its supervisor, with room
-MAX_SLOTS_PER_HOST = 4096  # free slots of one host's workers together (1 + prefetch + credit each)
+MAX_SLOTS_PER_HOST = 4096  # slots one host's workers announce together (1 + prefetch + credit each)
 MAX_LIVE_DECLARATIONS = 16  # distinct declarations of the operations among connected workers
 MAX_CLIENTS = 10_000  # connected clients tracked at once; more are answered "busy"
 MAX_IDENTITIES = 10_000  # per-client quota records; the idle ones go first

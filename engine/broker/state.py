@@ -110,6 +110,7 @@ class WorkerState:
     offers: frozenset | None = None  # the operations it declared in READY (None: not said, all)
     declaration: int | None = None  # which distinct declaration of the operations it sent (ids: Dispatcher)
     shm: bool = False  # it proved it shares the broker's host: tasks by reference reach it as they are
+    slots: int = 0  # what its READYs announced in all (bounded per worker and per host: ``Dispatcher._claim``)
 
     def can_run(self, needs: frozenset | None) -> bool:
         return needs is None or self.offers is None or needs <= self.offers
@@ -144,7 +145,7 @@ class Dispatcher:
         self.max_slots_per_host = max_slots_per_host
         self.max_declarations = max_declarations
         self._host_workers: Counter[str] = Counter()  # registered workers per host name
-        self._host_free: Counter[str] = Counter()  # their free slots (lent ones not counted)
+        self._host_slots: Counter[str] = Counter()  # the slots their READYs announced (``WorkerState.slots``)
         self._live: Counter[int] = Counter()  # declaration id -> connected workers that sent it
         # Kinds of worker, (declaration, reads shared memory) -> its workers (pool processes and plain
         # workers, not control connections): what the pipeline checks, the hot path's masks and the
@@ -551,7 +552,7 @@ class Dispatcher:
         if processes is not None:
             worker.processes = processes
         self.seen(wid, now_s)
-        self._add_slots(worker, slots)
+        self._add_slots(worker, self._claim(worker, slots))
         return new
 
     def seen(self, wid: bytes, now_s: float) -> bool:
@@ -574,7 +575,7 @@ class Dispatcher:
         self._leave(worker)
         self._forget_declaration(worker)
         self._count(self._host_workers, worker.host, -1)
-        self._count(self._host_free, worker.host, -worker.free)
+        self._count(self._host_slots, worker.host, -worker.slots)
         if worker.group is not None and worker.group in self.workers:
             self.workers[worker.group].tasks_done_before += worker.tasks_done
         orphans = []
@@ -668,7 +669,6 @@ class Dispatcher:
         """One free slot of a ready worker, which then goes to the back of the LRU order."""
         worker = self.workers[wid]
         worker.free -= 1
-        self._count(self._host_free, worker.host, -1)
         if worker.free <= 0:
             self._unset_ready(wid)
         else:
@@ -683,7 +683,6 @@ class Dispatcher:
     def lend_all(self, worker: WorkerState) -> int:
         """Every free slot of ``worker``, lent out: it comes back through ``add_slots``."""
         slots, worker.free = worker.free, 0
-        self._count(self._host_free, worker.host, -slots)
         self._unset_ready(worker.wid)
         return slots
 
@@ -693,12 +692,21 @@ class Dispatcher:
     def _add_slots(self, worker: WorkerState, slots: int) -> None:
         if slots <= 0 or worker.draining:
             return
-        slots = min(slots, MAX_SLOTS_PER_WORKER - worker.free, self.max_slots_per_host - self._host_free[worker.host])
+        slots = min(slots, MAX_SLOTS_PER_WORKER - worker.free)
         if slots <= 0:
-            return  # past the bounds: a worker (or host) claiming more slots than any needs
+            return  # past the bound: a worker claiming more slots than any needs
         worker.free += slots
-        self._host_free[worker.host] += slots
         self._set_ready(worker)
+
+    def _claim(self, worker: WorkerState, slots: int) -> int:
+        """The slots a READY may add: within ``max_slots_per_host`` for its host and
+        ``MAX_SLOTS_PER_WORKER`` for it, counting what its READYs announced before (free,
+        lent to the hot path or running: slots come back after each task, so that is its share)."""
+        slots = max(0, min(slots, MAX_SLOTS_PER_WORKER - worker.slots,
+                           self.max_slots_per_host - self._host_slots[worker.host]))
+        worker.slots += slots
+        self._host_slots[worker.host] += slots
+        return slots
 
     def offered_ops(self) -> dict:
         """What INFO shows as offered: the schema the broker checks pipelines against, so

@@ -19,7 +19,7 @@ ENGINE_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WAR
 START_TIMEOUT_S = 30.0
 
 
-def run_gateway(broker_front: str, data_dir, *extra: str) -> tuple[str, str]:  # noqa: F811
+def run_gateway(broker_front: str, data_dir, *extra: str, also: tuple = ()) -> tuple[str, str]:  # noqa: F811
     """Start python -m engine.web, visit a page, poll the status like the page does, stop it;
     returns (stdout, stderr)."""
     port = free_port()
@@ -38,6 +38,8 @@ def run_gateway(broker_front: str, data_dir, *extra: str) -> tuple[str, str]:  #
                 time.sleep(0.1)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
             assert http.get("/login").status_code == 200
+            for path in also:
+                http.get(path)
             for _ in range(3):
                 http.get("/api/v1/status")
             http.get("/static/style.css")
@@ -60,3 +62,13 @@ def test_access_log_is_in_the_engine_format_and_quiet_for_polling(broker, tmp_pa
 def test_access_log_all_shows_the_polling_too(broker, tmp_path):  # noqa: F811
     _out, err = run_gateway(broker.front, tmp_path, "--access-log", "all")
     assert err.count("GET /api/v1/status 401") == 3 and "GET /static/style.css 200" in err
+
+
+def test_a_request_path_cannot_forge_a_log_line(broker, tmp_path):  # noqa: F811
+    forged = "2026-01-01 00:00:00,000 WARNING engine.broker: forged"
+    _out, err = run_gateway(broker.front, tmp_path,
+                            also=("/x%0A" + forged.replace(" ", "%20") + "%0D%1B[31m",))
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert all(ENGINE_LINE.match(x) for x in lines), err  # no line starts where the path wanted one
+    assert not any(x.startswith("2026-01-01") for x in lines)
+    assert "/x\\n2026-01-01" in err and "\\x1b[31m" in err, err

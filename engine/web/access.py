@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 log = logging.getLogger("engine.web.access")
 
 MODES = ("all", "requests", "off")
+MAX_LOGGED_CHARS = 512  # of a request's path in its log line
 # GET requests the pages repeat every few seconds, and static files.
 QUIET_GETS = re.compile(r"^/(api/v1/status|status/events|api/v1/batches/[0-9a-f]+|static/.*)$")
 
@@ -56,4 +57,12 @@ class AccessLog:
             ms = (time.perf_counter() - started_s) * 1000
             size = f"{sent_bytes / 1024:.1f} KiB" if sent_bytes >= 1024 else f"{sent_bytes} B"
             level = logging.WARNING if status >= 500 or status == 0 else logging.INFO
-            log.log(level, "%s %s %s %.1f ms %s from %s", method, path, status or "-", ms, size, client[0])
+            log.log(level, "%s %s %s %.1f ms %s from %s", method, printable(path), status or "-", ms, size,
+                    client[0])
+
+
+def printable(text: str, limit: int = MAX_LOGGED_CHARS) -> str:
+    """``text`` for one log line: control characters escaped (a path with ``%0A`` cannot start a
+    line of its own), cut to ``limit`` characters."""
+    out = text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
+    return out if len(out) <= limit else out[:limit] + "..."

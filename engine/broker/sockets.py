@@ -41,7 +41,12 @@ def bind(ctx: zmq.Context, kind: int, endpoint: str, config: BrokerConfig, *, na
         sock.bind(endpoint)
     except zmq.ZMQError as exc:
         sock.close()
-        raise OSError(f"broker {name} socket cannot bind {endpoint}: {exc}") from exc
+        hint = ""
+        if exc.errno == zmq.EADDRINUSE:
+            port = endpoint.rsplit(":", 1)[-1]
+            hint = (f": another process listens there (another broker, or make run?). `ss -ltnp 'sport = :{port}'` "
+                    f"shows which; stop it, or give this broker another port with --{name.lower().replace(' ', '-')}")
+        raise OSError(f"broker {name} socket cannot bind {endpoint}: {exc}{hint}") from exc
     return sock
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import re
 from typing import Any, Mapping
 from urllib.parse import quote, unquote
 
@@ -106,6 +107,11 @@ def step_names(pipeline: str | list) -> frozenset[str] | None:
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
+# Named formats a str parameter may declare ("format": name): named, never a regex from the
+# schema, so a worker's declaration cannot make the broker run an expensive pattern.
+FORMATS = {"hex_colour": (re.compile(r"#?(?:[0-9a-fA-F]{6}|[0-9a-fA-F]{8})"), "hex RRGGBB or RRGGBBAA")}
+
+
 def coerce(op: str, param: Mapping[str, Any], value: Any) -> Any:
     """``value`` as the declared parameter's type, checked against its range and choices."""
     kind = param["type"]
@@ -143,6 +149,16 @@ def coerce(op: str, param: Mapping[str, Any], value: Any) -> Any:
         raise BadParameter(f"{where} must be >= {low}, got {value!r}")
     if high is not None and value > high:
         raise BadParameter(f"{where} must be <= {high}, got {value!r}")
+    if param.get("odd") and isinstance(value, int) and value % 2 == 0:
+        raise BadParameter(f"{where} must be odd (3, 5, 7...), got {value!r}")
+    if isinstance(value, str):
+        most, fmt = param.get("max_length"), FORMATS.get(param.get("format") or "")
+        fewest = 1 if param.get("nonempty") else 0
+        if len(value) < fewest or isinstance(most, int) and len(value) > most:
+            raise BadParameter(f"{where} must be {fewest} to {most} characters" if isinstance(most, int)
+                               else f"{where} must not be empty")
+        if fmt is not None and not fmt[0].fullmatch(value):
+            raise BadParameter(f"{where} must be {fmt[1]}, got {value[:40]!r}")
     return value
 
 
@@ -175,14 +191,28 @@ def unknown_operation(name: str, offered) -> UnknownOperation:
 def check(pipeline: str | list, schema: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     """``(name, checked parameters)`` per step, against ``schema``. Raises the PipelineError
     (``unknown_operation``, ``bad_parameter``, ``bad_pipeline``) a worker would. The
-    operations' cross-parameter checks are code, not data: the worker runs those."""
+    checks an operation declares as data run here too (odd sizes, colour formats, text lengths,
+    ``any_of``); the few cross-parameter checks that are code (threshold's block when adaptive)
+    run on the worker."""
     steps = []
     for name, raw in split(pipeline):
         declared = schema.get(name)
         if declared is None:
             raise unknown_operation(name, schema)
-        steps.append((name, bind(name, declared.get("params") or [], raw)))
+        params = bind(name, declared.get("params") or [], raw)
+        check_any_of(name, declared, params)
+        steps.append((name, params))
     return steps
+
+
+def check_any_of(op: str, declared: Mapping[str, Any], params: Mapping[str, Any]) -> None:
+    """An operation that declares ``any_of`` needs one of those parameters set (not 0, not empty)."""
+    names = declared.get("any_of")
+    if isinstance(names, list) and names and all(isinstance(n, str) for n in names) \
+            and not any(params.get(n) for n in names):
+        which = f"{', '.join(names)} or {'both' if len(names) == 2 else 'several'}" if len(names) > 1 else names[0]
+        extra = declared.get("any_of_help")
+        raise BadParameter(f"{op}: give {which}" + (f" ({extra})" if isinstance(extra, str) and extra else ""))
 
 
 # ---- the canonical text ---------------------------------------------------------------------

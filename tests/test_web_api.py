@@ -230,3 +230,17 @@ def test_password_is_stored_as_argon2(web, users):
     row = web.parts.store.user_by_name("alice")
     assert row["pw_hash"].startswith("$argon2id$") and PASSWORD not in row["pw_hash"]
     assert csrf_of(users[0].browser.get("/history").text)
+
+
+@pytest.mark.parametrize("pipeline, message", [
+    ("resize", "give width, height or both"), ("median:size=4", "must be odd"),
+    ("resize:width=64|text:text=", "1 to 200 characters"), ("faces:colour=green", "hex RRGGBB"),
+])
+def test_a_batch_whose_pipeline_a_worker_would_refuse_is_refused_and_nothing_is_kept(users, pipeline, message):
+    alice = users[0]
+    before = alice.api.get("/api/v1/jobs").json()["total"]
+    files = [("images", (n, jpeg(n), "image/jpeg")) for n in ("coffee.jpg", "camera.jpg")]
+    r = alice.api.post("/api/v1/batches", data={"pipeline": pipeline}, files=files)
+    assert r.status_code == 422 and r.json()["code"] == "bad_parameter", r.text
+    assert message in r.json()["error"]
+    assert alice.api.get("/api/v1/jobs").json()["total"] == before  # nothing stored, nothing charged

@@ -4,8 +4,9 @@ A task whose pipeline no worker can run, or whose parameters break the declared 
 is answered at admission with the error a worker would give, and never queued. A valid
 pipeline's canonical text (the result cache's key) comes from the same check. Answers
 are remembered per pipeline text until the workers change: clients send the same few
-pipelines again and again. The operations' cross-parameter checks are code, not data:
-workers still run those, and a worker's schema the broker cannot read is left to the worker.
+pipelines again and again. What an operation declares as
+data is checked here too (odd sizes, colour formats, text lengths, ``any_of``); the few checks
+that are code still run on workers, and a worker's schema the broker cannot read is left to it.
 
 Workers of different engine versions (a rolling upgrade) may declare an operation with
 different parameters. A pipeline is checked against each distinct declaration: it is

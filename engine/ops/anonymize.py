@@ -45,7 +45,7 @@ def _hide(region: np.ndarray, method: str, blocks: int, colour: tuple) -> np.nda
               Param("margin", float, 0.25, min=0.0, max=2.0,
                     help="grow each face box by this fraction of its size on every side"),
               Param("blocks", int, 8, min=2, max=64, help="pixelate: blocks across a face's longer side"),
-              Param("colour", str, "000000", help="fill: colour, hex RRGGBB"),
+              Param("colour", str, "000000", format="hex_colour", help="fill: colour, hex RRGGBB"),
           ], learned=True, peak_bytes=lambda p, w, h, c: detection_bytes(w, h, c) + w * h * (c + 6))
 def anonymize(image, ctx, *, model, min_score, max_faces, tiles, method, margin, blocks, colour):
     found = detect_faces(image, ctx, model=model, min_score=min_score, max_faces=max_faces, tiles=tiles)

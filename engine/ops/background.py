@@ -59,7 +59,7 @@ def _check(params: dict) -> None:
               Param("mode", str, "blur", choices=("remove", "blur", "colour", "mask"),
                     help="what to do with the background"),
               Param("blur", float, 12.0, min=0.5, max=200.0, help="blur: Gaussian sigma in px of the image"),
-              Param("colour", str, "ffffff", help="colour: the new background, hex RRGGBB"),
+              Param("colour", str, "ffffff", format="hex_colour", help="colour: the new background, hex RRGGBB"),
               Param("hard", bool, False, help="cut the mask at 0.5 instead of blending by probability"),
           ], learned=True, peak_bytes=lambda p, w, h, c: w * h * PEAK_BYTES_PER_PX)
 def background(image, ctx, *, mode, blur, colour, hard):

@@ -46,7 +46,7 @@ import cv2
 import numpy as np
 
 from ..errors import ImageError, ImageTooLarge
-from ..pipeline_syntax import bind, coerce
+from ..pipeline_syntax import bind, check_any_of, coerce
 from .codec import MAX_MEMORY_BYTES, MAX_PIXELS
 
 REQUIRED = object()
@@ -65,6 +65,12 @@ class Param:
     max: float | None = None
     choices: tuple | None = None
     help: str = ""
+    # Checks that travel in the schema (pipeline_syntax.coerce), so the broker, the web gateway and
+    # the command line refuse what a worker would, before anything is stored or queued:
+    odd: bool = False  # an int that must be odd
+    format: str | None = None  # a str of a named format (pipeline_syntax.FORMATS): "hex_colour"
+    max_length: int | None = None  # a str of at most this many characters
+    nonempty: bool = False  # a str that must not be empty
 
     def describe(self) -> dict:
         out: dict[str, Any] = {"name": self.name, "type": self.type.__name__, "help": self.help}
@@ -77,6 +83,12 @@ class Param:
                 out[key] = getattr(self, key)
         if self.choices:
             out["choices"] = list(self.choices)
+        for key in ("odd", "nonempty"):
+            if getattr(self, key):
+                out[key] = True
+        for key in ("format", "max_length"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
         return out
 
     def coerce(self, op: str, value: Any) -> Any:
@@ -151,11 +163,14 @@ class Operation:
     lut: Callable[[dict], np.ndarray] | None = None
     check: Callable[[dict], None] | None = None
     learned: bool = False  # runs a model that ``warm_up`` loads: not offered where loading failed
+    any_of: tuple[str, ...] = ()  # parameters of which one must be set (not 0): declared, so checked everywhere
+    any_of_help: str = ""
     peak_bytes: Callable[[dict, int, int, int], int] | None = None
 
     def bind(self, raw: dict[str, Any]) -> dict[str, Any]:
         """Checked, complete keyword arguments from user-given ones (strings or typed)."""
         out = bind(self.name, [p.described for p in self.params], raw)
+        check_any_of(self.name, self.schema_extra, out)
         if self.check is not None:
             self.check(out)
         return out
@@ -191,9 +206,14 @@ class Operation:
         timings.append([self.name, round((time.perf_counter() - started) * 1000, 3)])
         return image if result is None else result
 
+    @property
+    def schema_extra(self) -> dict:
+        """What the operation declares beyond its parameters, as the schema carries it."""
+        return {"any_of": list(self.any_of), "any_of_help": self.any_of_help} if self.any_of else {}
+
     def describe(self) -> dict:
         return {"name": self.name, "help": self.help, "kind": self.kind,
-                "params": [p.describe() for p in self.params]}
+                "params": [p.describe() for p in self.params], **self.schema_extra}
 
 
 def held_bytes(image: np.ndarray) -> int:

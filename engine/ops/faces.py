@@ -83,7 +83,7 @@ def _check(params: dict) -> None:
 
 DRAW_PARAMS = [
     Param("draw", bool, True, help="draw the boxes on the image"),
-    Param("colour", str, "00ff00", help="box colour, hex RRGGBB"),
+    Param("colour", str, "00ff00", format="hex_colour", help="box colour, hex RRGGBB"),
     Param("thickness", int, 2, min=1, max=50, help="box line width in px"),
 ]
 

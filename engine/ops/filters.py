@@ -37,7 +37,7 @@ def blur(image, ctx, *, sigma):
 
 @register("median", help="median blur: removes salt-and-pepper noise, keeps edges",
           check=_odd_size("median"), noop=lambda p: p["size"] == 1, params=[
-              Param("size", int, 5, min=1, max=31, help="odd aperture size in px"),
+              Param("size", int, 5, min=1, max=31, odd=True, help="odd aperture size in px"),
           ], peak_bytes=lambda p, w, h, c: tiled_bytes(w, h, c, 3 * c, reach=p["size"] // 2))
 def median(image, ctx, *, size):
     return map_tiles(image, lambda part: cv2.medianBlur(part, size), reach=size // 2)

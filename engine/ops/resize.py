@@ -75,7 +75,8 @@ def scale_image(image, ctx, op: str, sw: int, sh: int, fw: int, fh: int, interpo
 
 
 @register("resize", help="resize: fit inside, fill and crop, or stretch to width x height",
-          geometric=True, shrink=_scaled_size, check=_check, peak_bytes=_resize_bytes, params=[
+          geometric=True, shrink=_scaled_size, check=_check, peak_bytes=_resize_bytes,
+          any_of=("width", "height"), any_of_help="0 means 'follow the aspect ratio'", params=[
               Param("width", int, 0, min=0, max=MAX_SIDE_PX, help="target width in px (0: follow aspect)"),
               Param("height", int, 0, min=0, max=MAX_SIDE_PX, help="target height in px (0: follow aspect)"),
               Param("mode", str, "fit", choices=("fit", "fill", "exact"),

@@ -85,7 +85,7 @@ def _rotate_bytes(params: dict, w: int, h: int, channels: int) -> int:
           check=_rotate_check, noop=lambda p: p["angle"] % 360 == 0, peak_bytes=_rotate_bytes, params=[
               Param("angle", float, 90.0, min=-360, max=360, help="degrees counter-clockwise"),
               Param("expand", bool, True, help="grow the canvas to hold the whole rotated image"),
-              Param("background", str, "000000", help="hex RRGGBB[AA] colour of uncovered corners"),
+              Param("background", str, "000000", format="hex_colour", help="hex RRGGBB[AA] colour of uncovered corners"),
               Param("interpolation", str, "linear", choices=tuple(INTERPOLATIONS),
                     help="resampling for angles that are not quarter turns"),
           ])

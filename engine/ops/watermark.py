@@ -122,9 +122,9 @@ def _text_bytes(params: dict, width: int, height: int, channels: int) -> int:
 
 @register("text", help="text watermark (ASCII, Hershey font) blended onto the image", check=_text_check,
           noop=lambda p: p["opacity"] == 0, peak_bytes=_text_bytes, params=[
-              Param("text", str, help="the words to write"),
+              Param("text", str, nonempty=True, max_length=MAX_TEXT_CHARS, help="the words to write"),
               Param("height", int, 24, min=4, max=2000, help="letter height in px"),
-              Param("colour", str, "ffffff", help="hex RRGGBB"),
+              Param("colour", str, "ffffff", format="hex_colour", help="hex RRGGBB"),
               Param("thickness", int, 2, min=1, max=100, help="stroke width in px"),
               *_PLACEMENT,
           ])

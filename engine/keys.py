@@ -19,13 +19,13 @@ from pathlib import Path
 from .errors import ConfigError
 from .security import (BROKER_NAME, CLIENTS, ENV_KEYS_DIR, PUBLIC_SUFFIX, ROLES, WORKERS, key_name,
                        load_public_key, write_key_pair)
-from .settings import flag
+from .settings import flag, prog
 
 DEFAULT_KEYS_DIR = "keys"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m engine.keys", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog=prog("engine.keys"), description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.split("\n\n")[1:2]))
     sub = p.add_subparsers(dest="command", required=True)

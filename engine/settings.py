@@ -9,10 +9,19 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from typing import Any, Callable
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+
+
+def prog(module: str) -> str:
+    """The command's name in ``--help`` and errors, as it was invoked: the installed script
+    (``engine-broker``) or ``python -m engine.broker``."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return name if name and name not in ("__main__.py", "-c", "-m") and not name.endswith(".py") \
+        else f"python -m {module}"
 
 
 def flag(parser: argparse.ArgumentParser, name: str, *, env: str, default: Any, help: str,

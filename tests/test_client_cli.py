@@ -213,3 +213,18 @@ def test_ctrl_c_prints_the_summary_and_how_to_resume_without_a_traceback(cluster
     assert resumed.returncode == 0, resumed.stderr
     assert f"40 image(s), 0 failed, {40 - written} written, {written} skipped" in resumed.stdout
     assert len(list(out.glob("*.jpg"))) == 40
+
+
+def test_help_names_the_command_as_invoked_and_settings_come_from_the_environment(monkeypatch):
+    from engine.client.__main__ import parse_args
+    from engine.settings import prog
+
+    monkeypatch.setattr(sys, "argv", ["/usr/local/bin/engine-broker"])
+    assert prog("engine.broker") == "engine-broker"
+    monkeypatch.setattr(sys, "argv", ["/src/engine/broker/__main__.py"])
+    assert prog("engine.broker") == "python -m engine.broker"
+    monkeypatch.setenv("ENGINE_META", "results.jsonl")
+    monkeypatch.setenv("ENGINE_QUIET", "yes")
+    args = parse_args(["photo.jpg", "-o", "out"])
+    assert args.meta == Path("results.jsonl") and args.quiet is True
+    assert parse_args(["photo.jpg", "-o", "out", "--no-quiet"]).quiet is False

@@ -10,7 +10,7 @@ import tempfile
 from .. import fdlimit, metrics
 from ..errors import ConfigError
 from ..security import CLIENTS, ENV_BROKER_KEY, ENV_CLIENT_KEY, ENV_KEYS_DIR, ENV_WORKER_KEY, WORKERS
-from ..settings import flag, setup_logging
+from ..settings import flag, prog, setup_logging
 from . import config as C
 from .core import Broker
 from .local import connect_endpoint, local_workers, web_gateway
@@ -20,7 +20,7 @@ log = logging.getLogger("engine.broker")
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m engine.broker",
+        prog=prog("engine.broker"),
         description="Route image tasks from clients to workers over ZeroMQ. Clients connect a DEALER to "
                     "--front, workers to --back; each task goes to the least recently used worker with a "
                     "free slot. With --local-workers N this one command is a complete system.",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, PipelineError, TaskTimeout
 from ..security import ENV_BROKER_KEY, ENV_CLIENT_KEY, PeerKeys
-from ..settings import flag, positive_int
+from ..settings import flag, positive_int, prog
 from . import batch, outputs
 from .summary import summary
 from .sync import Client
@@ -44,7 +44,7 @@ Every flag can also be set by the environment variable named in its help."""
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="engine-client", description=DESCRIPTION, epilog=EPILOG,
+    p = argparse.ArgumentParser(prog=prog("engine.client"), description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="*", type=Path, help="image files and folders")
     p.add_argument("-o", "--output", type=Path, help="folder for the results (created if missing)")
@@ -58,9 +58,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     flag(p, "--skip-existing", env="ENGINE_SKIP_EXISTING", default=False,
          help="leave the inputs whose result is already in OUTDIR alone and count them (resumes an "
               "interrupted batch; --meta is appended to)")
-    p.add_argument("--meta", type=Path, metavar="FILE.jsonl",
-                   help="write one JSON line per image: input, output, and the result's metadata (format, sizes, "
-                        "timings, worker, detections) or its error")
+    flag(p, "--meta", env="ENGINE_META", default=None, type=Path, metavar="FILE.jsonl",
+         help="write one JSON line per image: input, output, and the result's metadata (format, sizes, "
+              "timings, worker, detections) or its error")
     flag(p, "--connect-timeout-s", env="ENGINE_CONNECT_TIMEOUT_S", default=10.0, type=float,
          help="give up at once if no broker answers within this")
     flag(p, "--key", env=ENV_CLIENT_KEY, default="",
@@ -69,7 +69,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--info", action="store_true", help="print a summary of the broker's workers, queue and "
                                                        "throughput, then exit")
     p.add_argument("--json", action="store_true", help="with --info: print the broker's whole answer as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    flag(p, "--quiet", env="ENGINE_QUIET", default=False, help="no progress bar")
     return p.parse_args(argv)
 
 
@@ -153,7 +153,7 @@ def _main(argv=None) -> int:
     print(f"{len(items) + skipped} image(s), {len(outcome.failed)} failed, {len(outcome.written)} written"
           + (f", {skipped} skipped (already in {args.output})" if skipped else "")
           + (f", {len(items) - done} not finished" if outcome.interrupted else "")
-          + f", {elapsed_s:.2f} s, {done / elapsed_s:.1f} images/s -> {args.output}"
+          + f", {elapsed_s:.2f} s, {done / elapsed_s:.3g} images/s -> {args.output}"
           + (f" (metadata: {args.meta})" if args.meta else ""))
     if outcome.interrupted:
         print(f"interrupted: {len(items) - done} image(s) not finished; every result written is whole. To resume, "

@@ -5,7 +5,7 @@ import argparse
 import asyncio
 import signal
 
-from ..settings import flag, setup_logging
+from ..settings import flag, prog, setup_logging
 from .server import Gateway, GatewaySettings
 
 D = GatewaySettings()
@@ -13,7 +13,7 @@ D = GatewaySettings()
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m engine.dlgateway",
+        prog=prog("engine.dlgateway"),
         description="Answer the older deep-learning client: a ZeroMQ DEALER whose routing id is its request "
                     "id sends one JSON frame {\"payload\": \"<base64 image file>\", \"_rid\": \"<id>\"} to "
                     "--bind and gets one JSON frame back with \"preds\": the top three predictions, "

@@ -9,6 +9,7 @@ from prometheus_client import generate_latest
 from ..errors import BusyError, ImageError
 from .broker import BrokerMetrics, WorkerRow
 from .worker import WorkerMetrics
+from ..settings import prog
 
 
 def sample() -> str:
@@ -46,7 +47,7 @@ def costs(number: int = 200_000) -> dict[str, float]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m engine.metrics",
+    p = argparse.ArgumentParser(prog=prog("engine.metrics"),
                                 description="Print a sample of the broker's and a worker's /metrics output "
                                             "(--sample), or time the calls the broker and worker loops make "
                                             "per task (--cost). The names are listed in engine/metrics/names.py.")

@@ -3,6 +3,7 @@ import argparse
 import json
 
 from . import describe
+from ..settings import prog
 
 PIPELINE_SYNTAX = """\
 A pipeline is one or more steps separated by '|', each an operation name with optional
@@ -25,7 +26,7 @@ def _param_line(p: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m engine.ops", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=prog("engine.ops"), formatter_class=argparse.RawDescriptionHelpFormatter,
         description="List the image operations this engine offers, with their parameters.",
         epilog=PIPELINE_SYNTAX)
     parser.add_argument("--json", action="store_true", help="print the registry as JSON")

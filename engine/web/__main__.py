@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..settings import flag, setup_logging
+from ..settings import flag, prog, setup_logging
 from . import serve
 from .access import MODES
 from .settings import DEFAULT_BROKER, DEFAULT_LISTEN, WebSettings
@@ -14,7 +14,7 @@ MIB = 2**20
 def parse_args(argv=None) -> argparse.Namespace:
     d = WebSettings()
     p = argparse.ArgumentParser(
-        prog="python -m engine.web",
+        prog=prog("engine.web"),
         description="Serve the web pages (sign up, build a pipeline, drop images, history, live status) and "
                     "the HTTP API under /api/v1 (try it at /api/v1/docs; OpenAPI at /api/v1/openapi.json). Images are processed by "
                     "the broker at --broker; run it first, e.g. python -m engine.broker --local-workers 2.",

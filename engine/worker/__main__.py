@@ -9,14 +9,14 @@ import sys
 from .. import metrics
 from ..errors import ConfigError
 from ..security import ENV_BROKER_KEY, ENV_WORKER_KEY, PeerKeys
-from ..settings import flag, positive_int, setup_logging
+from ..settings import flag, positive_int, prog, setup_logging
 from . import config as C
 from .supervisor import Supervisor
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m engine.worker",
+        prog=prog("engine.worker"),
         description="Connect to a broker's worker socket and process image tasks in a pool of processes "
                     "(one task per process at a time, OpenCV single-threaded in each). SIGTERM drains: "
                     "tasks in hand finish, then the worker disconnects.",

@@ -10,6 +10,7 @@ Run it from a checkout of any version.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import socket
 import statistics
@@ -20,14 +21,12 @@ import time
 import cv2
 import numpy as np
 
-from engine import Client
-from engine.errors import EngineError
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from bench.peers.base import free_port  # noqa: E402
+from bench.peers.engine import broker_ready  # noqa: E402
+from engine import Client  # noqa: E402
+from engine.errors import EngineError  # noqa: E402
 
 
 def main() -> int:
@@ -36,15 +35,15 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=15.0)
     args = p.parse_args()
     resource.setrlimit(resource.RLIMIT_NOFILE, (args.idle + 512, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-    fport = _port()
+    fport = free_port()
     start = ("import resource, runpy; resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 4096)); "
              "runpy.run_module('engine.broker', run_name='__main__', alter_sys=True)")
     broker = subprocess.Popen([sys.executable, "-c", start, "--front", f"tcp://127.0.0.1:{fport}", "--back",
-                               f"tcp://127.0.0.1:{_port()}", "--local-workers", "1", "--log-level", "warning"])
+                               f"tcp://127.0.0.1:{free_port()}", "--local-workers", "1", "--log-level", "warning"])
     image = cv2.imencode(".jpg", np.full((64, 64, 3), 128, np.uint8))[1].tobytes()
     idle = []
     try:
-        time.sleep(3)
+        broker_ready(f"tcp://127.0.0.1:{fport}", 2)
         idle = [socket.create_connection(("127.0.0.1", fport), timeout=10) for _ in range(args.idle)]
         times_ms, failed = [], 0
         end_s = time.monotonic() + args.seconds

@@ -13,8 +13,6 @@ import argparse
 import multiprocessing as mp
 import os
 import resource
-import socket
-import subprocess
 import sys
 import time
 
@@ -22,17 +20,14 @@ import cv2
 import numpy as np
 import zmq
 
-from engine import Client
-from engine import protocol as P
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.peers.engine import broker_ready, start_broker  # noqa: E402
+from engine import Client  # noqa: E402
+from engine import protocol as P  # noqa: E402
 
 HEARTBEAT_S = 2.0
 PER_PROCESS = 1000  # idle workers per attacker process
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _attacker(back: str, first: int, idle: int, ready: mp.Event, stop: mp.Event) -> None:
@@ -86,14 +81,10 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=5.0, help="seconds each throughput run lasts")
     p.add_argument("--no-hot-path", action="store_true", help="run the broker with --no-hot-path (all Python)")
     args = p.parse_args()
-    front, back = f"tcp://127.0.0.1:{_port()}", f"tcp://127.0.0.1:{_port()}"
     image = cv2.imencode(".jpg", np.full((64, 64, 3), 128, np.uint8))[1].tobytes()
-    broker = subprocess.Popen([sys.executable, "-m", "engine.broker", "--front", front, "--back", back,
-                               "--local-workers", "1", "--cache-mb", "0", "--log-level", "warning",
-                               *(["--no-hot-path"] if args.no_hot_path else [])],
-                              env={**os.environ, "ENGINE_NO_SHM": "1"})
+    broker, front, back = start_broker(1, ["--no-hot-path"] if args.no_hot_path else [])
     try:
-        time.sleep(3)
+        broker_ready(front, 2)
         _rate(front, 2.0, image)  # warm: the worker's process, the broker's memos
         base = _rate(front, args.seconds, image)
         stop = mp.Event()

@@ -9,21 +9,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
-import subprocess
 import sys
 import time
 
 import psutil
 import zmq
 
-from engine import protocol as P
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from bench.peers.engine import broker_ready, start_broker  # noqa: E402
+from engine import protocol as P  # noqa: E402
 
 
 def main() -> int:
@@ -31,13 +26,10 @@ def main() -> int:
     p.add_argument("--images", type=int, default=50)
     p.add_argument("--image-mb", type=float, default=20.0)
     args = p.parse_args()
-    front = f"tcp://127.0.0.1:{_port()}"
-    broker = subprocess.Popen([sys.executable, "-m", "engine.broker", "--front", front, "--back",
-                               f"tcp://127.0.0.1:{_port()}", "--log-level", "warning"],
-                              env={**os.environ, "ENGINE_NO_SHM": "1"})
+    broker, front, _back = start_broker(0, [])
     ctx = zmq.Context()
     try:
-        time.sleep(2)
+        broker_ready(front, 0)
         proc = psutil.Process(broker.pid)
         before_mib = proc.memory_info().rss / 2**20
         sock = ctx.socket(zmq.DEALER)

@@ -28,12 +28,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from bench.peers.base import free_port  # noqa: E402
 
 
 # python -c: lower the soft descriptor limit (argv[1]), then run python -m engine.web with the rest

@@ -26,14 +26,16 @@ FD_DIR = "/proc/self/fd"
 log = logging.getLogger("engine.fdlimit")
 
 
-def raise_soft_limit() -> tuple[int, int] | None:
-    """Raise this process's soft descriptor limit to its hard limit; returns (soft, hard) as they
-    are now, or None where the limit cannot be read (not Unix)."""
+def raise_soft_limit(want: int | None = None) -> tuple[int, int] | None:
+    """Raise this process's soft descriptor limit to ``want`` (None: as high as allowed), never
+    past the hard limit and never down; returns (soft, hard) as they are now (``RLIM_INFINITY``
+    as -1), or None where the limit cannot be read (not Unix)."""
     if resource is None:
         return None
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard or hard == resource.RLIM_INFINITY and soft < 1 << 20:
-        wanted = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    ceiling = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    wanted = ceiling if want is None else min(want, ceiling)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
             soft = wanted

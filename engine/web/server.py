@@ -31,6 +31,7 @@ from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from .. import fdlimit
 from ..errors import BusyError
 from .settings import WebSettings
 
@@ -154,14 +155,8 @@ def fit_descriptors(settings: WebSettings) -> WebSettings:
     limit); where the hard limit is lower, lower ``max_connections`` to fit and say so."""
     beyond = ACCEPT_TURNS * settings.listen_backlog + FD_RESERVE
     need = settings.max_connections + beyond
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < need:
-        wanted = need if hard == resource.RLIM_INFINITY else min(need, hard)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-            soft = wanted
-        except (ValueError, OSError) as exc:
-            log.warning("could not raise the descriptor limit from %d to %d: %s", soft, wanted, exc)
+    limits = fdlimit.raise_soft_limit(need)
+    soft = need if limits is None else limits[0]
     if soft == resource.RLIM_INFINITY or soft >= need:
         return settings
     fits = max(1, soft - beyond)

@@ -133,7 +133,10 @@ class WorkerState:
 
 
 class Dispatcher:
-    """Queue, workers and slots. All methods are O(1) but ``cancel`` and ``drop_origin``."""
+    """Queue, workers and slots. Admission, hand-out and answers are O(1) per task; the
+    methods that scan say so in their docstrings: ``cancel`` of a queued task and
+    ``drop_origin`` (O(queue)), the lease and straggler checks (O(tasks at workers)), a host's
+    pool processes (O(workers)) and the dispatch pass (O(queue) at worst)."""
 
     def __init__(self, *, max_queue: int, liveness_s: float, max_retries: int = MAX_RETRIES,
                  max_workers: int = MAX_WORKERS, max_workers_per_host: int = MAX_WORKERS_PER_HOST,

@@ -48,13 +48,6 @@ SPECS = {
 }
 
 
-def _scale(spec: Spec, index: int) -> float:
-    n = len(spec.strides)
-    if n == 1:
-        return (spec.min_scale + spec.max_scale) * 0.5
-    return spec.min_scale + (spec.max_scale - spec.min_scale) * index / (n - 1)
-
-
 def anchors(spec: Spec) -> np.ndarray:
     """Anchor centres (N x 2, x then y, in [0, 1]); fixed anchor size means w = h = 1."""
     out = []

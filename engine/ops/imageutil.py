@@ -59,11 +59,6 @@ def on_colour(image: np.ndarray, fn: Callable[[np.ndarray], np.ndarray]) -> np.n
     return with_alpha(fn(np.ascontiguousarray(base)), alpha)
 
 
-def odd(n: int) -> int:
-    """The nearest odd number at or above ``n`` (OpenCV kernel sizes)."""
-    return n if n % 2 else n + 1
-
-
 def lut_apply(image: np.ndarray, table: np.ndarray) -> np.ndarray:
     """A 256-entry table applied to colour/grey channels (alpha untouched)."""
     return tiled(image, lambda base: cv2.LUT(base, table))

@@ -23,7 +23,6 @@ from .names import content_disposition
 from .problems import WebError
 
 MAX_PAGE = 200
-JSON_TYPES = ("application/json",)
 MULTIPART = "multipart/form-data"
 URLENCODED = "application/x-www-form-urlencoded"
 FORM_TYPES = (MULTIPART, URLENCODED)

@@ -62,8 +62,8 @@ class LogBound:
         """Count one event from ``key``; write ``msg % args`` if this window's budget allows
         (and ``key`` was not written in it yet). True if it was written."""
         with self._lock:
-            now_s = self.clock()
-            summary = self._close(now_s) if self._start_s is not None and now_s >= self._start_s + self.window_s \
+            now_s, start_s = self.clock(), self._start_s
+            summary = self._close(now_s, start_s) if start_s is not None and now_s >= start_s + self.window_s \
                 else None
             if self._start_s is None:
                 self._start_s = now_s
@@ -83,16 +83,17 @@ class LogBound:
     def flush(self, now_s: float | None = None, *, final: bool = False) -> None:
         """Write the summary of a window that is over (``final``: of the open one, over or not)."""
         with self._lock:
-            now_s = self.clock() if now_s is None else now_s
-            if self._start_s is None or not (final or now_s >= self._start_s + self.window_s):
+            now_s, start_s = self.clock() if now_s is None else now_s, self._start_s
+            if start_s is None or not (final or now_s >= start_s + self.window_s):
                 return
-            summary = self._close(now_s)
+            summary = self._close(now_s, start_s)
         if summary is not None:
             self.logger.log(self.level, *summary)
 
-    def _close(self, now_s: float) -> tuple | None:
-        """End the open window (lock held); the summary's arguments if some events were not written."""
-        seconds = min(now_s - self._start_s, self.window_s)
+    def _close(self, now_s: float, start_s: float) -> tuple | None:
+        """End the open window, begun at ``start_s`` (lock held); the summary's arguments if some
+        events were not written."""
+        seconds = min(now_s - start_s, self.window_s)
         events, keys, written = self._events, len(self._keys), len(self._logged)
         capped = keys >= self.keys_cap
         self._start_s, self._events = None, 0

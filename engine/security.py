@@ -312,7 +312,7 @@ class ZapHandler:
         try:
             return self.answer(request)
         except Exception as exc:  # noqa: BLE001 - a bug refuses one peer, never ends the loop (CURVE would admit all)
-            self._failures.log(type(exc), "a ZAP request could not be answered; refused it (a bug: please report)",
+            self._failures.log(type(exc).__qualname__, "a ZAP request could not be answered; refused it (a bug: please report)",
                                exc_info=True)
             return self._reply(request[1] if len(request) > 1 else b"", b"500", b"internal error")
 
@@ -362,7 +362,8 @@ class CurveServer:
     def identity(self, frame: zmq.Frame, role: str) -> str | None:
         """The name of the key a frame's connection was authenticated with, or None once
         that key has left the ``role`` allow-list (read again at most every RECHECK_S)."""
-        return self.lists[role].name_of(frame.get("User-Id").encode())
+        user_id = frame.get("User-Id")  # a string property of a message from a ZAP-authenticated peer
+        return self.lists[role].name_of(str(user_id).encode())
 
     def grant_companion(self, role: str, name: str, folder: str | os.PathLike) -> tuple[Path, Path]:
         """A fresh key pair for a process the broker starts itself, allowed in memory only.

@@ -458,7 +458,7 @@ class HotPath:
         head = _map(frames[1]) if len(frames) >= 2 else None
         jid = self._jid(head.get("id")) if head is not None else None
         t = self._tasks.get(jid) if jid is not None else None
-        if t is None:
+        if t is None or head is None or jid is None:
             return False
         w = t.worker
         if w is None or w.wid != wid:

@@ -35,21 +35,21 @@ class Companion:
         self.env = {k: v for k, v in merged.items() if v is not None}
         self._proc: subprocess.Popen | None = None
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name=name, daemon=True)
 
     def start(self) -> None:
-        self._spawn()
+        self._thread = threading.Thread(target=self._watch, args=(self._spawn(),), name=self.name, daemon=True)
         self._thread.start()
 
-    def _spawn(self) -> None:
-        self._proc = subprocess.Popen(self.cmd, env=self.env)
-        log.info("started %s, pid %d: %s", self.name, self._proc.pid, " ".join(self.cmd[1:]))
+    def _spawn(self) -> subprocess.Popen:
+        self._proc = proc = subprocess.Popen(self.cmd, env=self.env)
+        log.info("started %s, pid %d: %s", self.name, proc.pid, " ".join(self.cmd[1:]))
+        return proc
 
-    def _watch(self) -> None:
+    def _watch(self, proc: subprocess.Popen) -> None:
         failures = 0
         while not self._stopping.is_set():
             started_s = time.monotonic()
-            code = self._proc.wait()
+            code = proc.wait()
             if self._stopping.is_set():
                 return
             if code == 0:  # it stopped on purpose (SIGTERM, or Ctrl+C reaching the process group)
@@ -60,7 +60,7 @@ class Companion:
             log.warning("%s exited with code %s; restarting in %.1f s", self.name, code, delay_s)
             if self._stopping.wait(delay_s):
                 return
-            self._spawn()
+            proc = self._spawn()
 
     def stop(self) -> None:
         """SIGTERM the child (a worker drains its tasks), then wait; kill it if it does not end."""

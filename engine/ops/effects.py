@@ -37,7 +37,7 @@ def _kmeans(image: np.ndarray, k: int, attempts: int, seed: int, meta: dict) -> 
     picked = to_bgr(image[at // w, at % w][None])
     sample = cv2.cvtColor(picked, cv2.COLOR_BGR2Lab).reshape(-1, 3).astype(np.float32)
     if len(sample) <= k:  # no more pixels than clusters: each pixel is its own centre
-        centres = sample
+        centres: np.ndarray = sample
     else:
         cv2.setRNGSeed(seed)
         criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5)

@@ -67,28 +67,29 @@ class Cascade:
         node = root.find("cascade")
         if node is None or node.findtext("featureType", "").strip() != "HAAR":
             raise ValueError(f"{path.name}: not a new-format HAAR cascade")
+        child, text = _reader(path.name)
         features = []
-        for feat in node.find("features"):
+        for feat in child(node, "features"):
             if feat.findtext("tilted", "0").strip() != "0":
                 raise ValueError(f"{path.name}: tilted features are not supported")
-            rows = [[float(v) for v in r.text.split()] for r in feat.find("rects")]
+            rows = [[float(v) for v in (r.text or "").split()] for r in child(feat, "rects")]
             rows += [[0, 0, 0, 0, 0.0]] * (3 - len(rows))
             features.append(rows)
         table = np.array(features, dtype=np.float64)
         stages = []
-        for st in node.find("stages"):
+        for st in child(node, "stages"):
             idx, thr, leaves = [], [], []
-            for weak in st.find("weakClassifiers"):
-                left, right, fi, t = weak.findtext("internalNodes").split()
+            for weak in child(st, "weakClassifiers"):
+                left, right, fi, t = text(weak, "internalNodes").split()
                 if (left, right) != ("0", "-1"):
                     raise ValueError(f"{path.name}: only stump (depth 1) cascades are supported")
                 idx.append(int(fi))
                 thr.append(float(t))
-                leaves.append([float(v) for v in weak.findtext("leafValues").split()])
+                leaves.append([float(v) for v in text(weak, "leafValues").split()])
             sel = table[idx]
-            stages.append(Stage.build(float(st.findtext("stageThreshold")), sel[:, :, :4].astype(np.int64),
+            stages.append(Stage.build(float(text(st, "stageThreshold")), sel[:, :, :4].astype(np.int64),
                                       sel[:, :, 4].copy(), np.array(thr), np.array(leaves)))
-        return cls(int(node.findtext("width")), int(node.findtext("height")), tuple(stages))
+        return cls(int(text(node, "width")), int(text(node, "height")), tuple(stages))
 
     @staticmethod
     def work_bytes(pixels: int) -> int:
@@ -154,7 +155,21 @@ class Cascade:
         return group_rectangles(np.concatenate(hits) if hits else [], min_neighbors, GROUP_EPS)
 
 
-def group_rectangles(rects: list, threshold: int, eps: float) -> list[tuple[int, int, int, int]]:
+def _reader(name: str):
+    """``child(el, tag)`` and ``text(el, tag)`` for a cascade file: a missing element is a
+    ValueError naming the file and the tag, not an AttributeError on None."""
+    def child(el: ET.Element, tag: str) -> ET.Element:
+        found = el.find(tag)
+        if found is None:
+            raise ValueError(f"{name}: no <{tag}> in <{el.tag}>")
+        return found
+
+    def text(el: ET.Element, tag: str) -> str:
+        return child(el, tag).text or ""
+    return child, text
+
+
+def group_rectangles(rects: list | np.ndarray, threshold: int, eps: float) -> list[tuple[int, int, int, int]]:
     """Cluster similar boxes, keep clusters of more than ``threshold``, drop boxes nested
     in a stronger cluster (OpenCV's ``groupRectangles``)."""
     if not len(rects):

@@ -110,6 +110,7 @@ def map_tiles(image: np.ndarray, fn: Callable[[np.ndarray], np.ndarray], *, reac
         if out is None:
             out = np.empty((h, w) + part.shape[2:], part.dtype)
         out[y0:y1, x0:x1] = part
+    assert out is not None, "an image has at least one tile"
     return out
 
 

@@ -38,9 +38,12 @@ class Plan:
 
 
 def _compose(steps: list[Step]) -> np.ndarray:
+    """The one table equivalent to ``steps``, each of which has a table (``_fuse_tables``' runs)."""
     table = np.arange(256, dtype=np.uint8)
     for step in steps:
-        table = step.op.lut(step.params)[table]
+        lut = step.op.lut
+        assert lut is not None, "only steps with a table are composed"
+        table = lut(step.params)[table]
     return table
 
 
@@ -58,7 +61,8 @@ def _fuse(run: list[Step]) -> Step:
 def _fuse_tables(steps: list[Step]) -> list[Step]:
     out: list[Step] = []
     run: list[Step] = []
-    for step in steps + [None]:  # type: ignore[list-item]
+    end: list[Step | None] = [None]  # the last run ends there
+    for step in [*steps, *end]:
         if step is not None and step.op.lut is not None:
             run.append(step)
             continue

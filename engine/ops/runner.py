@@ -21,6 +21,13 @@ from .planner import plan as make_plan
 _KEEP_FORMATS = {"jpeg", "png", "webp"}
 
 
+def _steps(pipeline: str | list | list[Step]) -> list[Step]:
+    """Parsed steps (a list of them is taken as it is; text or a list of dicts is parsed)."""
+    if isinstance(pipeline, list) and pipeline and isinstance(pipeline[0], Step):
+        return pipeline
+    return list(parse(pipeline))
+
+
 def run(data, pipeline: str | list | list[Step], *, limits: codec.Limits = codec.Limits(),
         cache: dict | None = None, plan: bool = True) -> tuple[bytes, dict[str, Any]]:
     """Process ``data`` and return the encoded result and its metadata.
@@ -29,7 +36,7 @@ def run(data, pipeline: str | list | list[Step], *, limits: codec.Limits = codec
     (the reference the planner is tested against).
     """
     started = time.perf_counter()
-    steps = pipeline if pipeline and isinstance(pipeline[0], Step) else parse(pipeline)  # type: ignore[index]
+    steps = _steps(pipeline)
     header = codec.probe(data, limits)
     chosen = make_plan(list(steps), header) if plan else Plan(list(steps))
     if plan and not chosen.steps and header.format == "jpeg":  # (JPEG headers tell the channels)

@@ -71,7 +71,8 @@ def blend(image: np.ndarray, colour, alpha: np.ndarray | None, opacity: float, x
     for ty0, ty1, tx0, tx1 in tiles(y1 - y0, x1 - x0, side=BLEND_TILE_SIDE_PX):
         region = out[y0 + ty0:y0 + ty1, x0 + tx0:x0 + tx1]
         box = np.s_[y0 - y + ty0:y0 - y + ty1, x0 - x + tx0:x0 - x + tx1]  # the same pixels in colour and alpha
-        a = np.float32(opacity) if alpha is None else alpha[box].astype(np.float32) / 255 * np.float32(opacity)
+        a: np.ndarray = np.asarray(np.float32(opacity)) if alpha is None \
+            else alpha[box].astype(np.float32) / 255 * np.float32(opacity)
         c = value if value is not None else _same_layout(to_bgr(colour[box]), image).astype(np.float32)
         if region.ndim == 3 and np.ndim(a) == 2:
             a = a[:, :, None]

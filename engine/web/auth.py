@@ -155,4 +155,5 @@ class Auth:
             return True
         cookie = request.cookies.get(CSRF_COOKIE)
         submitted = submitted or request.headers.get(CSRF_HEADER)
-        return bool(cookie and submitted) and hmac.compare_digest(cookie, submitted)
+        return cookie is not None and submitted is not None and cookie != "" and submitted != "" \
+            and hmac.compare_digest(cookie, submitted)

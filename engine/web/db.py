@@ -84,8 +84,16 @@ class NameTaken(Exception):
 
 
 def _job(row: sqlite3.Row | None) -> dict[str, Any] | None:
-    if row is None:
-        return None
+    return None if row is None else _job_of(row)
+
+
+def _row_id(cur: sqlite3.Cursor) -> int:
+    """The rowid an INSERT just made (sqlite3 sets it after every successful INSERT)."""
+    assert cur.lastrowid is not None, "lastrowid after an INSERT"
+    return cur.lastrowid
+
+
+def _job_of(row: sqlite3.Row) -> dict[str, Any]:
     job = dict(row)
     job["meta"] = json.loads(job.pop("meta_json") or "{}")
     return job
@@ -128,6 +136,12 @@ class Store:
         with self._lock:
             return self._conn.execute(sql, args).fetchone()
 
+    def _scalar(self, sql: str, *args: Any) -> int:
+        """The one number an aggregate query (COUNT, COALESCE(SUM...)) always answers."""
+        row = self._one(sql, *args)
+        assert row is not None, "an aggregate query answers one row"
+        return int(row[0])
+
     def _run(self, sql: str, *args: Any) -> sqlite3.Cursor:
         with self._lock:
             return self._conn.execute(sql, args)
@@ -140,7 +154,7 @@ class Store:
                             name, pw_hash, time.time())
         except sqlite3.IntegrityError:
             raise NameTaken(name) from None
-        return int(cur.lastrowid)
+        return _row_id(cur)
 
     def user_by_name(self, name: str) -> dict | None:
         row = self._one("SELECT * FROM users WHERE name = ?", name)
@@ -165,7 +179,7 @@ class Store:
     def add_token(self, user_id: int, name: str, token_hash: str) -> int:
         cur = self._run("INSERT INTO tokens (user_id, name, token_hash, created_at) VALUES (?, ?, ?, ?)",
                         user_id, name, token_hash, time.time())
-        return int(cur.lastrowid)
+        return _row_id(cur)
 
     def token_user(self, token_hash: str) -> dict | None:
         row = self._one("SELECT u.id, u.name, t.id AS token_id FROM tokens t JOIN users u ON u.id = t.user_id "
@@ -197,7 +211,7 @@ class Store:
     def batch_jobs(self, user_id: int, batch_id: str) -> list[dict]:
         rows = self._all("SELECT * FROM jobs WHERE batch_id = ? AND user_id = ? ORDER BY rowid",
                          batch_id, user_id)
-        return [_job(r) for r in rows]
+        return [_job_of(r) for r in rows]
 
     def add_job(self, job_id: str, user_id: int, *, batch_id: str | None, pipeline: str,
                 input_name: str, input_sha: str, input_bytes: int) -> None:
@@ -227,10 +241,10 @@ class Store:
     def jobs(self, user_id: int, *, limit: int = 50, offset: int = 0) -> list[dict]:
         rows = self._all("SELECT * FROM jobs WHERE user_id = ? ORDER BY created_at DESC, rowid DESC "
                          "LIMIT ? OFFSET ?", user_id, limit, offset)
-        return [_job(r) for r in rows]
+        return [_job_of(r) for r in rows]
 
     def count_jobs(self, user_id: int) -> int:
-        return self._one("SELECT COUNT(*) FROM jobs WHERE user_id = ?", user_id)[0]
+        return self._scalar("SELECT COUNT(*) FROM jobs WHERE user_id = ?", user_id)
 
     def delete_job(self, user_id: int, job_id: str) -> dict | None:
         """Delete and return the job (None if the user has no such job)."""
@@ -242,8 +256,8 @@ class Store:
 
     def usage_bytes(self, user_id: int) -> int:
         """Bytes a user stores (inputs and outputs, each job counted on its own)."""
-        row = self._one("SELECT COALESCE(SUM(input_bytes + output_bytes), 0) FROM jobs WHERE user_id = ?", user_id)
-        return int(row[0])
+        return self._scalar("SELECT COALESCE(SUM(input_bytes + output_bytes), 0) FROM jobs WHERE user_id = ?",
+                            user_id)
 
     def sha_in_use(self, sha: str) -> bool:
         return self._one("SELECT 1 FROM jobs WHERE input_sha = ?1 OR output_sha = ?1 OR thumb_sha = ?1 LIMIT 1",

@@ -23,9 +23,10 @@ TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).with_name("templa
 HISTORY_PAGE = 50
 
 
-def _size(n: int | None) -> str:
-    if not n:
+def _size(n_bytes: int | None) -> str:
+    if not n_bytes:
         return "0 B"
+    n = float(n_bytes)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -104,9 +105,9 @@ async def account(request: Request) -> Response:
         if isinstance(exc, LoginLimited):
             response.headers["Retry-After"] = str(exc.retry_after_s)
         return response
-    response = redirect(_next_url(request, fields))
-    auth.start_session(response, user["id"])
-    return response
+    moved = redirect(_next_url(request, fields))
+    auth.start_session(moved, user["id"])
+    return moved
 
 
 async def logout(request: Request) -> Response:

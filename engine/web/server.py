@@ -91,7 +91,7 @@ class GuardedH11(H11Protocol):
     guard: ConnectionGuard  # both set per server by protocol_class()
     header_timeout_s: float
 
-    def connection_made(self, transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport) -> None:
         super().connection_made(transport)
         self._deadline: asyncio.TimerHandle | None = None
         self._answering: object = None  # the request being answered when the wait began

@@ -50,9 +50,9 @@ class Credit:
     def arrived(self, now_s: float, more: bool) -> int:
         """A task arrived; returns how many slots to add (0: none)."""
         waited_since, self._idle_since_s = self._idle_since_s, None
-        starved = waited_since is not None and self._more  # the broker had work: the wait was the link's
+        starved = self._more  # the broker had work: the wait was the link's
         self._more = more
-        if not starved or not self.task_s or self.current >= self.max_credit:
+        if waited_since is None or not starved or not self.task_s or self.current >= self.max_credit:
             return 0
         self._waits_s.append(now_s - waited_since)
         if len(self._waits_s) < SAMPLES:

@@ -312,8 +312,8 @@ class ZapHandler:
         try:
             return self.answer(request)
         except Exception as exc:  # noqa: BLE001 - a bug refuses one peer, never ends the loop (CURVE would admit all)
-            self._failures.log(type(exc).__qualname__, "a ZAP request could not be answered; refused it (a bug: please report)",
-                               exc_info=True)
+            self._failures.log(type(exc).__qualname__,
+                               "a ZAP request could not be answered; refused it (a bug: please report)", exc_info=True)
             return self._reply(request[1] if len(request) > 1 else b"", b"500", b"internal error")
 
     def answer(self, request: list[bytes]) -> list[bytes]:

@@ -1,5 +1,6 @@
 """Pipelines as data, with no numpy or OpenCV: syntax, checking against a declared schema,
-and the canonical text. What the broker and the clients need; workers run the same code.
+and the canonical text. The one pipeline checker: the broker, the web gateway, the client
+library and the command line call it, and workers run the same code.
 
 Text form:       ``resize:width=640|sharpen:amount=1.5|webp:quality=80``
 Structured form: ``[{"op": "resize", "params": {"width": 640}}, {"op": "webp"}]``
@@ -12,16 +13,31 @@ the broker can check a pipeline against what its workers offer without importing
 The registry's own checks (``engine.ops``) call ``bind`` and ``coerce`` below: one
 implementation. ``canonical`` is the one text form. ``step_names`` is what a task needs
 of a worker (Majordomo's service name, one per step).
+
+Who checks what:
+
+- ``check_syntax``: what needs no schema (the client library, before anything is sent).
+- ``offered(info).check``: against the schema in the broker's INFO answer (the web gateway
+  and the command line). When INFO cannot say (no worker has declared its operations, the
+  answer was cut to names, or workers of different engine versions declare an operation of
+  the pipeline differently), or a declaration cannot be read, only the syntax is checked
+  and the broker decides.
+- ``check_declarations``: against each distinct declaration the broker holds (the broker,
+  at admission; a rolling upgrade has several).
 """
 from __future__ import annotations
 
 import difflib
 import functools
+import logging
 import re
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Any, Mapping, NamedTuple, Sequence
 from urllib.parse import quote, unquote
 
 from .errors import BadParameter, PipelineError, UnknownOperation
+
+log = logging.getLogger("engine.pipeline")
 
 MAX_STEPS = 32
 MAX_TEXT_CHARS = 4096
@@ -101,6 +117,20 @@ def step_names(pipeline: str | list) -> frozenset[str] | None:
     """The operations a pipeline uses; None if its syntax is wrong (a worker then answers
     with the precise error). Text forms are remembered: clients repeat a few pipelines."""
     return _names_of_text(pipeline) if isinstance(pipeline, str) else _names(pipeline)
+
+
+@functools.lru_cache(maxsize=256)
+def _check_text_syntax(pipeline: str) -> None:
+    split(pipeline)  # an error is raised, not remembered
+
+
+def check_syntax(pipeline: str | list) -> None:
+    """Raise a pipeline's syntax error, if it has one: all that can be checked without a
+    schema. Text forms are remembered."""
+    if isinstance(pipeline, str):
+        _check_text_syntax(pipeline)
+    else:
+        split(pipeline)
 
 
 # ---- checking against a schema ------------------------------------------------------------
@@ -234,6 +264,103 @@ def step_text(name: str, params: Mapping[str, Any]) -> str:
     return f"{name}:{args}" if args else name
 
 
-def canonical(steps: list[tuple[str, Mapping[str, Any]]]) -> str:
+def canonical(steps: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
     """The one text form of checked steps: it parses back to the same steps."""
     return "|".join(step_text(name, params) for name, params in steps)
+
+
+# ---- against what the workers declared --------------------------------------------------------
+def as_written(pipeline: str | list) -> str:
+    """A pipeline for the broker to check, once its syntax is right: text as written (stripped),
+    a structured one in the text form with its parameters as given (not checked)."""
+    if isinstance(pipeline, str):
+        check_syntax(pipeline)
+        return pipeline.strip()
+    return canonical(split(pipeline))
+
+
+def check_readable(pipeline: str | list, schema: Mapping[str, Mapping[str, Any]]
+                   ) -> list[tuple[str, dict[str, Any]]] | None:
+    """``check``, or None when ``schema`` holds a declaration this engine cannot read (a
+    newer engine's): then the workers decide."""
+    try:
+        return check(pipeline, schema)
+    except PipelineError:
+        raise
+    except Exception as exc:
+        log.debug("could not check pipeline %.80r against a worker's schema: %s", pipeline, exc)
+        return None
+
+
+class Checked(NamedTuple):
+    text: str  # for the engine: the canonical text when checked, else the pipeline as written
+    steps: list[tuple[str, dict[str, Any]]] | None  # the checked steps; None: only the syntax was checked
+
+
+@dataclass(frozen=True)
+class Offered:
+    """What the workers offer, as the broker's INFO answer tells it: ``schema`` (operation
+    name -> declaration), or None and ``note`` saying why the broker cannot say; ``differ``:
+    the operations workers of different engine versions declare differently (INFO lists
+    one declaration of each; the broker checks against every one)."""
+
+    schema: dict[str, dict] | None
+    note: str = ""
+    differ: frozenset = frozenset()
+
+    def check(self, pipeline: str | list) -> Checked:
+        """The pipeline checked against the schema, or only its syntax where the schema
+        cannot say. Raises the PipelineError a worker would (``bad_pipeline``,
+        ``unknown_operation`` with did-you-mean, ``bad_parameter``)."""
+        if self.schema is not None and not self.differ & (step_names(pipeline) or frozenset()):
+            steps = check_readable(pipeline, self.schema)
+            if steps is not None:
+                return Checked(canonical(steps), steps)
+        return Checked(as_written(pipeline), None)
+
+
+def offered(info: Any) -> Offered:
+    """The schema in the broker's INFO answer (``ops``, ``ops_differ``, ``truncated``), or
+    why there is none to check against."""
+    info = info if isinstance(info, dict) else {}
+    if info.get("truncated"):
+        return Offered(None, "the broker's INFO answer was cut to operation names (too many workers "
+                             "or operations to list)")
+    declared = info.get("ops") if isinstance(info.get("ops"), dict) else {}
+    readable = [(name, d) for name, d in declared.items() if isinstance(name, str) and isinstance(d, dict)]
+    schema = dict(sorted(readable, key=lambda item: item[0]))
+    if not schema:
+        return Offered(None, "no connected worker has declared its operations (none connected yet, "
+                             "or workers too old to say)")
+    differ = info.get("ops_differ")
+    differ = frozenset(n for n in differ if isinstance(n, str)) if isinstance(differ, list) else frozenset()
+    if differ:
+        return Offered(schema, f"workers of different engine versions declare {', '.join(sorted(differ))} "
+                               "differently; the broker checks pipelines that use them", differ)
+    return Offered(schema)
+
+
+def check_declarations(pipeline: str | list, declarations: Mapping[Any, Mapping[str, Mapping[str, Any]]]
+                       ) -> tuple[str | None, frozenset | None]:
+    """Against each distinct declaration of the operations (workers of different engine
+    versions, in a rolling upgrade): the canonical text and the declarations that accept
+    the pipeline (None: every one does). ``(None, None)`` when there is no declaration, or
+    one cannot be read: the workers decide. Raises the first declaration's error when none
+    accepts."""
+    if not declarations:
+        return None, None
+    text: str | None = None
+    accepted, first_error = [], None
+    for ident, schema in declarations.items():
+        try:
+            steps = check_readable(pipeline, schema)
+        except PipelineError as exc:
+            first_error = first_error or exc
+            continue
+        if steps is None:
+            return None, None
+        text = text or canonical(steps)
+        accepted.append(ident)
+    if first_error is not None and not accepted:
+        raise first_error
+    return text, None if len(accepted) == len(declarations) else frozenset(accepted)

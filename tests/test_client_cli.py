@@ -20,11 +20,11 @@ pytestmark = pytest.mark.timeout(120)
 RUN_TIMEOUT_S = 90
 
 
-def client(*args: str, broker: Cluster | None = None) -> subprocess.CompletedProcess:
+def client(*args: str, broker: Cluster | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
     connect = broker.front if broker is not None else f"tcp://127.0.0.1:{free_port()}"
     cmd = [sys.executable, "-m", "engine.client", "--connect", connect, "--connect-timeout-s", "5", "--quiet",
            *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env)
 
 
 def grey_psnr(result: Path, source: Path) -> float:
@@ -87,14 +87,60 @@ def test_existing_output_is_kept_unless_overwrite(broker, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["coins.jpg"]  # no temporary file left
 
 
-def test_a_typo_in_the_pipeline_fails_once_with_a_suggestion(tmp_path):
+def test_a_typo_in_the_pipeline_fails_once_with_a_suggestion(broker, tmp_path):
     for name in ("coins.jpg", "rocket.jpg", "coffee.jpg"):
         shutil.copy(DATA / name, tmp_path / name)
-    done = client("--pipeline", "greyscale|png", str(tmp_path), "-o", str(tmp_path / "out"))  # no broker needed
+    done = client("--pipeline", "greyscale|png", str(tmp_path), "-o", str(tmp_path / "out"), broker=broker)
     assert done.returncode == 2
     assert "unknown operation 'greyscale' — did you mean 'grayscale'?" in done.stderr
     assert done.stderr.count("greyscale") == 1 and done.stdout == ""
     assert not (tmp_path / "out").exists()
+    bad = client("--pipeline", "median:size=4", str(tmp_path), "-o", str(tmp_path / "out"), broker=broker)
+    assert bad.returncode == 2 and "median: parameter 'size' must be odd" in bad.stderr, bad.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_syntax_error_needs_no_broker_and_without_one_nothing_is_checked_against_a_local_registry(tmp_path):
+    shutil.copy(DATA / "coins.jpg", tmp_path / "coins.jpg")
+    syntax = client("--pipeline", "resize:640", str(tmp_path), "-o", str(tmp_path / "out"))  # no broker
+    assert syntax.returncode == 2 and "expected key=value" in syntax.stderr and "no broker" not in syntax.stderr
+    down = client("--pipeline", "greyscale|png", str(tmp_path), "-o", str(tmp_path / "out"))
+    assert down.returncode == 2 and down.stdout == ""
+    assert "no broker answered" in down.stderr and "nothing was sent" in down.stderr, down.stderr
+    assert "unknown operation" not in down.stderr  # the workers' operations decide, not this command line's
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_command_line_checks_against_what_the_workers_declared_not_its_own_engine(cluster_factory, tmp_path):
+    """The workers offer the test operations (``sleep``); this command line's own engine does
+    not: a command line of another version than its workers takes what they accept."""
+    from faults_helpers import TEST_OPS_ENV, start, tiny_jpeg
+
+    cluster = start(cluster_factory, (1,))
+    (tmp_path / "a.jpg").write_bytes(tiny_jpeg(32))
+    env = {k: v for k, v in os.environ.items() if k != TEST_OPS_ENV}
+    out = tmp_path / "out"
+    done = client("--pipeline", "sleep:ms=1|grayscale|png", str(tmp_path / "a.jpg"), "-o", str(out),
+                  broker=cluster, env=env)
+    assert done.returncode == 0, done.stderr
+    assert (out / "a.png").read_bytes().startswith(b"\x89PNG")
+    typo = client("--pipeline", "sleep:ms=1|grayscale|pgn", str(tmp_path / "a.jpg"), "-o", str(out),
+                  broker=cluster, env=env)
+    assert typo.returncode == 2 and "unknown operation 'pgn' — did you mean 'png'?" in typo.stderr, typo.stderr
+    assert " sleep," in typo.stderr  # the workers' list of what they offer
+
+
+def test_the_command_line_and_the_client_import_neither_opencv_nor_the_operations(broker, tmp_path):
+    shutil.copy(DATA / "coins.jpg", tmp_path / "coins.jpg")
+    argv = ["--connect", broker.front, "--quiet", "--pipeline", "resize:width=64|grayscale|png",
+            str(tmp_path / "coins.jpg"), "-o", str(tmp_path / "out")]
+    code = ("import sys, engine.client, engine.client.__main__ as cli\n"
+            f"rc = cli.main({argv!r})\n"  # the whole check path: INFO, the check, the plan, the batch
+            "print(rc, sorted(m for m in ('cv2', 'numpy', 'engine.ops') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "0 []", done.stdout
+    assert (tmp_path / "out" / "coins.png").exists()
 
 
 def test_meta_file_has_one_line_per_image_with_sizes_timings_and_detections(broker, tmp_path):

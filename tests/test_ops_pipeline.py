@@ -164,6 +164,42 @@ def test_checking_against_the_declared_schema_agrees_with_the_registry(pipeline)
         assert syntax.canonical(syntax.check(pipeline, schema)) == expected
 
 
+@pytest.mark.parametrize("pipeline", PARITY_CASES, ids=str)
+def test_the_check_the_gateway_and_the_command_line_make_from_info_agrees_with_the_registry(pipeline):
+    """``offered(info).check``, what the web gateway and the command line run on the broker's
+    INFO answer, gives the registry's canonical text, or its error with the same message."""
+    from engine import pipeline_syntax as syntax
+
+    offer = syntax.offered(json.loads(json.dumps({"ops": ops.describe(), "ops_differ": []})))
+    try:
+        expected = ops.canonical(pipeline)
+    except PipelineError as exc:
+        with pytest.raises(type(exc)) as got:
+            offer.check(pipeline)
+        assert str(got.value) == str(exc)
+    else:
+        checked = offer.check(pipeline)
+        assert checked.text == expected and checked.steps is not None
+
+
+def test_when_info_cannot_say_only_the_syntax_is_checked_and_the_broker_decides():
+    from engine import pipeline_syntax as syntax
+
+    unreadable = {"grayscale": {"params": "a newer engine's form"}}
+    for info, why in (({"ops": {"grayscale": {}}, "truncated": True}, "cut to operation names"),
+                      ({"ops": {}}, "no connected worker"), (None, "no connected worker"),
+                      ({"ops": unreadable}, "")):
+        offer = syntax.offered(info)
+        assert why in offer.note
+        assert offer.check(" grayscale:sparkle=1 ") == ("grayscale:sparkle=1", None)  # as written
+        with pytest.raises(PipelineError, match="empty step"):
+            offer.check("grayscale||png")
+    assert syntax.check_declarations("grayscale", {}) == (None, None)
+    assert syntax.check_declarations("grayscale", {1: unreadable}) == (None, None)  # its workers decide
+    with pytest.raises(UnknownOperation, match="did you mean 'grayscale'"):  # what it can read, it checks
+        syntax.offered({"ops": unreadable}).check("greyscale")
+
+
 def test_a_worker_parses_each_pipeline_text_once_and_remembers_a_bounded_number():
     from engine.ops import pipeline as pl
 

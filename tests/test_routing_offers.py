@@ -85,8 +85,8 @@ def test_the_broker_and_the_client_check_pipelines_without_numpy_or_opencv():
     import sys
 
     code = ("import sys, engine.broker.__main__, engine.client\n"
-            "from engine.client.core import check_pipeline\n"
-            "check_pipeline('resize:width=64|grayscale')\n"
+            "from engine.pipeline_syntax import check_syntax\n"
+            "check_syntax('resize:width=64|grayscale')\n"
             "print(sorted(m for m in ('cv2', 'numpy', 'simplejpeg') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

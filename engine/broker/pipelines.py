@@ -1,4 +1,5 @@
-"""The broker checks a pipeline once, against what its workers declared (no OpenCV here).
+"""The broker checks a pipeline once, against what its workers declared (no OpenCV here),
+with the one checker (``pipeline_syntax.check_declarations``); this module remembers answers.
 
 A task whose pipeline no worker can run, or whose parameters break the declared schema,
 is answered at admission with the error a worker would give, and never queued. A valid
@@ -15,15 +16,12 @@ refused with the error of the oldest declaration if none does.
 """
 from __future__ import annotations
 
-import logging
 from collections import OrderedDict
 from typing import NamedTuple
 
 from .. import pipeline_syntax as syntax
 from ..errors import TaskError
 from .state import Dispatcher
-
-log = logging.getLogger("engine.broker")
 
 MEMO_ENTRIES = 1024  # distinct pipeline texts remembered
 
@@ -60,22 +58,8 @@ class PipelineChecker:
         return known
 
     def _check(self, pipeline: str | list) -> Checked | TaskError:
-        declarations = self.dispatcher.declarations()
-        if not declarations:
-            return UNCHECKED
-        canonical: str | None = None
-        accepted, first_error = [], None
-        for ident, schema in declarations.items():
-            try:
-                text = syntax.canonical(syntax.check(pipeline, schema))
-            except TaskError as exc:
-                first_error = first_error or exc
-                continue
-            except Exception as exc:  # a worker declared something this broker cannot read: its worker decides
-                log.debug("could not check pipeline %.80r against a worker's schema: %s", pipeline, exc)
-                return UNCHECKED
-            canonical = canonical or text
-            accepted.append(ident)
-        if not accepted:
-            return first_error  # type: ignore[return-value]
-        return Checked(canonical, None if len(accepted) == len(declarations) else frozenset(accepted))
+        try:
+            text, accepted = syntax.check_declarations(pipeline, self.dispatcher.declarations())
+        except TaskError as exc:
+            return exc
+        return UNCHECKED if text is None else Checked(text, accepted)

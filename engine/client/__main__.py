@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError, PipelineError, TaskTimeout
+from ..pipeline_syntax import check_syntax
 from ..security import ENV_BROKER_KEY, ENV_CLIENT_KEY, PeerKeys
 from ..settings import flag, positive_int, prog
 from . import batch, outputs
@@ -23,7 +24,8 @@ was found in (a file named directly goes to the top of OUTDIR), with the extensi
 new format; inputs that would land on the same name are told apart (a.jpg and a.png through
 'edge|png' give a.png and a.jpg.png) or, if that cannot be done, refused before anything is
 sent; an existing file is never replaced without --overwrite, and never an input. The
-pipeline is checked once, before the first image. Ctrl-C stops the batch with a summary;
+pipeline is checked once, before the first image, against the operations the broker's
+workers offer. Ctrl-C stops the batch with a summary;
 every result written is whole, and --skip-existing resumes it. Exits 0 when every result
 was written, 1 if any image failed, 2 when nothing was sent (bad arguments, pipeline or
 broker), 130 when interrupted."""
@@ -32,7 +34,7 @@ EPILOG = """\
 pipelines: steps separated by '|', parameters after ':' separated by ',':
   grayscale
   resize:width=640,height=480|sharpen:amount=1.5|webp:quality=80
-  (python -m engine.ops lists every operation and its parameters)
+  (engine-client --info --json lists the operations the broker's workers offer, with their parameters)
 
 examples:
   engine-client --pipeline grayscale photos/ -o out/
@@ -78,13 +80,15 @@ def fail(message: str) -> int:
     return 2
 
 
-def broker_info(client: Client, timeout_s: float) -> dict | None:
-    """The broker's INFO, or None after saying on stderr that nobody answered."""
+def broker_info(client: Client, timeout_s: float, consequence: str = "") -> dict | None:
+    """The broker's INFO, or None after saying on stderr that nobody answered (and
+    ``consequence``)."""
     try:
         return client.info(timeout_s)
     except TaskTimeout:
         fail(f"no broker answered at {client.address} within {timeout_s:g} s; is one running? "
-             "(start one with: engine-broker --local-workers 2, which is python -m engine.broker, or make run)")
+             "(start one with: engine-broker --local-workers 2, which is python -m engine.broker, or make run)"
+             + consequence)
         return None
 
 
@@ -121,30 +125,28 @@ def _main(argv=None) -> int:
     if not args.inputs or args.output is None:
         return fail("give images or folders, and -o OUTDIR (see --help)")
     try:
-        format_step = batch.check_pipeline(args.pipeline, None)
+        check_syntax(args.pipeline)  # needs no broker; the operations are checked against its INFO below
         found = outputs.find_images(args.inputs, args.recursive, skip_under=args.output)
         if not found:
             return fail("no images found (looked for " + ", ".join(sorted(outputs.IMAGE_SUFFIXES)) + ")")
-        skipped = 0
-        if args.skip_existing:
-            items, skipped = outputs.pending(found, args.output, format_step)
-        else:
-            items = outputs.plan(found, args.output, format_step, overwrite=args.overwrite)
-        if args.meta is not None and args.meta.exists() and not (args.overwrite or args.skip_existing):
-            return fail(f"{args.meta} already exists; choose another --meta file, or add --overwrite")
     except PipelineError as exc:
-        return fail(f"{exc.message}\n(nothing was sent; python -m engine.ops lists the operations)")
+        return fail(f"{exc.message}\n(nothing was sent)")
     except outputs.PlanError as exc:
         return fail(str(exc))
     started_s = time.monotonic()
     with Client(args.connect, timeout_s=args.timeout_s, keys=keys) as client:
-        info = broker_info(client, args.connect_timeout_s)
+        info = broker_info(client, args.connect_timeout_s, "\n(nothing was sent: the pipeline is checked against the "
+                                                           "operations the broker's workers offer)")
         if info is None:
             return 2
         try:
-            batch.check_pipeline(args.pipeline, None if info.get("truncated") else info.get("ops"))
+            items, skipped = _plan(args, found, batch.check_pipeline(args.pipeline, info))
         except PipelineError as exc:
-            return fail(f"{exc.message}\n(nothing was sent)")
+            return fail(f"{exc.message}\n(nothing was sent; engine-client --info --json lists what the workers offer)")
+        except outputs.PlanError as exc:
+            return fail(str(exc))
+        if args.meta is not None and args.meta.exists() and not (args.overwrite or args.skip_existing):
+            return fail(f"{args.meta} already exists; choose another --meta file, or add --overwrite")
         with _meta_file(args.meta, "w" if args.overwrite else "a" if args.skip_existing else "x") as meta_out:
             outcome = batch.run(client, items, args.pipeline, window=args.window, overwrite=args.overwrite,
                                 meta_out=meta_out, quiet=args.quiet)
@@ -160,6 +162,14 @@ def _main(argv=None) -> int:
               "run the same command with --skip-existing", file=sys.stderr)
         return INTERRUPTED
     return 1 if outcome.failed else 0
+
+
+def _plan(args: argparse.Namespace, found: list[tuple[Path, Path]], format_step: str | None
+          ) -> tuple[list[outputs.Item], int]:
+    """Where each result goes, and how many inputs are skipped (already done)."""
+    if args.skip_existing:
+        return outputs.pending(found, args.output, format_step)
+    return outputs.plan(found, args.output, format_step, overwrite=args.overwrite), 0
 
 
 @contextlib.contextmanager

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import EngineError, UnknownOperation
-from .outputs import Item, write_new
+from .. import pipeline_syntax as syntax
+from ..errors import EngineError
+from .outputs import EXTENSIONS, Item, write_new
 from .sync import Client
 
 
@@ -21,19 +22,18 @@ class Outcome:
     interrupted: bool = False  # Ctrl-C: the rest was not finished (resumable with --skip-existing)
 
 
-def check_pipeline(pipeline: str, offered: dict | None) -> str | None:
-    """Validate the pipeline once, before any image is read; returns its last format step
-    (``jpeg``, ``png``, ``webp``) or None. Raises the PipelineError a worker would, with a
-    did-you-mean suggestion; an operation no connected worker offers is refused too."""
-    from .. import ops  # OpenCV loads only here, in the command line
-
-    steps = ops.parse(pipeline)
-    if offered:  # INFO's "ops": what the connected workers declared
-        missing = sorted({s.op.name for s in steps} - set(offered))
-        if missing:
-            raise UnknownOperation(f"no connected worker offers {', '.join(map(repr, missing))}; "
-                                   f"offered: {', '.join(sorted(offered))}")
-    formats = [s.op.name for s in steps if s.op.kind == "format"]
+def check_pipeline(pipeline: str, info: dict) -> str | None:
+    """Check the pipeline once, before any image is read, against what the broker's workers
+    declared (its INFO answer ``info``), with the checker the broker and the web gateway use:
+    the command line needs neither OpenCV nor the workers' version of the operations. Returns
+    the pipeline's last format step (``jpeg``, ``png``, ``webp``) or None. Raises the
+    PipelineError a worker would, with a did-you-mean suggestion."""
+    offer = syntax.offered(info)
+    steps = offer.check(pipeline).steps
+    if steps is not None:
+        formats = [name for name, _ in steps if offer.schema[name].get("kind") == "format"]  # type: ignore[index]
+    else:  # only the syntax could be checked (the broker will decide): a format known by its name
+        formats = [name for name, _ in syntax.split(pipeline) if name in EXTENSIONS]
     return formats[-1] if formats else None
 
 

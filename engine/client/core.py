@@ -9,7 +9,6 @@ completes exactly once.
 """
 from __future__ import annotations
 
-import functools
 import heapq
 import itertools
 import logging
@@ -27,7 +26,7 @@ from .. import shm
 from ..errors import (BrokerUnavailable, BusyError, ImageTooLarge, InternalError, PipelineError, ProtocolError,
                       TaskTimeout, Unauthorized, error_from_code)
 from ..handshake import OK
-from ..pipeline_syntax import split
+from ..pipeline_syntax import check_syntax
 
 HEARTBEAT_INTERVAL_S = 2.0
 HEARTBEAT_LIVENESS = 3
@@ -84,21 +83,6 @@ class Pending:
 log = logging.getLogger("engine.client")
 
 Completion = tuple[Any, Any]  # (handle, Result or exception)
-
-
-@functools.lru_cache(maxsize=256)
-def _check_text(pipeline: str) -> None:
-    split(pipeline)
-
-
-def check_pipeline(pipeline: str | list) -> None:
-    """Raise a pipeline's syntax error before anything is sent (text forms are remembered).
-    Its operations and parameters are checked by the broker, against what its workers
-    declared: the client needs neither OpenCV nor the workers' version of the operations."""
-    if isinstance(pipeline, str):
-        _check_text(pipeline)
-    else:
-        split(pipeline)
 
 
 def _ref(seg: str, slot: str | None) -> bytes:
@@ -181,8 +165,8 @@ class ClientCore:
         size = len(data)
         if size > self.max_input_bytes:
             raise ImageTooLarge(f"input is {size} bytes; the client's limit is {self.max_input_bytes}")
-        if self.validate:
-            check_pipeline(pipeline)
+        if self.validate:  # the syntax; the broker checks the rest against what its workers declared
+            check_syntax(pipeline)
         now_s = time.monotonic()
         seg, slot = self._put(data) if self._shm_key is not None and size >= shm.MIN_BYTES else (None, None)
         frames = P.request_frames(task_id, pipeline, options, data if seg is None else _ref(seg, slot),

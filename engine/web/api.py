@@ -122,12 +122,12 @@ async def submit_batch(request: Request) -> Response:
         raise WebError(400, "no_pipeline", "The form has no 'pipeline' field.")
     batch_id = await p.jobs.submit_batch(user["id"], fields["pipeline"], uploads)
     batch, jobs = p.store.batch(user["id"], batch_id), p.store.batch_jobs(user["id"], batch_id)
-    return JSONResponse(batch_json(batch, jobs), status_code=202)  # type: ignore[arg-type]
+    return JSONResponse(batch_json(batch, jobs, p.schema), status_code=202)  # type: ignore[arg-type]
 
 
 async def get_batch(request: Request) -> Response:
     batch, jobs = _own_batch(request, require_user(request))
-    return JSONResponse(batch_json(batch, jobs))
+    return JSONResponse(batch_json(batch, jobs, parts(request).schema))
 
 
 def _zip(entries: list[tuple[str, bytes]]) -> bytes:
@@ -157,16 +157,17 @@ async def zip_response(request: Request, user: dict) -> Response:
 
 async def list_jobs(request: Request) -> Response:
     user = require_user(request)
-    store = parts(request).store
+    p = parts(request)
+    store = p.store
     limit = _int_param(request, "limit", 50, 1, MAX_PAGE)
     offset = _int_param(request, "offset", 0, 0, 10**9)
     jobs = store.jobs(user["id"], limit=limit, offset=offset)
-    return JSONResponse({"jobs": [job_json(j) for j in jobs], "total": store.count_jobs(user["id"]),
+    return JSONResponse({"jobs": [job_json(j, p.schema) for j in jobs], "total": store.count_jobs(user["id"]),
                          "limit": limit, "offset": offset})
 
 
 async def get_job(request: Request) -> Response:
-    return JSONResponse(job_json(_own_job(request, require_user(request))))
+    return JSONResponse(job_json(_own_job(request, require_user(request)), parts(request).schema))
 
 
 async def delete_job(request: Request) -> Response:
@@ -181,7 +182,7 @@ async def rerun_job(request: Request) -> Response:
     p = parts(request)
     batch_id = await p.jobs.rerun(user["id"], request.path_params["job_id"])
     batch, jobs = p.store.batch(user["id"], batch_id), p.store.batch_jobs(user["id"], batch_id)
-    return JSONResponse(batch_json(batch, jobs), status_code=202)  # type: ignore[arg-type]
+    return JSONResponse(batch_json(batch, jobs, p.schema), status_code=202)  # type: ignore[arg-type]
 
 
 async def job_image(request: Request) -> Response:

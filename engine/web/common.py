@@ -1,14 +1,12 @@
 """What the pages and the API share: the app's parts, reading uploads, job JSON."""
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
 from .. import errors as E
-from .. import ops
 from .auth import Auth
 from .blobs import BlobStore
 from .db import Store
@@ -79,17 +77,6 @@ async def read_form(request: Request, *, max_files: int) -> tuple[dict[str, str]
     return fields, uploads
 
 
-@functools.lru_cache(maxsize=1024)
-def canonical_or_none(pipeline: str) -> str | None:
-    """The canonical form of a stored pipeline, by this gateway's own registry (None if it
-    no longer parses, or uses an operation only the workers have): for showing history,
-    which must not wait on the broker; submissions are checked against the workers' schema."""
-    try:
-        return ops.canonical(pipeline)
-    except E.PipelineError:
-        return None
-
-
 def _number(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -112,12 +99,14 @@ def detections(meta: dict) -> list[dict]:
     return out
 
 
-def job_json(job: dict) -> dict:
+def job_json(job: dict, schema: WorkerSchema) -> dict:
+    """A job as the API and the pages show it; ``canonical_pipeline`` by the workers' schema
+    last seen (``WorkerSchema.canonical_or_none``)."""
     base = f"/api/v1/jobs/{job['id']}"
     done = job["status"] == "done"
     return {
         "id": job["id"], "batch_id": job["batch_id"], "pipeline": job["pipeline"],
-        "canonical_pipeline": canonical_or_none(job["pipeline"]),
+        "canonical_pipeline": schema.canonical_or_none(job["pipeline"]),
         "cached": job["meta"].get("cache") == "hit", "detections": detections(job["meta"]),
         "can_rerun": job["error_code"] != E.ImageError.code,
         "input_name": job["input_name"], "status": job["status"],
@@ -136,10 +125,10 @@ def output_name(job: dict) -> str:
     return f"{file_stem(job['input_name'])}-{job['id']}.{ext}"
 
 
-def batch_json(batch: dict, jobs: list[dict]) -> dict:
+def batch_json(batch: dict, jobs: list[dict], schema: WorkerSchema) -> dict:
     counts = {s: sum(1 for j in jobs if j["status"] == s) for s in ("queued", "done", "failed")}
     return {"id": batch["id"], "pipeline": batch["pipeline"], "created_at": batch["created_at"],
             "total": len(jobs), **counts, "finished": counts["queued"] == 0,
-            "jobs": [job_json(j) for j in jobs],
+            "jobs": [job_json(j, schema) for j in jobs],
             "urls": {"self": f"/api/v1/batches/{batch['id']}", "zip": f"/api/v1/batches/{batch['id']}/zip",
                      "page": f"/batches/{batch['id']}"}}

@@ -53,17 +53,6 @@ def new_id() -> str:
     return secrets.token_hex(8)
 
 
-async def check_pipeline(pipeline: object, schema: WorkerSchema) -> tuple[str, str]:
-    """(text for the engine, text to show) of a pipeline, or a PipelineError saying what is
-    wrong, checked against what the broker's workers offer (``schema``) before anything is
-    stored. Pages and history show a text pipeline as the user wrote it; the engine gets
-    the canonical one (the pipeline as written when the broker cannot say: see schema.py)."""
-    if isinstance(pipeline, str) and not pipeline.strip():
-        raise E.PipelineError("the pipeline is empty: add at least one step")
-    text = await schema.check(pipeline)  # type: ignore[arg-type]
-    return text, pipeline.strip() if isinstance(pipeline, str) else text
-
-
 def make_thumbnail(data: bytes) -> bytes | None:
     """A small JPEG of an image for history pages (None if it cannot be decoded)."""
     try:
@@ -92,6 +81,12 @@ class Jobs:
         self._reserved: dict[int, int] = {}  # user id -> bytes being stored, not yet in a job row
 
     # -- submitting -----------------------------------------------------------------------
+
+    async def _texts(self, pipeline: object) -> tuple[str, str]:
+        """(text for the engine, text to show) of a pipeline checked by ``WorkerSchema.check``
+        before anything is stored. Pages and history show a text pipeline as the user wrote it."""
+        text = await self.schema.check(pipeline)  # type: ignore[arg-type]
+        return text, pipeline.strip() if isinstance(pipeline, str) else text
 
     def _check_uploads(self, uploads: list[Upload]) -> None:
         if not uploads:
@@ -142,7 +137,7 @@ class Jobs:
 
     async def submit_batch(self, user_id: int, pipeline: object, uploads: list[Upload]) -> str:
         """Store the inputs, start processing in the background; returns the batch id."""
-        canonical, shown = await check_pipeline(pipeline, self.schema)
+        canonical, shown = await self._texts(pipeline)
         self._check_uploads(uploads)
         inputs = sum(len(u.data) for u in uploads)
         self._reserve(user_id, 2 * inputs, what="these images and their results")
@@ -169,7 +164,7 @@ class Jobs:
         """Process one image and wait for it; returns the finished job and the result, or
         raises the engine error (the failed job stays in history). ``trace``: a trace id for
         every log line about the task and the result's metadata."""
-        canonical, shown = await check_pipeline(pipeline, self.schema)
+        canonical, shown = await self._texts(pipeline)
         self._check_uploads([upload])
         self._reserve(user_id, 2 * len(upload.data), what="this image and its result")
         try:
@@ -186,7 +181,7 @@ class Jobs:
         """Process one image and keep nothing (no history, no stored input or result, no
         thumbnail): what a device that only wants the answer asks for. Returns the
         result's metadata and bytes, or raises the engine error."""
-        canonical, _shown = await check_pipeline(pipeline, self.schema)
+        canonical, _shown = await self._texts(pipeline)
         self._check_uploads([upload])
         output, meta = await self.link.process(upload.data, canonical, trace=trace)
         meta["input_bytes"], meta["output_bytes"] = len(upload.data), len(output)

@@ -154,7 +154,7 @@ async def batch_page(request: Request) -> Response:
     batch = store.batch(user["id"], request.path_params["batch_id"])
     if batch is None:
         raise WebError(404, "not_found", "No such batch in your history.")
-    jobs = [job_json(j) for j in store.batch_jobs(user["id"], batch["id"])]
+    jobs = [job_json(j, parts(request).schema) for j in store.batch_jobs(user["id"], batch["id"])]
     return render(request, "batch.html", batch=batch, jobs=jobs)
 
 
@@ -172,7 +172,8 @@ async def history(request: Request) -> Response:
         page = max(0, int(request.query_params.get("page", "0")))
     except ValueError:
         page = 0
-    jobs = [job_json(j) for j in store.jobs(user["id"], limit=HISTORY_PAGE, offset=page * HISTORY_PAGE)]
+    jobs = [job_json(j, parts(request).schema)
+            for j in store.jobs(user["id"], limit=HISTORY_PAGE, offset=page * HISTORY_PAGE)]
     total = store.count_jobs(user["id"])
     return render(request, "history.html", jobs=jobs, page=page, total=total,
                   more=(page + 1) * HISTORY_PAGE < total, used=store.usage_bytes(user["id"]),
@@ -188,7 +189,7 @@ def _own_job(request: Request, user: dict) -> dict:
 
 async def job_page(request: Request) -> Response:
     job = _own_job(request, page_user(request))
-    return render(request, "job.html", job=job_json(job))
+    return render(request, "job.html", job=job_json(job, parts(request).schema))
 
 
 async def job_action(request: Request) -> Response:

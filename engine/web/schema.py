@@ -8,17 +8,19 @@ and did-you-mean) instead of becoming a stored, failed job, and the upload form 
 the engine has (a worker started ``--no-learned`` offers no ``faces``; another engine
 version may offer more or less).
 
-The rule when the broker cannot say:
+The checking itself is ``pipeline_syntax.offered(info).check``, the one checker the broker
+and the command line use too; this module fetches INFO and keeps it fresh. The rule when
+the broker cannot say:
 
 - **Schema known** (INFO lists the workers' declarations): names and parameters are
-  checked with ``pipeline_syntax.check``; the engine gets the canonical text. Before an
+  checked; the engine gets the canonical text. Before an
   unknown operation is refused, the schema is fetched again if it is older than
   ``RECHECK_AFTER_S``, so a worker that has just joined counts.
 - **No worker has declared its operations** (none connected yet, or workers too old to
   say), **INFO cut to names** (``truncated``: names only, and maybe not all of them), or a
   declaration this gateway cannot read, or **an operation declared differently** by workers
   of different engine versions (INFO's ``ops_differ``; INFO lists one declaration of each,
-  the broker checks a pipeline against every one) for a pipeline that uses it: the syntax only (``pipeline_syntax.split``); the
+  the broker checks a pipeline against every one) for a pipeline that uses it: the syntax only; the
   pipeline goes as written and the broker (or a worker) decides, as for any client.
 - **Broker unreachable**: the syntax is checked, then ``BrokerUnavailable`` (503), as the
   gateway answered before: nothing is stored, since nothing could run.
@@ -36,7 +38,6 @@ only, so the first worker to join counts within a second.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -46,52 +47,27 @@ from .. import ops
 from .. import pipeline_syntax as syntax
 from .link import EngineLink
 
-log = logging.getLogger("engine.web")
 
 FRESH_S = 5.0  # a schema this recent is used as it is
 RECHECK_AFTER_S = 0.5  # an unknown operation is checked against a new INFO if the schema is older
 UNSURE_FRESH_S = 1.0  # an answer without a schema (broker down, no worker yet, cut short) is believed
 # this long: it may change any moment, and a page with its form still asks only once
+SHOWN_ENTRIES = 1024  # canonical texts of stored pipelines remembered per schema
 
 
 @dataclass(frozen=True)
-class Offer:
-    """One INFO answer, read: ``schema`` (operation name -> declaration) or, when the broker
-    cannot say, None and ``note`` saying why; ``down`` when the broker did not answer."""
+class Offer(syntax.Offered):
+    """One INFO answer, read (``pipeline_syntax.offered``), as of ``at_s`` (time.monotonic());
+    ``down`` when the broker did not answer."""
 
-    schema: dict[str, dict] | None
-    at_s: float  # time.monotonic() of the answer
-    note: str = ""
+    at_s: float = 0.0
     down: bool = False
-    differ: frozenset = frozenset()  # operations the workers declare differently (engine versions): the broker checks
 
 
 def offer_of(info: Any, at_s: float) -> Offer:
     """The schema in an INFO answer, or why there is none to check against."""
-    info = info if isinstance(info, dict) else {}
-    if info.get("truncated"):
-        return Offer(None, at_s, "the broker's INFO answer was cut to operation names (too many workers "
-                                 "or operations to list)")
-    declared = info.get("ops") if isinstance(info.get("ops"), dict) else {}
-    readable = [(name, d) for name, d in declared.items() if isinstance(name, str) and isinstance(d, dict)]
-    schema = dict(sorted(readable, key=lambda item: item[0]))
-    if not schema:
-        return Offer(None, at_s, "no connected worker has declared its operations (none connected yet, "
-                                 "or workers too old to say)")
-    differ = info.get("ops_differ")
-    differ = frozenset(n for n in differ if isinstance(n, str)) if isinstance(differ, list) else frozenset()
-    if differ:  # INFO lists one declaration of each; the broker checks against every one
-        return Offer(schema, at_s, f"workers of different engine versions declare {', '.join(sorted(differ))} "
-                                   "differently; the broker checks pipelines that use them", differ=differ)
-    return Offer(schema, at_s)
-
-
-def unchecked_text(pipeline: str | list) -> str:
-    """A pipeline whose syntax is right, for the broker to check: text as written, a
-    structured one in the text form (its parameters as given, not checked)."""
-    if isinstance(pipeline, str):
-        return pipeline.strip()
-    return syntax.canonical(syntax.split(pipeline))
+    read = syntax.offered(info)
+    return Offer(read.schema, read.note, read.differ, at_s=at_s)
 
 
 class WorkerSchema:
@@ -100,6 +76,8 @@ class WorkerSchema:
         self.fresh_s = fresh_s
         self._offer: Offer | None = None
         self._fetch: asyncio.Future | None = None  # the INFO request under way, shared
+        self._shown_for: Offer | None = None  # the offer ``_shown`` was made with
+        self._shown: dict[str, str | None] = {}  # canonical_or_none's answers (one page of history asks often)
         link.on_info = self.observe
 
     def observe(self, info: dict) -> None:
@@ -123,9 +101,9 @@ class WorkerSchema:
         try:
             self.observe(await self.link.info())
         except E.BrokerUnavailable as exc:
-            self._offer = Offer(None, time.monotonic(), str(exc), down=True)
+            self._offer = Offer(None, str(exc), at_s=time.monotonic(), down=True)
         except E.EngineError as exc:  # answered, but not INFO (refused, say): the broker decides
-            self._offer = Offer(None, time.monotonic(), f"the broker did not answer INFO: {exc}")
+            self._offer = Offer(None, f"the broker did not answer INFO: {exc}", at_s=time.monotonic())
         return self._offer  # type: ignore[return-value]
 
     async def check(self, pipeline: str | list) -> str:
@@ -133,7 +111,9 @@ class WorkerSchema:
         pipeline as written once its syntax is right. Raises the PipelineError a worker
         would (``bad_pipeline``, ``unknown_operation``, ``bad_parameter``), or
         BrokerUnavailable."""
-        syntax.split(pipeline)  # a syntax error needs no broker to be refused
+        if isinstance(pipeline, str) and not pipeline.strip():
+            raise E.PipelineError("the pipeline is empty: add at least one step")
+        syntax.check_syntax(pipeline)  # a syntax error needs no broker to be refused
         offer = await self.current()
         try:
             return self._checked(pipeline, offer)
@@ -146,15 +126,24 @@ class WorkerSchema:
     def _checked(self, pipeline: str | list, offer: Offer) -> str:
         if offer.down:
             raise E.BrokerUnavailable(offer.note)
-        if offer.schema is None or offer.differ & (syntax.step_names(pipeline) or frozenset()):
-            return unchecked_text(pipeline)
-        try:
-            return syntax.canonical(syntax.check(pipeline, offer.schema))
-        except E.PipelineError:
-            raise
-        except Exception as exc:  # a declaration this gateway cannot read: the broker and its workers decide
-            log.debug("could not check pipeline %.80r against the workers' schema: %s", pipeline, exc)
-            return unchecked_text(pipeline)
+        return offer.check(pipeline).text
+
+    def canonical_or_none(self, pipeline: str) -> str | None:
+        """The canonical text of a stored pipeline by the schema last seen, for showing
+        history, which must not wait on the broker: None when there is none, or the
+        pipeline no longer checks against it."""
+        offer = self._offer
+        if offer is None or offer.schema is None:
+            return None
+        if offer is not self._shown_for or len(self._shown) >= SHOWN_ENTRIES:
+            self._shown_for, self._shown = offer, {}
+        if pipeline not in self._shown:
+            try:
+                checked = offer.check(pipeline)
+            except E.PipelineError:
+                checked = None
+            self._shown[pipeline] = checked.text if checked is not None and checked.steps is not None else None
+        return self._shown[pipeline]
 
     async def listing(self) -> dict:
         """``{"operations", "source", "note"?}``: what the workers offer, or this gateway's

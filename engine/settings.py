@@ -107,7 +107,8 @@ def field_flags(cls: type) -> dict[str, Flag | NoFlag | None]:
         if isinstance(spec, Flag):
             default = spec.default
             if default is None:
-                default = f.default // spec.scale if spec.scale != 1 else f.default
+                field_default: Any = f.default
+                default = field_default // spec.scale if spec.scale != 1 else field_default
             spec = dataclasses.replace(spec, name=spec.name or "--" + f.name.replace("_", "-"), default=default)
         found[f.name] = spec
     return found

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import DATA, Cluster, free_port
+from cluster_helpers import DATA, Cluster, free_port
 from web_helpers import broker  # noqa: F401 - the module's broker with two local workers
 
 pytestmark = pytest.mark.timeout(120)

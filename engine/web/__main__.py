@@ -13,8 +13,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog=prog("engine.web"),
         description="Serve the web pages (sign up, build a pipeline, drop images, history, live status) and "
-                    "the HTTP API under /api/v1 (try it at /api/v1/docs; OpenAPI at /api/v1/openapi.json). Images are processed by "
-                    "the broker at --broker; run it first, e.g. python -m engine.broker --local-workers 2.",
+                    "the HTTP API under /api/v1 (try it at /api/v1/docs; OpenAPI at /api/v1/openapi.json). "
+                    "Images are processed by the broker at --broker; run it first, e.g. python -m engine.broker "
+                    "--local-workers 2.",
         epilog="Every flag can also be set by the environment variable named in its help.")
     flag(p, "--listen", env="ENGINE_WEB_LISTEN", default=DEFAULT_LISTEN,
          help="host:port to serve HTTP on (keep 127.0.0.1 unless behind an HTTPS proxy)")

@@ -113,7 +113,7 @@ def bench_load() -> dict:
 
 def bench_engine(workers: int, tasks: int) -> dict:
     sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import Cluster  # the test suite's broker + local workers, on free loopback ports
+    from cluster_helpers import Cluster  # the test suite's broker + local workers, on free loopback ports
 
     from engine.ops.codec import encode
 

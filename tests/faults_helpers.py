@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,35 +15,19 @@ import cv2
 import numpy as np
 import psutil
 
-import engine.ops  # noqa: F401 - imported before ENGINE_TEST_OPS is ever set: this process never offers them
 from engine.errors import TaskError
-from engine.ops.testing import ENV as TEST_OPS_ENV
 
 SLOW = "sleep:ms=300|grayscale"  # slow enough to be caught mid-task, small enough for 2 cores
 WAIT_S = 120.0  # every wait here is bounded; the per-test timeout (180 s) is the last resort
-
-
-@contextlib.contextmanager
-def with_test_ops():
-    """Processes started inside offer the test-only operations (sleep, crash, hang)."""
-    old = os.environ.get(TEST_OPS_ENV)
-    os.environ[TEST_OPS_ENV] = "1"
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ[TEST_OPS_ENV]
-        else:
-            os.environ[TEST_OPS_ENV] = old
+TEST_OPS = "--test-ops"  # the worker flag that offers the test-only operations (sleep, crash, hang)
 
 
 def start(cluster_factory, workers: tuple[int, ...] = (2,), *worker_flags: str, extra: list[str] | None = None):
     """A broker with no local workers, plus one worker (with test ops) per entry of ``workers``."""
     cluster = cluster_factory(local_workers=0, extra=extra)
     cluster.start_broker(wait_slots=0)
-    with with_test_ops():
-        for processes in workers:
-            cluster.add_worker(processes, *worker_flags)
+    for processes in workers:
+        cluster.add_worker(processes, TEST_OPS, *worker_flags)
     flags = list(worker_flags)
     per_process = 1 + (int(flags[flags.index("--prefetch") + 1]) if "--prefetch" in flags else 1)
     cluster.wait_ready(per_process * sum(workers))  # every pool process registered (each on its own)
@@ -52,8 +35,8 @@ def start(cluster_factory, workers: tuple[int, ...] = (2,), *worker_flags: str, 
 
 
 def add_worker(cluster, processes: int = 1, *flags: str):
-    with with_test_ops():
-        return cluster.add_worker(processes, *flags)
+    """One more worker, with the test-only operations."""
+    return cluster.add_worker(processes, TEST_OPS, *flags)
 
 
 def tiny_jpeg(width: int, height: int = 16) -> bytes:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAST_HEARTBEAT_S, Cluster
+from cluster_helpers import FAST_HEARTBEAT_S, Cluster
 from engine import Client
 from engine import keys as keytool
 from engine.security import PeerKeys

@@ -1,7 +1,7 @@
 """The broker's libzmq I/O threads: a flag, a default from the core count, a clean exit."""
 from pathlib import Path
 
-from conftest import FAST_HEARTBEAT_S, Proc, free_port
+from cluster_helpers import FAST_HEARTBEAT_S, Proc, free_port
 from engine.broker.config import IO_THREADS_MAX, default_io_threads
 from faults_helpers import wait_until
 

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import DATA, Cluster, free_port
+from cluster_helpers import DATA, Cluster, free_port
 from web_helpers import broker  # noqa: F401 - the module's broker with two local workers
 
 pytestmark = pytest.mark.timeout(120)
@@ -232,7 +232,7 @@ def test_ctrl_c_prints_the_summary_and_how_to_resume_without_a_traceback(cluster
     import signal
     import time
 
-    from faults_helpers import TEST_OPS_ENV, start, tiny_jpeg
+    from faults_helpers import start, tiny_jpeg
 
     cluster = start(cluster_factory, (2,))
     src = tmp_path / "in"
@@ -240,10 +240,13 @@ def test_ctrl_c_prints_the_summary_and_how_to_resume_without_a_traceback(cluster
     for i in range(40):
         (src / f"{i:02d}.jpg").write_bytes(tiny_jpeg(16 + i))
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "engine.client", "--connect", cluster.front, "--quiet", "--window", "2",
+    # The command line checks the pipeline against its own registry: it registers the test-only
+    # operations explicitly (as its workers do with --test-ops) before it runs.
+    with_test_ops = "import sys; from engine.ops import testing; testing.register(); " \
+                    "from engine.client.__main__ import main; sys.exit(main())"
+    cmd = [sys.executable, "-c", with_test_ops, "--connect", cluster.front, "--quiet", "--window", "2",
            "--pipeline", "sleep:ms=100|grayscale", str(src), "-o", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, TEST_OPS_ENV: "1"})
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not list(out.glob("*.jpg")) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -254,8 +257,7 @@ def test_ctrl_c_prints_the_summary_and_how_to_resume_without_a_traceback(cluster
     assert "not finished" in stdout and "--skip-existing" in stderr
     written = len(list(out.glob("*.jpg")))
     assert 0 < written < 40 and f"{written} written" in stdout
-    resumed = subprocess.run(cmd + ["--skip-existing"], capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
-                             env={**os.environ, TEST_OPS_ENV: "1"})
+    resumed = subprocess.run(cmd + ["--skip-existing"], capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
     assert resumed.returncode == 0, resumed.stderr
     assert f"40 image(s), 0 failed, {40 - written} written, {written} skipped" in resumed.stdout
     assert len(list(out.glob("*.jpg"))) == 40

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import zmq
 
-from conftest import recv_within
+from cluster_helpers import recv_within
 
 
 @pytest.fixture

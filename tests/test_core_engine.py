@@ -189,7 +189,7 @@ def test_a_repeated_request_is_answered_from_the_cache_without_a_worker(cluster_
 
 
 def test_command_line_says_so_at_once_when_no_broker_answers(jpegs, tmp_path):
-    from conftest import free_port
+    from cluster_helpers import free_port
 
     (tmp_path / "a.jpg").write_bytes(jpegs["coins.jpg"])
     done = subprocess.run([sys.executable, "-m", "engine.client", "--connect", f"tcp://127.0.0.1:{free_port()}",

@@ -2,7 +2,7 @@
 import msgpack
 import zmq
 
-from conftest import recv_within
+from cluster_helpers import recv_within
 from engine import protocol as P
 
 

@@ -34,7 +34,7 @@ import yaml  # PyYAML: installed with kubernetes-validate
 from engine.metrics import ENV_METRICS_LISTEN, BrokerMetrics, WorkerMetrics, WorkerRow
 from engine.security import ENV_BROKER_KEY, ENV_CLIENT_KEY, PeerKeys
 
-from conftest import DATA, Cluster
+from cluster_helpers import DATA, Cluster
 
 pytestmark = pytest.mark.timeout(120)
 

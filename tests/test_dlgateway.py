@@ -13,7 +13,7 @@ import pytest
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from conftest import Cluster, Proc, free_port, recv_within
+from cluster_helpers import Cluster, Proc, free_port, recv_within
 from engine.dlgateway import wire
 from ops_helpers import sample_bytes
 

@@ -4,7 +4,7 @@ import time
 import sys
 import textwrap
 
-from conftest import FAST_HEARTBEAT_S
+from cluster_helpers import FAST_HEARTBEAT_S
 from engine.errors import BrokerUnavailable
 from faults_helpers import Batch, broker_idle, start, tiny_jpeg, wait_until
 

@@ -7,7 +7,7 @@ import os
 import signal
 import time
 
-from conftest import FAST_HEARTBEAT_S
+from cluster_helpers import FAST_HEARTBEAT_S
 from faults_helpers import Batch, add_worker, pool_pids, start, tally, wait_until, worker_pid_of
 
 

@@ -13,7 +13,7 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import recv_within
+from cluster_helpers import recv_within
 from engine import protocol as P
 from engine.errors import ImageError, ImageTooLarge, PipelineError, ProtocolError, TaskError, TaskTimeout
 from faults_helpers import tiny_jpeg, wait_until

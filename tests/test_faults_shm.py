@@ -12,7 +12,7 @@ import psutil
 import pytest
 import zmq
 
-from conftest import FAST_HEARTBEAT_S, Proc, recv_within
+from cluster_helpers import FAST_HEARTBEAT_S, Proc, recv_within
 from engine import protocol as P
 from engine import shm
 from faults_helpers import Batch, broker_idle, pool_pids, start, tally, wait_until

@@ -6,7 +6,7 @@ import time
 import psutil
 import pytest
 
-from conftest import FAST_HEARTBEAT_S, Proc, free_port
+from cluster_helpers import FAST_HEARTBEAT_S, Proc, free_port
 from engine.broker.config import BACK, FRONT
 from engine.security import ENV_CLIENT_KEY, ENV_WORKER_KEY
 from faults_helpers import wait_until

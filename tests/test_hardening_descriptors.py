@@ -3,7 +3,7 @@ limit to the hard one at start, warns once when most are in use, and closes conn
 never finish the ZMTP handshake (``HANDSHAKE_TIMEOUT_MS``)."""
 import socket
 
-from conftest import Proc
+from cluster_helpers import Proc
 from engine.broker.sockets import HANDSHAKE_TIMEOUT_MS
 from faults_helpers import tiny_jpeg, wait_until
 

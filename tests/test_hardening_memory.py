@@ -9,7 +9,7 @@ import numpy as np
 import psutil
 import zmq
 
-from conftest import FAST_HEARTBEAT_S, recv_within
+from cluster_helpers import FAST_HEARTBEAT_S, recv_within
 from engine import protocol as P
 from engine.errors import BusyError
 

@@ -20,7 +20,7 @@ import os
 import cv2
 import numpy as np
 import pytest
-from conftest import Cluster
+from cluster_helpers import Cluster
 from ops_helpers import png
 from rss_helpers import pool_process, task_peak
 

@@ -8,7 +8,7 @@ import time
 import psutil
 import zmq
 
-from conftest import FAST_HEARTBEAT_S, recv_within
+from cluster_helpers import FAST_HEARTBEAT_S, recv_within
 from engine import protocol as P
 from engine.errors import BusyError
 from faults_helpers import wait_until

@@ -7,7 +7,7 @@ import time
 import pytest
 import zmq
 
-from conftest import FAST_HEARTBEAT_S, recv_within
+from cluster_helpers import FAST_HEARTBEAT_S, recv_within
 from engine import pipeline_syntax
 from engine.logbound import LINES_PER_WINDOW
 from engine import protocol as P

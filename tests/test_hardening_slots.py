@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import zmq
 
-from conftest import FAST_HEARTBEAT_S
+from cluster_helpers import FAST_HEARTBEAT_S
 from engine import protocol as P
 from engine.errors import ResultTooLarge
 from faults_helpers import add_worker, tiny_jpeg, wait_until

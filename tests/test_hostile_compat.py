@@ -10,7 +10,7 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import free_port, recv_within, FAST_HEARTBEAT_S
+from cluster_helpers import free_port, recv_within, FAST_HEARTBEAT_S
 from engine import protocol as P
 from faults_helpers import tiny_jpeg
 
@@ -123,7 +123,7 @@ def test_fuzzed_compat_requests_each_get_a_strict_json_answer(compat_cluster, zc
 @pytest.fixture
 def fake_broker(zctx):
     """A ROUTER standing in for the broker; a real worker (one process) connects to it."""
-    from conftest import Proc
+    from cluster_helpers import Proc
 
     port = free_port()
     router = zctx.socket(zmq.ROUTER)

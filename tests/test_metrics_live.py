@@ -3,7 +3,7 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import FAST_HEARTBEAT_S, free_port
+from cluster_helpers import FAST_HEARTBEAT_S, free_port
 from faults_helpers import tiny_jpeg, wait_until
 
 

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import Cluster
+from cluster_helpers import Cluster
 from ops_helpers import sample_bytes
 
 pytestmark = pytest.mark.timeout(90)

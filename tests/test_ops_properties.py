@@ -23,7 +23,7 @@ LIMITS = ops.Limits(max_pixels=200_000)
 SETTINGS = settings(max_examples=int(__import__("os").environ.get("OPS_EXAMPLES", 60)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MARK = base64.b64encode(cv2.imencode(".png", np.full((6, 8, 4), 200, np.uint8))[1].tobytes()).decode()
 
-# Fault-injection operations (engine/ops/testing.py, registered only under ENGINE_TEST_OPS)
+# Fault-injection operations (engine/ops/testing.py, registered only by a worker run with --test-ops)
 # crash or hang on purpose: never draw them.
 OPERATIONS = sorted(n for n, op in ops.REGISTRY.items() if not op.fn.__module__.endswith(".testing"))
 hex_colour = st.text("0123456789abcdef", min_size=6, max_size=6) | st.text("0123456789ABCDEF", min_size=8, max_size=8)

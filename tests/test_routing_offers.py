@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from conftest import FAST_HEARTBEAT_S, Proc
+from cluster_helpers import FAST_HEARTBEAT_S, Proc
 from engine.errors import UnknownOperation
 from faults_helpers import pool_pids, tiny_jpeg, wait_until
 
@@ -108,7 +108,7 @@ def _newer_declaration() -> dict:
 def test_in_a_rolling_upgrade_a_newer_parameter_goes_only_to_the_newer_worker(cluster_factory, zctx):
     import zmq
 
-    from conftest import recv_within
+    from cluster_helpers import recv_within
     from engine import protocol as P
     from engine.errors import BadParameter
 

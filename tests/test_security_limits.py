@@ -5,7 +5,7 @@ import json
 import pytest
 import zmq
 
-from conftest import recv_within
+from cluster_helpers import recv_within
 from engine import protocol as P
 from engine.errors import BrokerUnavailable, PipelineError, TaskTimeout
 

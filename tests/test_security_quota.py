@@ -1,6 +1,6 @@
 """Per-client quotas: a client over its limit gets ERROR quota (QuotaError), others are served."""
 from engine.errors import QuotaError
-from faults_helpers import with_test_ops
+from faults_helpers import start
 from security_helpers import ring, secure_factory  # noqa: F401 - fixtures
 
 
@@ -23,8 +23,7 @@ def test_client_over_its_rate_quota_is_refused_while_others_are_served(secure_fa
 
 def test_client_over_its_in_flight_quota_is_refused_while_others_are_served(cluster_factory, jpegs):
     """Without CURVE a client is its routing id: the quota still holds one client back."""
-    with with_test_ops():
-        cluster = cluster_factory(local_workers=2, extra=["--client-max-in-flight", "2"]).start_broker()
+    cluster = start(cluster_factory, (2,), extra=["--client-max-in-flight", "2"])
     photo = jpegs["coins.jpg"]
     with cluster.client() as greedy, cluster.client() as other:  # sleep: a worker-only test op, checked by the broker
         slow = [greedy.submit(photo, "sleep:ms=1500|grayscale") for _ in range(4)]

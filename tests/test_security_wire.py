@@ -3,7 +3,7 @@ recorded by a TCP proxy on loopback (no packet capture tool needed)."""
 import pytest
 import zmq
 
-from conftest import FAST_HEARTBEAT_S
+from cluster_helpers import FAST_HEARTBEAT_S
 from faults_helpers import wait_until
 from engine import Client
 from security_helpers import Recorder, ring, secure_factory  # noqa: F401 - fixtures

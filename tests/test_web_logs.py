@@ -12,7 +12,7 @@ import httpx
 import pytest
 from web_helpers import broker  # noqa: F401
 
-from conftest import free_port
+from cluster_helpers import free_port
 
 pytestmark = pytest.mark.timeout(90)
 ENGINE_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR) +[\w.]+: ")

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from web_helpers import User, WebServer, jpeg
 
-from conftest import FAST_HEARTBEAT_S, Cluster
+from cluster_helpers import FAST_HEARTBEAT_S, Cluster
 from engine import ops
 from engine import pipeline_syntax as syntax
 from engine.errors import PipelineError, UnknownOperation

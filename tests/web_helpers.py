@@ -1,4 +1,4 @@
-"""Helpers for the web gateway's tests: a real broker with local workers (from conftest's
+"""Helpers for the web gateway's tests: a real broker with local workers (from cluster_helpers'
 Cluster), the gateway on uvicorn in a thread on a free port, and signed-up users.
 
 Test modules import the fixtures they use: ``from web_helpers import broker, web  # noqa: F401``.
@@ -16,7 +16,7 @@ import httpx
 import pytest
 import uvicorn
 
-from conftest import DATA, FAST_HEARTBEAT_S, Cluster, free_port
+from cluster_helpers import DATA, FAST_HEARTBEAT_S, Cluster, free_port
 from engine.web import WebSettings, create_app
 
 START_TIMEOUT_S = 30.0

@@ -61,17 +61,16 @@ class LocalCluster:
     def __init__(self, workers: int) -> None:
         ports = [_free_port() for _ in range(2)]
         self.front, self.back = (f"tcp://127.0.0.1:{p}" for p in ports)
-        self.env = {**os.environ, "ENGINE_TEST_OPS": "1"}  # the slow 'sleep' operation
         self.broker = self._start("engine.broker", "--front", self.front, "--back", self.back,
                                   "--local-workers", "0", "--cache-mb", "0")
         self.workers = [self.start_worker() for _ in range(workers)]
 
     def _start(self, module: str, *args: str) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", module, *args, "--heartbeat-interval-s", str(HEARTBEAT_S),
-                                 "--log-level", "warning"], env=self.env, stderr=subprocess.DEVNULL)
+                                 "--log-level", "warning"], stderr=subprocess.DEVNULL)
 
     def start_worker(self) -> subprocess.Popen:
-        return self._start("engine.worker", "--connect", self.back, "--processes", "1")
+        return self._start("engine.worker", "--connect", self.back, "--processes", "1", "--test-ops")  # sleep
 
     def close(self) -> None:
         for proc in [*self.workers, self.broker]:

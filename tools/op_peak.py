@@ -20,7 +20,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-from conftest import Cluster
+from cluster_helpers import Cluster
 from rss_helpers import pool_process, task_peak
 
 

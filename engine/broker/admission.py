@@ -13,14 +13,15 @@ that no check claims is invalid too: a typo is an error, not ignored.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from .. import deadlines, tracing
 from ..errors import BadParameter, BusyError, ImageError, ProtocolError, QuotaError, TaskError, UnknownOperation
 from ..pipeline_syntax import step_names
+from ..protocol import Request
 from .front import Origin
 from .pipelines import Checked
-from .state import payload_bytes
+from .state import Payload, payload_bytes
 
 if TYPE_CHECKING:
     from .core import Broker
@@ -47,8 +48,8 @@ class Admission:
     """One request as the checks see it, and what they learnt about it."""
 
     origin: Origin
-    request: Any
-    payload: Any
+    request: Request
+    payload: Payload
     now_s: float
     due_s: float | None = None
     trace_id: str | None = None

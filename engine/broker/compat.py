@@ -31,6 +31,7 @@ from .front import Front, Origin
 
 if TYPE_CHECKING:
     from .core import Broker
+    from .state import Payload
 
 log = logging.getLogger("engine.broker.compat")
 
@@ -188,7 +189,7 @@ class CompatFront(Front):
         request = P.Request(task_id=f"compat-{self._seq}", pipeline=pipeline_for(task))
         self.broker.submit(origin, request, data)
 
-    def reply(self, origin: Origin, task_id: str, meta: dict, payload: Any) -> None:
+    def reply(self, origin: Origin, task_id: str, meta: dict, payload: Payload) -> None:
         compat_id, task = origin.extra
         data = payload.bytes if isinstance(payload, zmq.Frame) else bytes(payload)
         self._send(origin.route, reply_json(compat_id, task, data))

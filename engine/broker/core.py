@@ -38,7 +38,7 @@ from .pipelines import PipelineChecker
 from .quota import QuotaLimits, Quotas
 from .sockets import last_endpoint
 from ..metrics import BrokerMetrics, WorkerRow
-from .state import Dispatcher, Task, peer_name
+from .state import Dispatcher, Payload, Task, peer_name
 from .workers import WorkerSide
 
 log = logging.getLogger("engine.broker")
@@ -146,7 +146,7 @@ class Broker:
         """A client went away: if it died, its segments are garbage now (swept at the next beat)."""
         self._next_sweep_s = 0.0
 
-    def read_ref(self, payload: Any, max_bytes: int | None = None) -> bytes:
+    def read_ref(self, payload: Payload, max_bytes: int | None = None) -> bytes:
         """The image a task by reference names (raises ``shm.ShmError``)."""
         ref = bytes(payload.buffer if isinstance(payload, zmq.Frame) else payload).decode("ascii", "replace")
         return shm.read_input(shm.parse_ref(ref)[0], max_bytes or self.config.max_message_bytes)
@@ -278,7 +278,7 @@ class Broker:
                                    cache_entries=cache.get("entries") if cache else None)
 
     # ---- tasks -------------------------------------------------------------------
-    def submit(self, origin: Origin, request: Any, payload: Any) -> None:
+    def submit(self, origin: Origin, request: P.Request, payload: Payload) -> None:
         """Admit a task from any front end, or answer why not (the one entry point for tasks):
         ``admission.CHECKS`` in order, then the queue."""
         self.stats["received"] += 1
@@ -319,7 +319,7 @@ class Broker:
         return self.dispatcher.holds(origin, task_id) or (
             self.lane is not None and origin.front is self.native and self.lane.holds(origin.route[0], task_id))
 
-    def cache_key(self, payload: Any, canonical: str) -> str:
+    def cache_key(self, payload: Payload, canonical: str) -> str:
         """Input hash + canonical pipeline + engine version."""
         data = payload.buffer if isinstance(payload, zmq.Frame) else payload
         return ResultCache.key(data, canonical, __version__)
@@ -357,7 +357,7 @@ class Broker:
                 f"{'it' if len(missing) == 1 else ', '.join(repr(m) for m in missing)} "
                 f"(offered: {', '.join(sorted(offered)) or 'none'})")
 
-    def finish_ok(self, task: Task, meta: dict, payload: Any) -> None:
+    def finish_ok(self, task: Task, meta: dict, payload: Payload) -> None:
         self.stats["completed"] += 1
         now_s = time.monotonic()
         sent_s = task.dispatched_s or now_s
@@ -371,18 +371,17 @@ class Broker:
             self._keep(task, meta, payload)
         task.origin.front.reply(task.origin, task.task_id, meta, payload)
 
-    def _keep(self, task: Task, meta: dict, payload: Any) -> None:
+    def _keep(self, task: Task, meta: dict, payload: Payload) -> None:
         """A result into the cache (one by reference is read here; its client unlinks it)."""
         kept = {k: v for k, v in meta.items() if k != "shm"}
+        data = payload.bytes if isinstance(payload, zmq.Frame) else payload
         if meta.get("shm") is True:
-            name = bytes(payload.buffer).decode("ascii", "replace")
+            name = data.decode("ascii", "replace")
             try:
                 data = shm.read_result(name, self.config.max_message_bytes)
             except shm.ShmError as exc:
                 log.debug("task %s: result not cached (%s)", task.jid, exc)
                 return
-        else:
-            data = payload.bytes
         self.cache.put(task.cache_key, data, dict(kept, cache="miss"))
 
     def finish_error(self, task: Task, code: str, message: str, meta: dict | None = None) -> None:

@@ -10,13 +10,16 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Hashable
+from typing import TYPE_CHECKING, Any, Hashable
 
 import zmq
 
 from ..logbound import LogBound
 from ..sockutil import NOBLOCK, send_frames
 from .outbox import Outbox, UnreadLimits
+
+if TYPE_CHECKING:
+    from .state import Payload
 
 log = logging.getLogger("engine.broker")
 
@@ -26,7 +29,7 @@ class Origin:
     """Where a task came from, so its reply goes there and nowhere else (made once per
     request: a plain slotted class, which is cheaper to build than a frozen one)."""
 
-    front: Any  # the front end that admitted it (its reply path)
+    front: Front  # the front end that admitted it (its reply path)
     route: tuple = ()  # what addresses the peer on that front (routing id, REQ envelope)
     extra: Any = field(default=None, compare=False)  # compat: the request's own task id and task
     client: str = field(default="", compare=False)  # who sent it: key name (CURVE) or routing id (quotas)
@@ -50,6 +53,15 @@ class Front:
         self.stats = stats
         self.outbox = Outbox(limits)
         self._drop_lines = LogBound(log, f"drops of unread replies on the {self.name} socket", by="peer")
+
+    def reply(self, origin: Origin, task_id: str, meta: dict, payload: Payload) -> None:
+        """Send a task's result back where it came from."""
+        raise NotImplementedError
+
+    def reply_error(self, origin: Origin, task_id: str | None, code: str, message: str,
+                    meta: dict | None = None) -> None:
+        """Send a task's error (or a refusal of a request) back where it came from."""
+        raise NotImplementedError
 
     def by_reference(self, origin: Origin) -> bool:
         """The peer proved it shares the broker's host: it may send images by reference."""

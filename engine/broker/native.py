@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import zmq
 
@@ -19,6 +19,7 @@ from .front import Front, Origin
 
 if TYPE_CHECKING:
     from .core import Broker
+    from .state import Payload
 
 log = logging.getLogger("engine.broker")
 
@@ -145,7 +146,7 @@ class NativeFront(Front):
                 self.forget(route)
 
     # ---- outgoing ----------------------------------------------------------------
-    def reply(self, origin: Origin, task_id: str, meta: dict, payload: Any) -> None:
+    def reply(self, origin: Origin, task_id: str, meta: dict, payload: Payload) -> None:
         self._send(origin.route[0], P.reply_frames(task_id, meta, payload))
 
     def reply_error(self, origin: Origin, task_id: str | None, code: str, message: str,

@@ -14,11 +14,20 @@ import itertools
 import json
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Iterator
+from typing import TYPE_CHECKING, Callable, Hashable, Iterator, TypeAlias
 
 from ..protocol import Request
 from .config import (MAX_LIVE_DECLARATIONS, MAX_RETRIES, MAX_SLOTS_PER_HOST, MAX_SLOTS_PER_WORKER, MAX_WORKERS,
                      MAX_WORKERS_PER_HOST)
+
+if TYPE_CHECKING:
+    import zmq
+
+    from .front import Origin
+
+# An image as the broker holds it: the client's frame, forwarded untouched (its bytes, or the
+# name of a shared-memory segment), or bytes (a compat request's decoded image, a cached result).
+Payload: TypeAlias = "zmq.Frame | bytes"
 
 BLAME_ALL = -1  # remove_worker: every task it held counts an attempt (it vanished: any could be at fault)
 # A batch's tail must not wait on one slow device: when nothing is queued and a worker is
@@ -36,10 +45,10 @@ class Task:
     """One task as the broker holds it, from admission to its reply."""
 
     jid: int  # the broker's own id for it, what workers see
-    origin: Any  # where the reply goes (see core.Origin)
+    origin: Origin  # where the reply goes
     task_id: str  # the client's id
     request: Request
-    payload: Any  # the image frame, forwarded untouched
+    payload: Payload  # the image frame, forwarded untouched
     received_s: float
     attempts: int = 0  # worker failures while holding it
     worker: bytes | None = None  # who runs it now
@@ -79,7 +88,7 @@ def _client(task: Task) -> str:
     return getattr(task.origin, "client", "")
 
 
-def payload_bytes(payload: Any) -> int:
+def payload_bytes(payload: Payload) -> int:
     """The bytes an image frame holds in memory (a frame, bytes, or a shared-memory name)."""
     try:
         return len(payload)
@@ -187,7 +196,7 @@ class Dispatcher:
     def new_jid(self) -> int:
         return next(self._jids)
 
-    def holds(self, origin: Any, task_id: str) -> bool:
+    def holds(self, origin: Origin, task_id: str) -> bool:
         key = origin.dedup_key(task_id)
         return key is not None and key in self._by_key
 
@@ -498,7 +507,7 @@ class Dispatcher:
         self.queue.appendleft(task)
         self._enqueued(task)
 
-    def cancel(self, origin: Any, task_id: str) -> Task | None:
+    def cancel(self, origin: Origin, task_id: str) -> Task | None:
         """Forget a task by its client id; returns it (its ``worker`` says if one is running it)."""
         jid = self._by_key.get(origin.dedup_key(task_id))
         task = self.finish(jid) if jid is not None else None

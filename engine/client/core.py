@@ -155,7 +155,7 @@ class ClientCore:
         return f"{self._id_prefix}{next(self._ids)}"
 
     # ---- requests --------------------------------------------------------------------
-    def submit(self, task_id: str, data: Any, pipeline: str | list, handle: Any, *,
+    def submit(self, task_id: str, data: bytes, pipeline: str | list, handle: Any, *,
                options: dict | None = None, timeout_s: float | None = None) -> None:
         """Queue a task; its answer comes back as a completion for ``handle``."""
         if not isinstance(pipeline, (str, list)):
@@ -184,7 +184,7 @@ class ClientCore:
         if self.connected:
             self._send(pending)
 
-    def _put(self, data: Any) -> tuple[str | None, str | None]:
+    def _put(self, data: bytes) -> tuple[str | None, str | None]:
         """The image into a shared-memory segment (the broker proved we share its host): its
         name travels instead of the bytes, with a spare file of ours for the result when one is
         kept. (None, None): shared memory refused it, it goes inline."""

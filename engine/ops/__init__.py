@@ -8,7 +8,7 @@ models into a process's cache before its first task.
 import time
 
 from . import (anonymize, background, colour, edge, effects, faces, filters, formats,  # noqa: F401
-               gradients, grayscale, histogram, litert, morphology, noop, resize, testing, threshold,
+               gradients, grayscale, histogram, litert, morphology, noop, resize, threshold,
                tone, transform, watermark)
 from .base import REGISTRY, Context, Operation, Param, register
 from .codec import Limits

@@ -1,9 +1,9 @@
 """Test-only operations for fault injection: ``sleep``, ``crash`` and ``hang``.
 
-They are registered only when ``ENGINE_TEST_OPS=1`` is in the environment of the
-process that imports ``engine.ops`` (a worker reads it at start; its pool processes
-inherit it), so a production worker never offers them. The reliability tests and
-``tools/chaos.py --local`` set it; nothing else should.
+Importing this module registers nothing: a process offers them only after calling
+``register()``, which a worker's pool processes do when it runs with ``--test-ops``
+(``WorkerConfig.test_ops``), so a production worker never offers them. The fault tests,
+``tools/chaos.py --local`` and the edge lab start their workers with it; nothing else should.
 """
 from __future__ import annotations
 
@@ -11,32 +11,28 @@ import os
 import signal
 import time
 
-from .base import Param, register
+from .base import REGISTRY, Param, register as register_op
 
-ENV = "ENGINE_TEST_OPS"
 HANG_STEP_S = 0.05  # a hang sleeps in short steps, like C code that never returns
+NAMES = ("sleep", "crash", "hang")
 
 
-def enabled() -> bool:
-    return os.environ.get(ENV, "").strip().lower() in ("1", "true", "yes", "on")
+def register() -> None:
+    """Add the test-only operations to this process's registry (once; again is a no-op)."""
+    if "sleep" in REGISTRY:
+        return
 
-
-def _register() -> None:
-    @register("sleep", help="TEST ONLY: wait this many milliseconds, then pass the image on",
-              params=[Param("ms", int, 100, min=0, max=60_000, help="milliseconds to wait")])
+    @register_op("sleep", help="TEST ONLY: wait this many milliseconds, then pass the image on",
+                 params=[Param("ms", int, 100, min=0, max=60_000, help="milliseconds to wait")])
     def sleep(image, ctx, *, ms):
         time.sleep(ms / 1000)
         return image
 
-    @register("crash", help="TEST ONLY: kill the worker process running this step (SIGKILL)")
+    @register_op("crash", help="TEST ONLY: kill the worker process running this step (SIGKILL)")
     def crash(image, ctx):
         os.kill(os.getpid(), signal.SIGKILL)
 
-    @register("hang", help="TEST ONLY: never return (the supervisor's timeout or deadline must act)")
+    @register_op("hang", help="TEST ONLY: never return (the supervisor's timeout or deadline must act)")
     def hang(image, ctx):
         while True:
             time.sleep(HANG_STEP_S)
-
-
-if enabled():
-    _register()

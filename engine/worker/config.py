@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from ..ops.codec import MAX_DECODED_BYTES, MAX_INPUT_BYTES, MAX_MEMORY_BYTES, MAX_PIXELS, Limits
 from ..security import PeerKeys
+from ..settings import fixed, positive_int, setting
 
 CONNECT = "tcp://127.0.0.1:5556"
 HEARTBEAT_INTERVAL_S = 2.0
@@ -16,26 +17,70 @@ RECONNECT_MAX_S = 8.0
 DRAIN_TIMEOUT_S = 30.0
 PREFETCH = 1  # tasks held ready per process, so it never waits for a broker round trip
 MAX_CREDIT = 16  # tasks a process far from its broker may ask to keep at hand (its link's round trip in tasks)
+MIB = 2**20
 
 
 @dataclass(frozen=True, kw_only=True)
 class WorkerConfig:
-    connect: str = CONNECT
-    processes: int = os.cpu_count() or 1
-    prefetch: int = PREFETCH
-    max_credit: int = MAX_CREDIT
-    heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S
-    heartbeat_liveness: int = HEARTBEAT_LIVENESS
-    task_timeout_s: float = TASK_TIMEOUT_S
-    reconnect_min_s: float = RECONNECT_MIN_S
-    reconnect_max_s: float = RECONNECT_MAX_S
-    drain_timeout_s: float = DRAIN_TIMEOUT_S
-    max_pixels: int = MAX_PIXELS
-    max_input_bytes: int = MAX_INPUT_BYTES
-    max_decoded_bytes: int = MAX_DECODED_BYTES
-    max_memory_bytes: int = MAX_MEMORY_BYTES  # what one task may hold at once (see codec.MAX_MEMORY_BYTES)
-    curve: PeerKeys | None = None  # this worker's key pair and the broker's public key (None: plaintext)
-    learned: bool = True  # load the learned models in each pool process and offer their operations
+    """Every field a flag of ``python -m engine.worker`` sets is declared with it (``setting``);
+    the others say why none does (``fixed``)."""
+
+    connect: str = setting(CONNECT, env="ENGINE_WORKER_CONNECT", help="the broker's worker endpoint")
+    processes: int = setting(os.cpu_count() or 1, env="ENGINE_WORKER_PROCESSES", type=positive_int,
+                             help="pool processes (tasks run at once)")
+    prefetch: int = setting(
+        PREFETCH, env="ENGINE_WORKER_PREFETCH",
+        help="tasks kept waiting per process, so a process starts its next task without a round trip "
+             "to the broker (0: only as many tasks as processes)")
+    max_credit: int = setting(
+        MAX_CREDIT, env="ENGINE_WORKER_MAX_CREDIT",
+        help="most tasks a pool process keeps at hand: it starts at 1 + --prefetch and grows when it finds "
+             "itself waiting on a slow link while the broker has work (a round trip's worth of tasks); "
+             "set it to 1 + --prefetch to turn that off")
+    heartbeat_interval_s: float = setting(
+        HEARTBEAT_INTERVAL_S, env="ENGINE_HEARTBEAT_INTERVAL_S",
+        help="seconds between heartbeats; the broker is presumed gone after 3 silent intervals")
+    heartbeat_liveness: int = fixed(HEARTBEAT_LIVENESS, why="the heartbeat contract: peers assume the same")
+    task_timeout_s: float = setting(
+        TASK_TIMEOUT_S, env="ENGINE_TASK_TIMEOUT_S",
+        help="a pool process busy longer than this on one task is killed and replaced; the task is answered "
+             "deadline_exceeded and not retried (it would hold another process as long)")
+    reconnect_min_s: float = fixed(RECONNECT_MIN_S, why="the back-off of a lost link, not a deployment's choice")
+    reconnect_max_s: float = fixed(RECONNECT_MAX_S, why="the back-off of a lost link, not a deployment's choice")
+    drain_timeout_s: float = setting(
+        DRAIN_TIMEOUT_S, env="ENGINE_WORKER_DRAIN_TIMEOUT_S",
+        help="on SIGTERM, seconds to finish tasks in hand before disconnecting anyway")
+    max_pixels: int = setting(
+        MAX_PIXELS, env="ENGINE_MAX_PIXELS", type=positive_int,
+        help="largest image accepted, in pixels (checked from the header, before decoding)")
+    max_input_bytes: int = setting(
+        MAX_INPUT_BYTES, flag="--max-input-mb", scale=MIB, env="ENGINE_MAX_INPUT_MB", type=positive_int,
+        help="largest encoded input accepted, in MiB")
+    max_decoded_bytes: int = setting(
+        MAX_DECODED_BYTES, flag="--max-decoded-mb", scale=MIB, env="ENGINE_MAX_DECODED_MB", type=positive_int,
+        help="largest decoded image accepted, in MiB: pixels x channels x bytes per sample "
+             "(and a progressive JPEG's coefficients), estimated from the header")
+    max_memory_bytes: int = setting(  # what one task may hold at once (see codec.MAX_MEMORY_BYTES)
+        MAX_MEMORY_BYTES, flag="--memory-budget-mb", scale=MIB, env="ENGINE_MEMORY_BUDGET_MB", type=positive_int,
+        help="most memory one task may hold at once in a pool process, in MiB: its input, the decoded image, "
+             "and one step's intermediates and output, estimated from the image's shape and the step's "
+             "parameters before decoding and before each step; a task over it is refused as image_too_large "
+             "naming the step. The default fits a Raspberry Pi 4 (4 GiB, 4 cores): 4 pool processes of "
+             "~100 MiB with the models, each holding 512 MiB, leave ~1.4 GiB for the system, the broker and "
+             "the page cache; and a 64 MP colour image (192 MB) goes through a step with its output. "
+             "Per process: multiply by --processes for the host")
+    # this worker's key pair and the broker's public key (None: plaintext)
+    curve: PeerKeys | None = fixed(None, why="read from the files --key and --broker-key name")
+    learned: bool = setting(  # load the learned models in each pool process and offer their operations
+        True, env="ENGINE_WORKER_LEARNED",
+        help="load the learned models (face detection, person segmentation) in every pool process. "
+             "--no-learned: each process starts faster and uses less memory, and this host does not offer "
+             "faces, anonymize and background (the broker sends those tasks to hosts that do). A host whose "
+             "processes die loading them turns them off by itself after two such deaths")
+    test_ops: bool = setting(  # engine.ops.testing, registered in each pool process
+        False, env="ENGINE_WORKER_TEST_OPS",
+        help="TEST ONLY: also offer the fault-injection operations sleep, crash and hang "
+             "(engine/ops/testing.py); the fault tests and tools/chaos.py use them")
 
     @property
     def limits(self) -> Limits:

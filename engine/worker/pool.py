@@ -113,6 +113,10 @@ class PoolProcess:
         cv2.setNumThreads(1)  # one process per core: OpenCV threads would only compete
         from .. import ops
 
+        if config.test_ops:
+            from ..ops import testing
+
+            testing.register()
         self.ops = ops
         self.config = config
         self.ident = ident

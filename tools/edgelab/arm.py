@@ -24,7 +24,7 @@ from pathlib import Path
 from engine.errors import ConfigError
 
 from .lab import REPO, Lab
-from .runner import ENV, PY, _readline_within
+from .runner import PY, _readline_within
 
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
@@ -85,17 +85,17 @@ def run(root: Path, tasks: int, log_dir: Path | None = None) -> dict:
         back = f"tcp://{lab.addr('broker')}:5556"
         lab.spawn("broker", [PY, "-m", "engine.broker", "--public", "--front", "tcp://*:5555", "--back",
                              "tcp://*:5556", "--local-workers", "0", "--cache-mb", "0", "--log-level", "warning"],
-                  "broker", env=ENV)
+                  "broker")
         # ip netns exec gives the command its own mount namespace: these mounts go with it.
         chrooted = (f"mount -t proc proc {root}/proc && mount -t sysfs sysfs {root}/sys && "
                     f"mount --bind /dev {root}/dev && "
-                    f"mount -t tmpfs tmpfs {root}/dev/shm && exec chroot {root} /usr/bin/env ENGINE_TEST_OPS=1 "
+                    f"mount -t tmpfs tmpfs {root}/dev/shm && exec chroot {root} "
                     f"/opt/venv/bin/python -m engine.worker --connect {back} --processes 1 --log-level info")
         lab.spawn("arm", ["sh", "-c", chrooted], "worker-arm")
         driver = lab.spawn("client", [PY, "-m", "tools.edgelab.drive", "--connect",
                                       f"tcp://{lab.addr('broker')}:5555", "--tasks", str(tasks), "--pipeline",
                                       "grayscale", "--window", "4", "--wait-workers", "1", "--timeout-s", "300"],
-                           "driver", env=ENV, stdout=subprocess.PIPE)
+                           "driver", stdout=subprocess.PIPE)
         if _readline_within(driver, 600).strip() != "go":
             raise ConfigError(f"the emulated arm worker did not register within 600 s; see {lab.log_dir}")
         import json

@@ -24,7 +24,6 @@ FRONT_PORT, BACK_PORT = 5555, 5556
 START_TIMEOUT_S = 90.0  # workers registered and the client ready
 CHECK_PINGS = 50  # a quick check of each shaped link before the batch
 PY = sys.executable
-ENV = {"ENGINE_TEST_OPS": "1"}  # the test-only 'sleep' operation stands for device work
 
 
 def run_scenario(sc: Scenario, *, tasks: int | None = None, task_timeout_s: float = 120.0) -> dict:
@@ -41,12 +40,13 @@ def run_scenario(sc: Scenario, *, tasks: int | None = None, task_timeout_s: floa
         def start_broker() -> None:
             lab.spawn("broker", [PY, "-m", "engine.broker", "--public", "--front", f"tcp://*:{FRONT_PORT}",
                                  "--back", f"tcp://*:{BACK_PORT}", "--local-workers", "0", "--cache-mb", "0",
-                                 "--log-level", "warning"], "broker", env=ENV)
+                                 "--log-level", "warning"], "broker")
 
         start_broker()
         for w in sc.workers:
-            lab.spawn(w.host, [PY, "-m", "engine.worker", "--connect", back, "--processes", "1",
-                               "--log-level", "warning"], f"worker-{w.host}", env=ENV, cpu_pct=w.cpu_pct)
+            # --test-ops: the test-only 'sleep' operation stands for device work
+            lab.spawn(w.host, [PY, "-m", "engine.worker", "--connect", back, "--processes", "1", "--test-ops",
+                               "--log-level", "warning"], f"worker-{w.host}", cpu_pct=w.cpu_pct)
         links = {}
         for w in sc.workers:
             if w.link != "lan" and w.link not in links:
@@ -55,7 +55,7 @@ def run_scenario(sc: Scenario, *, tasks: int | None = None, task_timeout_s: floa
                                       "--pipeline", sc.pipeline, "--window", str(sc.window),
                                       "--width-px", str(sc.width_px),
                                       "--wait-workers", str(len(sc.workers)), "--timeout-s", str(task_timeout_s)],
-                           "driver", env=ENV, stdout=subprocess.PIPE)
+                           "driver", stdout=subprocess.PIPE)
         if _readline_within(driver, START_TIMEOUT_S).strip() != "go":
             raise ConfigError(f"scenario {sc.name}: the client did not start; see the logs in {lab.log_dir}")
         fired: list[dict] = []

@@ -3,7 +3,7 @@
 Every scenario puts the broker and the client on LAN hosts and the workers (one pool
 process each, credit sized to its link by the engine) on hosts
 behind the scenario's links. Network scenarios use ``sleep:ms=N|grayscale``: the
-test-only ``sleep`` operation (``ENGINE_TEST_OPS=1`` in the lab) stands for N ms of work on
+test-only ``sleep`` operation (workers started with ``--test-ops`` in the lab) stands for N ms of work on
 the device without loading the shared CPU, so the figures show the network. The
 heterogeneous fleet uses real CPU work (``bilateral|bilateral``) because its slow worker
 is slowed by a CPU quota.

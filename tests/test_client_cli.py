@@ -114,11 +114,11 @@ def test_a_syntax_error_needs_no_broker_and_without_one_nothing_is_checked_again
 def test_the_command_line_checks_against_what_the_workers_declared_not_its_own_engine(cluster_factory, tmp_path):
     """The workers offer the test operations (``sleep``); this command line's own engine does
     not: a command line of another version than its workers takes what they accept."""
-    from faults_helpers import TEST_OPS_ENV, start, tiny_jpeg
+    from faults_helpers import start, tiny_jpeg
 
-    cluster = start(cluster_factory, (1,))
+    cluster = start(cluster_factory, (1,))  # workers started with --test-ops; this command line registers none
     (tmp_path / "a.jpg").write_bytes(tiny_jpeg(32))
-    env = {k: v for k, v in os.environ.items() if k != TEST_OPS_ENV}
+    env = dict(os.environ)
     out = tmp_path / "out"
     done = client("--pipeline", "sleep:ms=1|grayscale|png", str(tmp_path / "a.jpg"), "-o", str(out),
                   broker=cluster, env=env)

@@ -141,6 +141,25 @@ def test_module_lists_every_operation(capsys):
     assert set(json.loads(capsys.readouterr().out)) == set(ops.REGISTRY)
 
 
+def test_module_shows_the_operations_named_in_aligned_columns(capsys):
+    assert list_main(["resize", "text"]) == 0
+    listing = capsys.readouterr().out
+    blocks = [b.splitlines() for b in listing.strip().split("\n\n")]
+    assert [b[0].split()[0] for b in blocks] == ["resize", "text"]  # only those, no syntax preamble
+    for block in blocks:
+        head, rows = block[1], block[2:]
+        assert len(rows) == len(ops.REGISTRY[block[0].split()[0]].params)
+        op = ops.REGISTRY[block[0].split()[0]]
+        for column in ("type", "default", "range"):  # no cell runs into the next column
+            at = head.index(column)
+            assert all(row[at - 2:at] == "  " for row in rows), (column, block)
+        starts = {row.index(p.help) for row, p in zip(rows, op.params)}  # the help column is aligned too
+        assert len(starts) == 1, block
+    with pytest.raises(SystemExit) as stopped:
+        list_main(["resise"])
+    assert stopped.value.code == 2 and "did you mean 'resize'" in capsys.readouterr().err
+
+
 PARITY_CASES = ["grayscale", "resize:width=640|sharpen:amount=1.5|webp:quality=80", "jpeg:quality=80,subsampling=420",
                 "text:text=Hello%2C world", "edge:low=50,high=150.5", "grayscale|sparkle", "greyscale", "edge:low=-5",
                 "edge:low=banana", "edge:lo=5", "grayscale||png", "", [{"op": "resize", "params": {"width": 64}}],

@@ -8,6 +8,7 @@ import pytest
 from web_helpers import broker, jpeg, users, wait_batch, web  # noqa: F401
 
 from engine import ops
+from engine.web.openapi import openapi_document
 
 pytestmark = pytest.mark.timeout(120)
 CURL_FORM = {"Content-Type": "application/x-www-form-urlencoded"}  # what curl --data-binary declares
@@ -41,6 +42,16 @@ def test_interactive_docs_are_served_from_the_openapi_description(web):  # noqa:
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     assert 'data-spec="/api/v1/openapi.json"' in r.text and "/static/apidocs.js" in r.text
     assert httpx.get(f"{web.url}/static/apidocs.js", timeout=10).status_code == 200
+
+
+def test_every_parameter_of_the_api_is_described():
+    described = []
+    for path, methods in openapi_document()["paths"].items():
+        for method, op in methods.items():
+            for p in op.get("parameters", []):
+                assert p.get("description", "").strip(), f"{method.upper()} {path}: parameter {p['name']}"
+                described.append(p["name"])
+    assert {"name", "limit", "offset", "history", "job_id", "batch_id", "token_id"} <= set(described)
 
 
 def test_jobs_keep_the_pipeline_as_written_and_a_non_image_is_not_rerun(users):  # noqa: F811

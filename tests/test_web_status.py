@@ -11,6 +11,8 @@ import httpx
 import pytest
 from web_helpers import User, WebServer, broker, free_port, jpeg, wait_batch, web  # noqa: F401
 
+from engine import ops
+from engine.web.status_failures import as_written, grouped
 from engine.web.status_ring import Ring, percentile
 from engine.web.status_svg import line_chart
 
@@ -218,3 +220,19 @@ def test_a_full_ring_stays_a_small_event():
     assert path.count("L") == MAX_POINTS - 1 and 'data-points="240"' in svg
     assert len(svg) < 12_000, len(svg)
     assert Sample(at_unix_s=0.0, up=True).as_dict()["up"] is True
+
+
+def test_failures_show_pipelines_as_written_and_repeats_as_one_row_with_a_count():
+    declared = ops.describe()
+    canonical = ops.canonical("resize:width=64|sharpen|png")
+    assert "interpolation=auto" in canonical  # what the broker keeps
+    assert as_written(canonical, declared) == "resize:width=64|sharpen|png"
+    assert as_written("resize:wid", declared) == "resize:wid"  # a truncated text stays as it is
+    failures = [{"at_unix_s": float(i), "code": "bad_parameter", "message": "resize: give width, height or both",
+                 "pipeline": "resize", "worker": f"w{i % 2}"}
+                for i in range(6)]
+    failures.append({"at_unix_s": 10.0, "code": "bad_image", "message": "not an image", "pipeline": canonical,
+                     "worker": "w0"})
+    rows = grouped(failures, declared)
+    assert [(r["count"], r["code"]) for r in rows] == [(1, "bad_image"), (6, "bad_parameter")]  # newest first
+    assert rows[1]["at_unix_s"] == 5.0 and rows[1]["worker"] == "w0, w1" and rows[1]["at"].endswith("UTC")

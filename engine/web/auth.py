@@ -33,9 +33,15 @@ CSRF_COOKIE = "engine_csrf"
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "x-csrf-token"
 TOKEN_PREFIX = "eng_"
-NAME_RULE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
+MIN_NAME_CHARS = 3
+MAX_NAME_CHARS = 32
+NAME_CLASS = r"A-Za-z0-9_.\-"  # the characters of a name, as a regex class (also the page's pattern)
+NAME_RULE = re.compile(rf"^[{NAME_CLASS}]{{{MIN_NAME_CHARS},{MAX_NAME_CHARS}}}$")
 MIN_PASSWORD_CHARS = 8
 MAX_PASSWORD_CHARS = 1024
+# The rules as the sign-up page states them (before submitting) and as a refusal says them.
+NAME_RULE_TEXT = f"A user name has {MIN_NAME_CHARS} to {MAX_NAME_CHARS} letters, digits, '.', '_' or '-'."
+PASSWORD_RULE_TEXT = f"A password has {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters."
 
 _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("not a password anyone has")
@@ -77,9 +83,9 @@ class Auth:
 
     async def sign_up(self, name: str, password: str) -> dict:
         if not NAME_RULE.match(name or ""):
-            raise AccountError("A user name has 3 to 32 letters, digits, '.', '_' or '-'.")
+            raise AccountError(NAME_RULE_TEXT)
         if not MIN_PASSWORD_CHARS <= len(password or "") <= MAX_PASSWORD_CHARS:
-            raise AccountError(f"A password has at least {MIN_PASSWORD_CHARS} characters.")
+            raise AccountError(PASSWORD_RULE_TEXT)
         if self.store.user_by_name(name) is not None:  # no hash spent on a taken name
             raise AccountError(f"The name {name!r} is taken; choose another or log in.")
         try:

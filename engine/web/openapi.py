@@ -21,8 +21,12 @@ def _errors(*statuses: int) -> dict:
     return {str(s): _json(_ERROR, text[s]) for s in statuses}
 
 
-def _path_param(name: str, schema: dict) -> dict:
-    return {"name": name, "in": "path", "required": True, "schema": schema}
+def _path_param(name: str, schema: dict, description: str) -> dict:
+    return {"name": name, "in": "path", "required": True, "description": description, "schema": schema}
+
+
+def _query_param(name: str, schema: dict, description: str) -> dict:
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
 
 
 _PIPELINE = {"type": "string", "minLength": 1, "maxLength": 4096,
@@ -39,7 +43,8 @@ def openapi_document() -> dict:
                                   "X-Engine-Meta": {"schema": {"type": "string"}}},
                       "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in _IMAGE_TYPES}}
     binary = {"type": "string", "format": "binary"}
-    job_path = [_path_param("job_id", _ID)]
+    job_path = [_path_param("job_id", _ID, "a job's id (16 hex digits), as in X-Job-Id or GET /api/v1/jobs")]
+    batch_path = [_path_param("batch_id", _ID, "a batch's id (16 hex digits), as POST /api/v1/batches answered")]
     paths = {
         "/api/v1/operations": {"get": {
             "summary": "List the operations the connected workers offer, with their declared parameters",
@@ -54,13 +59,14 @@ def openapi_document() -> dict:
                 "operations by name")}}},
         "/api/v1/process": {"post": {
             "summary": "Process one image and wait for the result",
-            "parameters": [{"name": "pipeline", "in": "query", "required": False, "schema": _PIPELINE},
-                           {"name": "name", "in": "query", "required": False,
-                            "schema": {"type": "string", "maxLength": 200}},
-                           {"name": "history", "in": "query", "required": False,
-                            "description": "false: keep nothing of this request (no job in the history, no "
-                                           "stored input, result or thumbnail, no X-Job-Id); the fastest path",
-                            "schema": {"type": "boolean", "default": True}}],
+            "parameters": [_query_param("pipeline", _PIPELINE,
+                                        "the pipeline, when the body is the raw image (with multipart/form-data "
+                                        "it is a form field instead)"),
+                           _query_param("name", {"type": "string", "maxLength": 200},
+                                        "the input's file name, shown in your history (default: image)"),
+                           _query_param("history", {"type": "boolean", "default": True},
+                                        "false: keep nothing of this request (no job in the history, no "
+                                        "stored input, result or thumbnail, no X-Job-Id); the fastest path")],
             "requestBody": {"required": True, "content": {
                 "application/octet-stream": {"schema": binary},
                 "multipart/form-data": {"schema": {
@@ -71,23 +77,25 @@ def openapi_document() -> dict:
             "summary": "Submit a batch of images; follow it with GET /api/v1/batches/{batch_id}",
             "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
                 "type": "object", "required": ["images", "pipeline"],
-                "properties": {"images": {"type": "array", "items": binary}, "pipeline": _PIPELINE}}}}},
+                "properties": {"images": {"type": "array", "items": binary,
+                                          "description": "the image files, one job each"},
+                               "pipeline": _PIPELINE}}}}},
             "responses": {"202": _json({"$ref": "#/components/schemas/Batch"}, "accepted"),
                           **_errors(400, 401, 403, 413, 415, 422, 429, 503)}}},
         "/api/v1/batches/{batch_id}": {"get": {
-            "summary": "A batch's progress and its jobs", "parameters": [_path_param("batch_id", _ID)],
+            "summary": "A batch's progress and its jobs", "parameters": batch_path,
             "responses": {"200": _json({"$ref": "#/components/schemas/Batch"}, "the batch"),
                           **_errors(401, 404)}}},
         "/api/v1/batches/{batch_id}/zip": {"get": {
-            "summary": "The finished results of a batch as a zip", "parameters": [_path_param("batch_id", _ID)],
+            "summary": "The finished results of a batch as a zip", "parameters": batch_path,
             "responses": {"200": {"description": "zip", "content": {"application/zip": {"schema": binary}}},
                           **_errors(401, 404, 409)}}},
         "/api/v1/jobs": {"get": {
             "summary": "Your history, newest first",
-            "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
-                                                                      "maximum": 200, "default": 50}},
-                           {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0,
-                                                                       "default": 0}}],
+            "parameters": [_query_param("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
+                                        "at most this many jobs in the answer"),
+                           _query_param("offset", {"type": "integer", "minimum": 0, "default": 0},
+                                        "skip this many of the newest jobs first (the next page: offset + limit)")],
             "responses": {"200": _json({"type": "object", "required": ["jobs", "total"], "properties": {
                 "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
                 "total": {"type": "integer"}, "limit": {"type": "integer"}, "offset": {"type": "integer"}}},
@@ -117,7 +125,8 @@ def openapi_document() -> dict:
                      "responses": {"201": _json({"type": "object", "required": ["id", "token"]}, "created"),
                                    **_errors(400, 401, 403)}}},
         "/api/v1/tokens/{token_id}": {"delete": {
-            "summary": "Revoke a token", "parameters": [_path_param("token_id", {"type": "integer"})],
+            "summary": "Revoke a token", "parameters": [_path_param(
+                "token_id", {"type": "integer"}, "the token's id, as GET /api/v1/tokens lists it (not its secret)")],
             "responses": {"204": {"description": "revoked"}, **_errors(401, 403, 404)}}},
         "/api/v1/legacy": {"post": {
             "summary": 'The older JSON format: {"task_id", "task": pipeline, "image": base64}',

@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from ..errors import EngineError
 from .api import zip_response
+from . import auth
 from .auth import CSRF_FIELD, AccountError
 from .common import job_json, parts, read_form
 from .limits import LoginLimited
@@ -35,6 +36,11 @@ def _size(n_bytes: int | None) -> str:
 
 
 TEMPLATES.filters["size"] = _size
+# The account rules, from auth's constants: the sign-up page states them and its inputs check them.
+TEMPLATES.globals["account_rules"] = {
+    "name_min": auth.MIN_NAME_CHARS, "name_max": auth.MAX_NAME_CHARS, "name_pattern": f"[{auth.NAME_CLASS}]+",
+    "password_min": auth.MIN_PASSWORD_CHARS, "password_max": auth.MAX_PASSWORD_CHARS,
+    "name_text": auth.NAME_RULE_TEXT, "password_text": auth.PASSWORD_RULE_TEXT}
 
 
 def render(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:

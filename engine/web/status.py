@@ -14,11 +14,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from datetime import datetime, timezone
 
 from ..errors import BusyError, EngineError
 from .link import EngineLink
 from .problems import WebError, describe
+from .status_failures import grouped
 from .status_ring import LATENCY_WINDOW_S, LatencyTap, Ring
 from .status_svg import line_chart
 
@@ -31,6 +31,11 @@ IDLE_STOP_S = 600.0  # the sampler stops this long after the last look (no viewe
 VIEWER_BACKLOG = 4  # views queued for a slow viewer before its oldest is dropped
 HOST_RESOURCES_NOTE = ("CPU and memory per host are not shown: the broker's INFO does not report them "
                        "(workers announce processes and slots only).")
+# What the "broker down" banner says to do, under the error.
+BROKER_DOWN_ADVICE = ("Start the broker with its workers: engine-broker --local-workers 2 (or python -m engine.broker "
+                      "--local-workers 2); make run starts a broker, two workers and these pages together. This "
+                      "gateway is trying {broker} (its --broker flag or ENGINE_WEB_BROKER); the page reconnects by "
+                      "itself.")
 
 
 def _worker(w: dict) -> dict:
@@ -45,13 +50,6 @@ def _worker(w: dict) -> dict:
             "free": free, "in_flight": in_flight, "state": "draining" if w.get("draining") else
             ("busy" if busy else "idle"),
             "last_heartbeat_s_ago": heartbeat, "tasks_done": w.get("tasks_done", w.get("completed"))}
-
-
-def _failure(f: dict) -> dict:
-    at = f.get("at_unix_s")
-    when = (datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-            if isinstance(at, (int, float)) else "")
-    return {"at_unix_s": at, "at": when, **{k: str(f.get(k, ""))[:200] for k in ("code", "message", "pipeline", "worker")}}
 
 
 class StatusMonitor:
@@ -113,6 +111,7 @@ class StatusMonitor:
             self.ring.add_gap()
             _status, code, message = describe(exc, broker=self.link.settings.broker)
             view = {"up": False, "code": code, "error": message, "broker": self.link.settings.broker,
+                    "advice": BROKER_DOWN_ADVICE.format(broker=self.link.settings.broker),
                     "workers": [], "queue_depth": None, "in_flight": None, "tasks_done": None, "failed": None,
                     "throughput_per_s": None, "latency": {}, "cache": None,
                     "recent_failures": self._view.get("recent_failures", []) if self._view else []}
@@ -126,8 +125,8 @@ class StatusMonitor:
 
     def _view_of(self, info: dict) -> dict:
         sample = self.ring.add_info(info, self.latency.percentiles())
-        failures = [_failure(f) for f in info.get("recent_failures", []) if isinstance(f, dict)]
-        failures.sort(key=lambda f: f["at_unix_s"] or 0, reverse=True)
+        declared = info.get("ops") if isinstance(info.get("ops"), dict) else {}
+        failures = grouped(info.get("recent_failures") or [], declared)
         cache = info.get("cache") if isinstance(info.get("cache"), dict) else None
         done = info.get("completed", info.get("tasks_done", 0))
         return {"up": True, "broker": self.link.settings.broker, "instance": info.get("broker"),

@@ -6,20 +6,44 @@
 (() => {
   const quote = (s) => `'${String(s).replace(/'/g, "'\\''")}'`;
 
-  function field(name, schema, where, required) {
+  // A boolean or an enum is offered as a choice, its default marked and chosen; without a
+  // default the first choice is "(not sent)".
+  function choice(schema, required) {
+    const values = schema.type === "boolean" ? [true, false] : schema.enum;
+    const select = el("select");
+    if (schema.default === undefined && !required) select.append(el("option", { value: "", text: "(not sent)" }));
+    for (const v of values) {
+      const isDefault = schema.default !== undefined && String(v) === String(schema.default);
+      select.append(el("option", { value: String(v), text: isDefault ? `${v} (default)` : String(v) }));
+    }
+    if (schema.default !== undefined) select.value = String(schema.default);
+    return select;
+  }
+
+  // description: the parameter's own, else its schema's (form fields have only the latter).
+  function field(name, schema, where, required, description = schema.description) {
     const binary = schema.format === "binary" || (schema.items && schema.items.format === "binary");
-    const input = binary ? el("input", { type: "file" }) : el("input", { type: "text" });
+    let input;
+    if (binary) input = el("input", { type: "file" });
+    else if (schema.type === "boolean" || Array.isArray(schema.enum)) input = choice(schema, required);
+    else input = el("input", { type: "text" });
     if (schema.type === "array") input.multiple = true;
-    if (!binary && schema.example !== undefined) input.value = schema.example;
+    if (input.tagName === "INPUT" && !binary && schema.example !== undefined) input.value = schema.example;
     input.dataset.name = name;
     input.dataset.where = where;
+    const range = [schema.minimum !== undefined ? `min ${schema.minimum}` : "", schema.maximum !== undefined
+      ? `max ${schema.maximum}` : "", input.tagName === "INPUT" && schema.default !== undefined
+      ? `default ${schema.default}` : ""].filter(Boolean).join(", ");
     return el("label", { class: "param" }, `${name}${required ? " *" : ""} `, input,
-      el("small", { text: ` ${where}${schema.description ? ` · ${schema.description}` : ""}` }));
+      el("small", { text: ` ${where}${description ? ` · ${description}` : ""}${range ? ` (${range})` : ""}` }));
   }
 
   function operation(path, method, op) {
     const form = el("form", { class: "try" });
-    for (const p of op.parameters || []) form.append(field(p.name, p.schema || {}, p.in, p.required));
+    for (const p of op.parameters || []) {
+      const schema = p.schema || {};
+      form.append(field(p.name, schema, p.in, p.required, p.description || schema.description));
+    }
     const content = (op.requestBody && op.requestBody.content) || {};
     let bodyKind = null;
     if (content["application/octet-stream"]) {

@@ -49,6 +49,23 @@ function closest(name, names) {
 }
 
 // ---- pipeline builder: one form per step, generated from the operations' declared params
+const FIRST_CHOICES = ["resize", "grayscale"]; // the operation the builder offers first
+const START_PX = 640; // where a size the operation needs starts (a common width)
+
+// A new step's parameters: the declared defaults, except that an operation which needs one of
+// several parameters set (its declared any_of, e.g. resize's width or height; defaults 0) gets the
+// first of them, so that the step as added passes the server's check.
+function startingParams(op) {
+  const params = {};
+  const anyOf = (op && op.any_of) || [];
+  const first = anyOf.length && op.params.find((p) => p.name === anyOf[0]);
+  if (first && !anyOf.some((n) => (op.params.find((p) => p.name === n) || {}).default)) {
+    const fits = (v) => (first.min === undefined || v >= first.min) && (first.max === undefined || v <= first.max);
+    params[first.name] = first.choices ? first.choices[0] : fits(START_PX) ? START_PX : Math.max(1, first.min || 0);
+  }
+  return params;
+}
+
 function builder() {
   const data = $("#ops");
   const text = $("#pipeline");
@@ -58,6 +75,9 @@ function builder() {
   const list = $("#steps");
   let steps = [];
   for (const name of Object.keys(ops)) select.append(el("option", { value: name, text: `${name} — ${ops[name].help}` }));
+  // Start on a common operation, not the alphabet's first (anonymize).
+  select.value = FIRST_CHOICES.find((n) => n in ops) || select.value;
+  $("#op-help").textContent = ops[select.value] ? ops[select.value].help : "";
   $("#builder").hidden = false;
 
   const fmt = (v) => (typeof v === "boolean" ? (v ? "true" : "false") : String(v));
@@ -98,13 +118,23 @@ function builder() {
     return el("label", { title: p.help }, `${p.name} `, input, el("small", { text: ` ${p.help}${range ? ` (${range})` : ""}` }));
   }
 
+  // A step button: remove it, or move it up or down (then the text follows).
+  function stepButton(label, aria, i, change) {
+    const button = el("button", { type: "button", class: "link", text: label, "aria-label": `${aria} step ${i + 1}` });
+    button.addEventListener("click", () => { change(); render(); text.value = serialise(); });
+    return button;
+  }
+
   function render() {
     list.replaceChildren();
     steps.forEach((step, i) => {
       const op = ops[step.op];
-      const remove = el("button", { type: "button", class: "link", text: "remove", "aria-label": `remove step ${i + 1}` });
-      remove.addEventListener("click", () => { steps.splice(i, 1); render(); text.value = serialise(); });
-      const item = el("li", { class: "step", "data-op": step.op }, el("strong", { text: step.op }), " ", remove);
+      const swap = (j) => { [steps[i], steps[j]] = [steps[j], steps[i]]; };
+      const controls = el("span", { class: "step-controls" });
+      if (i > 0) controls.append(stepButton("↑ up", "move up", i, () => swap(i - 1)));
+      if (i < steps.length - 1) controls.append(stepButton("↓ down", "move down", i, () => swap(i + 1)));
+      controls.append(stepButton("remove", "remove", i, () => steps.splice(i, 1)));
+      const item = el("li", { class: "step", "data-op": step.op }, el("strong", { text: step.op }), " ", controls);
       if (!op) {
         const guess = closest(step.op, Object.keys(ops));
         item.append(el("small", { class: "unknown-op", text: `unknown operation${guess ? ` — did you mean '${guess}'?` : ""}` }));
@@ -129,7 +159,7 @@ function builder() {
   }
 
   $("#add-step").addEventListener("click", () => {
-    steps.push({ op: select.value, params: {} });
+    steps.push({ op: select.value, params: startingParams(ops[select.value]) });
     render();
     text.value = serialise();
   });

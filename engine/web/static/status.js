@@ -7,23 +7,28 @@
   const dash = (v, suffix = "") => (v === null || v === undefined ? "–" : `${v}${suffix}`);
   let newestFailureS = null;
 
+  // A table row; each cell is [content, options]: content is text, or a list of text and nodes.
   function row(cells, cls) {
     const tr = document.createElement("tr");
     if (cls) tr.className = cls;
-    for (const [text, opts = {}] of cells) {
+    for (const [content, opts = {}] of cells) {
       const td = document.createElement("td");
       if (opts.class) td.className = opts.class;
       if (opts.colspan) td.colSpan = opts.colspan;
-      if (opts.code) {
-        const code = document.createElement("code");
-        code.textContent = text;
-        td.append(code);
-      } else {
-        td.textContent = text;
-      }
+      if (opts.label) td.dataset.label = opts.label;
+      if (opts.code) td.append(node("code", content, opts.code === true ? "" : opts.code));
+      else if (Array.isArray(content)) td.append(...content);
+      else td.textContent = content;
       tr.append(td);
     }
     return tr;
+  }
+
+  function node(tag, text, cls = "") {
+    const n = document.createElement(tag);
+    n.textContent = text;
+    if (cls) n.className = cls;
+    return n;
   }
 
   function swapChart(boxId, markup) {
@@ -38,6 +43,8 @@
     const line = $("#status-line");
     line.textContent = s.up ? `Broker ${s.broker} is up.` : s.error;
     line.className = `message ${s.up ? "ok" : "error"}`;
+    $("#status-advice").textContent = s.up ? "" : s.advice || "";
+    $("#status-advice").hidden = s.up;
     $("#queue-depth").textContent = dash(s.queue_depth);
     $("#in-flight").textContent = dash(s.in_flight);
     $("#tasks-done").textContent = dash(s.tasks_done);
@@ -45,14 +52,20 @@
     $("#throughput").textContent = dash(s.throughput_per_s, " /s");
     $("#cache").textContent = s.cache ? `${s.cache.hits} hits, ${s.cache.misses} misses` : "–";
     $("#workers").replaceChildren(...(s.workers || []).map((w) => row([
-      [w.id, { code: true }], [w.host || ""], [w.state, { class: `status ${w.state}` }], [dash(w.processes)],
-      [`${w.free} / ${w.capacity}`], [dash(w.in_flight)], [dash(w.tasks_done)], [`${dash(w.last_heartbeat_s_ago)} s ago`],
+      [w.id, { code: true, label: "Worker" }], [w.host || "", { label: "Host" }],
+      [[node("span", w.state, `status ${w.state}`)], { label: "State" }], [dash(w.processes), { label: "Processes" }],
+      [`${w.free} / ${w.capacity}`, { label: "Slots free" }], [dash(w.in_flight), { label: "Running" }],
+      [dash(w.tasks_done), { label: "Tasks done" }], [`${dash(w.last_heartbeat_s_ago)} s ago`, { label: "Last heartbeat" }],
     ])));
+    // One row per kind of failure (code, message, pipeline as written), with its count: "6 × bad_parameter: …".
     const failures = s.recent_failures || [];
     const before = newestFailureS;
     $("#failures").replaceChildren(...(failures.length ? failures.map((f) => row([
-      [f.at], [f.code, { code: true }], [f.message], [f.pipeline, { code: true }], [f.worker],
-    ], before !== null && f.at_unix_s > before ? "fresh" : "")) : [row([["No failed tasks among the broker's last 20.", { colspan: 5 }]], "empty")]));
+      [f.at, { label: "Last" }],
+      [[node("strong", `${f.count || 1} ×`, "count"), " ", node("code", f.code), ": ", node("span", f.message, "failure-message")],
+        { label: "Failure" }],
+      [f.pipeline, { code: "pipeline", label: "Pipeline" }], [f.worker, { label: "Worker" }],
+    ], before !== null && f.at_unix_s > before ? "fresh" : "")) : [row([["No failed tasks among the broker's last 20.", { colspan: 4 }]], "empty")]));
     if (failures.length) newestFailureS = Math.max(before ?? 0, ...failures.map((f) => f.at_unix_s || 0));
     else if (newestFailureS === null) newestFailureS = 0;
     if (s.charts) {

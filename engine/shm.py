@@ -42,6 +42,8 @@ import stat
 import sys
 from typing import Iterable
 
+from .errors import EngineError
+
 log = logging.getLogger("engine.shm")
 
 SHM_DIR = "/dev/shm"
@@ -60,7 +62,7 @@ _KEY_NAME = re.compile(r"engine-key-(\d{1,10})-([0-9a-f]{16})\Z")
 _ANY = re.compile(r"engine-(?:key-)?(\d{1,10})-[0-9a-f]{16}(?:-\d{1,20}(?:-r\d{1,10})?)?\Z")
 
 
-class ShmError(OSError):
+class ShmError(EngineError, OSError):
     """A segment could not be written or read (gone, not ours, too large, no space)."""
 
 

@@ -10,6 +10,8 @@ import json
 import math
 import re
 
+from .errors import ProtocolError
+
 MAX_BRACKETS = 10_000  # arrays and objects in one body: the depth scan below visits each once
 
 _SKIP = re.compile(rb'[^"\[\]{}]*')  # everything but strings and brackets
@@ -17,7 +19,7 @@ _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 _OPEN = frozenset(b"[{")
 
 
-class BadJSON(ValueError):
+class BadJSON(ProtocolError, ValueError):
     """The body is not strict JSON within bounds; the message says why."""
 
 

@@ -42,7 +42,10 @@ MAX_JSON_DEPTH = 32  # nesting of objects and arrays; a request needs 1
 PUSH_PEER = ("push",)  # the PUSH socket's one backlog
 
 
-class CompatError(ValueError):
+class CompatError(ProtocolError, ValueError):
+    """A request this socket cannot serve: ``code`` (``bad_message``, or ``unauthorized``) and its
+    ``task_id`` when it could be read travel in the JSON answer."""
+
     def __init__(self, task_id: Any, message: str, *, code: str = ProtocolError.code) -> None:
         super().__init__(message)
         self.task_id = task_id

@@ -17,7 +17,7 @@ import zmq
 from .. import deadlines, tracing
 from .. import protocol as P
 from ..errors import (DeadlineExceeded, ImageError, ProtocolError, TaskFailed, Unauthorized, UnknownOperation,
-                      error_class)
+                      is_retryable)
 from ..logbound import LogBound
 from ..security import WORKERS
 from ..sockutil import NOBLOCK, send_frames
@@ -250,7 +250,7 @@ class WorkerSide:
             if isinstance(msg, P.Error):
                 return  # it was taken from this worker (dead, lease expired) and runs again elsewhere
             self.stats["late_replies"] += 1  # a late success is still a success
-        if isinstance(msg, P.Error) and error_class(msg.code).retryable:
+        if isinstance(msg, P.Error) and is_retryable(msg.code):  # the one retry rule (errors.py): run it elsewhere
             if d.holding(task):
                 return  # a straggler's copy still runs elsewhere: it answers
             task.attempts += 1

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .. import pipeline_syntax as syntax
-from ..errors import EngineError
+from ..errors import WRITE_FAILED, EngineError
 from .outputs import EXTENSIONS, Item, write_new
 from .sync import Client
 
@@ -42,7 +42,7 @@ def _meta_line(item: Item, written: bool, meta: dict | None, error: EngineError 
     if meta is not None:
         line["meta"] = meta
     if error is not None:
-        line["error"] = {"code": getattr(error, "code", "write_failed"), "message": str(error)}
+        line["error"] = {"code": getattr(error, "code", WRITE_FAILED), "message": str(error)}
     return json.dumps(line, separators=(",", ":"), default=str)
 
 

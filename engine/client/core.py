@@ -23,15 +23,15 @@ import zmq
 
 from .. import protocol as P
 from .. import shm
-from ..errors import (BrokerUnavailable, BusyError, ImageTooLarge, InternalError, PipelineError, ProtocolError,
-                      TaskTimeout, Unauthorized, error_from_code)
+from ..errors import (BrokerUnavailable, ImageTooLarge, InternalError, PipelineError, ProtocolError, TaskTimeout,
+                      Unauthorized, error_from_code, is_retryable)
 from ..handshake import OK
 from ..pipeline_syntax import check_syntax
 
 HEARTBEAT_INTERVAL_S = 2.0
 HEARTBEAT_LIVENESS = 3
 TIMEOUT_S = 120.0  # per task, from submit to answer
-BUSY_RETRY_S = 0.25  # first wait before resending a task the broker was too busy to take
+BUSY_RETRY_S = 0.25  # first wait before resending a task the broker refused as retryable (busy)
 BUSY_RETRY_MAX_S = 4.0
 MAX_INPUT_BYTES = 64 * 1024 * 1024
 MAX_RESULT_BYTES = 4 * 1024 * 1024 * 1024  # a result read from shared memory (a worker's, bounded by its own checks)
@@ -350,7 +350,7 @@ class ClientCore:
         pending = self.pending.get(msg.task_id) if msg.task_id else None
         if pending is None:
             return []
-        if msg.code == BusyError.code and self.retry_busy:  # the one refusal that clears up by itself
+        if self.retry_busy and is_retryable(msg.code):  # busy: the broker's own rule (errors.py), read the same
             delay_s = min(BUSY_RETRY_S * 2 ** pending.busy_retries, BUSY_RETRY_MAX_S)
             pending.busy_retries += 1
             pending.retry_at_s = now_s + delay_s

@@ -17,13 +17,15 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import ConfigError
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "webp": ".webp"}
 KEPT_SUFFIXES = {".jpg": ".jpg", ".jpeg": ".jpg", ".png": ".png", ".webp": ".webp"}  # else the engine writes PNG
 LISTED_MAX = 5  # paths named in one refusal
 
 
-class PlanError(Exception):
+class PlanError(ConfigError):
     """The batch cannot start: the message says which paths and what to do."""
 
 

@@ -97,7 +97,9 @@ class Client:
                 ...
 
     ``validate``: check each pipeline's syntax before sending it (the broker checks its
-    operations and parameters against what its workers declared).
+    operations and parameters against what its workers declared). ``retry_busy``: resend a
+    task the broker refused with a retryable code (``errors.is_retryable``: ``busy``) after a
+    back-off of 0.25 s doubling to 4 s, until its timeout; False: raise it (``BusyError``).
     """
 
     def __init__(self, address: str = "tcp://127.0.0.1:5555", *, timeout_s: float = TIMEOUT_S,

@@ -37,7 +37,7 @@ MODEL_NAME = "mediapipe-blazeface-full-range+selfie-segmentation"
 PIPELINE = "resize:width=1280,height=1280,upscale=false|faces:draw=false|background:mode=mask|json"
 
 
-class RequestError(Exception):
+class RequestError(ProtocolError):
     """A request frame the gateway cannot serve; ``rid`` is its id when it could be read."""
 
     def __init__(self, rid: str | None, message: str, *, code: str = ProtocolError.code) -> None:

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .. import errors as E
 from .. import tracing
 from ..errors import ImageError
 from ..ops.codec import sniff
@@ -32,7 +33,7 @@ def require_writer(request: Request) -> dict:
     """The user, for a request that changes something: cookie sessions need the CSRF header."""
     user = require_user(request)
     if not parts(request).auth.csrf_ok(request, None):
-        raise WebError(403, "csrf", "Missing or wrong X-CSRF-Token header (use the token in the page, "
+        raise WebError(403, E.CSRF, "Missing or wrong X-CSRF-Token header (use the token in the page, "
                                     "or authenticate with an API token).")
     return user
 
@@ -44,16 +45,16 @@ def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> i
     try:
         value = int(raw)
     except ValueError:
-        raise WebError(400, "bad_query", f"{name} must be an integer from {lo} to {hi}") from None
+        raise WebError(400, E.BAD_QUERY, f"{name} must be an integer from {lo} to {hi}") from None
     if not lo <= value <= hi:
-        raise WebError(400, "bad_query", f"{name} must be an integer from {lo} to {hi}")
+        raise WebError(400, E.BAD_QUERY, f"{name} must be an integer from {lo} to {hi}")
     return value
 
 
 def _own_job(request: Request, user: dict) -> dict:
     job = parts(request).store.job(user["id"], request.path_params["job_id"])
     if job is None:
-        raise WebError(404, "not_found", "No such job in your history.")
+        raise WebError(404, E.NOT_FOUND, "No such job in your history.")
     return job
 
 
@@ -61,7 +62,7 @@ def _own_batch(request: Request, user: dict) -> tuple[dict, list[dict]]:
     p = parts(request)
     batch = p.store.batch(user["id"], request.path_params["batch_id"])
     if batch is None:
-        raise WebError(404, "not_found", "No such batch in your history.")
+        raise WebError(404, E.NOT_FOUND, "No such batch in your history.")
     return batch, p.store.batch_jobs(user["id"], batch["id"])
 
 
@@ -87,9 +88,9 @@ async def process(request: Request) -> Response:
                              "body (curl --data-binary @in.jpg) or a multipart form with an 'image' file "
                              "(curl -F image=@in.jpg -F pipeline=grayscale)")
     if pipeline is None:
-        raise WebError(400, "no_pipeline", "Give a pipeline, e.g. ?pipeline=grayscale|png")
+        raise WebError(400, E.NO_PIPELINE, "Give a pipeline, e.g. ?pipeline=grayscale|png")
     if not upload.data:
-        raise WebError(400, "no_image", "No image was sent: put it in the body or in a form field 'image'.")
+        raise WebError(400, E.NO_IMAGE, "No image was sent: put it in the body or in a form field 'image'.")
     # W3C trace context: the trace id of a traceparent header follows the task through the engine.
     trace = tracing.from_traceparent(request.headers.get("traceparent"))
     if _keep(request):
@@ -108,7 +109,7 @@ def _keep(request: Request) -> bool:
     """``?history=false``: keep nothing of this request (default: it is a job in the history)."""
     raw = request.query_params.get("history", "true").strip().lower()
     if raw not in ("true", "false", "1", "0", "yes", "no"):
-        raise WebError(400, "bad_query", "history must be true or false")
+        raise WebError(400, E.BAD_QUERY, "history must be true or false")
     return raw in ("true", "1", "yes")
 
 
@@ -116,10 +117,10 @@ async def submit_batch(request: Request) -> Response:
     user = require_writer(request)
     p = parts(request)
     if _content_type(request) not in FORM_TYPES:
-        raise WebError(415, "bad_form", "Send a multipart/form-data body with 'pipeline' and 'images' files.")
+        raise WebError(415, E.BAD_FORM, "Send a multipart/form-data body with 'pipeline' and 'images' files.")
     fields, uploads = await read_form(request, max_files=p.settings.max_batch_files)
     if "pipeline" not in fields:
-        raise WebError(400, "no_pipeline", "The form has no 'pipeline' field.")
+        raise WebError(400, E.NO_PIPELINE, "The form has no 'pipeline' field.")
     batch_id = await p.jobs.submit_batch(user["id"], fields["pipeline"], uploads)
     batch, jobs = p.store.batch(user["id"], batch_id), p.store.batch_jobs(user["id"], batch_id)
     return JSONResponse(batch_json(batch, jobs, p.schema), status_code=202)  # type: ignore[arg-type]
@@ -148,7 +149,7 @@ async def zip_response(request: Request, user: dict) -> Response:
     blobs = parts(request).blobs
     done = [j for j in jobs if j["status"] == "done"]
     if not done:
-        raise WebError(409, "not_ready", "No image of this batch has finished yet.")
+        raise WebError(409, E.NOT_READY, "No image of this batch has finished yet.")
     entries = [(output_name(j), await asyncio.to_thread(blobs.get, j["output_sha"])) for j in done]
     data = await asyncio.to_thread(_zip, entries)
     return Response(data, media_type="application/zip",
@@ -173,7 +174,7 @@ async def get_job(request: Request) -> Response:
 async def delete_job(request: Request) -> Response:
     user = require_writer(request)
     if not await parts(request).jobs.delete(user["id"], request.path_params["job_id"]):
-        raise WebError(404, "not_found", "No such job in your history.")
+        raise WebError(404, E.NOT_FOUND, "No such job in your history.")
     return Response(status_code=204)
 
 
@@ -190,7 +191,7 @@ async def job_image(request: Request) -> Response:
     which = request.path_params["which"]
     sha = {"input": job["input_sha"], "output": job["output_sha"], "thumbnail": job.get("thumb_sha")}.get(which)
     if sha is None:
-        raise WebError(404, "not_found", f"This job has no {which} image" +
+        raise WebError(404, E.NOT_FOUND, f"This job has no {which} image" +
                        (f" (it is {job['status']})." if which != "input" else "."))
     data = await asyncio.to_thread(parts(request).blobs.get, sha)
     if which == "output":

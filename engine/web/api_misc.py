@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .. import errors as E
 from .api import require_writer
 from .common import parts, require_user
 from .jobs import Upload
@@ -43,9 +44,9 @@ async def create_token(request: Request) -> Response:
         try:
             body = loads(await request.body() or b"{}", max_depth=parts(request).settings.max_json_depth)
         except BadJSON as exc:
-            raise WebError(400, "bad_json", f"The body is not valid JSON: {exc}.") from None
+            raise WebError(400, E.BAD_JSON, f"The body is not valid JSON: {exc}.") from None
         if not isinstance(body, dict) or not isinstance(body.get("name", ""), str):
-            raise WebError(400, "bad_json", 'Send {"name": "<a label for the token>"}.')
+            raise WebError(400, E.BAD_JSON, 'Send {"name": "<a label for the token>"}.')
         name = body.get("name") or name
     token_id, token = parts(request).auth.new_token(user["id"], name)
     return JSONResponse({"id": token_id, "name": name[:64], "token": token}, status_code=201)
@@ -58,7 +59,7 @@ async def revoke_token(request: Request) -> Response:
     except ValueError:
         token_id = -1
     if not parts(request).store.revoke_token(user["id"], token_id):
-        raise WebError(404, "not_found", "No such active token.")
+        raise WebError(404, E.NOT_FOUND, "No such active token.")
     return Response(status_code=204)
 
 
@@ -79,20 +80,20 @@ async def legacy(request: Request) -> Response:
     except WebError as exc:
         return _legacy_error(None, exc.status, exc.code, exc.message)
     except BadJSON as exc:
-        return _legacy_error(None, 400, "bad_json", str(exc))
+        return _legacy_error(None, 400, E.BAD_JSON, str(exc))
     if not isinstance(body, dict):
-        return _legacy_error(None, 400, "bad_json", 'send {"task_id", "task", "image"}')
+        return _legacy_error(None, 400, E.BAD_JSON, 'send {"task_id", "task", "image"}')
     task_id, task, image = body.get("task_id"), body.get("task"), body.get("image")
     if not isinstance(task_id, (str, int)) or isinstance(task_id, bool):
-        return _legacy_error(None, 400, "bad_json", "'task_id' must be a string or a number")
+        return _legacy_error(None, 400, E.BAD_JSON, "'task_id' must be a string or a number")
     if not isinstance(task, str) or not isinstance(image, str):
-        return _legacy_error(task_id, 400, "bad_json", "'task' (the pipeline) and 'image' (base64) must be strings")
+        return _legacy_error(task_id, 400, E.BAD_JSON, "'task' (the pipeline) and 'image' (base64) must be strings")
     try:
         data = base64.b64decode(image, validate=True)
     except (binascii.Error, ValueError):
-        return _legacy_error(task_id, 400, "bad_base64", "'image' is not valid base64")
+        return _legacy_error(task_id, 400, E.BAD_BASE64, "'image' is not valid base64")
     if not data:
-        return _legacy_error(task_id, 400, "no_image", "'image' is empty")
+        return _legacy_error(task_id, 400, E.NO_IMAGE, "'image' is empty")
     try:
         job, output = await p.jobs.process_now(user["id"], task, Upload(f"legacy-{task_id}", data))
     except Exception as exc:

@@ -15,6 +15,7 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .. import errors as E
 from ..errors import EngineError, InternalError
 from . import api, api_misc, pages, status_events
 from .access import AccessLog
@@ -75,8 +76,8 @@ async def on_error(request: Request, exc: Exception) -> Response:
 
 async def on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
-    err = WebError(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+    codes = {404: E.NOT_FOUND, 405: E.METHOD_NOT_ALLOWED, 413: E.TOO_LARGE}
+    err = WebError(exc.status_code, codes.get(exc.status_code, E.HTTP_ERROR), str(exc.detail))
     return await on_error(request, err)
 
 

@@ -24,6 +24,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..errors import EngineError
 from .db import NameTaken, Store
 from .limits import LoginLimiter
 from .settings import WebSettings
@@ -47,7 +48,7 @@ _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("not a password anyone has")
 
 
-class AccountError(Exception):
+class AccountError(EngineError):
     """Sign-up or log-in refused; the message is shown to the person."""
 
 

@@ -59,7 +59,7 @@ async def read_form(request: Request, *, max_files: int) -> tuple[dict[str, str]
         raise
     except Exception as exc:  # python-multipart and starlette raise several types
         status = getattr(exc, "status_code", 400)
-        raise WebError(status if status in (400, 413) else 400, "bad_form",
+        raise WebError(status if status in (400, 413) else 400, E.BAD_FORM,
                        f"the form could not be read: {getattr(exc, 'detail', exc)}") from None
     fields: dict[str, str] = {}
     uploads: list[Upload] = []

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..errors import INTERRUPTED, EngineError
+
 MIGRATIONS: list[str] = [
     # 0 -> 1: accounts, sessions, tokens, batches, jobs
     """
@@ -79,7 +81,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 STATUS_QUEUED, STATUS_DONE, STATUS_FAILED = "queued", "done", "failed"
 
 
-class NameTaken(Exception):
+class NameTaken(EngineError):
     """Sign-up with a name that already has an account."""
 
 
@@ -231,8 +233,9 @@ class Store:
 
     def fail_unfinished(self, message: str) -> int:
         """Mark jobs left queued by a previous run (the gateway stopped) as failed."""
-        cur = self._run("UPDATE jobs SET status = ?, error_code = 'interrupted', error_message = ?, "
-                        "finished_at = ? WHERE status = ?", STATUS_FAILED, message, time.time(), STATUS_QUEUED)
+        cur = self._run("UPDATE jobs SET status = ?, error_code = ?, error_message = ?, "
+                        "finished_at = ? WHERE status = ?", STATUS_FAILED, INTERRUPTED, message, time.time(),
+                        STATUS_QUEUED)
         return cur.rowcount
 
     def job(self, user_id: int, job_id: str) -> dict | None:

@@ -90,9 +90,9 @@ class Jobs:
 
     def _check_uploads(self, uploads: list[Upload]) -> None:
         if not uploads:
-            raise WebError(400, "no_image", "No image was sent: choose or drop at least one file.")
+            raise WebError(400, E.NO_IMAGE, "No image was sent: choose or drop at least one file.")
         if len(uploads) > self.settings.max_batch_files:
-            raise WebError(413, "too_many_files", f"{len(uploads)} files in one batch; the limit is "
+            raise WebError(413, E.TOO_MANY_FILES, f"{len(uploads)} files in one batch; the limit is "
                                                   f"{self.settings.max_batch_files}.")
         for up in uploads:
             if len(up.data) > self.settings.max_upload_bytes:
@@ -191,9 +191,9 @@ class Jobs:
         """A new batch with the same input and pipeline as an earlier job."""
         job = self.store.job(user_id, job_id)
         if job is None:
-            raise WebError(404, "not_found", "No such job in your history.")
+            raise WebError(404, E.NOT_FOUND, "No such job in your history.")
         if job["error_code"] == E.ImageError.code:
-            raise WebError(409, "not_an_image", f"{job['input_name']} is not an image the engine can read; "
+            raise WebError(409, E.NOT_AN_IMAGE, f"{job['input_name']} is not an image the engine can read; "
                                                 "running it again would fail the same way.")
         data = await asyncio.to_thread(self.blobs.get, job["input_sha"])
         return await self.submit_batch(user_id, job["pipeline"], [Upload(job["input_name"], data)])

@@ -23,7 +23,7 @@ from .. import errors as E
 from .problems import WebError
 from .settings import WebSettings
 
-TOO_LARGE = "too_large"
+TOO_LARGE = E.TOO_LARGE
 MULTIPART = "multipart/form-data"
 URLENCODED = "application/x-www-form-urlencoded"
 BATCH_PATHS = ("/api/v1/batches", "/upload")
@@ -89,7 +89,7 @@ class BodyLimit:
         await self.app(scope, limited_receive, send)
 
 
-class LoginLimited(Exception):
+class LoginLimited(E.EngineError):
     """Too many failed log-ins; ``retry_after_s`` says when to try again."""
 
     def __init__(self, message: str, retry_after_s: int) -> None:

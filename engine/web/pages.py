@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from .. import errors as E
 from ..errors import EngineError
 from .api import zip_response
 from . import auth
@@ -61,14 +62,14 @@ def redirect(url: str) -> RedirectResponse:
 def page_user(request: Request) -> dict:
     user = parts(request).auth.user(request)
     if user is None:
-        raise WebError(401, "login", "Log in first.")
+        raise WebError(401, E.LOGIN, "Log in first.")
     return user
 
 
 async def checked_form(request: Request, *, max_files: int = 0) -> tuple[dict, list]:
     fields, uploads = await read_form(request, max_files=max_files)
     if not parts(request).auth.csrf_ok(request, fields.get(CSRF_FIELD, "")):
-        raise WebError(403, "csrf", "This form has expired (or came from another site). Reload the page "
+        raise WebError(403, E.CSRF, "This form has expired (or came from another site). Reload the page "
                                     "and send it again.")
     return fields, uploads
 
@@ -159,7 +160,7 @@ async def batch_page(request: Request) -> Response:
     store = parts(request).store
     batch = store.batch(user["id"], request.path_params["batch_id"])
     if batch is None:
-        raise WebError(404, "not_found", "No such batch in your history.")
+        raise WebError(404, E.NOT_FOUND, "No such batch in your history.")
     jobs = [job_json(j, parts(request).schema) for j in store.batch_jobs(user["id"], batch["id"])]
     return render(request, "batch.html", batch=batch, jobs=jobs)
 
@@ -189,7 +190,7 @@ async def history(request: Request) -> Response:
 def _own_job(request: Request, user: dict) -> dict:
     job = parts(request).store.job(user["id"], request.path_params["job_id"])
     if job is None:
-        raise WebError(404, "not_found", "No such job in your history.")
+        raise WebError(404, E.NOT_FOUND, "No such job in your history.")
     return job
 
 
@@ -207,9 +208,9 @@ async def job_action(request: Request) -> Response:
         return redirect(f"/batches/{await p.jobs.rerun(user['id'], request.path_params['job_id'])}")
     if request.path_params["action"] == "delete":
         if not await p.jobs.delete(user["id"], request.path_params["job_id"]):
-            raise WebError(404, "not_found", "No such job in your history.")
+            raise WebError(404, E.NOT_FOUND, "No such job in your history.")
         return redirect("/history")
-    raise WebError(404, "not_found", "No such action.")
+    raise WebError(404, E.NOT_FOUND, "No such action.")
 
 
 # -- status and tokens ------------------------------------------------------------------------

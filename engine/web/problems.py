@@ -1,7 +1,8 @@
 """Errors as HTTP: one table from engine exceptions to statuses, one JSON error shape.
 
 The API answers every error as ``{"error": <message for a person>, "code": <stable code>}``
-with the status below; pages show the same message.
+with the status below; pages show the same message. A retryable code (``errors.is_retryable``:
+busy, broker_unavailable, timeout, worker_crashed) and a 429 come with ``Retry-After``.
 """
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from starlette.responses import JSONResponse
 from .. import errors as e
 
 
-class WebError(Exception):
-    """An HTTP error raised by the gateway itself (not found, bad form, not logged in)."""
+class WebError(e.EngineError):
+    """An HTTP error raised by the gateway itself (not found, bad form, not logged in); its
+    ``code`` is one of ``errors.CODES`` (e.g. ``errors.NOT_FOUND``)."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
@@ -38,6 +40,8 @@ STATUS_BY_ERROR: list[tuple[type[Exception], int]] = [
     (e.EngineError, 502),
 ]
 
+RETRY_AFTER_S = 5  # what a retryable answer tells the caller to wait
+
 _BROKER_DOWN = ("The processing engine is not reachable (is the broker running at {broker}?). "
                 "Nothing was processed; try again when it is back.")
 
@@ -48,9 +52,9 @@ def describe(exc: Exception, *, broker: str = "") -> tuple[int, str, str]:
         return exc.status, exc.code, exc.message
     status = next((s for cls, s in STATUS_BY_ERROR if isinstance(exc, cls)), 500)
     if isinstance(exc, e.BrokerUnavailable):
-        return status, "broker_unavailable", _BROKER_DOWN.format(broker=broker or "its address")
+        return status, exc.code, _BROKER_DOWN.format(broker=broker or "its address")
     if isinstance(exc, e.TaskTimeout):
-        return status, "timeout", f"The engine did not answer in time: {exc}"
+        return status, exc.code, f"The engine did not answer in time: {exc}"
     code = getattr(exc, "code", e.InternalError.code)
     message = getattr(exc, "message", None) or str(exc)
     return status, code, message
@@ -59,5 +63,5 @@ def describe(exc: Exception, *, broker: str = "") -> tuple[int, str, str]:
 def error_json(exc: Exception, *, broker: str = "", extra: dict | None = None) -> JSONResponse:
     status, code, message = describe(exc, broker=broker)
     body = {"error": message, "code": code, **(extra or {})}
-    headers = {"Retry-After": "5"} if status in (429, 503) else None
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 429 or e.is_retryable(code) else None
     return JSONResponse(body, status_code=status, headers=headers)

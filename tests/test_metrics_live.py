@@ -101,7 +101,8 @@ def test_every_outcome_is_counted_where_the_task_ended_and_info_agrees_with_the_
         try:
             wait_until(settled, 60, "the killed processes to be replaced")
         except AssertionError as exc:
-            raise AssertionError(f"{exc}; last seen {last}; worker log:\n{cluster.workers[0].stderr_text()[-3000:]}")
+            log = cluster.workers[0].stderr_text()[-3000:]
+            raise AssertionError(f"{exc}; last seen {last}; worker log:\n{log}") from None
         time.sleep(4 * FAST_HEARTBEAT_S)  # the supervisor publishes at its next turn
         worker, broker, info = scrape(worker_port), scrape(broker_port), client.info()
     outcomes = series(worker, "engine_worker_tasks_total", "outcome", (*WORKER_OUTCOMES, "other"))

@@ -313,3 +313,31 @@ def test_the_sample_parses_and_the_cost_report_times_every_hot_path_call():
     measured = costs(number=2_000)
     assert set(measured) >= {"BrokerMetrics.completed(q, w, t)", "BrokerMetrics.received()"}
     assert all(us > 0 for us in measured.values())
+
+
+def test_info_counts_are_the_numbers_the_series_are_made_of():
+    """The broker's INFO task counters come from the metrics object: no second count to drift."""
+    metrics = BrokerMetrics(process=False)
+    metrics.received(5)
+    metrics.completed(0.01, 0.02, 0.03)
+    metrics.answered(2)  # the hot path's batch; their times come one by one
+    metrics.failed("bad_parameter")  # e.g. a bad deadline_ms, refused as invalid
+    metrics.failed("bad_image")
+    metrics.refused("busy")
+    metrics.refused("bad_message")
+    metrics.worker_bad_message()
+    metrics.retried()
+    metrics.requeued()
+    metrics.requeued(blamed=False)
+    metrics.cancelled()
+    got = {(s.name, tuple(s.labels.items())): s.value
+           for fam in text_string_to_metric_families(generate_latest(metrics.registry).decode()) for s in fam.samples}
+    counts = metrics.counts()
+    assert counts["received"] == got[("engine_broker_tasks_received_total", ())] == 5
+    assert counts["completed"] == got[("engine_broker_tasks_completed_total", ())] == 3
+    assert counts["failed"] == 2 and counts["failed_by_code"] == {"bad_parameter": 1, "bad_image": 1}
+    assert counts["refused_by_reason"] == {"busy": 1, "bad_message": 1} and counts["busy"] == 1
+    assert counts["bad_messages"] == 2  # a client's, refused, and a worker's, dropped
+    assert (counts["requeued"], counts["reassigned"]) == (2, 1)
+    assert got[("engine_broker_tasks_retried_total", ())] + got[("engine_broker_tasks_requeued_total", ())] == 3
+    assert counts["cancelled"] == got[("engine_broker_tasks_cancelled_total", ())] == 1

@@ -1,7 +1,8 @@
 """The supervisor's socket-free core (engine.worker.table) and the shared task slot, without sockets."""
 import multiprocessing
 
-from engine.worker.slot import TaskSlot
+from engine.metrics.names import BUCKETS_S, WORKER_OUTCOMES
+from engine.worker.slot import NOTHING, TaskSlot
 from engine.worker.table import WATCH_INTERVAL_S, Answer, Kill, Proc, ProcessTable
 
 CODE = "deadline_exceeded"
@@ -21,12 +22,23 @@ def table_with_one(timeout_s=60.0):
 
 def test_the_slot_reports_what_runs_and_counts_what_finished():
     table, proc, slot = table_with_one()
-    assert slot.read().task_id == "" and slot.read().tasks_done == 0
+    assert slot.read().task_id == "" and slot.tally() == NOTHING
+    slot.hold(3)
     slot.start("7@b", started_s=10.0, due_s=None)
     run = slot.read()
-    assert (run.task_id, run.started_s, run.due_s) == ("7@b", 10.0, None)
-    slot.finish()
-    assert slot.read().task_id == "" and slot.read().tasks_done == 1
+    assert (run.task_id, run.started_s, run.due_s, run.held) == ("7@b", 10.0, None, 3)
+    slot.finish("result_too_large", 0.02, held=2)
+    slot.ended("cancelled")  # one that never ran: counted, no seconds
+    run, tally = slot.read(), slot.tally()
+    assert run.task_id == "" and run.held == 2
+    assert dict(zip(WORKER_OUTCOMES, tally.outcomes, strict=True)) == {**dict.fromkeys(WORKER_OUTCOMES, 0),
+                                                         "result_too_large": 1, "cancelled": 1}
+    assert sum(tally.buckets) == 1 and tally.buckets[BUCKETS_S.index(0.025)] == 1 and tally.seconds == 0.02
+    slot.start("8@b", started_s=11.0, due_s=None)
+    slot.finish("done", 120.0, held=0)  # past the last bucket: +Inf
+    new = slot.tally().minus(tally)  # what the supervisor adds at its next look
+    assert new.outcomes[WORKER_OUTCOMES.index("done")] == 1 and sum(new.outcomes) == 1
+    assert new.buckets[-1] == 1 and sum(new.buckets) == 1 and new.seconds == 120.0
     slot.start("x" * 600, started_s=1.0, due_s=2.5)  # longer than any legal id: cut, never overflowing
     assert slot.read().due_s == 2.5 and len(slot.read().task_id) == 512
 
@@ -56,7 +68,7 @@ def test_a_process_that_comes_back_within_the_grace_is_kept():
     table, proc, slot = table_with_one()
     slot.start("7@b", started_s=10.0, due_s=10.5)
     table.watch(10.6, CODE)
-    slot.finish()
+    slot.finish("done", 0.1, held=0)
     slot.start("8@b", started_s=10.9, due_s=None)  # its next task
     assert table.watch(11.6, CODE) == []
 
@@ -87,5 +99,5 @@ def test_a_crash_blames_the_running_task_only():
     slot.start("3@b", started_s=0.0, due_s=None)
     how, blame = table.death(proc, -9)
     assert how == "was killed by signal 9" and blame == "3@b"
-    slot.finish()
+    slot.finish("done", 0.1, held=0)
     assert table.death(proc, 1) == ("exited with code 1", "")

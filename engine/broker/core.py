@@ -20,7 +20,7 @@ from .. import __version__
 from .. import fdlimit, logbound, memtrim, shm, tracing
 from .. import protocol as P
 from ..cache import ResultCache
-from ..errors import BusyError, ConfigError, QuotaError, TaskCancelled, Unauthorized
+from ..errors import ConfigError, TaskCancelled
 from ..pipeline_syntax import suggest
 from ..security import CLIENTS, HOW_TO_MAKE_KEYS, CurveServer
 from ..wakeup import Wakeup
@@ -46,10 +46,10 @@ log = logging.getLogger("engine.broker")
 RECENT_FAILURES = 20  # the last failed tasks kept for INFO (code, message, pipeline, worker)
 RECENT_TEXT_CHARS = 200
 
-# Counters in INFO; a refusal's counter is named by its error code.
-STAT_NAMES = ("received", "completed", "failed", "requeued", "reassigned", "straggler_copies", BusyError.code,
-              "bad_messages", TaskCancelled.code, "late_replies", QuotaError.code, Unauthorized.code,
-              "leases_expired", "unread_dropped", "undeliverable", "internal_errors", "workers_refused")
+# Counters in INFO besides the task counters of ``metrics.counts()`` (received, completed, failed,
+# refusals by code, cancelled, requeued, reassigned, bad_messages): those the metrics keep, once.
+STAT_NAMES = ("straggler_copies", "late_replies", "leases_expired", "unread_dropped", "undeliverable",
+              "internal_errors", "workers_refused")
 
 
 def poll_timeout_ms(wake_s: float, now_s: float) -> int:
@@ -76,7 +76,7 @@ class Broker:
         self.pipelines = PipelineChecker(self.dispatcher)
         self.stats: Counter[str] = Counter({name: 0 for name in STAT_NAMES})
         self.recent_failures: deque[dict] = deque(maxlen=RECENT_FAILURES)  # for the status page (INFO)
-        self.metrics = BrokerMetrics()  # read by the metrics HTTP thread only through its published snapshot
+        self.metrics = BrokerMetrics()  # the one count of task events: INFO and /metrics read it
         self.unread_limits = UnreadLimits(refuse_bytes=config.unread_refuse_bytes,
                                           drop_bytes=config.unread_drop_bytes,
                                           refuse_tasks=config.unread_refuse_tasks, drop_tasks=config.unread_drop_tasks)
@@ -281,7 +281,6 @@ class Broker:
     def submit(self, origin: Origin, request: P.Request, payload: Payload) -> None:
         """Admit a task from any front end, or answer why not (the one entry point for tasks):
         ``admission.CHECKS`` in order, then the queue."""
-        self.stats["received"] += 1
         metrics = self.metrics
         metrics.received()
         metrics.bytes_in(len(payload))
@@ -305,7 +304,6 @@ class Broker:
         """Answer a request a check stopped (see ``admission``)."""
         kind, code, task_id = verdict.kind, verdict.code, a.request.task_id
         if kind == admission.REFUSED:
-            self.stats[code] += 1
             self.metrics.refused(code)
             self.reply_error(a.origin, task_id, code, verdict.message)
         elif kind == admission.INVALID:
@@ -334,7 +332,6 @@ class Broker:
         meta.update(cache="hit", broker_ms=0.0)
         if a.trace_id:
             meta[tracing.KEY] = a.trace_id
-        self.stats["completed"] += 1
         self.metrics.completed(None, None, time.monotonic() - a.now_s)
         self.metrics.bytes_out(len(data))
         a.origin.front.reply(a.origin, a.request.task_id, meta, data)
@@ -342,7 +339,6 @@ class Broker:
 
     def _refuse(self, origin: Origin, task_id: str, code: str, message: str) -> None:
         """A task refused at admission for its pipeline: counted as failed, never queued."""
-        self.stats["failed"] += 1
         self.metrics.failed(code)
         self.reply_error(origin, task_id, code, message)
 
@@ -358,7 +354,6 @@ class Broker:
                 f"(offered: {', '.join(sorted(offered)) or 'none'})")
 
     def finish_ok(self, task: Task, meta: dict, payload: Payload) -> None:
-        self.stats["completed"] += 1
         now_s = time.monotonic()
         sent_s = task.dispatched_s or now_s
         self.metrics.completed(sent_s - task.received_s, now_s - sent_s, now_s - task.received_s)
@@ -385,7 +380,6 @@ class Broker:
         self.cache.put(task.cache_key, data, dict(kept, cache="miss"))
 
     def finish_error(self, task: Task, code: str, message: str, meta: dict | None = None) -> None:
-        self.stats["failed"] += 1
         self.metrics.failed(code)
         pipeline = task.request.pipeline
         self.recent_failures.append({
@@ -406,7 +400,6 @@ class Broker:
         task = self.dispatcher.cancel(origin, task_id)
         if task is None:
             return  # unknown or already done: the client ignores a late answer anyway
-        self.stats[TaskCancelled.code] += 1
         self.metrics.cancelled()
         self.workers.cancel(task)
         self.reply_error(origin, task_id, TaskCancelled.code, "the task was cancelled by its client")

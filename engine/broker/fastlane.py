@@ -144,18 +144,17 @@ class FastLane:
         b, d = self.broker, self.d
         stats, metrics = b.stats, b.metrics
         if counts.received:
-            stats["received"] += counts.received
             metrics.received(counts.received)
             metrics.bytes_in(counts.bytes_in)
         if counts.completed:
             self.answered += counts.completed
-            stats["completed"] += counts.completed
+            metrics.answered(counts.completed)
             metrics.bytes_out(counts.bytes_out)
         if counts.undeliverable:
             stats["undeliverable"] += counts.undeliverable
         workers = d.workers
         for wid, queue_s, worker_s, total_s in samples:
-            metrics.completed(queue_s, worker_s, total_s)
+            metrics.timed(queue_s, worker_s, total_s)
             d.took(wid, worker_s)
         for wid, n, seen_s in done:
             worker = workers.get(wid)

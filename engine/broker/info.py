@@ -82,7 +82,8 @@ def bounded(broker: "Broker", you: str = "") -> dict:
            "unread": {f.name: f.outbox.describe() for f in broker.fronts},
            "hot_path": broker.lane.describe() if broker.lane is not None else None,
            "shared_memory": _shared_memory(broker, workers),
-           "recent_failures": list(broker.recent_failures), "you": you[:P.MAX_TASK_ID_CHARS], **broker.stats}
+           "recent_failures": list(broker.recent_failures), "you": you[:P.MAX_TASK_ID_CHARS], **broker.stats,
+           **broker.metrics.counts()}
     return _fit(out)
 
 

@@ -64,7 +64,6 @@ class NativeFront(Front):
         broker = self.broker
         client = broker.identity(frames[0], route)
         if client is None:  # a revoked key: refused before anything it sent is decoded
-            self.stats[Unauthorized.code] += 1
             broker.metrics.refused(Unauthorized.code)
             self._send(route, P.error_frames(P.peek_task_id(body) if body else None, Unauthorized.code,
                                              "this client's key has been revoked from the broker's allow-list"))
@@ -72,7 +71,6 @@ class NativeFront(Front):
         try:
             msg, payloads = P.decode(body)
         except ProtocolError as exc:
-            self.stats["bad_messages"] += 1
             broker.metrics.refused(ProtocolError.code)
             log.debug("bad message from client %s: %s", route.hex(), exc)
             self._send(route, P.error_frames(P.peek_task_id(body) if body else None, exc.code, str(exc)))

@@ -132,7 +132,6 @@ class WorkerSide:
         wid = frames[0].bytes
         curve = self.broker.curve
         if curve is not None and curve.identity(frames[0], WORKERS) is None:
-            self.stats[Unauthorized.code] += 1
             self.broker.metrics.refused(Unauthorized.code)
             if wid in self.dispatcher.workers:
                 self.remove(wid, "lost its key (revoked from the allow-list)")
@@ -140,7 +139,7 @@ class WorkerSide:
         try:
             msg, payloads = P.decode(frames[1:])
         except ProtocolError as exc:
-            self.stats["bad_messages"] += 1
+            self.broker.metrics.worker_bad_message()
             BAD_WORKER_MESSAGES.log(wid, "dropped a bad message from worker %s: %s", peer_name(wid), exc)
             return
         now_s = time.monotonic()
@@ -257,7 +256,6 @@ class WorkerSide:
             if task.attempts > self.config.max_retries:
                 self._fail(task, msg.message)
             else:
-                self.stats["requeued"] += 1
                 self.broker.metrics.retried()
                 log.info("task %s requeued after worker %s failed on it (attempt %d): %s%s", jid,
                          peer_name(wid), task.attempts, msg.message, tracing.tag(task.trace_id))
@@ -303,8 +301,7 @@ class WorkerSide:
             if d.exhausted(task):  # never queued again: failed here
                 self._fail(task, f"worker {why}")
             else:  # requeued: run again after a failure; reassigned: it had not started, or no fault of its own
-                self.stats["requeued" if blame in (BLAME_ALL, task.jid) else "reassigned"] += 1
-                self.broker.metrics.requeued()
+                self.broker.metrics.requeued(blamed=blame in (BLAME_ALL, task.jid))
 
     def beat(self, now_s: float) -> None:
         """Heartbeats out; silent workers and expired leases dealt with."""
@@ -349,7 +346,6 @@ class WorkerSide:
             elif d.exhausted(task):
                 self._fail(task, f"worker {peer_name(wid)} did not answer within its lease")
             else:
-                self.stats["requeued"] += 1
                 self.broker.metrics.requeued()
                 log.warning("task %s (%s): worker %s did not answer within its lease (--task-lease-s %g, or "
                             "the deadline + %g s); requeued (attempt %d)%s", task.jid, task.task_id, peer_name(wid),

@@ -1,11 +1,15 @@
-"""The broker's metrics: a facade its loop calls, and a collector the HTTP thread reads.
+"""The broker's task events, counted once: its INFO counters and its Prometheus series read them.
 
     metrics = BrokerMetrics()                   # its own CollectorRegistry
     server = serve(metrics.registry, "127.0.0.1", 9464)
     metrics.received(); metrics.bytes_in(len(image))
     metrics.completed(queue_wait_s, worker_s, total_s)
     metrics.publish_state(queue_depth, in_flight, workers=[WorkerRow(...), ...])
+    info.update(metrics.counts())              # INFO's received, completed, failed, ... from the same numbers
 
+This is the broker's one sink for what happens to tasks (received, completed, failed by
+code, refused by reason, cancelled, retried, requeued): the broker calls it and keeps no
+count of its own for these, so INFO (``counts``) and ``/metrics`` cannot disagree.
 Every method is called by the broker's loop thread only (see ``store``): no locks,
 no sockets, no reading of the broker's own dicts. Gauges come from the last
 ``publish_state`` snapshot, an immutable tuple the HTTP thread reads when Prometheus
@@ -21,6 +25,7 @@ from typing import Iterable, NamedTuple
 from prometheus_client import CollectorRegistry, ProcessCollector
 
 from .. import __version__
+from ..errors import BusyError, ProtocolError, QuotaError, TaskCancelled, Unauthorized
 from . import names as N
 from .store import Histogram, described, family, histogram_family, labelled
 
@@ -50,7 +55,8 @@ class BrokerMetrics:
 
     def __init__(self, *, registry: CollectorRegistry | None = None, process: bool = True) -> None:
         self.registry = registry or CollectorRegistry()
-        self._received = self._completed = self._retried = self._requeued = self._cancelled = 0
+        self._received = self._completed = self._retried = self._requeued = self._reassigned = self._cancelled = 0
+        self._worker_bad_messages = 0  # messages from workers dropped as malformed (INFO's bad_messages)
         self._bytes_in = self._bytes_out = self._cache_hit_bytes = 0
         self._failed = labelled(N.ERROR_CODES)
         self._refused = labelled(N.REFUSAL_REASONS)
@@ -70,6 +76,14 @@ class BrokerMetrics:
     def completed(self, queue_wait_s: float | None, worker_s: float | None, total_s: float) -> None:
         """A task answered with a result; a cache hit passes None for the two it skipped."""
         self._completed += 1
+        self.timed(queue_wait_s, worker_s, total_s)
+
+    def answered(self, n: int) -> None:
+        """Tasks the hot path answered with a result (their times come one by one to ``timed``)."""
+        self._completed += n
+
+    def timed(self, queue_wait_s: float | None, worker_s: float | None, total_s: float) -> None:
+        """The times of one completed task (counted by ``completed`` or ``answered``)."""
         if queue_wait_s is not None:
             self._queue_wait.observe(queue_wait_s)
         if worker_s is not None:
@@ -87,8 +101,17 @@ class BrokerMetrics:
     def retried(self) -> None:
         self._retried += 1
 
-    def requeued(self, n: int = 1) -> None:
-        self._requeued += n
+    def requeued(self, n: int = 1, *, blamed: bool = True) -> None:
+        """Tasks put back in the queue (their worker lost, or its lease expired); ``blamed``: the
+        task may have caused it and an attempt is counted (INFO ``requeued``), else INFO ``reassigned``."""
+        if blamed:
+            self._requeued += n
+        else:
+            self._reassigned += n
+
+    def worker_bad_message(self) -> None:
+        """A malformed message from a worker, dropped (no task refused: INFO ``bad_messages`` only)."""
+        self._worker_bad_messages += 1
 
     def cancelled(self) -> None:
         self._cancelled += 1
@@ -115,6 +138,20 @@ class BrokerMetrics:
             self._cache_hit_bytes += nbytes
         else:
             self._cache["miss"] += 1
+
+    # ---- INFO ----------------------------------------------------------------------------------
+    def counts(self) -> dict:
+        """INFO's task counters, from the numbers the series are made of: ``failed`` is the sum of
+        ``engine_broker_tasks_failed_total``, ``busy``/``quota``/``unauthorized`` its refusals by
+        reason, ``requeued`` + ``reassigned`` the retried and requeued series together."""
+        refused = self._refused
+        return {"received": self._received, "completed": self._completed, "failed": sum(self._failed.values()),
+                TaskCancelled.code: self._cancelled, BusyError.code: refused[BusyError.code],
+                QuotaError.code: refused[QuotaError.code], Unauthorized.code: refused[Unauthorized.code],
+                "bad_messages": refused[ProtocolError.code] + self._worker_bad_messages,
+                "requeued": self._retried + self._requeued, "reassigned": self._reassigned,
+                "failed_by_code": {code: n for code, n in self._failed.items() if n},
+                "refused_by_reason": {reason: n for reason, n in refused.items() if n}}
 
     # ---- once per heartbeat -----------------------------------------------------------------
     def publish_state(self, queue_depth: int, in_flight: int, workers: Iterable[WorkerRow] = (), *,
@@ -165,7 +202,7 @@ class _Collector:
         yield family(N.COMPLETED, m._completed)
         yield family(N.FAILED, by=dict(m._failed))
         yield family(N.RETRIED, m._retried)
-        yield family(N.REQUEUED, m._requeued)
+        yield family(N.REQUEUED, m._requeued + m._reassigned)
         yield family(N.CANCELLED, m._cancelled)
         yield family(N.REFUSED, by=dict(m._refused))
         yield family(N.INPUT_BYTES, m._bytes_in)

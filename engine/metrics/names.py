@@ -28,9 +28,10 @@ UNKNOWN_HOST = "unknown"
 ERROR_CODES = tuple(sorted({*ERRORS_BY_CODE, ProtocolError.code, VersionError.code}))
 REFUSAL_REASONS = (BusyError.code, QuotaError.code, Unauthorized.code, ProtocolError.code)
 CACHE_RESULTS = ("hit", "miss")
-# How a task left a worker host (see engine/worker/supervisor.py): answered with a
-# result, answered with an error, its process died, killed for running past
-# --task-timeout-s, abandoned at its deadline, cancelled, result over the message limit.
+# How a task left a worker host, counted once where it ended (see engine/worker/supervisor.py):
+# answered with a result, answered with an error of the task (bad_image, ...), its process
+# died, killed for running past --task-timeout-s, past its deadline, cancelled, result over
+# the broker's message limit. The order is that of the counters in a pool process's slot.
 WORKER_OUTCOMES = ("done", "failed", WorkerCrashed.code, "timed_out", DeadlineExceeded.code, TaskCancelled.code,
                    ResultTooLarge.code)
 

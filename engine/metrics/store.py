@@ -11,7 +11,7 @@ is the library's own.
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
@@ -31,6 +31,13 @@ class Histogram:
     def observe(self, value: float) -> None:
         self.counts[bisect_left(self.bounds, value)] += 1  # v <= bound falls in that bound's bucket
         self.sum += value
+
+    def add(self, counts: Sequence[int], total: float) -> None:
+        """Observations counted elsewhere in the same buckets: counts per bucket (+Inf last), their sum."""
+        mine = self.counts
+        for i, n in enumerate(counts):
+            mine[i] += n
+        self.sum += total
 
     def snapshot(self) -> tuple[list[int], float]:
         return list(self.counts), self.sum  # list() copies in one step under the GIL

@@ -1,7 +1,8 @@
 """A worker host's metrics: a facade its supervisor loop calls, a collector for scrapes.
 
     metrics = WorkerMetrics()
-    metrics.task_finished("done", seconds)     # an outcome from names.WORKER_OUTCOMES
+    metrics.tasks_ended(outcomes, buckets, seconds)  # what pool processes counted in their slots since the last look
+    metrics.task_finished("timed_out", seconds)      # one task the supervisor ended (it killed its process)
     metrics.process_restarted()
     metrics.publish_state(processes=4, busy=3, held=7)
 
@@ -11,7 +12,7 @@ Prometheus labels each scraped target with its own ``instance``.
 from __future__ import annotations
 
 import time
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 
@@ -48,6 +49,14 @@ class WorkerMetrics:
             outcomes[N.OTHER] += 1
         if seconds is not None:
             self._task_s.observe(seconds)
+
+    def tasks_ended(self, outcomes: Sequence[int], buckets: Sequence[int], seconds: float) -> None:
+        """Tasks ended elsewhere and counted there: ``outcomes`` in ``WORKER_OUTCOMES`` order;
+        the seconds of those that ran, as counts per bucket of ``BUCKETS_S`` (then +Inf) and their sum."""
+        counts = self._outcomes
+        for outcome, n in zip(N.WORKER_OUTCOMES, outcomes, strict=True):
+            counts[outcome] += n
+        self._task_s.add(buckets, seconds)
 
     def process_restarted(self) -> None:
         self._restarts += 1

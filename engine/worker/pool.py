@@ -5,7 +5,9 @@ its host's group id, heartbeats while idle, its tasks straight from the broker a
 answers straight back; no hop through the supervisor. It writes what it runs into its
 ``TaskSlot`` so the supervisor can enforce deadlines, cancels and the task timeout by
 killing it. Any failure in a task becomes an ERROR reply; only a crash of the process
-itself ends it, and the supervisor reports that and starts a replacement.
+itself ends it, and the supervisor reports that and starts a replacement. How each task
+ended (done, failed, result_too_large, ...) and the seconds it ran go into the slot, where
+the supervisor reads them for its metrics; the tasks that end by a kill it counts itself.
 
 SIGTERM (from the supervisor) drains: no new tasks, those at hand finish, then DISCONNECT.
 If the supervisor itself dies (its host is declared dead and its tasks requeued), the
@@ -223,15 +225,18 @@ class PoolProcess:
             log.debug("pool process %d stopped: %s", os.getpid(), self.stats)
 
     def _receive(self, sock: zmq.Socket, fresh: bool) -> None:
-        for _ in range(RECV_BATCH):
-            try:
-                frames = recv_frames(sock, NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                self._on_broker(frames, fresh)
-            except Exception:  # a bug must cost one message, never the process
-                log.exception("pool process %d: a message from the broker was dropped", os.getpid())
+        try:
+            for _ in range(RECV_BATCH):
+                try:
+                    frames = recv_frames(sock, NOBLOCK)
+                except zmq.Again:
+                    return
+                try:
+                    self._on_broker(frames, fresh)
+                except Exception:  # a bug must cost one message, never the process
+                    log.exception("pool process %d: a message from the broker was dropped", os.getpid())
+        finally:
+            self.slot.hold(len(self.pending))  # tasks arrived or were cancelled (none runs while it reads)
 
     def _register(self) -> None:
         if os.getppid() != self.parent:  # its host is gone: the broker must not take it back
@@ -291,6 +296,7 @@ class PoolProcess:
                 self.pending.remove(held)
                 log.info("task %s cancelled before it started%s", task_id, tracing.tag(held.trace))
                 self.stats[TaskCancelled.code] += 1
+                self.slot.ended(TaskCancelled.code)
                 self._answer(held, P.error_frames(task_id, TaskCancelled.code, "cancelled before it started"))
                 return
         # Not here: it is finished, or running right now (the supervisor handles that one).
@@ -301,25 +307,35 @@ class PoolProcess:
         started_s = time.monotonic()
         if held.due_s is not None and started_s >= held.due_s:
             self.stats[DeadlineExceeded.code] += 1
+            self.slot.ended(DeadlineExceeded.code)
+            self.slot.hold(len(self.pending))
             self._answer(held, P.error_frames(held.task_id, DeadlineExceeded.code,
                                               "the task's deadline passed before it started; it was abandoned "
                                               "(not retried: give it a longer deadline_ms)"))
             return
         self._ran = True
         self.slot.start(held.task_id, started_s, held.due_s, held.trace)
+        outcome = "failed"  # unless the task says otherwise below
         try:
-            frames = self._run(held)
+            frames, outcome = self._run(held)
+            if held.due_s is not None and time.monotonic() >= held.due_s:
+                # The supervisor may have answered already: the broker keeps the first answer.
+                self.stats[DeadlineExceeded.code] += 1
+                outcome = DeadlineExceeded.code
+                frames = P.error_frames(held.task_id, DeadlineExceeded.code,
+                                        f"the task's deadline passed while running in process {os.getpid()}; it was "
+                                        "abandoned (not retried: give it a longer deadline_ms)")
+            deliverable = self._deliverable(held, frames)
+            if deliverable is not frames:  # replaced by ERROR result_too_large
+                outcome = ResultTooLarge.code
         finally:
-            self.slot.finish()
-        self.credit.ran(time.monotonic() - started_s)
-        if held.due_s is not None and time.monotonic() >= held.due_s:
-            self.stats[DeadlineExceeded.code] += 1  # the supervisor may have answered already: the broker keeps the first
-            frames = P.error_frames(held.task_id, DeadlineExceeded.code,
-                                    f"the task's deadline passed while running in process {os.getpid()}; it was "
-                                    "abandoned (not retried: give it a longer deadline_ms)")
-        self._answer(held, self._deliverable(held, frames))
+            ran_s = time.monotonic() - started_s
+            self.slot.finish(outcome, ran_s, len(self.pending))
+        self.credit.ran(ran_s)
+        self._answer(held, deliverable)
 
-    def _run(self, held: Held) -> list:
+    def _run(self, held: Held) -> tuple[list, str]:
+        """The answer's frames and the outcome: "done" or "failed"."""
         msg = held.request
         started = time.perf_counter()
         try:
@@ -327,16 +343,16 @@ class PoolProcess:
             out, meta = self.ops.run(data, msg.pipeline, limits=self.limits, cache=self.cache)
         except TaskError as exc:
             self.stats["failed"] += 1
-            return P.error_frames(msg.task_id, exc.code, exc.message, {"worker": self.name})
+            return P.error_frames(msg.task_id, exc.code, exc.message, {"worker": self.name}), "failed"
         except MemoryError:
             self.stats["failed"] += 1
             return P.error_frames(msg.task_id, ImageTooLarge.code, "the worker ran out of memory on this image",
-                                  {"worker": self.name})
+                                  {"worker": self.name}), "failed"
         except Exception as exc:  # a bug in an operation must not take the worker down
             self.stats["failed"] += 1
             log.exception("task %s failed unexpectedly%s", msg.task_id, tracing.tag(held.trace))
             return P.error_frames(msg.task_id, InternalError.code, f"{type(exc).__name__}: {exc}",
-                                  {"worker": self.name})
+                                  {"worker": self.name}), "failed"
         self.stats["done"] += 1
         meta["worker"] = self.name
         meta["worker_ms"] = round((time.perf_counter() - started) * 1000, 3)
@@ -344,8 +360,8 @@ class PoolProcess:
             name = self._write_result(held, out)
             if name is not None:
                 meta["shm"] = True
-                return P.reply_frames(msg.task_id, meta, name.encode())
-        return P.reply_frames(msg.task_id, meta, out)
+                return P.reply_frames(msg.task_id, meta, name.encode()), "done"
+        return P.reply_frames(msg.task_id, meta, out), "done"
 
     def _read_input(self, name: str) -> bytes:
         """A task's input by reference, bounded as it would be through the broker's socket."""

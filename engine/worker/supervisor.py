@@ -12,6 +12,12 @@ that process's tasks at once; it answers ``deadline_exceeded`` for a task runnin
 its deadline or the task timeout and kills the process; it kills a process whose task
 the broker cancelled; and it starts a replacement for every process that ends.
 The decisions live in the socket-free ``table.ProcessTable``.
+
+Its metrics count each task once, where it ended: a pool process counts the tasks it ends
+itself (done, failed, result_too_large, deadline_exceeded, cancelled before it started)
+and their seconds in its slot, read here as running totals; the supervisor counts the
+tasks that end because it killed their process, or because the process died on them
+(timed_out, deadline_exceeded or cancelled past the grace, worker_crashed).
 """
 from __future__ import annotations
 
@@ -35,7 +41,7 @@ from ..wakeup import Wakeup
 from .config import WorkerConfig
 from .link import BrokerLink
 from .pool import learned_operations, pool_main
-from .slot import TaskSlot
+from .slot import NOTHING, Tally, TaskSlot
 from .table import Answer, Kill, Proc, ProcessTable
 
 log = logging.getLogger("engine.worker")
@@ -61,7 +67,8 @@ class Supervisor:
         self.stats = {"started": 0, "replaced": 0, "crashed": 0, "timed_out": 0, DeadlineExceeded.code: 0,
                       "killed": 0, "internal_errors": 0}
         self.metrics = WorkerMetrics()  # tasks counted from each process's slot; scraped off this thread
-        self._done_seen: dict[str, int] = {}  # per process: tasks_done already counted
+        self._counted: dict[str, Tally] = {}  # per process: the slot's totals already in the metrics
+        self._ending: dict[str, tuple[str, str]] = {}  # per process: (task, outcome) if it is killed on that task
 
     # ---- life cycle --------------------------------------------------------------
     def stop(self) -> None:
@@ -117,16 +124,24 @@ class Supervisor:
                  self.stats["timed_out"])
 
     def _publish(self) -> None:
-        """Metrics from the slots: tasks each process finished since the last look, and who is busy."""
-        busy = 0
+        """Metrics from the slots: tasks each process ended since the last look, who is busy, what is held."""
+        busy = held = 0
         for proc in self.table.procs.values():
             run = proc.slot.read()
             busy += bool(run.task_id)
-            new = run.tasks_done - self._done_seen.get(proc.ident, 0)
-            self._done_seen[proc.ident] = run.tasks_done
-            for _ in range(max(0, new)):
-                self.metrics.task_finished("done")
-        self.metrics.publish_state(len(self.table.procs), busy)
+            held += run.held
+            self._count(proc)
+        self.metrics.publish_state(len(self.table.procs), busy, held)
+
+    def _count(self, proc: Proc) -> None:
+        """Into the metrics: what the process's slot totals gained since they were last counted."""
+        tally = proc.slot.tally()
+        before = self._counted.get(proc.ident, NOTHING)
+        if tally is None or tally == before:
+            return  # mid-update (counted at the next look), or nothing new
+        new = tally.minus(before)
+        self.metrics.tasks_ended(new.outcomes, new.buckets, new.seconds)
+        self._counted[proc.ident] = tally
 
     # ---- the broker -----------------------------------------------------------------
     def _register(self) -> None:
@@ -143,7 +158,7 @@ class Supervisor:
         if isinstance(msg, P.Cancel):
             proc = self.table.cancel(msg.task_id, time.monotonic())
             if proc is not None:
-                self.metrics.task_finished(TaskCancelled.code)
+                self._ending[proc.ident] = (msg.task_id, TaskCancelled.code)  # counted if it is killed on it
                 log.info("task %s cancelled while running in process %d: killed unless it ends within %g s%s",
                          msg.task_id, proc.pid, self.table.grace_s, tracing.tag(proc.slot.read().trace))
         elif isinstance(msg, P.Disconnect):
@@ -169,7 +184,7 @@ class Supervisor:
             if isinstance(action, Answer):
                 self.stats[DeadlineExceeded.code] += 1
                 timed_out = "task_timeout_s" in action.meta
-                self.metrics.task_finished("timed_out" if timed_out else DeadlineExceeded.code)
+                self._ending[action.proc.ident] = (action.task_id, "timed_out" if timed_out else DeadlineExceeded.code)
                 meta = {**action.meta, "worker": f"{self.host}:{action.proc.pid}"}
                 log.warning("task %s in process %d: %s%s", action.task_id, action.proc.pid, action.message,
                             tracing.tag(action.proc.slot.read().trace))
@@ -209,20 +224,30 @@ class Supervisor:
         """Tell the broker at once: it requeues the process's tasks, blaming only the one it ran."""
         if self.table.remove(proc.ident) is None:
             return
+        self._count_death(proc)
         default_how, task_id = self.table.death(proc, proc.handle.exitcode)
         how = how or default_how
         if self._stopping and proc.handle.exitcode == 0:
             return  # drained and said goodbye itself
-        self._done_seen.pop(proc.ident, None)
         if task_id:
             self.stats["crashed"] += 1
-            self.metrics.task_finished(WorkerCrashed.code)
             log.warning("pool process %d %s while running task %s; replacing it%s", proc.pid, how, task_id,
                         tracing.tag(proc.slot.read().trace))
         elif not proc.kill_reason:
             log.warning("pool process %d %s; replacing it", proc.pid, how)
         self.link.send(P.encode(P.Disconnect(reason=f"the worker process {how}", worker=proc.ident,
                                              task_id=task_id or None)))
+
+    def _count_death(self, proc: Proc) -> None:
+        """A process ended: the last of what it counted, and the task it was on, which ended with it
+        (as the supervisor decided when it answered for it, or cancelled it; else worker_crashed)."""
+        self._count(proc)
+        self._counted.pop(proc.ident, None)
+        task_id, outcome = self._ending.pop(proc.ident, ("", ""))
+        run = proc.slot.read()
+        if run.task_id:
+            self.metrics.task_finished(outcome if run.task_id == task_id else WorkerCrashed.code,
+                                       max(0.0, time.monotonic() - run.started_s))
 
     # ---- polling -------------------------------------------------------------------
     def _poll(self, timeout_ms: int) -> None:

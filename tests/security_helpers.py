@@ -7,9 +7,8 @@ import socket
 import threading
 from pathlib import Path
 
-import pytest
-
 from cluster_helpers import FAST_HEARTBEAT_S, Cluster
+
 from engine import Client
 from engine import keys as keytool
 from engine.security import PeerKeys
@@ -59,29 +58,6 @@ class SecureCluster(Cluster):
         return Client(self.front, **kwargs)
 
 
-@pytest.fixture
-def ring(tmp_path) -> KeyRing:
-    """A broker key folder with clients alice and bob, worker edge1, and mallory known to nobody."""
-    ring = KeyRing(tmp_path)
-    ring.new("alice", "clients")
-    ring.new("bob", "clients")
-    ring.new("edge1", "workers")
-    ring.new("mallory")
-    return ring
-
-
-@pytest.fixture
-def secure_factory(ring):
-    made: list[SecureCluster] = []
-
-    def make(**kwargs) -> SecureCluster:
-        c = SecureCluster(ring, **kwargs)
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        c.stop()
 
 
 class Recorder:

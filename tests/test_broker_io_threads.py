@@ -2,8 +2,9 @@
 from pathlib import Path
 
 from cluster_helpers import FAST_HEARTBEAT_S, Proc, free_port
-from engine.broker.config import IO_THREADS_MAX, default_io_threads
 from faults_helpers import wait_until
+
+from engine.broker.config import IO_THREADS_MAX, default_io_threads
 
 
 def io_threads(pid: int) -> int:

@@ -12,9 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from cluster_helpers import DATA, Cluster, free_port
-from web_helpers import broker  # noqa: F401 - the module's broker with two local workers
 
 pytestmark = pytest.mark.timeout(120)
 RUN_TIMEOUT_S = 90

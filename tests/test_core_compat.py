@@ -6,7 +6,6 @@ import cv2
 import numpy as np
 import pytest
 import zmq
-
 from cluster_helpers import recv_within
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from faults_helpers import wait_until
 
 from engine import AsyncClient
 from engine.errors import BadParameter, ImageError, PipelineError, UnknownOperation
-from faults_helpers import wait_until
 
 
 def _grey(data: bytes) -> np.ndarray:

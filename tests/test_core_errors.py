@@ -8,8 +8,19 @@ from pathlib import Path
 
 import engine
 from engine import errors
-from engine.errors import (CLASSES_BY_CODE, CODES, ERRORS_BY_CODE, EngineError, ProtocolError, ResultTooLarge,
-                           TaskError, TransientError, VersionError, error_from_code, is_retryable)
+from engine.errors import (
+    CLASSES_BY_CODE,
+    CODES,
+    ERRORS_BY_CODE,
+    EngineError,
+    ProtocolError,
+    ResultTooLarge,
+    TaskError,
+    TransientError,
+    VersionError,
+    error_from_code,
+    is_retryable,
+)
 
 ENGINE = Path(__file__).resolve().parent.parent / "engine"
 CLASS_CODES = set(CLASSES_BY_CODE)  # distinctive words: spelled nowhere else, in any call

@@ -1,8 +1,8 @@
 """Malformed frames on the broker's sockets: errors back, nobody crashes."""
 import msgpack
 import zmq
-
 from cluster_helpers import recv_within
+
 from engine import protocol as P
 
 

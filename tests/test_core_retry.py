@@ -12,8 +12,8 @@ import threading
 from collections import Counter
 
 import zmq
-
 from cluster_helpers import FAST_HEARTBEAT_S
+
 from engine import Client
 from engine import protocol as P
 from engine.errors import ERRORS_BY_CODE, ProtocolError, TaskError, VersionError, is_retryable

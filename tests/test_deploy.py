@@ -30,11 +30,10 @@ import kubernetes_validate
 import numpy as np
 import pytest
 import yaml  # PyYAML: installed with kubernetes-validate
+from cluster_helpers import DATA, Cluster
 
 from engine.metrics import ENV_METRICS_LISTEN, BrokerMetrics, WorkerMetrics, WorkerRow
 from engine.security import ENV_BROKER_KEY, ENV_CLIENT_KEY, PeerKeys
-
-from cluster_helpers import DATA, Cluster
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -11,11 +11,11 @@ import uuid
 
 import pytest
 import zmq
+from cluster_helpers import Cluster, Proc, free_port, recv_within
+from ops_helpers import sample_bytes
 from zmq.utils.monitor import recv_monitor_message
 
-from cluster_helpers import Cluster, Proc, free_port, recv_within
 from engine.dlgateway import wire
-from ops_helpers import sample_bytes
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import cv2
 import pytest
-
-from web_helpers import User, broker, jpeg, web  # noqa: F401
+from web_helpers import User, jpeg
 
 SOURCE = Path(__file__).resolve().parents[1] / "tools" / "edgelab" / "c_client" / "edge_client.c"
 CC = shutil.which("cc") or shutil.which("gcc")

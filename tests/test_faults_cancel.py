@@ -1,12 +1,13 @@
 """Cancellation and clients that go away: their tasks leave the broker, nothing leaks."""
 import subprocess
-import time
 import sys
 import textwrap
+import time
 
 from cluster_helpers import FAST_HEARTBEAT_S
-from engine.errors import BrokerUnavailable
 from faults_helpers import Batch, broker_idle, start, tiny_jpeg, wait_until
+
+from engine.errors import BrokerUnavailable
 
 SLOW = "sleep:ms=500|grayscale"
 

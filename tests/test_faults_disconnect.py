@@ -1,5 +1,4 @@
 """A worker host that dies is noticed when its connection closes, not 3 heartbeats later."""
-import os
 import signal
 import time
 from pathlib import Path

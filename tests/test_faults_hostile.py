@@ -10,13 +10,13 @@ import msgpack
 import psutil
 import pytest
 import zmq
+from cluster_helpers import recv_within
+from faults_helpers import tiny_jpeg, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cluster_helpers import recv_within
 from engine import protocol as P
 from engine.errors import ImageError, ImageTooLarge, PipelineError, ProtocolError, TaskError, TaskTimeout
-from faults_helpers import tiny_jpeg, wait_until
 
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
                 suppress_health_check=list(HealthCheck))

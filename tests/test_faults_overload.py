@@ -4,7 +4,6 @@ import time
 
 import psutil
 import pytest
-
 from faults_helpers import Batch, start, tally, tiny_jpeg
 
 

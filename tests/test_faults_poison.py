@@ -1,9 +1,10 @@
 """Poison tasks (crash or hang their process every time) and per-task deadlines."""
 import time
 
+from faults_helpers import Batch, pool_pids, start, tally, tiny_jpeg, wait_until
+
 from engine.deadlines import GRACE_S
 from engine.errors import BadParameter, DeadlineExceeded, TaskFailed
-from faults_helpers import Batch, pool_pids, start, tally, tiny_jpeg, wait_until
 
 
 def test_poison_tasks_are_retried_max_retries_times_then_failed_and_the_rest_completes(cluster_factory):

@@ -11,11 +11,11 @@ import numpy as np
 import psutil
 import pytest
 import zmq
-
 from cluster_helpers import FAST_HEARTBEAT_S, Proc, recv_within
+from faults_helpers import Batch, broker_idle, pool_pids, start, tally, wait_until
+
 from engine import protocol as P
 from engine import shm
-from faults_helpers import Batch, broker_idle, pool_pids, start, tally, wait_until
 
 pytestmark = pytest.mark.skipif(not shm.available(), reason="no /dev/shm here (or ENGINE_NO_SHM is set)")
 

@@ -5,12 +5,12 @@ import time
 
 import psutil
 import pytest
-
 from cluster_helpers import FAST_HEARTBEAT_S, Proc, free_port
-from engine.broker.config import BACK, FRONT
-from engine.security import ENV_CLIENT_KEY, ENV_WORKER_KEY
 from faults_helpers import wait_until
 from security_helpers import KeyRing
+
+from engine.broker.config import BACK, FRONT
+from engine.security import ENV_CLIENT_KEY, ENV_WORKER_KEY
 
 
 def _listening(pid: int) -> set[tuple[str, int]]:

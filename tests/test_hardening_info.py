@@ -4,8 +4,8 @@ import time
 
 import msgpack
 import zmq
-
 from cluster_helpers import recv_within
+
 from engine import protocol as P
 
 

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import psutil
 import zmq
-
 from cluster_helpers import FAST_HEARTBEAT_S, recv_within
+
 from engine import protocol as P
 from engine.errors import BusyError
 

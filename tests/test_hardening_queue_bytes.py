@@ -7,12 +7,12 @@ import time
 
 import psutil
 import zmq
-
 from cluster_helpers import FAST_HEARTBEAT_S, recv_within
-from engine import protocol as P
-from engine.errors import BusyError
 from faults_helpers import wait_until
 from test_hardening_slots import SilentWorker
+
+from engine import protocol as P
+from engine.errors import BusyError
 
 QUEUE_MB, CLIENT_MB = 24, 12
 IMAGE = os.urandom(2 * 2**20)  # never decoded: no worker runs it

@@ -6,14 +6,14 @@ import time
 
 import pytest
 import zmq
-
 from cluster_helpers import FAST_HEARTBEAT_S, recv_within
+from faults_helpers import wait_until
+
 from engine import pipeline_syntax
-from engine.logbound import LINES_PER_WINDOW
 from engine import protocol as P
 from engine.broker.pipelines import PipelineChecker
 from engine.broker.state import Dispatcher, Task
-from faults_helpers import wait_until
+from engine.logbound import LINES_PER_WINDOW
 
 NOOP = {"noop": {"params": []}}
 BLUR = {"blur": {"params": []}}

@@ -5,11 +5,11 @@ import time
 import cv2
 import numpy as np
 import zmq
-
 from cluster_helpers import FAST_HEARTBEAT_S
+from faults_helpers import add_worker, tiny_jpeg, wait_until
+
 from engine import protocol as P
 from engine.errors import ResultTooLarge
-from faults_helpers import add_worker, tiny_jpeg, wait_until
 
 
 def _noise_jpeg(side: int) -> bytes:

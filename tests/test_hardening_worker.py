@@ -2,9 +2,9 @@
 bytes than --max-decoded-mb is refused before it is decoded."""
 import cv2
 import numpy as np
+from faults_helpers import add_worker
 
 from engine.errors import ImageTooLarge
-from faults_helpers import add_worker
 
 
 def test_worker_refuses_images_over_its_decoded_bytes_limit(cluster_factory):

@@ -1,18 +1,18 @@
 """Hostile input on the compat JSON sockets and on a worker's own socket: every message
 gets an answer or is dropped, no process stops, and every compat answer is strict JSON."""
 import base64
-import time
 import json
+import time
 
 import msgpack
 import pytest
 import zmq
+from cluster_helpers import FAST_HEARTBEAT_S, free_port, recv_within
+from faults_helpers import tiny_jpeg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cluster_helpers import free_port, recv_within, FAST_HEARTBEAT_S
 from engine import protocol as P
-from faults_helpers import tiny_jpeg
 
 FUZZ = settings(max_examples=120, deadline=None, derandomize=True, database=None,
                 suppress_health_check=list(HealthCheck))

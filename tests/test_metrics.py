@@ -10,16 +10,24 @@ import threading
 import urllib.request
 
 import pytest
-from prometheus_client import CollectorRegistry, Histogram as LibHistogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import Histogram as LibHistogram
 from prometheus_client.parser import text_string_to_metric_families
 
-from engine.errors import (ERRORS_BY_CODE, BusyError, ConfigError, ImageError, QuotaError, Unauthorized,
-                           WorkerCrashed)
-from engine.metrics import (ENV_METRICS_LISTEN, BrokerMetrics, WorkerMetrics, WorkerRow, add_flag, parse_listen,
-                            serve, start)
+from engine.errors import ERRORS_BY_CODE, BusyError, ConfigError, ImageError, QuotaError, Unauthorized, WorkerCrashed
+from engine.metrics import (
+    ENV_METRICS_LISTEN,
+    BrokerMetrics,
+    WorkerMetrics,
+    WorkerRow,
+    add_flag,
+    parse_listen,
+    serve,
+    start,
+)
 from engine.metrics import names as N
-from engine.metrics.broker import fold_hosts
 from engine.metrics.__main__ import costs, sample
+from engine.metrics.broker import fold_hosts
 from engine.metrics.store import Histogram
 
 pytestmark = pytest.mark.timeout(60)

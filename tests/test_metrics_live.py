@@ -2,12 +2,12 @@
 import time
 import urllib.request
 
+from cluster_helpers import FAST_HEARTBEAT_S, free_port
+from faults_helpers import start, tiny_jpeg, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
-from cluster_helpers import FAST_HEARTBEAT_S, free_port
 from engine.errors import BadParameter, DeadlineExceeded, ImageError, ResultTooLarge, TaskFailed
 from engine.metrics.names import ERROR_CODES, REFUSAL_REASONS, WORKER_OUTCOMES
-from faults_helpers import start, tiny_jpeg, wait_until
 
 
 def scrape(port: int) -> dict:

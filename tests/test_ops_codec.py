@@ -10,11 +10,11 @@ import cv2
 import numpy as np
 import pytest
 import simplejpeg
+from ops_helpers import psnr, sample, unpng
 
 from engine import ops
 from engine.errors import ImageError, ImageTooLarge
 from engine.ops import codec
-from ops_helpers import psnr, sample, unpng
 
 pytestmark = pytest.mark.timeout(60)
 

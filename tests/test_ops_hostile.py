@@ -11,11 +11,11 @@ import cv2
 import numpy as np
 import pytest
 import simplejpeg
+from ops_helpers import jpeg_segments, progressive_jpeg_with_scans, sample, tiff, tiff_page, tiff_shared_strips
 
 from engine import ops
 from engine.errors import ImageError, ImageTooLarge
 from engine.ops import codec
-from ops_helpers import jpeg_segments, progressive_jpeg_with_scans, sample, tiff, tiff_page, tiff_shared_strips
 
 pytestmark = pytest.mark.timeout(60)
 

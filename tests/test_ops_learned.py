@@ -8,11 +8,11 @@ import json
 import cv2
 import numpy as np
 import pytest
+from ops_helpers import apply, png, psnr, sample, sample_bytes, ssim
 
 from engine import ops
 from engine.errors import BadParameter
 from engine.ops import litert
-from ops_helpers import apply, png, psnr, sample, sample_bytes, ssim
 
 pytestmark = pytest.mark.timeout(60)
 

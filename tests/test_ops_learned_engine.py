@@ -8,7 +8,6 @@ import json
 import cv2
 import numpy as np
 import pytest
-
 from cluster_helpers import Cluster
 from ops_helpers import sample_bytes
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from ops_helpers import psnr, sample_bytes, ssim
 
 from engine import ops
 from engine.ops import codec
 from engine.ops.planner import plan
-from ops_helpers import psnr, sample_bytes, ssim
 
 pytestmark = pytest.mark.timeout(60)
 

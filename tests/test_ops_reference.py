@@ -7,9 +7,9 @@ import tracemalloc
 import cv2
 import numpy as np
 import pytest
+from ops_helpers import apply, png, psnr, sample, ssim
 
 from engine.errors import BadParameter
-from ops_helpers import apply, png, psnr, sample, ssim
 
 pytestmark = pytest.mark.timeout(60)
 

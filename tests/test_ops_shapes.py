@@ -7,11 +7,11 @@ import base64
 import cv2
 import numpy as np
 import pytest
+from ops_helpers import png
 
 from engine import ops
 from engine.errors import ImageError, InternalError, TaskError
 from engine.ops.base import REGISTRY, Context, Operation
-from ops_helpers import png
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import cv2
 import pytest
-from web_helpers import DATA, User, broker, web  # noqa: F401
+from web_helpers import DATA, User
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTED_WEB = "http://127.0.0.1:8080"

@@ -3,10 +3,10 @@ its pipeline; one no connected worker offers is refused at once, with the reason
 import time
 
 import pytest
-
 from cluster_helpers import FAST_HEARTBEAT_S, Proc
-from engine.errors import UnknownOperation
 from faults_helpers import pool_pids, tiny_jpeg, wait_until
+
+from engine.errors import UnknownOperation
 
 LEARNED = {"faces", "anonymize", "background"}
 
@@ -107,8 +107,8 @@ def _newer_declaration() -> dict:
 
 def test_in_a_rolling_upgrade_a_newer_parameter_goes_only_to_the_newer_worker(cluster_factory, zctx):
     import zmq
-
     from cluster_helpers import recv_within
+
     from engine import protocol as P
     from engine.errors import BadParameter
 

@@ -13,6 +13,8 @@ import time
 import pytest
 import zmq
 import zmq.auth
+from faults_helpers import wait_until
+from security_helpers import REFUSED_TIMEOUT_S
 from zmq.utils import z85
 
 from engine import AsyncClient
@@ -20,8 +22,6 @@ from engine import keys as keytool
 from engine import protocol as P
 from engine.errors import ConfigError, TaskTimeout, Unauthorized
 from engine.security import RECHECK_S, PeerKeys, load_key_pair
-from security_helpers import REFUSED_TIMEOUT_S, ring, secure_factory  # noqa: F401 - fixtures
-from faults_helpers import wait_until
 
 pytestmark = pytest.mark.skipif(not zmq.has("curve"), reason="libzmq built without CURVE")
 

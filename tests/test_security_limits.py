@@ -4,8 +4,8 @@ import json
 
 import pytest
 import zmq
-
 from cluster_helpers import recv_within
+
 from engine import protocol as P
 from engine.errors import BrokerUnavailable, PipelineError, TaskTimeout
 

@@ -10,12 +10,11 @@ import time
 import tracemalloc
 
 import zmq
+from faults_helpers import wait_until
 from zmq.utils.monitor import recv_monitor_message
 
 from engine import logbound
 from engine.logbound import LogBound
-from faults_helpers import wait_until
-from security_helpers import ring, secure_factory  # noqa: F401 - fixtures
 
 FLOOD = 2000  # refused connections, each with a fresh key
 BATCH = 100  # connections open at once in the test process (each takes 3 sockets and 4 descriptors)

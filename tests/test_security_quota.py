@@ -1,7 +1,7 @@
 """Per-client quotas: a client over its limit gets ERROR quota (QuotaError), others are served."""
-from engine.errors import QuotaError
 from faults_helpers import start
-from security_helpers import ring, secure_factory  # noqa: F401 - fixtures
+
+from engine.errors import QuotaError
 
 
 def test_client_over_its_rate_quota_is_refused_while_others_are_served(secure_factory, jpegs):

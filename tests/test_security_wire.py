@@ -2,11 +2,11 @@
 recorded by a TCP proxy on loopback (no packet capture tool needed)."""
 import pytest
 import zmq
-
 from cluster_helpers import FAST_HEARTBEAT_S
 from faults_helpers import wait_until
+from security_helpers import Recorder
+
 from engine import Client
-from security_helpers import Recorder, ring, secure_factory  # noqa: F401 - fixtures
 
 SNIPPETS = 8  # slices of the photo looked for in the recorded traffic
 SNIPPET_BYTES = 32

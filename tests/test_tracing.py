@@ -1,10 +1,10 @@
 """Trace ids: chosen by the client, in every log line about the task, back in the reply."""
 import pytest
+from faults_helpers import start, tiny_jpeg
+from web_helpers import jpeg
 
 from engine import tracing
 from engine.errors import BadParameter, ImageError, TaskFailed
-from faults_helpers import start, tiny_jpeg
-from web_helpers import broker, jpeg, users, web  # noqa: F401 - fixtures
 
 
 def test_a_trace_id_is_a_short_label_or_refused():

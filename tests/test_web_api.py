@@ -8,7 +8,7 @@ import zipfile
 import cv2
 import numpy as np
 import pytest
-from web_helpers import PASSWORD, User, WebServer, broker, csrf_of, jpeg, users, wait_batch, web  # noqa: F401
+from web_helpers import PASSWORD, User, WebServer, csrf_of, jpeg, wait_batch
 
 from engine import ops
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from web_helpers import broker, jpeg, users, wait_batch, web  # noqa: F401
+from web_helpers import jpeg, wait_batch
 
 from engine import ops
 from engine.web.openapi import openapi_document

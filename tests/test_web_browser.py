@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from browser_helpers import NEEDS_CHROMIUM, launched
-from web_helpers import DATA, PASSWORD, broker, web  # noqa: F401
+from web_helpers import DATA, PASSWORD
 
 SHOTS = Path("/tmp/engine-web-screens")
 

@@ -13,7 +13,7 @@ import unicodedata
 import zipfile
 
 import pytest
-from web_helpers import broker, jpeg, users, wait_batch, web  # noqa: F401
+from web_helpers import jpeg, wait_batch
 
 pytestmark = pytest.mark.timeout(120)
 

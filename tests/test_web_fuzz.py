@@ -7,7 +7,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
-from web_helpers import User, broker, web  # noqa: F401
+from web_helpers import User
 
 pytestmark = pytest.mark.timeout(120)
 EXAMPLES_PER_OPERATION = 12

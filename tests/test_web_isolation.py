@@ -2,7 +2,7 @@
 sessions behave. Real broker, real gateway, real HTTP."""
 import httpx
 import pytest
-from web_helpers import PASSWORD, broker, csrf_of, jpeg, users, wait_batch, web  # noqa: F401
+from web_helpers import PASSWORD, csrf_of, jpeg, wait_batch
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from web_helpers import User, broker, jpeg, web  # noqa: F401
+from web_helpers import User, jpeg
 
 from engine import errors as E
 

@@ -6,8 +6,7 @@ import threading
 
 import httpx
 import pytest
-from web_helpers import (BodyCounter, User, WebServer, broker, jpeg, send_chunked,  # noqa: F401
-                         send_declared, wait_batch)
+from web_helpers import BodyCounter, User, WebServer, jpeg, send_chunked, send_declared, wait_batch
 
 from engine import errors as E
 

@@ -7,7 +7,7 @@ import time
 
 import httpx
 import pytest
-from web_helpers import PASSWORD, User, WebServer, broker, csrf_of, log_in  # noqa: F401
+from web_helpers import PASSWORD, User, WebServer, csrf_of, log_in
 
 from engine.web import WebSettings
 

@@ -10,8 +10,6 @@ import time
 
 import httpx
 import pytest
-from web_helpers import broker  # noqa: F401
-
 from cluster_helpers import free_port
 
 pytestmark = pytest.mark.timeout(90)

@@ -6,9 +6,9 @@ import re
 
 import httpx
 import pytest
+from cluster_helpers import FAST_HEARTBEAT_S, Cluster
 from web_helpers import User, WebServer, jpeg
 
-from cluster_helpers import FAST_HEARTBEAT_S, Cluster
 from engine import ops
 from engine import pipeline_syntax as syntax
 from engine.errors import PipelineError, UnknownOperation

@@ -10,7 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 from browser_helpers import NEEDS_CHROMIUM, launched, logged_in
-from web_helpers import DATA, Cluster, User, WebServer, jpeg, wait_batch
+from cluster_helpers import DATA, Cluster
+from web_helpers import User, WebServer, jpeg, wait_batch
 
 SHOTS = Path("/tmp/shots")
 LONG_PIPELINE = "|".join(["blur:sigma=0.5", "sharpen:amount=0.5"] * 8) + "|png"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 from browser_helpers import NEEDS_CHROMIUM, launched, logged_in
+from cluster_helpers import Cluster, free_port
 from web_helpers import DATA, User, WebServer, jpeg, wait_batch
 
-from conftest import Cluster, free_port
 from engine.web import auth
 
 SHOTS = Path("/tmp/engine-web-screens")

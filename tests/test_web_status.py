@@ -9,7 +9,7 @@ import time
 
 import httpx
 import pytest
-from web_helpers import User, WebServer, broker, free_port, jpeg, wait_batch, web  # noqa: F401
+from web_helpers import User, WebServer, free_port, jpeg, wait_batch
 
 from engine import ops
 from engine.web.status_failures import as_written, grouped

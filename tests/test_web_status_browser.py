@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from browser_helpers import NEEDS_CHROMIUM, launched, logged_in
-from web_helpers import User, broker, jpeg, wait_batch, web  # noqa: F401
+from web_helpers import User, jpeg, wait_batch
 
 SHOTS = Path("/tmp/shots")
 BROKEN_JPEG = b"\xff\xd8\xff not a jpeg"

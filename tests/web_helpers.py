@@ -1,7 +1,7 @@
 """Helpers for the web gateway's tests: a real broker with local workers (from cluster_helpers'
 Cluster), the gateway on uvicorn in a thread on a free port, and signed-up users.
 
-Test modules import the fixtures they use: ``from web_helpers import broker, web  # noqa: F401``.
+The module-scoped fixtures built on them (broker, web, users) are in conftest.py.
 """
 from __future__ import annotations
 
@@ -13,10 +13,9 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 import uvicorn
+from cluster_helpers import DATA, FAST_HEARTBEAT_S, free_port
 
-from cluster_helpers import DATA, FAST_HEARTBEAT_S, Cluster, free_port
 from engine.web import WebSettings, create_app
 
 START_TIMEOUT_S = 30.0
@@ -184,33 +183,3 @@ def wait_batch(client: httpx.Client, batch_id: str, timeout_s: float = 30.0) -> 
             return batch
         time.sleep(0.1)
     raise TimeoutError(f"batch {batch_id} not finished within {timeout_s} s: {batch}")
-
-
-@pytest.fixture(scope="module")
-def broker():
-    """A real broker with two local worker processes on free loopback ports."""
-    cluster = Cluster(local_workers=2)
-    try:
-        yield cluster.start_broker()
-    finally:
-        cluster.stop()
-
-
-@pytest.fixture(scope="module")
-def web(broker, tmp_path_factory):
-    server = WebServer(tmp_path_factory.mktemp("web"), broker.front).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def users(web):
-    """Two independent accounts on the module's gateway."""
-    made = [User(web, "alice"), User(web, "bob")]
-    try:
-        yield made
-    finally:
-        for u in made:
-            u.close()

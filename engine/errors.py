@@ -209,6 +209,7 @@ NOT_FOUND = "not_found"
 NOT_READY = "not_ready"
 TOO_LARGE = "too_large"
 TOO_MANY_FILES = "too_many_files"
+READ_FAILED = "read_failed"
 WRITE_FAILED = "write_failed"
 
 OTHER_CODES: dict[str, str] = {
@@ -228,6 +229,7 @@ OTHER_CODES: dict[str, str] = {
     NOT_READY: "web 409: nothing of the batch has finished yet",
     TOO_LARGE: "web 413: a request body over its limit",
     TOO_MANY_FILES: "web 413: more files in one batch than allowed",
+    READ_FAILED: "command line: an input could not be read (gone or unreadable since it was found)",
     WRITE_FAILED: "command line: a result could not be written to OUTDIR",
 }
 

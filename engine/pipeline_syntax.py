@@ -232,7 +232,32 @@ def check(pipeline: str | list, schema: Mapping[str, Mapping[str, Any]]) -> list
         params = bind(name, declared.get("params") or [], raw)
         check_any_of(name, declared, params)
         steps.append((name, params))
+    kinds = [schema[name].get("kind") for name, _ in steps]
+    if FORMAT in kinds:
+        check_formats_last(split(pipeline), kinds,
+                           (n for n, d in schema.items() if isinstance(d, Mapping) and d.get("kind") == FORMAT))
     return steps
+
+
+FORMAT = "format"  # the declared ``kind`` of an operation that chooses the output encoding (engine.ops.formats)
+
+
+def check_formats_last(raw: Sequence[tuple[str, Mapping[str, Any]]], kinds: Sequence[Any], formats) -> None:
+    """A format step (``kind`` "format": jpeg, png, webp, json) chooses how the result is
+    encoded, once, after every other step: it encodes nothing where it stands, so one
+    followed by any other step is refused, with the order that does what it seems to ask.
+    Several format steps at the end are allowed: the last one chooses. ``raw``: the steps as
+    ``split`` gives them; ``kinds``: each one's declared kind; ``formats``: every format
+    operation offered (named in the message)."""
+    first = kinds.index(FORMAT) if FORMAT in kinds else len(kinds)
+    later = [name for (name, _), kind in zip(raw[first + 1:], kinds[first + 1:], strict=True) if kind != FORMAT]
+    if not later:
+        return
+    reordered = [step for step, kind in zip(raw, kinds, strict=True) if kind != FORMAT] + \
+                [step for step, kind in zip(raw, kinds, strict=True) if kind == FORMAT]
+    raise PipelineError(f"{raw[first][0]!r} comes before {later[0]!r}: format steps ({', '.join(sorted(formats))}) "
+                        "go last and choose the output format (nothing is encoded between steps); write "
+                        f"{'|'.join(step_text(name, params) for name, params in reordered)!r}")
 
 
 def check_any_of(op: str, declared: Mapping[str, Any], params: Mapping[str, Any]) -> None:

@@ -274,3 +274,92 @@ def test_help_names_the_command_as_invoked_and_settings_come_from_the_environmen
     args = parse_args(["photo.jpg", "-o", "out"])
     assert args.meta == Path("results.jsonl") and args.quiet is True
     assert parse_args(["photo.jpg", "-o", "out", "--no-quiet"]).quiet is False
+
+
+def test_with_stderr_not_a_terminal_the_final_progress_line_is_printed_once(broker, tmp_path):
+    for i in range(12):
+        shutil.copy(DATA / "coins.jpg", tmp_path / f"{i:02d}.jpg")
+    cmd = [sys.executable, "-m", "engine.client", "--connect", broker.front, "--window", "2",
+           "--pipeline", "sharpen|edge|png", str(tmp_path), "-o", str(tmp_path / "out")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)  # stderr: a pipe
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stderr and "\x1b" not in done.stderr  # no bar redrawn in place, no residue
+    assert done.stderr.splitlines() == [done.stderr.strip()] and done.stderr.startswith("100% 12/12 ["), done.stderr
+    assert "img/s]" in done.stderr
+    assert "12 image(s), 0 failed, 12 written" in done.stdout
+
+
+def test_what_a_folder_holds_and_is_not_sent_is_counted_in_the_summary(broker, tmp_path):
+    src = tmp_path / "in"
+    for folder in ("2023", "2024"):
+        (src / folder).mkdir(parents=True)
+        shutil.copy(DATA / "camera.jpg", src / folder / "camera.jpg")
+    shutil.copy(DATA / "coins.jpg", src / "coins.jpg")
+    (src / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")
+    (src / "notes.txt").write_text("not an image")
+    done = client("--pipeline", "grayscale", str(src), "-o", str(tmp_path / "out"), broker=broker)
+    assert done.returncode == 0, done.stderr
+    assert "1 image(s), 0 failed, 1 written" in done.stdout
+    assert "skipped 4: 2 folders (use --recursive), 1 broken link, 1 not an image" in done.stdout, done.stdout
+    deep = client("--pipeline", "grayscale", str(src), "--recursive", "-o", str(tmp_path / "deep"), broker=broker)
+    assert deep.returncode == 0, deep.stderr
+    assert "3 image(s), 0 failed, 3 written" in deep.stdout
+    assert deep.stdout.splitlines()[1] == "skipped 2: 1 broken link, 1 not an image", deep.stdout
+    only_folders = tmp_path / "albums"
+    (only_folders / "2024").mkdir(parents=True)
+    shutil.copy(DATA / "coins.jpg", only_folders / "2024" / "coins.jpg")
+    none = client("--pipeline", "grayscale", str(only_folders), "-o", str(tmp_path / "none"), broker=broker)
+    assert none.returncode == 2 and "no images found" in none.stderr
+    assert "skipped 1: 1 folder (use --recursive)" in none.stderr, none.stderr
+
+
+def test_a_json_pipeline_writes_each_images_metadata_as_name_json(broker, tmp_path):
+    for name in ("astronaut.jpg", "coins.jpg", "coins.png"):
+        shutil.copy(DATA / name, tmp_path / name)
+    out = tmp_path / "out"
+    done = client("--pipeline", "faces|json", str(tmp_path), "-o", str(out), broker=broker)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "3 image(s), 0 failed, 3 written" in done.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["astronaut.json", "coins.jpg.json", "coins.png.json"]
+    astronaut = json.loads((out / "astronaut.json").read_text())
+    h, w = cv2.imread(str(DATA / "astronaut.jpg")).shape[:2]
+    assert astronaut["format"] == "json" and (astronaut["width"], astronaut["height"]) == (w, h)
+    assert len(astronaut["faces"]) >= 1
+    helped = subprocess.run([sys.executable, "-m", "engine.client", "--help"], capture_output=True, text=True,
+                            timeout=RUN_TIMEOUT_S).stdout
+    assert "NAME.json" in helped
+
+
+def test_a_format_step_before_another_step_is_refused_by_the_command_line_and_the_broker(broker, tmp_path):
+    from engine import Client
+    from engine.errors import PipelineError
+
+    shutil.copy(DATA / "coins.jpg", tmp_path / "coins.jpg")
+    done = client("--pipeline", "png|grayscale", str(tmp_path), "-o", str(tmp_path / "out"), broker=broker)
+    assert done.returncode == 2 and done.stdout == ""
+    message = ("'png' comes before 'grayscale': format steps (jpeg, json, png, webp) go last and choose the output "
+               "format (nothing is encoded between steps); write 'grayscale|png'")
+    assert message in done.stderr, done.stderr
+    assert not (tmp_path / "out").exists()
+    with Client(broker.front, timeout_s=30) as library:  # checks only the syntax: the broker refuses it
+        with pytest.raises(PipelineError) as refused:
+            library.process((tmp_path / "coins.jpg").read_bytes(), "png|grayscale")
+    assert refused.value.code == "bad_pipeline" and refused.value.message == message
+
+
+def test_an_input_gone_since_it_was_found_fails_alone_with_read_failed(broker, tmp_path):
+    import io
+
+    from engine import Client
+    from engine.client import batch
+    from engine.client.outputs import Item
+
+    shutil.copy(DATA / "coins.jpg", tmp_path / "coins.jpg")
+    items = [Item(tmp_path / "gone.jpg", tmp_path / "out" / "gone.jpg"),
+             Item(tmp_path / "coins.jpg", tmp_path / "out" / "coins.jpg")]
+    meta = io.StringIO()
+    with Client(broker.front, timeout_s=30) as library:
+        outcome = batch.run(library, items, "grayscale", window=2, overwrite=False, meta_out=meta, quiet=True)
+    assert outcome.written == [tmp_path / "out" / "coins.jpg"] and [s for s, _ in outcome.failed] == [items[0].source]
+    lines = {Path(x["input"]).name: x for x in map(json.loads, meta.getvalue().splitlines())}
+    assert lines["gone.jpg"]["error"]["code"] == "read_failed" and "could not read" in lines["gone.jpg"]["error"]["message"]

@@ -114,6 +114,25 @@ def test_imap_unordered_never_holds_more_than_its_window(cluster, jpegs):
     assert max(seen_inflight) <= 4
 
 
+def test_imap_unordered_results_and_errors_say_which_input_they_belong_to(cluster, jpegs):
+    """Photos of distinct sizes and broken images, interleaved: each result's ``index`` is
+    its input's position (its size shows it), and each error's ``index`` a broken one's."""
+    photos = list(jpegs.values())
+    images = [photo for photo in photos for photo in (photo, b"\xff\xd8\xff not a jpeg")]
+    with cluster.client() as client:
+        outcomes = list(client.imap_unordered(images, "grayscale", window=5, return_exceptions=True))
+        assert sorted(o.index for o in outcomes) == list(range(len(images)))
+        for outcome in outcomes:
+            if outcome.index % 2:
+                assert isinstance(outcome, ImageError), outcome
+            else:
+                assert outcome.width == _grey(images[outcome.index]).shape[1], outcome.index
+        with pytest.raises(ImageError) as raised:
+            list(client.imap_unordered([photos[0], photos[1], b"not an image"], "grayscale", window=1))
+        assert raised.value.index == 2
+        assert client.process(photos[0], "grayscale").index is None  # only imap_unordered numbers its inputs
+
+
 def test_map_keeps_input_order_refuses_an_empty_window_and_cancels_what_it_leaves(cluster, jpegs):
     images = list(jpegs.values())
     with cluster.client() as client:

@@ -123,6 +123,30 @@ def test_cross_parameter_and_string_checks_happen_at_parse_time(pipeline, match)
         ops.parse(pipeline)
 
 
+@pytest.mark.parametrize("pipeline, first, later, instead", [
+    ("png|grayscale", "png", "grayscale", "grayscale|png"),
+    ("jpeg:quality=80|resize:width=64|webp", "jpeg", "resize", "resize:width=64|jpeg:quality=80|webp"),
+    ([{"op": "json"}, {"op": "faces"}], "json", "faces", "faces|json"),
+])
+def test_a_format_step_before_another_step_is_refused_with_the_order_to_write(pipeline, first, later, instead):
+    """A format step only chooses the encoding, after every step: in the middle it would do
+    nothing where it stands, so the registry and the declared schema both refuse it."""
+    from engine import pipeline_syntax as syntax
+
+    schema = json.loads(json.dumps(ops.describe()))  # as workers declare it: each operation's "kind"
+    for check in (ops.parse, lambda p: syntax.check(p, schema)):
+        with pytest.raises(PipelineError) as err:
+            check(pipeline)
+        assert err.value.code == "bad_pipeline"
+        assert f"'{first}' comes before '{later}'" in err.value.message
+        assert "format steps (jpeg, json, png, webp) go last and choose the output format" in err.value.message
+        assert err.value.message.endswith(f"write {instead!r}")
+    assert ops.parse(instead) and syntax.check(instead, schema)
+    assert [s.op.name for s in ops.parse("faces|png|json")] == ["faces", "png", "json"]  # the last one chooses
+    del schema["png"]["kind"]  # a worker too old to declare kinds: the broker cannot tell, the worker refuses
+    assert syntax.check("png|grayscale", schema)
+
+
 def test_a_bad_pipeline_is_refused_before_the_image_is_read():
     with pytest.raises(UnknownOperation):
         ops.run(b"not an image at all", "flip|nope")
@@ -163,7 +187,8 @@ def test_module_shows_the_operations_named_in_aligned_columns(capsys):
 PARITY_CASES = ["grayscale", "resize:width=640|sharpen:amount=1.5|webp:quality=80", "jpeg:quality=80,subsampling=420",
                 "text:text=Hello%2C world", "edge:low=50,high=150.5", "grayscale|sparkle", "greyscale", "edge:low=-5",
                 "edge:low=banana", "edge:lo=5", "grayscale||png", "", [{"op": "resize", "params": {"width": 64}}],
-                [{"op": "nope"}], "flip:mode=diagonal", "png:compression=9"]
+                [{"op": "nope"}], "flip:mode=diagonal", "png:compression=9", "png|grayscale",
+                "jpeg:quality=80|resize:width=64|png", [{"op": "webp"}, {"op": "flip"}], "grayscale|png|json"]
 
 
 @pytest.mark.parametrize("pipeline", PARITY_CASES, ids=str)

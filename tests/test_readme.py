@@ -86,6 +86,35 @@ def test_readme_send_it_images_commands_work_as_written(shell):
     assert len(meta) == len(images) and all(m["ok"] and m["meta"]["format"] == "png" for m in meta)
 
 
+def python_blocks(markdown: str, after_heading: str) -> list[str]:
+    """The ```python blocks of the section under ``after_heading``, as written."""
+    section = markdown.split(after_heading, 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
+def test_readme_client_and_async_client_examples_run_as_pasted(shell, broker):  # noqa: F811
+    """Each Python example of "Embed the client", pasted into a file and run from a checkout
+    (only the documented broker address is this test's own)."""
+    blocks = python_blocks((ROOT / "README.md").read_text(), "## Embed the client")
+    assert len(blocks) == 2 and "AsyncClient" in blocks[1] and "asyncio.run(" in blocks[1]
+    jpgs = sorted(p.name for p in DATA.glob("*.jpg"))
+    outputs = []
+    for i, block in enumerate(blocks):
+        assert block.count("tcp://127.0.0.1:5555") == 1
+        (shell.cwd / f"example{i}.py").write_text(block.replace("tcp://127.0.0.1:5555", broker.front))
+        done = shell(f"python example{i}.py")
+        assert done.returncode == 0, f"{block}\n{done.stdout}\n{done.stderr}"
+        outputs.append(done.stdout.splitlines())
+    sync, aio = outputs
+    assert sync[0].startswith("jpeg ") and len(sync) == 1 + len(jpgs) + len(jpgs) + 1
+    unordered = sync[1 + len(jpgs):]
+    assert sorted(line.split()[0] for line in unordered if not line.startswith("failed:")) == jpgs
+    assert [line.split()[:3] for line in unordered if line.startswith("failed:")] == \
+        [["failed:", str(len(jpgs)), "bad_image"]]  # the example's last input, by its index
+    h, w = cv2.imread(str(DATA / "coffee.jpg")).shape[:2]
+    assert aio == [f"jpeg {w} {h}"]
+
+
 @needs_curl
 def test_web_docs_curl_command_works_verbatim_and_fails_loudly(shell):
     (command,) = [c for c in shell_blocks((ROOT / "docs" / "web.md").read_text(), "## API") if c.startswith("curl")]

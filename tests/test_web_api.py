@@ -66,6 +66,7 @@ def test_process_multipart_with_pipeline_field(users):
     ("no_such_op", jpeg(), 422, "unknown_operation"),
     ("edge:low=-5", jpeg(), 422, "bad_parameter"),
     ("grayscale||png", jpeg(), 422, "bad_pipeline"),
+    ("png|grayscale", jpeg(), 422, "bad_pipeline"),
     ("", jpeg(), 422, "bad_pipeline"),
     ("grayscale", b"", 400, "no_image"),
 ])
@@ -244,3 +245,13 @@ def test_a_batch_whose_pipeline_a_worker_would_refuse_is_refused_and_nothing_is_
     assert r.status_code == 422 and r.json()["code"] == "bad_parameter", r.text
     assert message in r.json()["error"]
     assert alice.api.get("/api/v1/jobs").json()["total"] == before  # nothing stored, nothing charged
+
+
+def test_a_batch_with_a_format_step_before_another_step_is_refused_and_nothing_is_kept(users):
+    alice = users[0]
+    before = alice.api.get("/api/v1/jobs").json()["total"]
+    files = [("images", ("coffee.jpg", jpeg("coffee.jpg"), "image/jpeg"))]
+    r = alice.api.post("/api/v1/batches", data={"pipeline": "png|grayscale"}, files=files)
+    assert r.status_code == 422 and r.json()["code"] == "bad_pipeline", r.text
+    assert "go last and choose the output format" in r.json()["error"] and "'grayscale|png'" in r.json()["error"]
+    assert alice.api.get("/api/v1/jobs").json()["total"] == before

@@ -40,8 +40,10 @@ or structured, in the API: `[{"op": "resize", "params": {"width": 640}}, ...]`. 
 validated completely before any image is decoded; an unknown operation or a bad
 parameter is an error that names it and lists what is valid. In the text form a value
 containing `,` or `|` (or surrounding spaces) is %-escaped: `text:text=Hello%2C world`.
-The output format is the last `jpeg`/`png`/`webp` step, else the input's format (PNG for
-BMP and TIFF inputs). A result the format cannot hold (JPEG: 65,500 px per side, WebP:
+The output format is the last `jpeg`/`png`/`webp`/`json` step, else the input's format (PNG for
+BMP and TIFF inputs). Format steps (the operations declared with `kind` "format") go last:
+nothing is encoded between steps, so `png|grayscale` is refused everywhere, by the same checker,
+with the order to write instead (`grayscale|png`). A result the format cannot hold (JPEG: 65,500 px per side, WebP:
 16,383, PNG: 1,000,000) is refused as `image_too_large` before it is encoded, naming a
 format that holds it (`codec.MAX_OUTPUT_SIDE`).
 

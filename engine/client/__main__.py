@@ -6,6 +6,7 @@ import contextlib
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from ..errors import ConfigError, PipelineError, TaskTimeout
@@ -25,21 +26,25 @@ new format; inputs that would land on the same name are told apart (a.jpg and a.
 'edge|png' give a.png and a.jpg.png) or, if that cannot be done, refused before anything is
 sent; an existing file is never replaced without --overwrite, and never an input. The
 pipeline is checked once, before the first image, against the operations the broker's
-workers offer. Ctrl-C stops the batch with a summary;
-every result written is whole, and --skip-existing resumes it. Exits 0 when every result
-was written, 1 if any image failed, 2 when nothing was sent (bad arguments, pipeline or
-broker), 130 when interrupted."""
+workers offer. The progress bar is redrawn in place on a terminal; when stderr is not one, its
+final line is printed once. The summary counts what the folders held and was not sent. Ctrl-C
+stops the batch with a summary; every result written is whole, and --skip-existing resumes it.
+Exits 0 when every result was written, 1 if any image failed, 2 when nothing was sent (bad
+arguments, pipeline or broker), 130 when interrupted."""
 
 EPILOG = """\
 pipelines: steps separated by '|', parameters after ':' separated by ',':
   grayscale
   resize:width=640,height=480|sharpen:amount=1.5|webp:quality=80
+  A format step (jpeg, png, webp, json) goes last and chooses the result's format and extension:
+  json writes the metadata only (detections, sizes, timings) as NAME.json, no image.
   (engine-client --info --json lists the operations the broker's workers offer, with their parameters)
 
 examples:
   engine-client --pipeline grayscale photos/ -o out/
   engine-client --pipeline 'edge|png' photos/ --recursive -o out/ --meta out/meta.jsonl
   engine-client --pipeline grayscale photos/ -o out/ --skip-existing   # resume after Ctrl-C
+  engine-client --pipeline 'faces|json' photos/ -o out/   # metadata only: out/NAME.json per image
   engine-client --info
 
 Every flag can also be set by the environment variable named in its help."""
@@ -54,7 +59,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     flag(p, "--pipeline", env="ENGINE_PIPELINE", default="grayscale", help="what to do to each image")
     flag(p, "--window", env="ENGINE_WINDOW", default=16, type=positive_int, help="tasks in flight at once")
     flag(p, "--timeout-s", env="ENGINE_TIMEOUT_S", default=120.0, type=float, help="per image, from sending to result")
-    flag(p, "--recursive", env="ENGINE_RECURSIVE", default=False, help="descend into sub-folders")
+    flag(p, "--recursive", env="ENGINE_RECURSIVE", default=False,
+         help="descend into sub-folders (without it they are skipped; the summary counts what was skipped: "
+              "folders, broken links, unreadable files, files that are not images)")
     flag(p, "--overwrite", env="ENGINE_OVERWRITE", default=False,
          help="replace results that already exist in OUTDIR (inputs are never replaced)")
     flag(p, "--skip-existing", env="ENGINE_SKIP_EXISTING", default=False,
@@ -126,9 +133,11 @@ def _main(argv=None) -> int:
         return fail("give images or folders, and -o OUTDIR (see --help)")
     try:
         check_syntax(args.pipeline)  # needs no broker; the operations are checked against its INFO below
-        found = outputs.find_images(args.inputs, args.recursive, skip_under=args.output)
+        left_out: Counter = Counter()
+        found = outputs.find_images(args.inputs, args.recursive, skip_under=args.output, skipped=left_out)
         if not found:
-            return fail("no images found (looked for " + ", ".join(sorted(outputs.IMAGE_SUFFIXES)) + ")")
+            return fail("no images found (looked for " + ", ".join(sorted(outputs.IMAGE_SUFFIXES)) + ")"
+                        + (f"; {outputs.skipped_text(left_out)}" if left_out else ""))
     except PipelineError as exc:
         return fail(f"{exc.message}\n(nothing was sent)")
     except outputs.PlanError as exc:
@@ -157,6 +166,8 @@ def _main(argv=None) -> int:
           + (f", {len(items) - done} not finished" if outcome.interrupted else "")
           + f", {elapsed_s:.2f} s, {done / elapsed_s:.3g} images/s -> {args.output}"
           + (f" (metadata: {args.meta})" if args.meta else ""))
+    if left_out:  # what the input folders hold that was not sent
+        print(outputs.skipped_text(left_out))
     if outcome.interrupted:
         print(f"interrupted: {len(items) - done} image(s) not finished; every result written is whole. To resume, "
               "run the same command with --skip-existing", file=sys.stderr)

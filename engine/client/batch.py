@@ -5,12 +5,13 @@ from __future__ import annotations
 import concurrent.futures as cf
 import json
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from .. import pipeline_syntax as syntax
-from ..errors import WRITE_FAILED, EngineError
+from ..errors import READ_FAILED, WRITE_FAILED, EngineError
 from .outputs import EXTENSIONS, Item, write_new
 from .sync import Client
 
@@ -37,12 +38,13 @@ def check_pipeline(pipeline: str, info: dict) -> str | None:
     return formats[-1] if formats else None
 
 
-def _meta_line(item: Item, written: bool, meta: dict | None, error: EngineError | str | None) -> str:
+def _meta_line(item: Item, written: bool, meta: dict | None, error: EngineError | str | None,
+               code: str = WRITE_FAILED) -> str:
     line: dict = {"input": str(item.source), "output": str(item.output) if written else None, "ok": written}
     if meta is not None:
         line["meta"] = meta
     if error is not None:
-        line["error"] = {"code": getattr(error, "code", WRITE_FAILED), "message": str(error)}
+        line["error"] = {"code": getattr(error, "code", code), "message": str(error)}
     return json.dumps(line, separators=(",", ":"), default=str)
 
 
@@ -50,16 +52,27 @@ def run(client: Client, items: list[Item], pipeline: str, *, window: int, overwr
         meta_out: IO[str] | None = None, quiet: bool = False) -> Outcome:
     """Send every item with at most ``window`` in flight; write results; one JSON line per
     image to ``meta_out`` when given. Ctrl-C stops it with what was done counted
-    (``interrupted``): every result written is whole (``write_new``)."""
+    (``interrupted``): every result written is whole (``write_new``). The progress bar is
+    redrawn in place on a terminal; when stderr is not one (a pipe, a log file) its final
+    state is printed once, as one line, at the end."""
     from tqdm import tqdm
 
     outcome = Outcome()
-    with tqdm(total=len(items), unit="img", disable=quiet, file=sys.stderr) as bar:
+    live = not quiet and sys.stderr.isatty()  # a bar redrawn in place; a pipe or a log file gets one line
+    started_s = time.monotonic()
+    with tqdm(total=len(items), unit="img", disable=not live, file=sys.stderr) as bar:
         try:
             _send_all(client, items, pipeline, window, overwrite, meta_out, bar, outcome)
         except KeyboardInterrupt:
             outcome.interrupted = True
+    if not quiet and not live:
+        done = len(outcome.written) + len(outcome.failed)
+        print(tqdm.format_meter(done, len(items), time.monotonic() - started_s, unit="img", bar_format=FINAL_LINE),
+              file=sys.stderr)
     return outcome
+
+
+FINAL_LINE = "{percentage:3.0f}% {n_fmt}/{total_fmt} [{elapsed}, {rate_fmt}]"  # the bar's last state, without the bar
 
 
 def _send_all(client: Client, items: list[Item], pipeline: str, window: int, overwrite: bool,
@@ -68,7 +81,13 @@ def _send_all(client: Client, items: list[Item], pipeline: str, window: int, ove
     todo = iter(items)
     while True:
         for item in todo:
-            inflight[client.submit(item.source.read_bytes(), pipeline)] = item
+            try:
+                data = item.source.read_bytes()
+            except OSError as exc:  # gone or unreadable since it was found: this one fails, the rest go on
+                _finish(item, f"could not read {item.source}: {exc.strerror or exc}", None, outcome, meta_out, bar,
+                        code=READ_FAILED)
+                continue
+            inflight[client.submit(data, pipeline)] = item
             if len(inflight) >= window:
                 break
         if not inflight:
@@ -87,11 +106,17 @@ def _send_all(client: Client, items: list[Item], pipeline: str, window: int, ove
                 error = f"{item.output} appeared while the batch ran; left as it is (use --overwrite)"
             except OSError as exc:
                 error = f"could not write {item.output}: {exc}"
-            if error is None:
-                outcome.written.append(item.output)
-            else:
-                outcome.failed.append((item.source, str(error)))
-                bar.write(f"failed: {item.source}: {error}", file=sys.stderr)
-            if meta_out is not None:
-                meta_out.write(_meta_line(item, error is None, meta, error) + "\n")
-            bar.update(1)
+            _finish(item, error, meta, outcome, meta_out, bar)
+
+
+def _finish(item: Item, error: EngineError | str | None, meta: dict | None, outcome: Outcome,
+            meta_out: IO[str] | None, bar: Any, code: str = WRITE_FAILED) -> None:
+    """Count one image as written or failed, say a failure, and write its --meta line."""
+    if error is None:
+        outcome.written.append(item.output)
+    else:
+        outcome.failed.append((item.source, str(error)))
+        bar.write(f"failed: {item.source}: {error}", file=sys.stderr)
+    if meta_out is not None:
+        meta_out.write(_meta_line(item, error is None, meta, error, code) + "\n")
+    bar.update(1)

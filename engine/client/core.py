@@ -39,11 +39,14 @@ MAX_RESULT_BYTES = 4 * 1024 * 1024 * 1024  # a result read from shared memory (a
 
 @dataclass(frozen=True)
 class Result:
-    """A finished task: the output image bytes and what the worker said about it."""
+    """A finished task: the output image bytes and what the worker said about it.
+    ``index``: from ``Client.imap_unordered``, its input's position in the items given
+    (0 for the first); None elsewhere."""
 
     task_id: str
     data: bytes
     meta: dict = field(default_factory=dict)
+    index: int | None = None
 
     @property
     def format(self) -> str:

@@ -13,14 +13,14 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
-EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "webp": ".webp"}
+EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "json": ".json"}  # json: the metadata only
 KEPT_SUFFIXES = {".jpg": ".jpg", ".jpeg": ".jpg", ".png": ".png", ".webp": ".webp"}  # else the engine writes PNG
 LISTED_MAX = 5  # paths named in one refusal
 
@@ -35,25 +35,57 @@ class Item:
     output: Path  # where its result goes
 
 
-def find_images(inputs: list[Path], recursive: bool, *, skip_under: Path | None = None) -> list[tuple[Path, Path]]:
+def find_images(inputs: list[Path], recursive: bool, *, skip_under: Path | None = None,
+                skipped: Counter | None = None) -> list[tuple[Path, Path]]:
     """(file, path relative to OUTDIR before the extension) for every image named or found in
     a folder, in a stable order. Files under ``skip_under`` (OUTDIR), when it is a sub-folder
     of an input folder, are left out, so a second run does not take the first one's results
-    as inputs."""
+    as inputs. What else a folder holds and is not sent is counted in ``skipped`` by why
+    (``SKIP_REASONS``): sub-folders without ``recursive``, broken links, files this process
+    cannot read, files that are not images."""
     skip = skip_under.resolve() if skip_under is not None else None
+    skipped = Counter() if skipped is None else skipped
     found: list[tuple[Path, Path]] = []
     for item in inputs:
         if item.is_dir():
             files = item.rglob("*") if recursive else item.iterdir()
             inner = skip if skip is not None and skip != item.resolve() else None  # OUTDIR inside this folder
             for f in sorted(files):
-                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not _under(f, inner):
+                if _under(f, inner) or (inner is not None and f.resolve() == inner):
+                    continue
+                why = _not_sent(f, recursive)
+                if why is None:
                     found.append((f, f.relative_to(item)))
+                elif why:
+                    skipped[why] += 1
         elif item.is_file():
             found.append((item, Path(item.name)))
         else:
             raise PlanError(f"no such file or folder: {item}")
     return found
+
+
+SKIP_REASONS = {"folder": ("folder", "folders"), "broken link": ("broken link", "broken links"),
+                "unreadable": ("unreadable file", "unreadable files"), "not an image": ("not an image", "not images")}
+
+
+def _not_sent(f: Path, recursive: bool) -> str | None:
+    """Why an entry of an input folder is not sent (a ``SKIP_REASONS`` key), "" for a folder
+    ``rglob`` descends into itself, None for an image to send."""
+    if f.is_dir():
+        return "" if recursive else "folder"
+    if not f.exists():
+        return "broken link"  # (is_symlink, or an entry gone since it was listed)
+    if not f.is_file() or f.suffix.lower() not in IMAGE_SUFFIXES:
+        return "not an image"
+    return None if os.access(f, os.R_OK) else "unreadable"
+
+
+def skipped_text(skipped: Counter) -> str:
+    """``skipped 3: 2 folders (use --recursive), 1 broken link``, or "" when nothing was."""
+    parts = [f"{skipped[key]} {names[skipped[key] != 1]}" + (" (use --recursive)" if key == "folder" else "")
+             for key, names in SKIP_REASONS.items() if skipped[key]]
+    return f"skipped {sum(skipped.values())}: {', '.join(parts)}" if parts else ""
 
 
 def _under(path: Path, folder: Path | None) -> bool:
@@ -64,7 +96,7 @@ def output_suffix(source: Path, format_step: str | None) -> str:
     """The extension of the result: the pipeline's last format step, else what the engine
     keeps (JPEG, PNG and WebP stay as they are; anything else becomes PNG)."""
     if format_step is not None:
-        return EXTENSIONS[format_step]
+        return EXTENSIONS.get(format_step, f".{format_step}")  # a format newer workers offer: its name
     return KEPT_SUFFIXES.get(source.suffix.lower(), ".png")
 
 

@@ -11,6 +11,7 @@ future per task. ``submit`` has one future per task (``_TaskFuture``).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import itertools
 import queue
 import threading
@@ -34,6 +35,14 @@ IO_STALL_MARGIN_S = 30  # past the task timeout: the IO thread itself stopped an
 def _check_window(window: int) -> None:
     if not isinstance(window, int) or isinstance(window, bool) or window < 1:
         raise ValueError(f"window must be a whole number of tasks, at least 1; got {window!r}")
+
+
+def _indexed(outcome: Any, index: int) -> Any:
+    """``imap_unordered``'s outcome marked with its input's position (each task's outcome is its own object)."""
+    if isinstance(outcome, Result):
+        return dataclasses.replace(outcome, index=index)
+    outcome.index = index
+    return outcome
 
 
 class _TaskFuture(cf.Future):
@@ -172,7 +181,11 @@ class Client:
     def imap_unordered(self, items: Iterable[bytes], pipeline: str | list, *, window: int = DEFAULT_WINDOW,
                        return_exceptions: bool = False, **kwargs: Any) -> Iterator[Result | BaseException]:
         """Results as they come, with at most ``window`` tasks in flight. The window is
-        refilled as each batch of answers arrives, before they are yielded."""
+        refilled as each batch of answers arrives, before they are yielded.
+
+        Each says which input it belongs to: a ``Result``'s ``index`` and a failed task's
+        error's ``index`` are its input's position in ``items`` (0 for the first), whether the
+        error is yielded (``return_exceptions``) or raised."""
         _check_window(window)
         sink = _Sink(self._dirty)
         source = iter(items)
@@ -198,8 +211,8 @@ class Client:
                     submitted += count
                     if count < room:
                         source = None
-                for _, outcome in batch:
-                    yield self._outcome(outcome, return_exceptions)
+                for key, outcome in batch:
+                    yield self._outcome(_indexed(outcome, key), return_exceptions)
         finally:
             self._cancel_rest(sink, waiting, {})
 

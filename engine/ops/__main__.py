@@ -9,8 +9,8 @@ from ..settings import prog
 PIPELINE_SYNTAX = """\
 A pipeline is one or more steps separated by '|', each an operation name with optional
 parameters after ':' as key=value pairs separated by ','. Steps run left to right; a
-format step (jpeg, png, webp) last chooses the output format (default: the input's
-format if it is JPEG, PNG or WebP, else PNG).
+format step (jpeg, png, webp, json) goes last and chooses the output format (default: the
+input's format if it is JPEG, PNG or WebP, else PNG); one before another step is refused.
 
   grayscale
   resize:width=640,height=480|sharpen:amount=1.5|webp:quality=80

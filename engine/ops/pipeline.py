@@ -13,7 +13,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-from ..pipeline_syntax import split, step_text, unknown_operation
+from ..pipeline_syntax import FORMAT, check_formats_last, split, step_text, unknown_operation
 from .base import REGISTRY, Operation
 
 
@@ -54,7 +54,12 @@ def _parse_text(pipeline: str) -> tuple[Step, ...]:
 
 
 def _parse(pipeline: str | list) -> list[Step]:
-    return [Step(op, op.bind(params)) for op, params in ((_lookup(n), p) for n, p in split(pipeline))]
+    raw = split(pipeline)
+    steps = [Step(op, op.bind(params)) for op, params in ((_lookup(n), p) for n, p in raw)]
+    kinds = [step.op.kind for step in steps]
+    if FORMAT in kinds:  # the same refusal as the broker's check against the declared schema
+        check_formats_last(raw, kinds, (name for name, op in REGISTRY.items() if op.kind == FORMAT))
+    return steps
 
 
 def canonical(pipeline: str | list) -> str:

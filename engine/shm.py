@@ -240,7 +240,7 @@ class Segments:
         self._sizes[name] = size
         return name
 
-    def slot(self) -> str | None:
+    def spare(self) -> str | None:
         """A spare file for a task's result (a worker claims it by renaming it): one kept for
         reuse, or None when none is kept (the worker then writes a new file)."""
         if not self._free:
@@ -249,7 +249,7 @@ class Segments:
         self._free_bytes -= held
         return name
 
-    def drop_slot(self, name: str) -> None:
+    def drop_spare(self, name: str) -> None:
         """A task ended: its spare file goes if no worker claimed it. Never kept for reuse: a
         worker still running the task (cancelled, timed out, a straggler's copy) may claim it
         later, and must not take a file that holds another task's input by then."""
@@ -329,14 +329,14 @@ def read_input(name: str, max_bytes: int) -> bytes:
 
 def parse_ref(payload: str) -> tuple[str, str | None]:
     """A task's reference: its input's name and, if its client gave one, a spare file of its own
-    for the result (``"<input> <slot>"``)."""
-    name, _, slot = payload.partition(" ")
-    return name, slot or None
+    for the result (``"<input> <spare>"``)."""
+    name, _, spare = payload.partition(" ")
+    return name, spare or None
 
 
-def write_result(input_name: str, data, slot: str | None = None) -> str:
+def write_result(input_name: str, data, spare: str | None = None) -> str:
     """Write a task's result beside its input; the name is what the reply carries. With a
-    ``slot`` (a spare file of the same client), the worker claims it by renaming it to the
+    ``spare`` (a spare file of the same client), the worker claims it by renaming it to the
     result's name, atomically: one writer only (a straggler's copy finds it gone and writes a
     file of its own), over pages already there (no allocation, no zeroing)."""
     name = f"{input_name}-r{os.getpid()}"
@@ -344,7 +344,7 @@ def write_result(input_name: str, data, slot: str | None = None) -> str:
     if match is None:
         raise ShmError(errno.EINVAL, f"{input_name[:80]!r} is not a shared-memory input name")
     unlink(name)  # this process's earlier try at the same task (it was requeued to it)
-    if slot is not None and _claimable(slot, input_name) and _rename(slot, name):
+    if spare is not None and _claimable(spare, input_name) and _rename(spare, name):
         try:
             _overwrite(name, data)
             return name
@@ -354,11 +354,11 @@ def write_result(input_name: str, data, slot: str | None = None) -> str:
     return name
 
 
-def _claimable(slot: str, input_name: str) -> bool:
+def _claimable(spare: str, input_name: str) -> bool:
     """A spare file of the input's own client (its PID and token), not a result."""
-    match = _NAME.match(slot)
+    match = _NAME.match(spare)
     return match is not None and match.group(4) is None and \
-        slot.rsplit("-", 1)[0] == input_name.rsplit("-", 1)[0]
+        spare.rsplit("-", 1)[0] == input_name.rsplit("-", 1)[0]
 
 
 # ---- garbage: segments of processes that died ------------------------------------------------

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import os
 
+# Every image of every test client goes through shared memory where the broker offers it (not only
+# those over the 16 KiB that do by default): the fault, hardening and hostile suites run with it.
+# Set before the imports below, which import engine.shm (it reads the variable once).
+os.environ.setdefault("ENGINE_SHM_MIN_BYTES", "0")
+
 import pytest
 import zmq
 from cluster_helpers import Cluster, sample_jpegs
 from security_helpers import KeyRing, SecureCluster
 from web_helpers import User, WebServer
-
-# Every image of every test client goes through shared memory where the broker offers it (not only
-# those over the 16 KiB that do by default): the fault, hardening and hostile suites run with it.
-os.environ.setdefault("ENGINE_SHM_MIN_BYTES", "0")
 
 
 @pytest.fixture

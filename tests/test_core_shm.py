@@ -145,16 +145,16 @@ def test_a_worker_claims_its_client_s_spare_file_for_the_result_and_a_second_wri
     for done in earlier:
         segs.release(done)  # kept: the next task's input and spare
     name = segs.put(b"input")
-    slot = segs.slot()
-    assert slot is not None and shm.parse_ref(f"{name} {slot}") == (name, slot)
-    inode = os.stat(os.path.join(shm.SHM_DIR, slot)).st_ino
-    result = shm.write_result(name, b"result", slot)
+    spare = segs.spare()
+    assert spare is not None and shm.parse_ref(f"{name} {spare}") == (name, spare)
+    inode = os.stat(os.path.join(shm.SHM_DIR, spare)).st_ino
+    result = shm.write_result(name, b"result", spare)
     assert os.stat(os.path.join(shm.SHM_DIR, result)).st_ino == inode  # the spare, renamed: no new file
     assert shm.read_result(result, 100) == b"result"
-    other = shm.write_result(name, b"result", slot)  # a straggler's copy (this process again, for the test)
+    other = shm.write_result(name, b"result", spare)  # a straggler's copy (this process again, for the test)
     assert other == result and shm.read_result(other, 100) == b"result"
-    segs.drop_slot(slot)  # claimed: nothing to drop
-    assert slot not in os.listdir(shm.SHM_DIR)
+    segs.drop_spare(spare)  # claimed: nothing to drop
+    assert spare not in os.listdir(shm.SHM_DIR)
     foreign = shm.Segments().put(b"another client's file")
     try:
         shm.write_result(name, b"r", foreign)

@@ -108,8 +108,8 @@ def test_a_busy_pool_process_lives_as_long_as_its_hosts_control_connection():
     d.seen(b"H", 5.0)
     assert d.expired(7.0) == [b"lone"]  # H/p1 silent, but its host is alive
     assert d.expired(11.5) == [b"H", b"H/p1", b"lone"]
-    assert d.members(b"H") == [b"H/p1"] and d.member_of(b"H", "H/p1") is d.workers[b"H/p1"]
-    assert d.member_of(b"other", "H/p1") is None and d.member_of(b"H", "H") is None  # only its own processes
+    assert d.pool_processes(b"H") == [b"H/p1"] and d.pool_process(b"H", "H/p1") is d.workers[b"H/p1"]
+    assert d.pool_process(b"other", "H/p1") is None and d.pool_process(b"H", "H") is None  # only its own processes
 
 
 def test_a_dead_pool_process_requeues_its_tasks_blaming_only_the_one_it_ran():
@@ -228,9 +228,9 @@ def test_info_lists_the_operations_as_the_broker_checks_them_first_declaration_f
     d = Dispatcher(max_queue=10, liveness_s=6)
     d.ready(b"A", 1, 0.0, ops={"resize": {"params": [{"name": "width"}]}})
     d.ready(b"B", 1, 0.0, ops={"resize": {"params": [{"name": "width"}, {"name": "height"}]}, "faces": {}})
-    assert d.offered_ops() == d.schema() == {"resize": {"params": [{"name": "width"}]}, "faces": {}}
+    assert d.schema() == {"resize": {"params": [{"name": "width"}]}, "faces": {}}
     d.ready(b"C", 1, 0.0, ops={"sepia": None})  # not a declaration: the broker cannot check it, INFO omits it
-    assert "sepia" not in d.offered_ops() and "sepia" not in d.schema()
+    assert "sepia" not in d.schema()
 
 
 def test_workers_of_two_engine_versions_get_only_the_pipelines_their_declaration_accepts():

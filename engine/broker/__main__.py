@@ -33,7 +33,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     flag(p, "--web", env="ENGINE_WEB", default="",
          help="also start the web gateway listening on this HOST:PORT, e.g. 127.0.0.1:8080 (empty: no web)")
     add_flags(p, C.BrokerConfig)
-    metrics.add_flag(p, example_port=9464)
+    metrics.add_flag(p, example_port=metrics.BROKER_PORT)
     flag(p, "--log-level", env="ENGINE_LOG_LEVEL", default="info", help="debug, info, warning or error")
     return p.parse_args(argv)
 

@@ -212,8 +212,8 @@ class FastLane:
         if not isinstance(pipeline, str) or len(pipeline) > MAX_PIPELINE_CHARS:
             return
         mask = 0
-        for members in self.d.kinds().values():  # one look per kind of worker, however many there are
-            worker = next(iter(members.values()))
+        for of_kind in self.d.kinds().values():  # one look per kind of worker, however many there are
+            worker = next(iter(of_kind.values()))
             if worker.takes(task):
                 bit = self._bit(worker)
                 if bit is not None:

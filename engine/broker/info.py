@@ -39,17 +39,17 @@ def _worker(row: dict) -> dict:
 def hosts(d: "Dispatcher", now_s: float) -> list[dict]:
     """One row per worker host (its supervisor's control connection, its pool processes
     summed), or per worker that speaks for itself; sorted by host."""
-    members: dict[bytes, list] = {}
+    processes: dict[bytes, list] = {}
     for w in d.workers.values():
         if not w.control and w.group is not None and w.group in d.workers:
-            members.setdefault(w.group, []).append(w)
+            processes.setdefault(w.group, []).append(w)
     rows = []
     for w in sorted(d.workers.values(), key=lambda w: (w.host, w.wid)):
         if not w.control and w.group is not None and w.group in d.workers:
             continue  # counted in its host's row
         row = w.describe(now_s, d.lent(w.wid))
         if w.control:
-            parts = [m.describe(now_s, d.lent(m.wid)) for m in members.get(w.wid, [])]
+            parts = [m.describe(now_s, d.lent(m.wid)) for m in processes.get(w.wid, [])]
             row.update(free=sum(m["free"] for m in parts), in_flight=sum(m["in_flight"] for m in parts),
                        busy=any(m["busy"] for m in parts), draining=any(m["draining"] for m in parts),
                        tasks_done=w.tasks_done_before + sum(m["tasks_done"] for m in parts),
@@ -71,7 +71,7 @@ def bounded(broker: "Broker", you: str = "") -> dict:
            "max_queue_bytes": config.max_queue_bytes, "clients": len(broker.native.clients),
            "workers": [_worker(w) for w in workers[:MAX_WORKERS_LISTED]],
            "workers_total": len(workers), "slots_free": sum(w["free"] for w in workers),
-           "ops": d.offered_ops(),
+           "ops": d.schema(),
            "ops_differ": [name[:MAX_TEXT_CHARS] for name in d.differing_ops()[:MAX_DIFFERING_LISTED]],
            "cache": broker.cache.stats() if broker.cache is not None else None,
            "security": {"curve": broker.curve is not None, "compat_token": bool(config.compat_token),

@@ -341,7 +341,7 @@ class Dispatcher:
         if known is not ...:
             return known
         kinds = self._kinds.values()  # one worker per kind tells for all of its kind
-        answer = None if not kinds else any(next(iter(members.values())).can_run(needs) for members in kinds)
+        answer = None if not kinds else any(next(iter(of_kind.values())).can_run(needs) for of_kind in kinds)
         if len(self._runnable) > 4096:
             self._runnable.clear()
         self._runnable[needs] = answer
@@ -621,15 +621,15 @@ class Dispatcher:
     def _enter(self, worker: WorkerState) -> None:
         if worker.control or worker.wid not in self.workers:
             return
-        members = self._kinds.setdefault((worker.declaration, worker.shm), {})
-        members[worker.wid] = worker
-        if len(members) == 1:
+        of_kind = self._kinds.setdefault((worker.declaration, worker.shm), {})
+        of_kind[worker.wid] = worker
+        if len(of_kind) == 1:
             self._workers_changed()
 
     def _leave(self, worker: WorkerState) -> None:
         kind = (worker.declaration, worker.shm)
-        members = self._kinds.get(kind)
-        if members is not None and members.pop(worker.wid, None) is not None and not members:
+        of_kind = self._kinds.get(kind)
+        if of_kind is not None and of_kind.pop(worker.wid, None) is not None and not of_kind:
             del self._kinds[kind]
             self._workers_changed()
 
@@ -647,11 +647,11 @@ class Dispatcher:
         """It has failed on workers more often than ``max_retries`` allows."""
         return task.attempts > self.max_retries
 
-    def members(self, control: bytes) -> list[bytes]:
+    def pool_processes(self, control: bytes) -> list[bytes]:
         """The pool processes a host's control connection speaks for (O(workers))."""
         return [wid for wid, w in self.workers.items() if w.group == control and not w.control]
 
-    def member_of(self, control: bytes, name: str) -> WorkerState | None:
+    def pool_process(self, control: bytes, name: str) -> WorkerState | None:
         """The pool process ``name`` if the control connection ``control`` speaks for it."""
         worker = self.workers.get(name.encode())
         return worker if worker is not None and worker.group == control and not worker.control else None
@@ -719,9 +719,3 @@ class Dispatcher:
         worker.slots += slots
         self._host_slots[worker.host] += slots
         return slots
-
-    def offered_ops(self) -> dict:
-        """What INFO shows as offered: the schema the broker checks pipelines against, so
-        the gateway and the command line check the same declarations the broker does (a
-        declaration that is not a map, which only a broken worker sends, is left out there too)."""
-        return self.schema()

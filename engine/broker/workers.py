@@ -151,7 +151,7 @@ class WorkerSide:
         control = known and d.workers[wid].control
         if isinstance(msg, (P.Reply, P.Error)):
             if control:
-                self._for_member(wid, msg)
+                self._for_pool_process(wid, msg)
             elif getattr(msg, "worker", None) is None:  # only a control speaks for another
                 self._on_result(wid, msg, payloads)
         elif isinstance(msg, P.Disconnect):
@@ -209,27 +209,27 @@ class WorkerSide:
         d = self.dispatcher
         why = msg.reason or "no reason given"
         if control and msg.worker is not None:  # one of its pool processes is gone
-            member = d.member_of(wid, msg.worker)
-            if member is not None:
+            process = d.pool_process(wid, msg.worker)
+            if process is not None:
                 jid = self._jid(msg.task_id) if msg.task_id else None
-                self.remove(member.wid, f"(pool process of {peer_name(wid)}): {why}", blame=jid)
+                self.remove(process.wid, f"(pool process of {peer_name(wid)}): {why}", blame=jid)
         elif msg.drain and known:
-            for member in (d.members(wid) if control else [wid]):
+            for process_wid in (d.pool_processes(wid) if control else [wid]):
                 if self.broker.lane is not None:
-                    self.broker.lane.retire(member)  # its tasks there finish here, its slots stay here
-                d.drain(member)
+                    self.broker.lane.retire(process_wid)  # its tasks there finish here, its slots stay here
+                d.drain(process_wid)
             grouped = d.workers[wid].group is not None
             log.log(logging.DEBUG if grouped else logging.INFO, "worker %s is draining (%s)", peer_name(wid), why)
         else:
             self.remove(wid, f"disconnected ({why})", blame=None)
 
-    def _for_member(self, control: bytes, msg: P.Reply | P.Error) -> None:
+    def _for_pool_process(self, control: bytes, msg: P.Reply | P.Error) -> None:
         """A host's supervisor answers for one of its pool processes (deadline, task timeout)."""
-        member = self.dispatcher.member_of(control, msg.worker or "")
-        if member is None or not isinstance(msg, P.Error):
+        process = self.dispatcher.pool_process(control, msg.worker or "")
+        if process is None or not isinstance(msg, P.Error):
             log.debug("worker %s answered for %r, not one of its processes: dropped", peer_name(control), msg.worker)
             return
-        self._on_result(member.wid, msg, [])
+        self._on_result(process.wid, msg, [])
 
     def _jid(self, task_id: str | None) -> int | None:
         jid_text, _, instance = (task_id or "").partition("@")
@@ -287,8 +287,8 @@ class WorkerSide:
         d = self.dispatcher
         worker = d.workers.get(wid)
         if worker is not None and worker.control:
-            for member in d.members(wid):
-                self.remove(member, f"(pool process of {peer_name(wid)}): its host {why}", blame)
+            for process_wid in d.pool_processes(wid):
+                self.remove(process_wid, f"(pool process of {peer_name(wid)}): its host {why}", blame)
         if self.broker.lane is not None:
             self.broker.lane.retire(wid)  # what it ran in the hot path is requeued below like the rest
         orphans = d.remove_worker(wid, blame)

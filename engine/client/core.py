@@ -80,7 +80,7 @@ class Pending:
     busy_retries: int = 0
     retry_at_s: float | None = None
     seg: str | None = None  # its input's shared-memory segment (engine.shm), when sent by reference
-    slot: str | None = None  # ... and a spare file of ours offered for its result
+    spare: str | None = None  # ... and a spare file of ours offered for its result
 
 
 log = logging.getLogger("engine.client")
@@ -88,9 +88,9 @@ log = logging.getLogger("engine.client")
 Completion = tuple[Any, Any]  # (handle, Result or exception)
 
 
-def _ref(seg: str, slot: str | None) -> bytes:
+def _ref(seg: str, spare: str | None) -> bytes:
     """A task's payload by reference (``engine.shm.parse_ref``)."""
-    return (f"{seg} {slot}" if slot else seg).encode()
+    return (f"{seg} {spare}" if spare else seg).encode()
 
 
 def _request_fields(header: bytes) -> tuple[Any, Any]:
@@ -171,10 +171,10 @@ class ClientCore:
         if self.validate:  # the syntax; the broker checks the rest against what its workers declared
             check_syntax(pipeline)
         now_s = time.monotonic()
-        seg, slot = self._put(data) if self._shm_key is not None and size >= shm.MIN_BYTES else (None, None)
-        frames = P.request_frames(task_id, pipeline, options, data if seg is None else _ref(seg, slot),
+        seg, spare = self._put(data) if self._shm_key is not None and size >= shm.MIN_BYTES else (None, None)
+        frames = P.request_frames(task_id, pipeline, options, data if seg is None else _ref(seg, spare),
                                   ref=seg is not None)
-        pending = Pending(task_id, frames, handle, now_s, now_s + (timeout_s or self.timeout_s), seg=seg, slot=slot)
+        pending = Pending(task_id, frames, handle, now_s, now_s + (timeout_s or self.timeout_s), seg=seg, spare=spare)
         if len(frames[0]) > P.MAX_HEADER_BYTES:
             self._ended(pending)
             raise PipelineError(f"the request header is {len(frames[0])} bytes (pipeline and options); "
@@ -194,7 +194,7 @@ class ClientCore:
         if self.segments is None:
             self.segments = shm.Segments()
         try:
-            return self.segments.put(data), self.segments.slot()
+            return self.segments.put(data), self.segments.spare()
         except shm.ShmError as exc:  # /dev/shm full or gone
             log.warning("shared memory refused an input (%s); it is sent through the socket", exc)
             return None, None
@@ -203,11 +203,11 @@ class ClientCore:
         data = pending.frames[1]
         if len(data) < shm.MIN_BYTES:
             return
-        seg, slot = self._put(data)
+        seg, spare = self._put(data)
         if seg is not None:
-            pending.frames = P.request_frames(pending.task_id, *_request_fields(pending.frames[0]), _ref(seg, slot),
+            pending.frames = P.request_frames(pending.task_id, *_request_fields(pending.frames[0]), _ref(seg, spare),
                                               ref=True)
-            pending.seg, pending.slot = seg, slot
+            pending.seg, pending.spare = seg, spare
             self.stats["by_reference"] += 1
 
     def _inline(self, pending: Pending) -> None:
@@ -220,14 +220,14 @@ class ClientCore:
             data = b""  # gone from under us: the worker answers bad_image, the caller sees why
         self._ended(pending)
         pending.frames = P.request_frames(pending.task_id, *_request_fields(pending.frames[0]), data)
-        pending.seg = pending.slot = None
+        pending.seg = pending.spare = None
         self.stats["by_reference"] -= 1
 
     def _ended(self, pending: Pending) -> None:
         if pending.seg is not None and self.segments is not None:
             self.segments.release(pending.seg)
-            if pending.slot is not None:
-                self.segments.drop_slot(pending.slot)
+            if pending.spare is not None:
+                self.segments.drop_spare(pending.spare)
 
     def cancel(self, task_id: str) -> None:
         pending = self.pending.pop(task_id, None)
@@ -398,7 +398,7 @@ class ClientCore:
                 done.append((pending.handle, self._timeout_error(pending, now_s)))
         if self.segments is not None and now_s >= self._next_sweep_s:
             self._next_sweep_s = now_s + shm.SWEEP_INTERVAL_S
-            self.segments.sweep(name for p in self.pending.values() for name in (p.seg, p.slot) if name is not None)
+            self.segments.sweep(name for p in self.pending.values() for name in (p.seg, p.spare) if name is not None)
         return done
 
     def _timeout_error(self, pending: Pending, now_s: float) -> Exception:

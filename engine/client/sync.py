@@ -72,11 +72,11 @@ class _Sink:
         self.batch: list = []
         self.dirty = dirty  # the IO thread's list of sinks with something to hand over
 
-    def slot(self, key: int) -> "_Slot":
-        return _Slot(self, key)
+    def handle(self, key: int) -> "_SinkHandle":
+        return _SinkHandle(self, key)
 
 
-class _Slot:
+class _SinkHandle:
     """The handle ``ClientCore`` completes for one task of a ``_Sink`` (IO thread only)."""
 
     __slots__ = ("sink", "key", "finished")
@@ -222,7 +222,7 @@ class Client:
         if self._closed:
             raise BrokerUnavailable("the client is closed")
         new_id = self._core.new_task_id
-        tasks = [(new_id(), data, sink.slot(key)) for key, data in zip(itertools.count(first_key),
+        tasks = [(new_id(), data, sink.handle(key)) for key, data in zip(itertools.count(first_key),
                                                                         itertools.islice(source, count))]
         if tasks:
             self._command(("submit", tasks, pipeline, kwargs.get("options"), kwargs.get("timeout_s")))

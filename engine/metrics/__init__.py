@@ -11,8 +11,8 @@ writer thread, read at scrape time); ``http`` serves them and adds the
 and the cost of each call. docs/operations-guide.md says what to watch.
 """
 from .broker import BrokerMetrics, WorkerRow
-from .http import ENV_METRICS_LISTEN, MetricsServer, add_flag, parse_listen, serve, start
+from .http import BROKER_PORT, ENV_METRICS_LISTEN, WORKER_PORT, MetricsServer, add_flag, parse_listen, serve, start
 from .worker import WorkerMetrics
 
 __all__ = ["BrokerMetrics", "WorkerRow", "WorkerMetrics", "MetricsServer", "serve", "start", "add_flag",
-           "parse_listen", "ENV_METRICS_LISTEN"]
+           "parse_listen", "ENV_METRICS_LISTEN", "BROKER_PORT", "WORKER_PORT"]

@@ -17,7 +17,9 @@ from ..errors import ConfigError
 from ..settings import flag
 
 LOOPBACK = "127.0.0.1"
-BROKER_PORT = 9464  # the ports the deployment recipes use (deploy/)
+# The ports the deployment recipes use (deploy/), shown as examples by the broker's and the
+# worker's --help.
+BROKER_PORT = 9464
 WORKER_PORT = 9465
 ENV_METRICS_LISTEN = "ENGINE_METRICS_LISTEN"
 

@@ -25,7 +25,7 @@ def parse_args(argv=None) -> argparse.Namespace:
          help="CURVE: this worker's secret key file (python -m engine.keys new NAME); the broker must list "
               "its public key under workers/ (empty: plaintext)")
     flag(p, "--broker-key", env=ENV_BROKER_KEY, default="", help="CURVE: the broker's public key file (broker.key)")
-    metrics.add_flag(p, example_port=9465)
+    metrics.add_flag(p, example_port=metrics.WORKER_PORT)
     flag(p, "--log-level", env="ENGINE_LOG_LEVEL", default="info", help="debug, info, warning or error")
     return p.parse_args(argv)
 

@@ -3,10 +3,10 @@
 It owns one DEALER to the broker (``BrokerLink``): READY with ``1 + prefetch`` slots and
 its host's group id, heartbeats while idle, its tasks straight from the broker and its
 answers straight back; no hop through the supervisor. It writes what it runs into its
-``TaskSlot`` so the supervisor can enforce deadlines, cancels and the task timeout by
+``StatusBoard`` so the supervisor can enforce deadlines, cancels and the task timeout by
 killing it. Any failure in a task becomes an ERROR reply; only a crash of the process
 itself ends it, and the supervisor reports that and starts a replacement. How each task
-ended (done, failed, result_too_large, ...) and the seconds it ran go into the slot, where
+ended (done, failed, result_too_large, ...) and the seconds it ran go onto its status board, where
 the supervisor reads them for its metrics; the tasks that end by a kill it counts itself.
 
 SIGTERM (from the supervisor) drains: no new tasks, those at hand finish, then DISCONNECT.
@@ -49,8 +49,8 @@ RECV_BATCH = 256
 
 
 @dataclass(eq=False)
-class Held:
-    """A task at hand, not started yet."""
+class Pending:
+    """A task this process received and has not started yet (in ``PoolProcess.pending``)."""
 
     task_id: str
     request: P.Request
@@ -61,14 +61,14 @@ class Held:
     ref: tuple[str, str | None] | None = None  # by reference: the input's segment, a spare file for the result
 
 
-def pool_main(config: WorkerConfig, ident: bytes, group: str, slot, supervisor_pid: int, log_level: str) -> None:
+def pool_main(config: WorkerConfig, ident: bytes, group: str, board, supervisor_pid: int, log_level: str) -> None:
     """Entry point of a pool process (started with the 'spawn' method)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the supervisor's to handle
     setup_logging(log_level)
     _die_with_parent()
     if os.getppid() != supervisor_pid:
         return  # the supervisor died while this process was starting
-    PoolProcess(config, ident, group, slot, supervisor_pid).run()
+    PoolProcess(config, ident, group, board, supervisor_pid).run()
 
 
 def learned_operations() -> list[str]:
@@ -95,21 +95,21 @@ def _quiet_native_stderr():
     """Hold what C libraries write to fd 2 meanwhile; pass on all but their INFO lines."""
     sys.stderr.flush()
     saved = os.dup(2)
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
         try:
             yield
         finally:
             os.dup2(saved, 2)
             os.close(saved)
-            held.seek(0)
-            for line in held.read().decode(errors="replace").splitlines():
+            caught.seek(0)
+            for line in caught.read().decode(errors="replace").splitlines():
                 if line.strip() and not line.startswith("INFO: "):
                     log.warning("while loading models: %s", line)
 
 
 class PoolProcess:
-    def __init__(self, config: WorkerConfig, ident: bytes, group: str, slot, supervisor_pid: int) -> None:
+    def __init__(self, config: WorkerConfig, ident: bytes, group: str, board, supervisor_pid: int) -> None:
         import cv2
 
         cv2.setNumThreads(1)  # one process per core: OpenCV threads would only compete
@@ -123,16 +123,17 @@ class PoolProcess:
         self.config = config
         self.ident = ident
         self.group = group
-        self.slot = slot
+        self.board = board
         self.parent = supervisor_pid
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.limits = config.limits
         self.cache: dict = {}
         self.models_loaded = config.learned
-        self.warm_ms = self._warm_up() if config.learned else {}
+        if config.learned:
+            self._warm_up()
         self.offered = self._offered()
-        slot.mark_ready()
-        self.pending: deque[Held] = deque()
+        board.mark_ready()
+        self.pending: deque[Pending] = deque()
         self.credit = Credit(config.slots_per_process, config.max_credit)
         self.epoch = 0
         self.draining = False
@@ -148,11 +149,11 @@ class PoolProcess:
         self.ctx = zmq.Context()
         self.link = BrokerLink(self.ctx, config, ident, name=f"pool process {os.getpid()}", register=self._register)
 
-    def _warm_up(self) -> dict:
+    def _warm_up(self) -> None:
         """Load what operations keep per process (learned models) before the first task."""
         warm = getattr(self.ops, "warm_up", None)
         if warm is None:
-            return {}
+            return
         started_s = time.perf_counter()
         try:
             with _quiet_native_stderr():  # LiteRT prints an INFO line per model on fd 2
@@ -162,10 +163,9 @@ class PoolProcess:
                       "that need them (%s), the others run", os.getpid(), type(exc).__name__, exc,
                       ", ".join(learned_operations()))
             self.models_loaded = False
-            return {}
+            return
         log.debug("pool process %d warmed up in %.0f ms: %s", os.getpid(), (time.perf_counter() - started_s) * 1000,
                   loaded)
-        return loaded
 
     def _offered(self) -> dict:
         """The operations this process declares in READY: the broker routes it only tasks
@@ -236,7 +236,7 @@ class PoolProcess:
                 except Exception:  # a bug must cost one message, never the process
                     log.exception("pool process %d: a message from the broker was dropped", os.getpid())
         finally:
-            self.slot.hold(len(self.pending))  # tasks arrived or were cancelled (none runs while it reads)
+            self.board.hold(len(self.pending))  # tasks arrived or were cancelled (none runs while it reads)
 
     def _register(self) -> None:
         if os.getppid() != self.parent:  # its host is gone: the broker must not take it back
@@ -266,7 +266,7 @@ class PoolProcess:
             except TaskError:
                 trace = None  # the broker checks it; a label we cannot print is left out
             ref = shm.parse_ref(bytes(payloads[0].buffer).decode("ascii", "replace")) if msg.ref else None
-            self.pending.append(Held(msg.task_id, msg, payloads[0], self.epoch, due_s, trace, ref))
+            self.pending.append(Pending(msg.task_id, msg, payloads[0], self.epoch, due_s, trace, ref))
             more = self.credit.arrived(time.monotonic(), bool(msg.more))
             if more and not self.draining:
                 log.debug("pool process %d waited on its link: credit %d (+%d)", os.getpid(), self.credit.current, more)
@@ -291,55 +291,55 @@ class PoolProcess:
             self.link.send(P.encode(P.Heartbeat(shm=proof)))
 
     def _cancel(self, task_id: str) -> None:
-        for held in self.pending:
-            if held.task_id == task_id:
-                self.pending.remove(held)
-                log.info("task %s cancelled before it started%s", task_id, tracing.tag(held.trace))
+        for task in self.pending:
+            if task.task_id == task_id:
+                self.pending.remove(task)
+                log.info("task %s cancelled before it started%s", task_id, tracing.tag(task.trace))
                 self.stats[TaskCancelled.code] += 1
-                self.slot.ended(TaskCancelled.code)
-                self._answer(held, P.error_frames(task_id, TaskCancelled.code, "cancelled before it started"))
+                self.board.ended(TaskCancelled.code)
+                self._answer(task, P.error_frames(task_id, TaskCancelled.code, "cancelled before it started"))
                 return
         # Not here: it is finished, or running right now (the supervisor handles that one).
 
     # ---- tasks -------------------------------------------------------------------------
     def _run_next(self) -> None:
-        held = self.pending.popleft()
+        task = self.pending.popleft()
         started_s = time.monotonic()
-        if held.due_s is not None and started_s >= held.due_s:
+        if task.due_s is not None and started_s >= task.due_s:
             self.stats[DeadlineExceeded.code] += 1
-            self.slot.ended(DeadlineExceeded.code)
-            self.slot.hold(len(self.pending))
-            self._answer(held, P.error_frames(held.task_id, DeadlineExceeded.code,
+            self.board.ended(DeadlineExceeded.code)
+            self.board.hold(len(self.pending))
+            self._answer(task, P.error_frames(task.task_id, DeadlineExceeded.code,
                                               "the task's deadline passed before it started; it was abandoned "
                                               "(not retried: give it a longer deadline_ms)"))
             return
         self._ran = True
-        self.slot.start(held.task_id, started_s, held.due_s, held.trace)
+        self.board.start(task.task_id, started_s, task.due_s, task.trace)
         outcome = "failed"  # unless the task says otherwise below
         try:
-            frames, outcome = self._run(held)
-            if held.due_s is not None and time.monotonic() >= held.due_s:
+            frames, outcome = self._run(task)
+            if task.due_s is not None and time.monotonic() >= task.due_s:
                 # The supervisor may have answered already: the broker keeps the first answer.
                 self.stats[DeadlineExceeded.code] += 1
                 outcome = DeadlineExceeded.code
-                frames = P.error_frames(held.task_id, DeadlineExceeded.code,
+                frames = P.error_frames(task.task_id, DeadlineExceeded.code,
                                         f"the task's deadline passed while running in process {os.getpid()}; it was "
                                         "abandoned (not retried: give it a longer deadline_ms)")
-            deliverable = self._deliverable(held, frames)
+            deliverable = self._deliverable(task, frames)
             if deliverable is not frames:  # replaced by ERROR result_too_large
                 outcome = ResultTooLarge.code
         finally:
             ran_s = time.monotonic() - started_s
-            self.slot.finish(outcome, ran_s, len(self.pending))
+            self.board.finish(outcome, ran_s, len(self.pending))
         self.credit.ran(ran_s)
-        self._answer(held, deliverable)
+        self._answer(task, deliverable)
 
-    def _run(self, held: Held) -> tuple[list, str]:
+    def _run(self, task: Pending) -> tuple[list, str]:
         """The answer's frames and the outcome: "done" or "failed"."""
-        msg = held.request
+        msg = task.request
         started = time.perf_counter()
         try:
-            data = held.payload.buffer if held.ref is None else self._read_input(held.ref[0])
+            data = task.payload.buffer if task.ref is None else self._read_input(task.ref[0])
             out, meta = self.ops.run(data, msg.pipeline, limits=self.limits, cache=self.cache)
         except TaskError as exc:
             self.stats["failed"] += 1
@@ -350,14 +350,14 @@ class PoolProcess:
                                   {"worker": self.name}), "failed"
         except Exception as exc:  # a bug in an operation must not take the worker down
             self.stats["failed"] += 1
-            log.exception("task %s failed unexpectedly%s", msg.task_id, tracing.tag(held.trace))
+            log.exception("task %s failed unexpectedly%s", msg.task_id, tracing.tag(task.trace))
             return P.error_frames(msg.task_id, InternalError.code, f"{type(exc).__name__}: {exc}",
                                   {"worker": self.name}), "failed"
         self.stats["done"] += 1
         meta["worker"] = self.name
         meta["worker_ms"] = round((time.perf_counter() - started) * 1000, 3)
-        if held.ref is not None:
-            name = self._write_result(held, out)
+        if task.ref is not None:
+            name = self._write_result(task, out)
             if name is not None:
                 meta["shm"] = True
                 return P.reply_frames(msg.task_id, meta, name.encode()), "done"
@@ -375,20 +375,20 @@ class PoolProcess:
             raise ImageError(f"the input could not be read from shared memory ({exc.strerror}): its client "
                              "cancelled the task or went away") from exc
 
-    def _write_result(self, held: Held, out) -> str | None:
+    def _write_result(self, task: Pending, out) -> str | None:
         """The result beside its input; None: it goes inline (too large for the broker, which the
         caller refuses, or shared memory is full)."""
         limit = self.link.max_message_bytes
         if limit is not None and len(out) > limit:
             return None
         try:
-            return shm.write_result(held.ref[0], out, held.ref[1]) if held.ref else None
+            return shm.write_result(task.ref[0], out, task.ref[1]) if task.ref else None
         except shm.ShmError as exc:
             log.warning("task %s: shared memory refused the result (%s); it goes through the socket%s",
-                        held.task_id, exc, tracing.tag(held.trace))
+                        task.task_id, exc, tracing.tag(task.trace))
             return None
 
-    def _deliverable(self, held: Held, frames: list) -> list:
+    def _deliverable(self, task: Pending, frames: list) -> list:
         """The answer, or ERROR result_too_large if the broker would refuse it (and drop this
         connection with it): the client learns why, and the slot comes back."""
         limit = self.link.max_message_bytes
@@ -399,16 +399,16 @@ class PoolProcess:
             return frames
         self.stats[ResultTooLarge.code] += 1
         log.warning("task %s: the result is %d bytes, over the broker's message limit of %d: answered %s%s",
-                    held.task_id, size, limit, ResultTooLarge.code, tracing.tag(held.trace))
-        return P.error_frames(held.task_id, ResultTooLarge.code,
+                    task.task_id, size, limit, ResultTooLarge.code, tracing.tag(task.trace))
+        return P.error_frames(task.task_id, ResultTooLarge.code,
                               f"the result is {size / 2**20:.1f} MiB, more than the broker accepts "
                               f"({limit / 2**20:.0f} MiB, broker flag --max-message-mb): ask for a smaller "
                               "output (resize, a lower JPEG quality) or raise the limit",
                               {"result_bytes": size, "max_message_bytes": limit})
 
-    def _answer(self, held: Held, frames: list) -> None:
+    def _answer(self, task: Pending, frames: list) -> None:
         self.link.send(frames)
-        self._slot_back(held.epoch)
+        self._slot_back(task.epoch)
         if not self.pending:
             self.credit.idle(time.monotonic())
 

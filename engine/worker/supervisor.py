@@ -7,7 +7,7 @@ heartbeats both ways, reconnect with back-off). While it is alive, the broker tr
 processes as alive even when one is too busy with a long task to heartbeat.
 
 Through that connection it speaks for its processes: the moment one dies it says so,
-naming the task it was running (its ``TaskSlot`` says which), so the broker requeues
+naming the task it was running (its ``StatusBoard`` says which), so the broker requeues
 that process's tasks at once; it answers ``deadline_exceeded`` for a task running past
 its deadline or the task timeout and kills the process; it kills a process whose task
 the broker cancelled; and it starts a replacement for every process that ends.
@@ -15,7 +15,7 @@ The decisions live in the socket-free ``table.ProcessTable``.
 
 Its metrics count each task once, where it ended: a pool process counts the tasks it ends
 itself (done, failed, result_too_large, deadline_exceeded, cancelled before it started)
-and their seconds in its slot, read here as running totals; the supervisor counts the
+and their seconds on its status board, read here as running totals; the supervisor counts the
 tasks that end because it killed their process, or because the process died on them
 (timed_out, deadline_exceeded or cancelled past the grace, worker_crashed).
 """
@@ -41,7 +41,7 @@ from ..wakeup import Wakeup
 from .config import WorkerConfig
 from .link import BrokerLink
 from .pool import learned_operations, pool_main
-from .slot import NOTHING, Tally, TaskSlot
+from .board import NOTHING, Tally, StatusBoard
 from .table import Answer, Kill, Proc, ProcessTable
 
 log = logging.getLogger("engine.worker")
@@ -66,8 +66,8 @@ class Supervisor:
         self._stopping = False
         self.stats = {"started": 0, "replaced": 0, "crashed": 0, "timed_out": 0, DeadlineExceeded.code: 0,
                       "killed": 0, "internal_errors": 0}
-        self.metrics = WorkerMetrics()  # tasks counted from each process's slot; scraped off this thread
-        self._counted: dict[str, Tally] = {}  # per process: the slot's totals already in the metrics
+        self.metrics = WorkerMetrics()  # tasks counted from each process's status board; scraped off this thread
+        self._counted: dict[str, Tally] = {}  # per process: the board's totals already in the metrics
         self._ending: dict[str, tuple[str, str]] = {}  # per process: (task, outcome) if it is killed on that task
 
     # ---- life cycle --------------------------------------------------------------
@@ -124,18 +124,18 @@ class Supervisor:
                  self.stats["timed_out"])
 
     def _publish(self) -> None:
-        """Metrics from the slots: tasks each process ended since the last look, who is busy, what is held."""
+        """Metrics from the status boards: tasks each process ended since the last look, who is busy, what is held."""
         busy = held = 0
         for proc in self.table.procs.values():
-            run = proc.slot.read()
+            run = proc.board.read()
             busy += bool(run.task_id)
             held += run.held
             self._count(proc)
         self.metrics.publish_state(len(self.table.procs), busy, held)
 
     def _count(self, proc: Proc) -> None:
-        """Into the metrics: what the process's slot totals gained since they were last counted."""
-        tally = proc.slot.tally()
+        """Into the metrics: what the process's board totals gained since they were last counted."""
+        tally = proc.board.tally()
         before = self._counted.get(proc.ident, NOTHING)
         if tally is None or tally == before:
             return  # mid-update (counted at the next look), or nothing new
@@ -160,7 +160,7 @@ class Supervisor:
             if proc is not None:
                 self._ending[proc.ident] = (msg.task_id, TaskCancelled.code)  # counted if it is killed on it
                 log.info("task %s cancelled while running in process %d: killed unless it ends within %g s%s",
-                         msg.task_id, proc.pid, self.table.grace_s, tracing.tag(proc.slot.read().trace))
+                         msg.task_id, proc.pid, self.table.grace_s, tracing.tag(proc.board.read().trace))
         elif isinstance(msg, P.Disconnect):
             log.info("broker asked this worker to register again (%s)", msg.reason)
             self._register()
@@ -171,12 +171,12 @@ class Supervisor:
     def _spawn(self) -> None:
         self._generation += 1
         ident = f"{self.name}/p{self._generation}"
-        slot = TaskSlot(self._mp)
+        board = StatusBoard(self._mp)
         level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
         handle = self._mp.Process(target=pool_main, name=f"engine-pool-{self._generation}", daemon=True,
-                                  args=(self.config, ident.encode(), self.name, slot, os.getpid(), level))
+                                  args=(self.config, ident.encode(), self.name, board, os.getpid(), level))
         handle.start()
-        self.table.add(Proc(ident=ident, handle=handle, slot=slot))
+        self.table.add(Proc(ident=ident, handle=handle, board=board))
         self.stats["started"] += 1
 
     def _act(self, actions: list[Answer | Kill]) -> None:
@@ -187,7 +187,7 @@ class Supervisor:
                 self._ending[action.proc.ident] = (action.task_id, "timed_out" if timed_out else DeadlineExceeded.code)
                 meta = {**action.meta, "worker": f"{self.host}:{action.proc.pid}"}
                 log.warning("task %s in process %d: %s%s", action.task_id, action.proc.pid, action.message,
-                            tracing.tag(action.proc.slot.read().trace))
+                            tracing.tag(action.proc.board.read().trace))
                 self.link.send(P.encode(P.Error(task_id=action.task_id, code=action.code, message=action.message,
                                                 meta=meta, worker=action.proc.ident)))
             else:
@@ -195,12 +195,12 @@ class Supervisor:
                 if "task timeout" in action.reason:
                     self.stats["timed_out"] += 1
                 log.warning("pool process %d %s%s", action.proc.pid, action.reason,
-                            tracing.tag(action.proc.slot.read().trace))
+                            tracing.tag(action.proc.board.read().trace))
                 action.proc.handle.kill()
 
     def _on_death(self, proc: Proc) -> None:
         proc.handle.join(1.0)  # the sentinel fires as its fds close, a moment before it can be reaped
-        if not proc.slot.ready and not self._stopping:
+        if not proc.board.ready and not self._stopping:
             self._died_starting(proc)
         self._gone(proc, None)
         if not self._stopping:
@@ -232,7 +232,7 @@ class Supervisor:
         if task_id:
             self.stats["crashed"] += 1
             log.warning("pool process %d %s while running task %s; replacing it%s", proc.pid, how, task_id,
-                        tracing.tag(proc.slot.read().trace))
+                        tracing.tag(proc.board.read().trace))
         elif not proc.kill_reason:
             log.warning("pool process %d %s; replacing it", proc.pid, how)
         self.link.send(P.encode(P.Disconnect(reason=f"the worker process {how}", worker=proc.ident,
@@ -244,7 +244,7 @@ class Supervisor:
         self._count(proc)
         self._counted.pop(proc.ident, None)
         task_id, outcome = self._ending.pop(proc.ident, ("", ""))
-        run = proc.slot.read()
+        run = proc.board.read()
         if run.task_id:
             self.metrics.task_finished(outcome if run.task_id == task_id else WorkerCrashed.code,
                                        max(0.0, time.monotonic() - run.started_s))

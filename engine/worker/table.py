@@ -1,7 +1,7 @@
 """The supervisor's socket-free core: its pool processes, what each runs, and when to kill one.
 
 The supervisor is off the data path: tasks go from the broker straight to each pool
-process and back. It learns what a process runs from that process's ``TaskSlot`` and
+process and back. It learns what a process runs from that process's ``StatusBoard`` and
 decides, with no socket and no clock of its own (``now_s`` is passed in):
 
 * a running task past its deadline: answer ``deadline_exceeded`` for it now, kill the
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import deadlines
-from .slot import IDLE, Running
+from .board import IDLE, Running
 
 WATCH_INTERVAL_S = 1.0  # how often the supervisor looks at busy processes when nothing is due sooner
 
@@ -29,7 +29,7 @@ class Proc:
 
     ident: str  # its routing id at the broker
     handle: Any  # multiprocessing.Process (only its pid is read here)
-    slot: Any  # TaskSlot (anything with read() -> Running)
+    board: Any  # StatusBoard (anything with read() -> Running)
     abandoned_id: str = ""  # the task answered for it (deadline, cancel) while it still ran
     abandoned_s: float = 0.0
     abandoned_why: str = ""
@@ -71,12 +71,12 @@ class ProcessTable:
         return self.procs.pop(ident, None)
 
     def running(self, proc: Proc) -> Running:
-        return proc.slot.read() if proc.kill_reason == "" else IDLE
+        return proc.board.read() if proc.kill_reason == "" else IDLE
 
     def cancel(self, task_id: str, now_s: float) -> Proc | None:
         """The broker cancelled ``task_id``: the process running it (if any) is abandoned."""
         for proc in self.procs.values():
-            if not proc.kill_reason and proc.abandoned_id != task_id and proc.slot.read().task_id == task_id:
+            if not proc.kill_reason and proc.abandoned_id != task_id and proc.board.read().task_id == task_id:
                 self._abandon(proc, task_id, now_s, "its task was cancelled")
                 return proc
         return None
@@ -85,7 +85,7 @@ class ProcessTable:
         """(process, what it runs) for every process running a task and not being killed."""
         for proc in self.procs.values():
             if not proc.kill_reason:
-                run = proc.slot.read()
+                run = proc.board.read()
                 if run.task_id:
                     yield proc, run
 
@@ -128,7 +128,7 @@ class ProcessTable:
         """A process died: (how, in words; the task to blame, "" if none or answered already)."""
         how = proc.kill_reason or (f"was killed by signal {-exitcode}" if exitcode and exitcode < 0
                                    else f"exited with code {exitcode}")
-        task_id = proc.slot.read().task_id
+        task_id = proc.board.read().task_id
         if task_id and task_id in (proc.abandoned_id, proc.answered_id):
             task_id = ""
         return how, task_id

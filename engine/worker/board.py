@@ -1,6 +1,6 @@
 """What a pool process is running, in shared memory: its supervisor reads it without a message.
 
-Each pool process owns one ``TaskSlot`` (a ctypes structure in shared memory, made by
+Each pool process owns one ``StatusBoard`` (a ctypes structure in shared memory, made by
 the supervisor before the process starts). The process writes it when a task starts and
 clears it when the task ends; the supervisor reads it to find a task's process (cancel),
 to see a task run past its deadline or the task timeout, and to name the task a dead
@@ -8,7 +8,7 @@ process was running. One writer; a sequence number (odd while writing) lets the 
 retry a torn read. Times are ``time.monotonic()`` seconds, one clock for all processes of
 a host (CLOCK_MONOTONIC).
 
-The slot also carries the process's metrics to its supervisor without a message: how many
+The board also carries the process's metrics to its supervisor without a message: how many
 tasks it holds (running and waiting), and, since it started, how many tasks it ended with
 each outcome of ``metrics.names.WORKER_OUTCOMES`` and the seconds the ones it ran took (a
 histogram in ``BUCKETS_S``). Running totals, never reset: the supervisor adds what grew
@@ -41,7 +41,7 @@ class _Shared(ctypes.Structure):
 
 @dataclass(frozen=True)
 class Running:
-    """A snapshot of a slot: the task in progress (``task_id`` empty when idle)."""
+    """A snapshot of a board: the task in progress (``task_id`` empty when idle)."""
 
     task_id: str
     started_s: float
@@ -72,8 +72,8 @@ class Tally:
 NOTHING = Tally()
 
 
-class TaskSlot:
-    """One process's slot; pass it to the process as an argument at start (spawn pickles it)."""
+class StatusBoard:
+    """One process's status board (shared memory, written by the process only); pass it to the process as an argument at start (spawn pickles it)."""
 
     def __init__(self, mp: BaseContext) -> None:
         self._shared = mp.RawValue(_Shared)

@@ -155,7 +155,10 @@ class AsyncClient:
                 if sock is self._sock:
                     raise
                 continue  # the timer replaced the socket under us
+            pace = self._core.pace
             complete(self._core.on_message(frames))
+            if self._core.pace is not pace:  # the broker's own pace: the timer may sleep past our next beat
+                self._wake.set()
             self._flush()
 
     async def _watch(self) -> None:

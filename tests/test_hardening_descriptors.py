@@ -4,7 +4,7 @@ never finish the ZMTP handshake (``HANDSHAKE_TIMEOUT_MS``)."""
 import socket
 
 from cluster_helpers import Proc
-from engine.broker.sockets import HANDSHAKE_TIMEOUT_MS
+from engine.sockutil import HANDSHAKE_TIMEOUT_MS
 from faults_helpers import tiny_jpeg, wait_until
 
 SOFT, HARD = 128, 512  # the broker starts with 128 allowed, and may raise it to 512

@@ -42,6 +42,7 @@ UNREAD_REFUSE_BYTES = 64 * 1024 * 1024  # beyond this, the client's new tasks ge
 UNREAD_DROP_BYTES = 256 * 1024 * 1024  # beyond this, its oldest waiting replies are dropped
 UNREAD_REFUSE_TASKS = 2_000
 UNREAD_DROP_TASKS = 8_000
+DRAIN_BATCH = 512  # messages read from one socket before looking at the others (the hot path's too)
 REPLY_PIPE_MESSAGES = 32  # ZMQ_SNDHWM per peer: what libzmq queues before the broker holds replies itself
 WORKER_PIPE_MESSAGES = 10_000  # ZMQ_SNDHWM per worker: tasks (bounded by its slots), cancels, heartbeats
 MAX_SLOTS_PER_WORKER = 1024  # a READY cannot claim more

@@ -36,7 +36,7 @@ from .native import NativeFront
 from .outbox import UnreadLimits
 from .pipelines import PipelineChecker
 from .quota import QuotaLimits, Quotas
-from .sockets import last_endpoint
+from ..sockutil import last_endpoint
 from ..metrics import BrokerMetrics, WorkerRow
 from .state import Dispatcher, Payload, Task, peer_name
 from .workers import WorkerSide

@@ -17,7 +17,7 @@ import zmq
 
 from .. import handshake
 from .. import protocol as P
-from ..sockutil import COPY_THRESHOLD_BYTES, NOBLOCK, send_frames
+from ..sockutil import NOBLOCK, dealer, send_frames
 from .config import WorkerConfig
 
 log = logging.getLogger("engine.worker")
@@ -47,15 +47,8 @@ class BrokerLink:
     def connect(self) -> None:
         """(Re)connect and register; each call backs off further until the broker answers."""
         self.close(linger_s=0)
-        sock = self.sock = self.ctx.socket(zmq.DEALER)
-        sock.linger = 0
-        sock.routing_id = self.routing_id
-        sock.copy_threshold = COPY_THRESHOLD_BYTES  # results: copy rather than lend (see engine.sockutil)
-        if self.config.curve is not None:
-            self.config.curve.apply(sock)
-        if self._watch:
-            self.monitor = handshake.monitor(sock)
-        sock.connect(self.config.connect)
+        self.sock, self.monitor = dealer(self.ctx, self.config.connect, self.routing_id, keys=self.config.curve,
+                                         monitor=self._watch)
         self._register()
         now_s = time.monotonic()
         self.expiry_s = now_s + self.pace.silence_s + self._backoff_s

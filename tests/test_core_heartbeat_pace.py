@@ -15,7 +15,7 @@ import msgpack
 import pytest
 import zmq
 
-from conftest import Proc, recv_within
+from cluster_helpers import Proc, recv_within
 from engine import protocol as P
 from faults_helpers import tiny_jpeg
 

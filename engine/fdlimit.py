@@ -6,7 +6,7 @@ unable to accept anyone else (its I/O thread retrying ``accept`` at full speed).
 running process raises its soft limit to the hard one at start (``raise_soft_limit``), and
 ``Watch`` logs once when the descriptors in use pass ``NEAR_FRACTION`` of it, saying what
 to do. Connections that never finish the ZMTP handshake are closed after the broker's
-``HANDSHAKE_TIMEOUT_MS`` (``engine.broker.sockets``); a firewall or proxy in front bounds
+``HANDSHAKE_TIMEOUT_MS`` (``engine.sockutil``); a firewall or proxy in front bounds
 connections per address (docs/operations-guide.md, "Descriptors").
 """
 from __future__ import annotations

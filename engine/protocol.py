@@ -24,6 +24,17 @@ from .errors import ProtocolError, VersionError
 PROTOCOL_VERSION = 1
 MAX_HEADER_BYTES = 64 * 1024
 MAX_TASK_ID_CHARS = 128
+# The largest image a client sends and a worker decodes, by default (each may be configured lower
+# or higher: the client's ``max_input_bytes``, the worker's --max-input-mb).
+MAX_INPUT_BYTES = 64 * 1024 * 1024
+
+# Heartbeats, the one contract every role shares. The broker's own values are announced in each
+# heartbeat it sends (``Heartbeat.interval_s``/``liveness``) and its peers follow them; these
+# defaults are what a peer uses until the broker has spoken (or when an older broker never says).
+HEARTBEAT_INTERVAL_S = 2.0
+HEARTBEAT_LIVENESS = 3  # intervals of silence before a peer counts as dead
+MAX_HEARTBEAT_INTERVAL_S = 3600.0  # an announced interval beyond this (or not above 0) is ignored
+MAX_HEARTBEAT_LIVENESS = 1000
 
 # Message types (header key "t").
 READY = 1  # worker -> broker: I can take `capacity` more tasks
@@ -117,11 +128,14 @@ class Error(Message):
 class Heartbeat(Message):
     TYPE: ClassVar[int] = HEARTBEAT
     FIELDS: ClassVar = {"sender": ("sid", (str,), False), "max_message_bytes": ("maxmsg", (int,), False),
-                        "clock_s": ("clk", (float,), False), "shm": ("shm", (str,), False)}
+                        "clock_s": ("clk", (float,), False), "shm": ("shm", (str,), False),
+                        "interval_s": ("ivl", (float, int), False), "liveness": ("live", (int,), False)}
     sender: str | None = None  # the sender's instance id (a broker restart changes it)
     max_message_bytes: int | None = None  # broker -> worker: the largest message it accepts (check results)
     clock_s: float | None = None  # broker -> worker: its wall clock, so a worker can age a task's ``sent_s``
     shm: str | None = None  # broker -> peer: its shared-memory key's name; peer -> broker: the proof it read it
+    interval_s: float | None = None  # broker -> peer: its heartbeat interval, which the peer follows
+    liveness: int | None = None  # broker -> peer: intervals of silence before either side counts the other dead
 
 
 @dataclass(slots=True)
@@ -147,6 +161,32 @@ class Info(Message):
     TYPE: ClassVar[int] = INFO
     FIELDS: ClassVar = {"data": ("data", (dict,), False)}
     data: dict | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Pace:
+    """A peer's heartbeat timing: how often it beats, and how many silent intervals mean the
+    broker is gone. It starts from the peer's own values and follows what the broker announces."""
+
+    interval_s: float = HEARTBEAT_INTERVAL_S
+    liveness: int = HEARTBEAT_LIVENESS
+
+    @property
+    def silence_s(self) -> float:
+        """Seconds without a word from the other side before it counts as dead."""
+        return self.interval_s * self.liveness
+
+    def follow(self, msg: Heartbeat) -> Pace:
+        """This pace with the broker's announced values where it gave sane ones (an older broker
+        announces none: the peer keeps its own)."""
+        interval_s, liveness = msg.interval_s, msg.liveness
+        if interval_s is None or not 0 < interval_s <= MAX_HEARTBEAT_INTERVAL_S:
+            interval_s = self.interval_s
+        if liveness is None or not 0 < liveness <= MAX_HEARTBEAT_LIVENESS:
+            liveness = self.liveness
+        if interval_s == self.interval_s and liveness == self.liveness:
+            return self
+        return Pace(float(interval_s), liveness)
 
 
 MESSAGE_CLASSES: dict[int, type[Message]] = {

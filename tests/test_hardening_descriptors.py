@@ -6,7 +6,7 @@ import socket
 from cluster_helpers import Proc
 from faults_helpers import tiny_jpeg, wait_until
 
-from engine.broker.sockets import HANDSHAKE_TIMEOUT_MS
+from engine.sockutil import HANDSHAKE_TIMEOUT_MS
 
 SOFT, HARD = 128, 512  # the broker starts with 128 allowed, and may raise it to 512
 IDLE = 400  # more than the soft limit, within the hard one

@@ -26,7 +26,8 @@ from .. import protocol as P
 from .. import strictjson
 from ..errors import ProtocolError, Unauthorized
 from ..security import CLIENTS
-from . import sockets
+from .. import sockutil
+from .config import REPLY_PIPE_MESSAGES
 from .front import Front, Origin
 
 if TYPE_CHECKING:
@@ -137,12 +138,13 @@ class CompatFront(Front):
         config = broker.config
         self.token = config.compat_token
         ctx, curve = broker.ctx, broker.curve
-        self.pull = sockets.bind(ctx, zmq.PULL, config.compat_pull, config, name="compat PULL", curve=curve,
-                                 role=CLIENTS)
-        self.push = sockets.bind(ctx, zmq.PUSH, config.compat_push, config, name="compat PUSH", curve=curve,
-                                 role=CLIENTS)
-        self.router = sockets.bind(ctx, zmq.ROUTER, config.compat_router, config, name="compat ROUTER",
-                                   curve=curve, role=CLIENTS)
+        limits = {"max_message_bytes": config.max_message_bytes, "sndhwm": REPLY_PIPE_MESSAGES}
+        self.pull = sockutil.bind(ctx, zmq.PULL, config.compat_pull, name="compat PULL", curve=curve,
+                                  role=CLIENTS, **limits)
+        self.push = sockutil.bind(ctx, zmq.PUSH, config.compat_push, name="compat PUSH", curve=curve,
+                                  role=CLIENTS, **limits)
+        self.router = sockutil.bind(ctx, zmq.ROUTER, config.compat_router, name="compat ROUTER",
+                                    curve=curve, role=CLIENTS, **limits)
         self._seq = 0
         log.info("compat JSON sockets: PULL %s, PUSH %s, ROUTER %s", config.compat_pull,
                  config.compat_push, config.compat_router)
@@ -157,9 +159,9 @@ class CompatFront(Front):
 
     def handle(self, events: dict, now_s: float) -> None:
         if self.pull in events:
-            sockets.drain(self.pull, self._on_pull, self.stats, name="compat PULL", batch=256)
+            sockutil.drain(self.pull, self._on_pull, self.stats, log, name="compat PULL", batch=256)
         if self.router in events:
-            sockets.drain(self.router, self._on_router, self.stats, name="compat ROUTER", batch=256)
+            sockutil.drain(self.router, self._on_router, self.stats, log, name="compat ROUTER", batch=256)
         self._flush(now_s)
 
     def _socket_for(self, peer) -> zmq.Socket:

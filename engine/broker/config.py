@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from .. import protocol as P
 from ..security import ENV_KEYS_DIR
 from ..settings import fixed, setting
 
@@ -16,8 +17,9 @@ PUBLIC_BACK = "tcp://*:5556"
 COMPAT_PULL = "tcp://127.0.0.1:5558"
 COMPAT_PUSH = "tcp://127.0.0.1:5559"
 COMPAT_ROUTER = "tcp://127.0.0.1:5560"
-HEARTBEAT_INTERVAL_S = 2.0
-HEARTBEAT_LIVENESS = 3  # missed intervals before a peer is dead
+# Heartbeats: the defaults live with the wire format; the broker announces its own to every peer.
+HEARTBEAT_INTERVAL_S = P.HEARTBEAT_INTERVAL_S
+HEARTBEAT_LIVENESS = P.HEARTBEAT_LIVENESS  # missed intervals before a peer is dead
 MAX_QUEUE = 1000  # tasks waiting for a worker; beyond this, clients get "busy"
 # Images waiting for a worker, in the broker's memory: beyond these, new tasks get "busy" (one task
 # is always let through when nothing of its client waits, so an image of any accepted size can run).
@@ -40,6 +42,7 @@ UNREAD_REFUSE_BYTES = 64 * 1024 * 1024  # beyond this, the client's new tasks ge
 UNREAD_DROP_BYTES = 256 * 1024 * 1024  # beyond this, its oldest waiting replies are dropped
 UNREAD_REFUSE_TASKS = 2_000
 UNREAD_DROP_TASKS = 8_000
+DRAIN_BATCH = 512  # messages read from one socket before looking at the others (the hot path's too)
 REPLY_PIPE_MESSAGES = 32  # ZMQ_SNDHWM per peer: what libzmq queues before the broker holds replies itself
 WORKER_PIPE_MESSAGES = 10_000  # ZMQ_SNDHWM per worker: tasks (bounded by its slots), cancels, heartbeats
 MAX_SLOTS_PER_WORKER = 1024  # a READY cannot claim more
@@ -83,8 +86,10 @@ class BrokerConfig:
              f"4 cores, at least 1, at most {IO_THREADS_MAX}: {default_io_threads()} on this host)")
     heartbeat_interval_s: float = setting(
         HEARTBEAT_INTERVAL_S, env="ENGINE_HEARTBEAT_INTERVAL_S",
-        help="seconds between heartbeats; a peer silent for 3 intervals is dead")
-    heartbeat_liveness: int = fixed(HEARTBEAT_LIVENESS, why="the heartbeat contract: peers assume the same")
+        help="seconds between heartbeats; a peer silent for 3 intervals is dead. Announced in every "
+             "heartbeat: workers, clients and the web gateway follow it")
+    heartbeat_liveness: int = fixed(HEARTBEAT_LIVENESS, why="the heartbeat contract: announced to the peers, "
+                                                            "which follow it")
     max_queue: int = setting(
         MAX_QUEUE, env="ENGINE_MAX_QUEUE",
         help="tasks that may wait for a free worker; when full, clients get a 'busy' error")

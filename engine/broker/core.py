@@ -36,7 +36,7 @@ from .native import NativeFront
 from .outbox import UnreadLimits
 from .pipelines import PipelineChecker
 from .quota import QuotaLimits, Quotas
-from .sockets import last_endpoint
+from ..sockutil import last_endpoint
 from ..metrics import BrokerMetrics, WorkerRow
 from .state import Dispatcher, Payload, Task, peer_name
 from .workers import WorkerSide
@@ -123,10 +123,13 @@ class Broker:
         return None
 
     def heartbeat(self, *, client: bool = False, **fields: Any) -> list:
-        """A heartbeat's frames from this broker: its instance, and its shared-memory key's name
-        (to a client only while every worker reads shared memory: see ``_all_workers_share``)."""
+        """A heartbeat's frames from this broker: its instance, its heartbeat interval and liveness
+        (its peers follow them: ``protocol.Pace``), and its shared-memory key's name (to a client
+        only while every worker reads shared memory: see ``_all_workers_share``)."""
         key = self.shm_key if self.shm_key is not None and (not client or self._all_workers_share()) else None
-        return P.encode(P.Heartbeat(sender=self.instance_id, shm=key.name if key is not None else None, **fields))
+        return P.encode(P.Heartbeat(sender=self.instance_id, shm=key.name if key is not None else None,
+                                    interval_s=self.config.heartbeat_interval_s,
+                                    liveness=self.config.heartbeat_liveness, **fields))
 
     def _all_workers_share(self) -> bool:
         """Clients send images by reference only while every worker reads shared memory: a task by

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from .. import protocol as P
 from ..pipeline_syntax import step_names
-from . import hotpath, sockets
+from .. import sockutil
+from . import hotpath
 from .front import Origin
 from .state import STRAGGLER_FACTOR, STRAGGLER_MIN_S, STRAGGLER_SCAN_S, Task, WorkerState, peer_name
 
@@ -90,8 +91,8 @@ class FastLane:
         side, frames = got
         if side:
             self.adopt(self.core.given())  # the task this answer is for, if the hot path held it
-        sockets.handle(b.workers._on_message if side else b.native._on_message, frames, b.stats,
-                       name="back" if side else "front")
+        sockutil.handle(b.workers._on_message if side else b.native._on_message, frames, b.stats, log,
+                        name="back" if side else "front")
 
     def settle(self) -> None:
         """After each turn of the loop: apply what the hot path did, then lend the free slots."""

@@ -41,13 +41,13 @@ import msgpack
 import zmq
 
 from .. import protocol as P
-from ..sockutil import NOBLOCK, recv_frames, send_frames
+from ..sockutil import NOBLOCK, send_frames, waiting
+from .config import DRAIN_BATCH  # messages read from one socket per call before returning
 
 log = logging.getLogger("engine.broker")
 
 ENV_NO_EXTENSIONS = "ENGINE_NO_EXTENSIONS"
 BASE_JID = 1 << 40  # jids of the tasks held here; the broker's own are smaller
-DRAIN_BATCH = 512  # messages read from one socket per call before returning
 MAX_SKIPPED = 64  # queued tasks one dispatch pass steps over (no lent slot of a kind that takes them)
 MAX_KINDS = 63  # kinds of worker (distinct declarations of the operations) that can be lent slots
 REQUEST_KEYS = frozenset(("v", "t", "id", "pipeline", "opts", "ref"))
@@ -379,11 +379,7 @@ class HotPath:
 
     def pump_front(self) -> list | None:
         """Handle waiting client messages; return the first the broker must see, or None."""
-        for _ in range(DRAIN_BATCH):
-            try:
-                frames = recv_frames(self.front)
-            except zmq.Again:
-                break
+        for frames in waiting(self.front, DRAIN_BATCH):
             if not self._request(frames):
                 self._dispatch()
                 return frames
@@ -392,11 +388,7 @@ class HotPath:
 
     def pump_back(self) -> list | None:
         """Handle waiting worker messages; return the first the broker must see, or None."""
-        for _ in range(DRAIN_BATCH):
-            try:
-                frames = recv_frames(self.back)
-            except zmq.Again:
-                break
+        for frames in waiting(self.back, DRAIN_BATCH):
             if not self._reply(frames):
                 self._dispatch()
                 return frames

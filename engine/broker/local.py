@@ -86,7 +86,8 @@ def local_workers(connect: str, processes: int, heartbeat_interval_s: float, *,
 
 def web_gateway(listen: str, broker: str, heartbeat_interval_s: float, *,
                 env: dict[str, str | None] | None = None) -> Companion:
-    # The gateway is a client: its heartbeat interval must match the broker's.
+    # The gateway is a client: it follows the broker's heartbeat interval once the broker answers;
+    # passing it on makes its first beats right too.
     return Companion("engine.web", ["--listen", listen, "--broker", broker,
                                     "--heartbeat-interval-s", str(heartbeat_interval_s)], name="web gateway",
                      env=env)

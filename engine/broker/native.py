@@ -14,7 +14,8 @@ import zmq
 from .. import protocol as P
 from ..errors import BusyError, ProtocolError, Unauthorized
 from ..security import CLIENTS
-from . import sockets
+from .. import sockutil
+from .config import DRAIN_BATCH, REPLY_PIPE_MESSAGES
 from .front import Front, Origin
 
 if TYPE_CHECKING:
@@ -32,8 +33,9 @@ class NativeFront(Front):
         super().__init__(broker.stats, broker.unread_limits)
         self.broker = broker
         self.config = broker.config
-        self.sock = sockets.bind(broker.ctx, zmq.ROUTER, self.config.front, self.config, name="front",
-                                 curve=broker.curve, role=CLIENTS)
+        self.sock = sockutil.bind(broker.ctx, zmq.ROUTER, self.config.front, name="front", curve=broker.curve,
+                                  role=CLIENTS, max_message_bytes=self.config.max_message_bytes,
+                                  sndhwm=REPLY_PIPE_MESSAGES)
         self.clients: dict[bytes, float] = {}  # routing id -> expiry (monotonic s)
         self._blocked: set[bytes] = set()  # clients whose replies wait in the outbox (the hot path knows)
         self._shared: set[bytes] = set()  # clients that proved they share our host (engine.shm)
@@ -45,9 +47,10 @@ class NativeFront(Front):
         if self.sock in events:
             lane = self.broker.lane
             if lane is not None:
-                sockets.drain_pump(lane.pump_front, self._on_message, self.stats, name=self.name)
+                sockutil.drain_pump(lane.pump_front, self._on_message, self.stats, log, name=self.name,
+                                    batch=DRAIN_BATCH)
             else:
-                sockets.drain(self.sock, self._on_message, self.stats, name=self.name)
+                sockutil.drain(self.sock, self._on_message, self.stats, log, name=self.name, batch=DRAIN_BATCH)
         self._flush(now_s)
         for route in list(self._blocked):  # clients with held replies: tell the hot path where they stand
             self._tell_lane(route)

@@ -21,8 +21,8 @@ from ..errors import (DeadlineExceeded, ImageError, ProtocolError, TaskFailed, U
 from ..logbound import LogBound
 from ..security import WORKERS
 from ..sockutil import NOBLOCK, send_frames
-from . import sockets
-from .config import LEASE_GRACE_S, WORKER_PIPE_MESSAGES
+from .. import sockutil
+from .config import DRAIN_BATCH, LEASE_GRACE_S, WORKER_PIPE_MESSAGES
 
 from .state import BLAME_ALL, Task, WorkerState, peer_name
 
@@ -44,9 +44,9 @@ class WorkerSide:
         self.config = broker.config
         self.dispatcher = broker.dispatcher
         self.stats = broker.stats
-        self.sock = sockets.bind(broker.ctx, zmq.ROUTER, self.config.back, self.config, name="back",
-                                 curve=broker.curve, role=WORKERS, handover=True,
-                                 sndhwm=WORKER_PIPE_MESSAGES)
+        self.sock = sockutil.bind(broker.ctx, zmq.ROUTER, self.config.back, name="back", curve=broker.curve,
+                                  role=WORKERS, handover=True, max_message_bytes=self.config.max_message_bytes,
+                                  sndhwm=WORKER_PIPE_MESSAGES)
         self._limit = self.config.max_message_bytes
         # libzmq reports each closed connection (with its fd, not its routing id): a closed
         # connection makes the broker check, a moment later, which workers it can no longer reach.
@@ -60,13 +60,15 @@ class WorkerSide:
 
     def handle(self, events: dict, now_s: float) -> None:
         if self.monitor in events:
-            sockets.drain(self.monitor, self._on_disconnect, self.stats, name="back monitor")
+            sockutil.drain(self.monitor, self._on_disconnect, self.stats, log, name="back monitor",
+                           batch=DRAIN_BATCH)
         if self.sock in events:
             lane = self.broker.lane
             if lane is not None:
-                sockets.drain_pump(lane.pump_back, self._on_message, self.stats, name="back")
+                sockutil.drain_pump(lane.pump_back, self._on_message, self.stats, log, name="back",
+                                    batch=DRAIN_BATCH)
             else:
-                sockets.drain(self.sock, self._on_message, self.stats, name="back")
+                sockutil.drain(self.sock, self._on_message, self.stats, log, name="back", batch=DRAIN_BATCH)
         if self._probes_s and now_s >= self._probes_s[0]:
             self._probes_s = [t for t in self._probes_s if t > now_s]
             self._probe()

@@ -16,7 +16,7 @@ from .. import handshake
 from ..errors import BrokerUnavailable, EngineError, TaskTimeout
 from ..handshake import HandshakeWatch
 from ..security import PeerKeys, client_keys
-from ..sockutil import COPY_THRESHOLD_BYTES
+from ..sockutil import dealer
 from .core import HEARTBEAT_INTERVAL_S, TIMEOUT_S, ClientCore, Result, complete
 
 
@@ -126,16 +126,8 @@ class AsyncClient:
 
     # ---- internals -------------------------------------------------------------------
     def _open(self) -> None:
-        sock = self._ctx.socket(zmq.DEALER)
-        sock.linger = 0
-        sock.sndhwm = 0
-        sock.routing_id = self._routing_id
-        sock.copy_threshold = COPY_THRESHOLD_BYTES  # see engine.sockutil
-        if self._keys is not None:
-            self._keys.apply(sock)
-        self._mon = handshake.monitor(sock)
-        sock.connect(self.address)
-        self._sock = sock
+        self._sock, self._mon = dealer(self._ctx, self.address, self._routing_id, keys=self._keys, sndhwm=0,
+                                       monitor=True)
 
     def _cancel(self, task_id: str) -> None:
         self._core.cancel(task_id)
@@ -155,7 +147,10 @@ class AsyncClient:
                 if sock is self._sock:
                     raise
                 continue  # the timer replaced the socket under us
+            pace = self._core.pace
             complete(self._core.on_message(frames))
+            if self._core.pace is not pace:  # the broker's own pace: the timer may sleep past our next beat
+                self._wake.set()
             self._flush()
 
     async def _watch(self) -> None:

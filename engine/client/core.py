@@ -28,12 +28,12 @@ from ..errors import (BrokerUnavailable, ImageTooLarge, InternalError, PipelineE
 from ..handshake import OK
 from ..pipeline_syntax import check_syntax
 
-HEARTBEAT_INTERVAL_S = 2.0
-HEARTBEAT_LIVENESS = 3
+# Used until the broker announces its own pace in its first heartbeat (``protocol.Pace``).
+HEARTBEAT_INTERVAL_S = P.HEARTBEAT_INTERVAL_S
+HEARTBEAT_LIVENESS = P.HEARTBEAT_LIVENESS
 TIMEOUT_S = 120.0  # per task, from submit to answer
 BUSY_RETRY_S = 0.25  # first wait before resending a task the broker refused as retryable (busy)
 BUSY_RETRY_MAX_S = 4.0
-MAX_INPUT_BYTES = 64 * 1024 * 1024
 MAX_RESULT_BYTES = 4 * 1024 * 1024 * 1024  # a result read from shared memory (a worker's, bounded by its own checks)
 
 
@@ -113,13 +113,12 @@ def complete(completions: list[Completion]) -> None:
 class ClientCore:
     def __init__(self, *, address: str, heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
                  heartbeat_liveness: int = HEARTBEAT_LIVENESS, timeout_s: float = TIMEOUT_S,
-                 retry_busy: bool = True, max_input_bytes: int = MAX_INPUT_BYTES,
+                 retry_busy: bool = True, max_input_bytes: int = P.MAX_INPUT_BYTES,
                  validate: bool = True, shared_memory: bool = True) -> None:
         self.address = address
         self.routing_id = f"c-{uuid.uuid4().hex}".encode()  # the same across reconnects: the broker knows our tasks
         self.validate = validate
-        self.interval_s = heartbeat_interval_s
-        self.liveness_s = heartbeat_interval_s * heartbeat_liveness
+        self.pace = P.Pace(heartbeat_interval_s, heartbeat_liveness)  # the broker's, once it answered
         self.timeout_s = timeout_s
         self.retry_busy = retry_busy
         self.max_input_bytes = max_input_bytes
@@ -146,6 +145,16 @@ class ClientCore:
         self._next_sweep_s = 0.0
         if self._shm_wanted:
             shm.sweep_once()
+
+    @property
+    def interval_s(self) -> float:
+        """Seconds between our heartbeats: the broker's interval once it announced one."""
+        return self.pace.interval_s
+
+    @property
+    def liveness_s(self) -> float:
+        """Seconds of silence after which the broker counts as gone."""
+        return self.pace.silence_s
 
     def take_reconnect(self) -> bool:
         """True once after the broker fell silent: the adapter should open a fresh socket."""
@@ -283,6 +292,10 @@ class ClientCore:
         self._heard_s = now_s
         done: list[Completion] = []
         if isinstance(msg, P.Heartbeat):
+            pace = self.pace.follow(msg)
+            if pace is not self.pace:  # the broker's own interval and liveness, from now on
+                self.pace = pace
+                self._next_beat_s = min(self._next_beat_s, now_s + pace.interval_s)
             if not self.connected or (msg.sender and msg.sender != self.broker_id):
                 self.connected = True
                 self.broker_id = msg.sender

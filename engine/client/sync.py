@@ -24,11 +24,12 @@ from .. import handshake
 from ..errors import BrokerUnavailable, TaskTimeout
 from ..handshake import HandshakeWatch
 from ..security import PeerKeys, client_keys
-from ..sockutil import COPY_THRESHOLD_BYTES, NOBLOCK, recv_frames, send_frames
+from ..sockutil import NOBLOCK, dealer, send_frames, waiting
 from ..wakeup import Wakeup
 from .core import HEARTBEAT_INTERVAL_S, TIMEOUT_S, ClientCore, Result, complete
 
 DEFAULT_WINDOW = 16
+RECV_BATCH = 1024  # messages read from the socket before looking at commands and timers
 IO_STALL_MARGIN_S = 30  # past the task timeout: the IO thread itself stopped answering
 
 
@@ -326,11 +327,7 @@ class Client:
                     while mon.poll(0):
                         complete(core.on_handshake(watch.feed(mon.recv_multipart())))
                 if sock in events:
-                    for _ in range(1024):
-                        try:
-                            frames = recv_frames(sock)
-                        except zmq.Again:
-                            break
+                    for frames in waiting(sock, RECV_BATCH):
                         complete(core.on_message(frames))
                 complete(core.on_tick())
                 self._hand_over()
@@ -347,15 +344,9 @@ class Client:
 
     def _socket(self, routing_id: bytes) -> tuple[zmq.Socket, zmq.Socket]:
         """A DEALER connected to the broker, and the monitor that reports its handshakes."""
-        sock = self._ctx.socket(zmq.DEALER)
-        sock.linger = 0
-        sock.sndhwm = 0  # only heartbeats queue while no broker is there; tasks wait in the core
-        sock.copy_threshold = COPY_THRESHOLD_BYTES  # see engine.sockutil
-        sock.routing_id = routing_id  # the same id across reconnects: the broker knows our tasks
-        if self._keys is not None:
-            self._keys.apply(sock)
-        mon = handshake.monitor(sock)
-        sock.connect(self.address)
+        # sndhwm 0: only heartbeats queue while no broker is there; tasks wait in the core
+        sock, mon = dealer(self._ctx, self.address, routing_id, keys=self._keys, sndhwm=0, monitor=True)
+        assert mon is not None
         return sock, mon
 
     def _hand_over(self) -> None:

@@ -21,10 +21,10 @@ import numpy as np
 import simplejpeg
 
 from ..errors import ImageError, ImageTooLarge
+from ..protocol import MAX_INPUT_BYTES
 from .headers import Header, read_header
 
 MAX_PIXELS = 64_000_000
-MAX_INPUT_BYTES = 64 * 1024 * 1024
 # 64 MP of 16-bit RGBA, or of a progressive 4:2:0 colour JPEG (output + coefficients).
 MAX_DECODED_BYTES = 512 * 1024 * 1024
 # What one task may hold at once (input bytes, decoded image, a step's intermediates and output;

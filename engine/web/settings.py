@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..protocol import HEARTBEAT_INTERVAL_S
 from ..settings import fixed, setting
 from .access import MODES
 
@@ -23,9 +24,9 @@ class WebSettings:
     task_timeout_s: float = setting(  # one image, end to end
         60.0, env="ENGINE_WEB_TASK_TIMEOUT_S",
         help="seconds one image may take at the engine before the page reports a timeout")
-    heartbeat_interval_s: float = setting(  # to the broker; must match the broker's --heartbeat-interval-s
-        2.0, env="ENGINE_HEARTBEAT_INTERVAL_S",
-        help="seconds between heartbeats to the broker; use the broker's own value")
+    heartbeat_interval_s: float = setting(  # to the broker, until it announces its own (its first answer)
+        HEARTBEAT_INTERVAL_S, env="ENGINE_HEARTBEAT_INTERVAL_S",
+        help="seconds between heartbeats to the broker until it answers; then the broker's own")
     broker_check_timeout_s: float = setting(  # "is the broker there?" before a batch, and the status page
         3.0, env="ENGINE_WEB_BROKER_CHECK_TIMEOUT_S",
         help="seconds to wait for the broker's answer before saying it is down")

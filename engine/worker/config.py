@@ -4,13 +4,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from .. import protocol as P
 from ..ops.codec import MAX_DECODED_BYTES, MAX_INPUT_BYTES, MAX_MEMORY_BYTES, MAX_PIXELS, Limits
 from ..security import PeerKeys
 from ..settings import fixed, positive_int, setting
 
 CONNECT = "tcp://127.0.0.1:5556"
-HEARTBEAT_INTERVAL_S = 2.0
-HEARTBEAT_LIVENESS = 3
+# Used until the broker announces its own (``protocol.Pace``): the defaults live with the wire format.
+HEARTBEAT_INTERVAL_S = P.HEARTBEAT_INTERVAL_S
+HEARTBEAT_LIVENESS = P.HEARTBEAT_LIVENESS
 TASK_TIMEOUT_S = 60.0  # a pool process still busy after this is killed and replaced
 RECONNECT_MIN_S = 0.25
 RECONNECT_MAX_S = 8.0
@@ -39,8 +41,10 @@ class WorkerConfig:
              "set it to 1 + --prefetch to turn that off")
     heartbeat_interval_s: float = setting(
         HEARTBEAT_INTERVAL_S, env="ENGINE_HEARTBEAT_INTERVAL_S",
-        help="seconds between heartbeats; the broker is presumed gone after 3 silent intervals")
-    heartbeat_liveness: int = fixed(HEARTBEAT_LIVENESS, why="the heartbeat contract: peers assume the same")
+        help="seconds between heartbeats until the broker announces its own (it does in its first answer); "
+             "the broker is presumed gone after 3 of its silent intervals")
+    heartbeat_liveness: int = fixed(HEARTBEAT_LIVENESS, why="the heartbeat contract: the broker announces its "
+                                                            "own, which the worker follows")
     task_timeout_s: float = setting(
         TASK_TIMEOUT_S, env="ENGINE_TASK_TIMEOUT_S",
         help="a pool process busy longer than this on one task is killed and replaced; the task is answered "

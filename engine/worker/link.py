@@ -4,7 +4,8 @@ Both kinds of worker peer use it: each pool process (its tasks and answers) and 
 supervisor (the host's control connection). The owner calls ``register`` after every
 (re)connection, ``beat`` when ``next_beat_s`` comes, and ``on_message`` for each received
 message (it refreshes the broker's liveness). A broker silent for ``liveness`` intervals
-means a new socket, with back-off, until it answers.
+means a new socket, with back-off, until it answers. The interval and liveness are the
+broker's, from its heartbeats (``protocol.Pace``); the worker's own are used until it speaks.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import zmq
 
 from .. import handshake
 from .. import protocol as P
-from ..sockutil import COPY_THRESHOLD_BYTES, NOBLOCK, send_frames
+from ..sockutil import NOBLOCK, dealer, send_frames
 from .config import WorkerConfig
 
 log = logging.getLogger("engine.worker")
@@ -36,7 +37,7 @@ class BrokerLink:
         self._handshakes = handshake.HandshakeWatch(role="worker", curve=config.curve is not None,
                                                     address=config.connect)
         self._refused: str | None = None
-        self._liveness_s = config.heartbeat_interval_s * config.heartbeat_liveness
+        self.pace = P.Pace(config.heartbeat_interval_s, config.heartbeat_liveness)  # the broker's, once it spoke
         self._backoff_s = config.reconnect_min_s
         self.expiry_s = 0.0
         self.next_beat_s = 0.0
@@ -46,19 +47,12 @@ class BrokerLink:
     def connect(self) -> None:
         """(Re)connect and register; each call backs off further until the broker answers."""
         self.close(linger_s=0)
-        sock = self.sock = self.ctx.socket(zmq.DEALER)
-        sock.linger = 0
-        sock.routing_id = self.routing_id
-        sock.copy_threshold = COPY_THRESHOLD_BYTES  # results: copy rather than lend (see engine.sockutil)
-        if self.config.curve is not None:
-            self.config.curve.apply(sock)
-        if self._watch:
-            self.monitor = handshake.monitor(sock)
-        sock.connect(self.config.connect)
+        self.sock, self.monitor = dealer(self.ctx, self.config.connect, self.routing_id, keys=self.config.curve,
+                                         monitor=self._watch)
         self._register()
         now_s = time.monotonic()
-        self.expiry_s = now_s + self._liveness_s + self._backoff_s
-        self.next_beat_s = now_s + self.config.heartbeat_interval_s
+        self.expiry_s = now_s + self.pace.silence_s + self._backoff_s
+        self.next_beat_s = now_s + self.pace.interval_s
         self._backoff_s = min(self._backoff_s * 2, self.config.reconnect_max_s)
 
     def close(self, linger_s: float = 0.0) -> None:
@@ -79,15 +73,22 @@ class BrokerLink:
                       self.name)
 
     def heard(self, msg: P.Message, *, fresh: bool = True) -> None:
-        """Any message from the broker: it is alive; its first heartbeat carries its limit.
+        """Any message from the broker: it is alive; its heartbeats carry its limit and its pace.
         A heartbeat read as it arrived (``fresh``: not after a long task) sets the clock offset."""
-        self.expiry_s = time.monotonic() + self._liveness_s
+        now_s = time.monotonic()
         self._backoff_s = self.config.reconnect_min_s
         if isinstance(msg, P.Heartbeat):
+            pace = self.pace.follow(msg)
+            if pace is not self.pace:
+                log.debug("%s: the broker beats every %g s (liveness %d): following it", self.name,
+                          pace.interval_s, pace.liveness)
+                self.pace = pace
+                self.next_beat_s = min(self.next_beat_s, now_s + pace.interval_s)
             if msg.max_message_bytes is not None and msg.max_message_bytes > 0:
                 self.max_message_bytes = msg.max_message_bytes
             if msg.clock_s is not None and fresh:
                 self.clock_offset_s = msg.clock_s - time.time()
+        self.expiry_s = now_s + self.pace.silence_s
 
     def age_s(self, sent_s: float | None) -> float:
         """How long ago the broker sent a message stamped ``sent_s`` (0 if unknown)."""
@@ -98,12 +99,12 @@ class BrokerLink:
     def tick(self, now_s: float, sender: str) -> None:
         """Heartbeat out when due; reconnect if the broker has been silent too long."""
         if now_s >= self.expiry_s:
-            log.warning("%s: broker silent for %.1f s: reconnecting to %s", self.name, self._liveness_s,
+            log.warning("%s: broker silent for %.1f s: reconnecting to %s", self.name, self.pace.silence_s,
                         self.config.connect)
             self.connect()
         elif now_s >= self.next_beat_s:
             self.send(P.encode(P.Heartbeat(sender=sender)))
-            self.next_beat_s = now_s + self.config.heartbeat_interval_s
+            self.next_beat_s = now_s + self.pace.interval_s
 
     def next_due_s(self) -> float:
         return min(self.expiry_s, self.next_beat_s)

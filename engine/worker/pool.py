@@ -35,7 +35,7 @@ from .. import protocol as P
 from ..errors import (DeadlineExceeded, ImageError, ImageTooLarge, InternalError, ProtocolError, ResultTooLarge,
                       TaskCancelled, TaskError)
 from ..settings import setup_logging
-from ..sockutil import NOBLOCK, recv_frames
+from ..sockutil import drain
 from ..wakeup import Wakeup
 from .config import WorkerConfig
 from .credit import Credit
@@ -226,15 +226,8 @@ class PoolProcess:
 
     def _receive(self, sock: zmq.Socket, fresh: bool) -> None:
         try:
-            for _ in range(RECV_BATCH):
-                try:
-                    frames = recv_frames(sock, NOBLOCK)
-                except zmq.Again:
-                    return
-                try:
-                    self._on_broker(frames, fresh)
-                except Exception:  # a bug must cost one message, never the process
-                    log.exception("pool process %d: a message from the broker was dropped", os.getpid())
+            drain(sock, lambda frames: self._on_broker(frames, fresh), self.stats, log,
+                  name=f"pool process {os.getpid()}", batch=RECV_BATCH)
         finally:
             self.board.hold(len(self.pending))  # tasks arrived or were cancelled (none runs while it reads)
 

@@ -1,11 +1,13 @@
 """One DEALER to the broker, owned by one thread: connect, register, heartbeats, reconnect.
 
 Both kinds of worker peer use it: each pool process (its tasks and answers) and the
-supervisor (the host's control connection). The owner calls ``register`` after every
-(re)connection, ``beat`` when ``next_beat_s`` comes, and ``on_message`` for each received
-message (it refreshes the broker's liveness). A broker silent for ``liveness`` intervals
-means a new socket, with back-off, until it answers. The interval and liveness are the
-broker's, from its heartbeats (``protocol.Pace``); the worker's own are used until it speaks.
+supervisor (the host's control connection). The owner passes ``register`` (it sends READY),
+which ``connect`` calls after every (re)connection; it calls ``tick`` when ``next_due_s``
+comes (a heartbeat out, or a new socket when the broker has been silent), ``heard`` for each
+message received (the broker is alive; its heartbeats carry its pace, limit and clock), and
+``on_handshake`` for the supervisor's handshake events. A broker silent for ``liveness``
+intervals means a new socket, with back-off, until it answers. The interval and liveness are
+the broker's, from its heartbeats (``protocol.Pace``); the worker's own are used until it speaks.
 """
 from __future__ import annotations
 

@@ -24,9 +24,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.peers.echo import echo_main  # noqa: E402
-from bench.peers.base import free_port  # noqa: E402
-from bench.peers.engine import broker_ready, start_broker  # noqa: E402
+from bench.peers.base import free_port
+from bench.peers.echo import echo_main
+from bench.peers.engine import broker_ready, start_broker
 
 TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 
@@ -187,8 +187,9 @@ def main(argv=None) -> int:
         print(f"reference C broker: skipped ({why})")
         return 0
     ref = measure("reference C", *start_reference(binary), args, info=False)
+    all_threads = (engine['main_us'] + engine['other_us']) / max(ref['main_us'] + ref['other_us'], 1e-9)
     print(f"engine / reference C, CPU per task: broker main {engine['main_us'] / max(ref['main_us'], 1e-9):.2f}x, "
-          f"all broker threads {(engine['main_us'] + engine['other_us']) / max(ref['main_us'] + ref['other_us'], 1e-9):.2f}x")
+          f"all broker threads {all_threads:.2f}x")
     return 0
 
 

@@ -21,9 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import workloads as W  # noqa: E402
-from bench.curve_cost import READY_TIMEOUT_S, _port  # noqa: E402
-from engine import Client  # noqa: E402
+from bench import workloads as W
+from bench.curve_cost import READY_TIMEOUT_S, _port
+from engine import Client
 
 
 def batch_of(size: str, count: int) -> list[bytes]:

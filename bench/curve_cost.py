@@ -25,9 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.peers.engine_curve import make_keys  # noqa: E402
-from engine import Client  # noqa: E402
-from engine.security import PeerKeys  # noqa: E402
+from bench.peers.engine_curve import make_keys
+from engine import Client
+from engine.security import PeerKeys
 
 PHOTOS = sorted((ROOT / "tests" / "data").glob("*.jpg"))
 READY_TIMEOUT_S = 60.0

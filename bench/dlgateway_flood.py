@@ -5,8 +5,8 @@ request's round trip meanwhile.
 
 Starts a broker with one local worker and ``python -m engine.dlgateway`` (from this
 checkout), then FLOODERS DEALERs each send frames of FRAME_MB (valid JSON, a payload that is
-not base64, by default from its first character) as fast as the gateway takes them, while one older client sends a real photo
-every PAUSE_S on a fresh DEALER and times the answer. Prints the gateway's RSS before,
+not base64, by default from its first character) as fast as the gateway takes them, while one
+older client sends a real photo every PAUSE_S on a fresh DEALER and times the answer. Prints the gateway's RSS before,
 its peak (VmHWM) and the normal requests' latencies (median, max, answered / sent) before
 and during the flood. Linux only (reads /proc). Nothing here is a pass/fail check.
 """

@@ -91,7 +91,8 @@ def cell(peer, workload: W.Workload, images: W.ImageSet, run: Run, cpu: dict[str
     return {
         "peer": peer.name, "workload": workload.name, "pipeline": workload.pipeline, "size": images.size,
         "workers": settings.workers, "clients": peer.clients, "window": settings.window,
-        "tasks": n, "errors": len(run.errors), "cache_hits": run.cache_hits, "first_error": run.errors[0] if run.errors else None,
+        "tasks": n, "errors": len(run.errors), "cache_hits": run.cache_hits,
+        "first_error": run.errors[0] if run.errors else None,
         "wall_s": round(run.wall_s, 3), "images_per_s": round(rate, 2),
         "mp_per_s": round(rate * images.mean_mp, 2), "megapixels_per_image": round(images.mean_mp, 3),
         "latency_ms": latency_summary(run.latencies_s),

@@ -39,11 +39,11 @@ os.environ.setdefault("OPENCV_FOR_THREADS_NUM", "1")  # as bench/run.py: one thr
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.fingerprint import fingerprint, target_name  # noqa: E402
-from bench.http_servers import (BOX_PX, QUALITY, SERVERS, Server, expected_size, input_images)  # noqa: E402
-from bench.httpload import fetch, is_jpeg, run_load  # noqa: E402
-from bench.peers.base import Skip  # noqa: E402
-from bench.cli import comma_list, positive_ints  # noqa: E402
+from bench.cli import comma_list, positive_ints
+from bench.fingerprint import fingerprint, target_name
+from bench.http_servers import BOX_PX, QUALITY, SERVERS, Server, expected_size, input_images
+from bench.httpload import fetch, is_jpeg, run_load
+from bench.peers.base import Skip
 
 SCHEMA = 1
 REPO = Path(__file__).resolve().parent.parent
@@ -57,7 +57,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     title, _, rest = __doc__.partition("\n\n")
     p = argparse.ArgumentParser(prog="python bench/http_peers.py", description=title.split(": ", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=rest)
-    p.add_argument("--peers", type=comma_list, default=list(SERVERS), help=f"comma list from {', '.join(SERVERS)} [all]")
+    p.add_argument("--peers", type=comma_list, default=list(SERVERS),
+                   help=f"comma list from {', '.join(SERVERS)} [all]")
     p.add_argument("--concurrency", type=positive_ints, default=[8, 32],
                    help="requests in flight (client threads, one keep-alive connection each); a list runs "
                         "each level in turn [8,32]")

@@ -12,8 +12,8 @@ import http.client
 import itertools
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from .measure import latency_summary
 

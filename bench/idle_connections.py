@@ -23,10 +23,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.peers.base import free_port  # noqa: E402
-from bench.peers.engine import broker_ready  # noqa: E402
-from engine import Client  # noqa: E402
-from engine.errors import EngineError  # noqa: E402
+from bench.peers.base import free_port
+from bench.peers.engine import broker_ready
+from engine import Client
+from engine.errors import EngineError
 
 
 def main() -> int:

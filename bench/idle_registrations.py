@@ -22,9 +22,9 @@ import zmq
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.peers.engine import broker_ready, start_broker  # noqa: E402
-from engine import Client  # noqa: E402
-from engine import protocol as P  # noqa: E402
+from bench.peers.engine import broker_ready, start_broker
+from engine import Client
+from engine import protocol as P
 
 HEARTBEAT_S = 2.0
 PER_PROCESS = 1000  # idle workers per attacker process
@@ -32,7 +32,7 @@ PER_PROCESS = 1000  # idle workers per attacker process
 
 def _attacker(back: str, first: int, idle: int, ready: mp.Event, stop: mp.Event) -> None:
     """``idle`` DEALERs, 200 per host name, each with 840 slots of an operation nobody asks for."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     ctx = zmq.Context(io_threads=1)
     ctx.setsockopt(zmq.MAX_SOCKETS, idle + 100)

@@ -21,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.peers.base import free_port  # noqa: E402
+from bench.peers.base import free_port
 
 
 def _answer(endpoint: str) -> None:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterable
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 SAMPLE_INTERVAL_S = 0.25
 QUANTILES = tuple(range(0, 101, 5))  # stored per result, for the latency distribution chart
@@ -48,9 +49,10 @@ class Run:
 
     def as_dict(self) -> dict:
         return {"latencies_s": self.latencies_s, "pipeline_ms": self.pipeline_ms, "started": self.started,
-                "finished": self.finished, "errors": self.errors, "out_bytes": self.out_bytes, "cache_hits": self.cache_hits}
+                "finished": self.finished, "errors": self.errors, "out_bytes": self.out_bytes,
+                "cache_hits": self.cache_hits}
 
-    def merge(self, other: "Run") -> "Run":
+    def merge(self, other: Run) -> Run:
         return Run(self.latencies_s + other.latencies_s, self.pipeline_ms + other.pipeline_ms,
                    min(self.started or other.started, other.started or self.started),
                    max(self.finished, other.finished), self.errors + other.errors, self.out_bytes + other.out_bytes,
@@ -173,7 +175,7 @@ class CpuSampler:
         while not self._stop.wait(SAMPLE_INTERVAL_S):
             self.sample()
 
-    def __enter__(self) -> "CpuSampler":
+    def __enter__(self) -> CpuSampler:
         self.sample()
         self._t0 = time.perf_counter()
         self._thread.start()

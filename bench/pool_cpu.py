@@ -19,8 +19,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.broker_cpu import process_cpu_s, thread_cpu_s  # noqa: E402
-from bench.peers.engine import broker_ready, start_broker  # noqa: E402
+from bench.broker_cpu import process_cpu_s, thread_cpu_s
+from bench.peers.engine import broker_ready, start_broker
 
 
 def tiny_jpeg(side_px: int) -> bytes:

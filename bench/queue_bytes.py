@@ -17,8 +17,8 @@ import zmq
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.peers.engine import broker_ready, start_broker  # noqa: E402
-from engine import protocol as P  # noqa: E402
+from bench.peers.engine import broker_ready, start_broker
+from engine import protocol as P
 
 
 def main() -> int:

@@ -175,7 +175,8 @@ def section(result: dict) -> list[str]:
     lines += ["**This engine**", "", *engine_table(result), "",
               "**Other systems as a ratio to this engine** (images/s; above 1 means faster than the engine; "
               "`limit` is the machine's ceiling)", "", *ratio_table(result), "",
-              "**Where the engine loses** (to another system; the limit and engine_curve excluded)", "", *losses(result), "",
+              "**Where the engine loses** (to another system; the limit and engine_curve excluded)", "",
+              *losses(result), "",
               "**Round trip, one task at a time** (latency minus the pipeline's own time)", "",
               *overhead_table(result), ""]
     if result.get("capacity"):

@@ -25,10 +25,10 @@ os.environ.setdefault("OPENCV_FOR_THREADS_NUM", "1")
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import workloads as W  # noqa: E402
-from bench.harness import PEERS, Settings, run_all, save  # noqa: E402
-from bench.report import ratio_summary  # noqa: E402
-from bench.cli import comma_list, positive_ints  # noqa: E402
+from bench import workloads as W
+from bench.cli import comma_list, positive_ints
+from bench.harness import PEERS, Settings, run_all, save
+from bench.report import ratio_summary
 
 QUICK = {"duration_s": 0.6, "sizes": ["photo"], "probe_tasks": 8, "capacity_duration_s": 0.6}
 SCRATCH = Path(tempfile.gettempdir()) / "engine_bench"  # quick runs: not the committed bench/results/
@@ -38,7 +38,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     title, _, rest = __doc__.partition("\n\n")
     p = argparse.ArgumentParser(prog="python bench/run.py", description=title.split(": ", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=rest)
-    p.add_argument("--workers", type=positive_ints, default=[2], help="worker processes per system; a list sweeps (1,2,4)")
+    p.add_argument("--workers", type=positive_ints, default=[2],
+                   help="worker processes per system; a list sweeps (1,2,4)")
     p.add_argument("--clients", type=int, default=1, help="client processes driving the engine [1]")
     p.add_argument("--broker", help="measure an existing deployment at this front endpoint instead of "
                                     "starting one (only the engine peer runs unless --peers says more)")

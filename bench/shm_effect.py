@@ -19,8 +19,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import workloads as W  # noqa: E402
-from bench.peers.engine import broker_ready, start_broker  # noqa: E402
+from bench import workloads as W
+from bench.peers.engine import broker_ready, start_broker
 
 
 def busy_s() -> float:

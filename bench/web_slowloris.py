@@ -30,8 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.peers.base import free_port  # noqa: E402
-
+from bench.peers.base import free_port
 
 # python -c: lower the soft descriptor limit (argv[1]), then run python -m engine.web with the rest
 LIMITED = ("import resource, runpy, sys; n = int(sys.argv.pop(1)); "

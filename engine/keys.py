@@ -17,8 +17,17 @@ import sys
 from pathlib import Path
 
 from .errors import ConfigError
-from .security import (BROKER_NAME, CLIENTS, ENV_KEYS_DIR, PUBLIC_SUFFIX, ROLES, WORKERS, key_name,
-                       load_public_key, write_key_pair)
+from .security import (
+    BROKER_NAME,
+    CLIENTS,
+    ENV_KEYS_DIR,
+    PUBLIC_SUFFIX,
+    ROLES,
+    WORKERS,
+    key_name,
+    load_public_key,
+    write_key_pair,
+)
 from .settings import flag, prog
 
 DEFAULT_KEYS_DIR = "keys"

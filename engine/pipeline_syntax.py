@@ -31,8 +31,9 @@ import difflib
 import functools
 import logging
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, NamedTuple
 from urllib.parse import quote, unquote
 
 from .errors import BadParameter, PipelineError, UnknownOperation
@@ -184,7 +185,7 @@ def coerce(op: str, param: Mapping[str, Any], value: Any) -> Any:
     if isinstance(value, str):
         most, fmt = param.get("max_length"), FORMATS.get(param.get("format") or "")
         fewest = 1 if param.get("nonempty") else 0
-        if len(value) < fewest or isinstance(most, int) and len(value) > most:
+        if len(value) < fewest or (isinstance(most, int) and len(value) > most):
             raise BadParameter(f"{where} must be {fewest} to {most} characters" if isinstance(most, int)
                                else f"{where} must not be empty")
         if fmt is not None and not fmt[0].fullmatch(value):

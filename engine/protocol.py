@@ -13,8 +13,9 @@ version, type and field types before anything else looks at it, and raises
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import msgpack
 import zmq
@@ -98,7 +99,8 @@ class Request(Message):
     pipeline: str | list
     options: dict | None = None
     sent_s: float | None = None  # broker -> worker: the broker's wall clock when it sent the task
-    more: bool | None = None  # broker -> worker: other tasks were waiting (a worker idle before this one waited on the link)
+    # broker -> worker: other tasks were waiting (a worker idle before this one waited on the link)
+    more: bool | None = None
     ref: bool | None = None  # the payload is the name of a shared-memory segment holding the image (engine.shm)
 
 

@@ -31,9 +31,9 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import zmq
 import zmq.auth
@@ -145,13 +145,13 @@ class PeerKeys:
     server: bytes
 
     @classmethod
-    def load(cls, key_file: str | os.PathLike, broker_key_file: str | os.PathLike) -> "PeerKeys":
+    def load(cls, key_file: str | os.PathLike, broker_key_file: str | os.PathLike) -> PeerKeys:
         """From this peer's secret key file and the broker's public key file."""
         public, secret = load_key_pair(key_file)
         return cls(public=public, secret=secret, server=load_public_key(broker_key_file))
 
     @classmethod
-    def from_files(cls, key_file: str | None, broker_key_file: str | None, *, key_env: str) -> "PeerKeys | None":
+    def from_files(cls, key_file: str | None, broker_key_file: str | None, *, key_env: str) -> PeerKeys | None:
         """Keys from two paths, both or neither (None: plaintext); ``key_env`` names the flag's variable."""
         if not key_file and not broker_key_file:
             return None
@@ -163,7 +163,7 @@ class PeerKeys:
         return cls.load(key_file, broker_key_file)
 
     @classmethod
-    def from_env(cls, key_env: str, environ: Mapping[str, str] = os.environ) -> "PeerKeys | None":
+    def from_env(cls, key_env: str, environ: Mapping[str, str] = os.environ) -> PeerKeys | None:
         """Keys named by ``key_env`` (ENGINE_CLIENT_KEY or ENGINE_WORKER_KEY) and ENGINE_BROKER_KEY."""
         return cls.from_files(environ.get(key_env), environ.get(ENV_BROKER_KEY), key_env=key_env)
 
@@ -311,7 +311,7 @@ class ZapHandler:
     def _answer_safely(self, request: list[bytes]) -> list[bytes]:
         try:
             return self.answer(request)
-        except Exception as exc:  # noqa: BLE001 - a bug refuses one peer, never ends the loop (CURVE would admit all)
+        except Exception as exc:
             self._failures.log(type(exc).__qualname__,
                                "a ZAP request could not be answered; refused it (a bug: please report)", exc_info=True)
             return self._reply(request[1] if len(request) > 1 else b"", b"500", b"internal error")

@@ -17,7 +17,8 @@ import dataclasses
 import logging
 import os
 import sys
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 C = TypeVar("C")

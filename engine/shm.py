@@ -40,7 +40,7 @@ import re
 import secrets
 import stat
 import sys
-from typing import Iterable
+from collections.abc import Iterable
 
 from .errors import EngineError
 

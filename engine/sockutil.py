@@ -10,7 +10,8 @@ message pair on this machine, which is a quarter of the broker's budget per task
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import zmq
 

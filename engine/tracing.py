@@ -16,7 +16,7 @@ from .errors import BadParameter
 
 KEY = "trace_id"
 MAX_CHARS = 64
-_VALID = re.compile(r"[A-Za-z0-9_-]{1,%d}" % MAX_CHARS)
+_VALID = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_CHARS}}}")
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 
 

@@ -37,7 +37,9 @@ class Proc:
 
     def __init__(self, args: list[str], env: dict | None = None) -> None:
         self.args = args
-        self.log = tempfile.TemporaryFile()  # a pipe nobody reads would fill and block the child
+        # A file, not a pipe: a pipe nobody reads would fill and block the child. Read after the
+        # child ends (stderr_text), so it lives as long as this object.
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115
         self.popen = subprocess.Popen([sys.executable, *args], env={**os.environ, **(env or {})},
                                       stdout=subprocess.DEVNULL, stderr=self.log)
 
@@ -104,7 +106,7 @@ class Cluster:
         self.back = f"tcp://127.0.0.1:{self.back_port}"
         self.compat_ports = {k: free_port() for k in ("pull", "push", "router")} if self.compat else {}
 
-    def start_broker(self, *, wait_slots: int | None = None) -> "Cluster":
+    def start_broker(self, *, wait_slots: int | None = None) -> Cluster:
         for attempt in range(3):
             self.broker = Proc(self.broker_args())
             try:

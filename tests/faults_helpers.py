@@ -52,7 +52,7 @@ class Batch:
     widths: list = field(default_factory=list)
 
     @classmethod
-    def submit(cls, client, n: int, pipeline: str | list = SLOW, **kwargs) -> "Batch":
+    def submit(cls, client, n: int, pipeline: str | list = SLOW, **kwargs) -> Batch:
         batch = cls()
         for i in range(n):
             batch.widths.append(16 + i)

@@ -36,6 +36,6 @@ def task_peak(client, pid: int, data: bytes, pipeline, timeout_s: float = WAIT_S
     before = reset_peak(pid)
     try:
         outcome = client.process(data, pipeline, timeout_s=timeout_s)
-    except Exception as exc:  # noqa: BLE001 - the task's answer is what the caller checks
+    except Exception as exc:
         outcome = exc
     return outcome, before, status_bytes(pid, "VmHWM")

@@ -29,7 +29,8 @@ class KeyRing:
         """Make NAME's pair; with ``role`` ("clients" or "workers") allow it. Returns the secret file."""
         assert keytool.main(["new", name, "--dir", str(self.root)]) == 0
         if role is not None:
-            assert keytool.main(["allow", f"--{role}", str(self.root / f"{name}.key"), "--keys-dir", str(self.dir)]) == 0
+            assert keytool.main(["allow", f"--{role}", str(self.root / f"{name}.key"), "--keys-dir",
+                                 str(self.dir)]) == 0
         return self.root / f"{name}.key_secret"
 
     def peer(self, name: str, *, broker_public: Path | None = None) -> PeerKeys:

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -420,11 +421,11 @@ def test_the_broker_says_which_hot_path_it_runs(tmp_path):
 def test_without_a_c_compiler_the_build_still_succeeds_on_the_python_path(tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for name in ("setup.py", "setup.cfg", "pyproject.toml", "README.md"):
-        (tmp_path / name).write_bytes(open(os.path.join(root, name), "rb").read())
+        (tmp_path / name).write_bytes(Path(root, name).read_bytes())
     broker = tmp_path / "engine" / "broker"
     broker.mkdir(parents=True)
     for name in ("_hotpath.pyx", "_hotpath_core.h"):
-        (broker / name).write_bytes(open(os.path.join(root, "engine", "broker", name), "rb").read())
+        (broker / name).write_bytes(Path(root, "engine", "broker", name).read_bytes())
     env = {k: v for k, v in os.environ.items() if k != hotpath.ENV_NO_EXTENSIONS}
     env.update(CC="/bin/false", LDSHARED="/bin/false")
     out = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=tmp_path, env=env,

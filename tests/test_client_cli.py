@@ -362,4 +362,5 @@ def test_an_input_gone_since_it_was_found_fails_alone_with_read_failed(broker, t
         outcome = batch.run(library, items, "grayscale", window=2, overwrite=False, meta_out=meta, quiet=True)
     assert outcome.written == [tmp_path / "out" / "coins.jpg"] and [s for s, _ in outcome.failed] == [items[0].source]
     lines = {Path(x["input"]).name: x for x in map(json.loads, meta.getvalue().splitlines())}
-    assert lines["gone.jpg"]["error"]["code"] == "read_failed" and "could not read" in lines["gone.jpg"]["error"]["message"]
+    gone = lines["gone.jpg"]["error"]
+    assert gone["code"] == "read_failed" and "could not read" in gone["message"]

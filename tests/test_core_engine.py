@@ -204,7 +204,8 @@ def test_a_repeated_request_is_answered_from_the_cache_without_a_worker(cluster_
     done = lambda info: sum(w["tasks_done"] for w in info["workers"])  # noqa: E731
     assert done(after) - done(before) == 1  # only the uncached request reached a worker
     assert (after["cache"]["hits"], after["cache"]["misses"]) == (1, 1)
-    assert empty is not None and (empty["hits"], empty["misses"], empty["entries"]) == (0, 0, 0)  # counters from the start
+    # counters from the start
+    assert empty is not None and (empty["hits"], empty["misses"], empty["entries"]) == (0, 0, 0)
 
 
 def test_command_line_says_so_at_once_when_no_broker_answers(jpegs, tmp_path):

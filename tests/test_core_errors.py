@@ -82,10 +82,10 @@ def _code_values(tree: ast.AST, slots: dict[str, set[int]]):
         elif isinstance(node, ast.Dict):
             yield from (v for k, v in zip(node.keys, node.values, strict=True)
                         if isinstance(k, ast.Constant) and k.value in ("code", "error_code"))
-        elif isinstance(node, ast.Assign):
-            if any(isinstance(t, (ast.Name, ast.Attribute)) and getattr(t, "id", getattr(t, "attr", None)) == "code"
-                   for t in node.targets):
-                yield node.value
+        elif isinstance(node, ast.Assign) and any(
+                isinstance(t, (ast.Name, ast.Attribute)) and getattr(t, "id", getattr(t, "attr", None)) == "code"
+                for t in node.targets):
+            yield node.value
 
 
 def _resolve(expr: ast.expr, imported: dict[str, str]):

@@ -14,7 +14,7 @@ def _size(data: bytes) -> tuple[int, int]:
 
 
 def _wait(futures, timeout_s: float = 120.0) -> list:
-    done, not_done = cf.wait(futures, timeout=timeout_s)
+    _done, not_done = cf.wait(futures, timeout=timeout_s)
     assert not not_done, f"{len(not_done)} task(s) never completed"
     return [f.result() for f in futures]  # raises if any task failed
 

@@ -8,16 +8,17 @@ peer's heartbeats as they arrive and choose when the broker falls silent.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 
 import msgpack
 import pytest
 import zmq
-
 from cluster_helpers import Proc, recv_within
-from engine import protocol as P
 from faults_helpers import tiny_jpeg
+
+from engine import protocol as P
 
 ANNOUNCED_S = 0.5  # the fake broker's interval: a quarter of the peers' default
 LIVENESS = 20  # ... and its liveness: 10 s of silence, beyond the peers' default 6 s
@@ -61,7 +62,7 @@ def _listen(sock: zmq.Socket, seconds: float, *, answer: bool = True) -> list[tu
 
 def _beat_gaps(messages, peer: bytes) -> list[float]:
     times = [t for p, t, m in messages if p == peer and isinstance(m, P.Heartbeat) and m.shm is None]
-    return [b - a for a, b in zip(times, times[1:], strict=False)]
+    return [b - a for a, b in itertools.pairwise(times)]
 
 
 def test_heartbeats_announce_the_pace_and_old_peers_ignore_it():

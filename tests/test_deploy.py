@@ -224,7 +224,8 @@ def all_commands() -> list[tuple[str, list[str], dict[str, str]]]:
     for name, service in compose()["services"].items():
         command = service.get("command")
         if command and command[:2] == ["python", "-m"]:
-            found.append((f"compose:{name}", command, {k: str(v) for k, v in (service.get("environment") or {}).items()}))
+            found.append((f"compose:{name}", command, {k: str(v) for k,
+                                                       v in (service.get("environment") or {}).items()}))
     for deployment in k8s_kind("Deployment"):
         for container in deployment["spec"]["template"]["spec"]["containers"]:
             found.append((f"k8s:{deployment['metadata']['name']}", container["command"],
@@ -267,13 +268,15 @@ def test_compose_starts_a_broker_two_workers_and_the_web_each_with_only_its_own_
     services = compose()["services"]
     assert services["worker"]["deploy"]["replicas"] == 2
     layout = make_keys(tmp_path)
-    role_files = {role: {p.name for p in (layout / role).iterdir() if p.is_file()} for role in ("broker", "worker", "web")}
+    role_files = {role: {p.name for p in (layout / role).iterdir() if p.is_file()} for role in ("broker", "worker",
+                                                                                                "web")}
     for name, role in (("broker", "broker"), ("worker", "worker"), ("web", "web")):
         service = services[name]
         [keys] = [v for v in service["volumes"] if isinstance(v, dict) and v["target"] == "/keys"]
         assert keys["source"] == "keys" and keys["read_only"] is True and keys["volume"]["subpath"] == role
         assert "profiles" not in service  # started by a plain "up"
-        referenced = {Path(w).name for w in [*service["command"], *map(str, (service.get("environment") or {}).values())]
+        referenced = {Path(w).name for w in [*service["command"], *map(str,
+                                                                       (service.get("environment") or {}).values())]
                       if w.startswith("/keys/")}
         assert referenced <= role_files[role], f"{name} names {referenced - role_files[role]}, not made for it"
         secrets = {f for f in role_files[role] if f.endswith(".key_secret")}

@@ -28,18 +28,18 @@ def edge_client(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def token(web):  # noqa: F811
+def token(web):
     user = User(web, "camera")
     yield user.token
     user.close()
 
 
-def run_client(exe: Path, web, token: str, pipeline: str, src: Path, out: Path):  # noqa: F811
+def run_client(exe: Path, web, token: str, pipeline: str, src: Path, out: Path):
     return subprocess.run([str(exe), "127.0.0.1", str(web.port), token, pipeline, str(src), str(out)],
                           capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
 
 
-def test_c_client_round_trips_an_image_through_the_gateway(edge_client, web, token, tmp_path):  # noqa: F811
+def test_c_client_round_trips_an_image_through_the_gateway(edge_client, web, token, tmp_path):
     src = tmp_path / "in.jpg"
     src.write_bytes(jpeg("astronaut.jpg"))
     out = tmp_path / "out.png"
@@ -51,7 +51,7 @@ def test_c_client_round_trips_an_image_through_the_gateway(edge_client, web, tok
     assert cv2.PSNR(got, want) > 40
 
 
-def test_c_client_reports_a_refused_token_with_the_servers_error(edge_client, web, tmp_path):  # noqa: F811
+def test_c_client_reports_a_refused_token_with_the_servers_error(edge_client, web, tmp_path):
     src = tmp_path / "in.jpg"
     src.write_bytes(jpeg("coffee.jpg"))
     done = run_client(edge_client, web, "not-a-token", "grayscale", src, tmp_path / "out.jpg")

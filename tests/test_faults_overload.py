@@ -39,7 +39,7 @@ def test_two_thousand_small_tasks_keep_broker_and_worker_memory_flat(cluster_fac
     image = tiny_jpeg(16)
     rss = []
     with cluster.client() as client:
-        for round_ in range(4):
+        for _ in range(4):
             results = list(client.map([image] * 500, "grayscale", window=64))
             assert len(results) == 500 and all(r.width == 16 for r in results)
             rss.append((broker.memory_info().rss >> 20, worker.memory_info().rss >> 20))

@@ -67,7 +67,8 @@ def test_hostile_json_on_the_compat_router_gets_strict_json_errors_and_the_broke
     for raw in HOSTILE:
         router.send(raw)
         answer = _strict(recv_within(router, 15)[-1])
-        assert answer["code"] in ("bad_message", "bad_pipeline", "unknown_operation", "bad_parameter"), (raw[:60], answer)
+        assert answer["code"] in ("bad_message", "bad_pipeline", "unknown_operation", "bad_parameter"), (raw[:60],
+                                                                                                         answer)
         assert answer["error"]
     router.send(json.dumps({"task_id": "ok", "task": "grayscale", "image": _image_b64()}).encode())
     assert _strict(recv_within(router, 30)[-1])["task_id"] == "ok"
@@ -186,7 +187,7 @@ def test_a_worker_survives_whatever_a_hostile_broker_sends(fake_broker):
         answered.add(msg.task_id)
     assert answered == {"n1", "n2", "n3", "n4", "n5"}
     router.send_multipart([wid, *P.encode(P.Request(task_id="good", pipeline="grayscale"), tiny_jpeg(20))])
-    _, reply, payloads = _next(router, P.Reply)
+    _, reply, _payloads = _next(router, P.Reply)
     assert reply.task_id == "good" and reply.meta["width"] == 20
     assert worker.alive()
 

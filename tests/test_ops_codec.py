@@ -38,7 +38,7 @@ def encode(image, ext, *params):
 def test_lossless_inputs_decode_exactly(cat, ext, fmt, params):
     out, meta = ops.run(encode(cat, ext, *params), "invert|png")
     assert np.array_equal(unpng(out), 255 - cat)
-    assert meta["input_format"] == fmt and META_KEYS <= set(meta)
+    assert meta["input_format"] == fmt and set(meta) >= META_KEYS
 
 
 def test_jpeg_input_decodes_like_opencv(cat):
@@ -93,7 +93,7 @@ def test_jpeg_exif_orientation_is_honoured_like_opencv(cat, orientation):
     plain = simplejpeg.encode_jpeg(cat, 95, colorspace="BGR")
     app1 = b"Exif\x00\x00" + exif(orientation)
     data = plain[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + plain[2:]
-    out, meta = ops.run(data, "png")
+    out, _meta = ops.run(data, "png")
     result = unpng(out)
     reference = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # OpenCV applies EXIF
     assert result.shape == reference.shape and psnr(result, reference) > 40
@@ -157,7 +157,7 @@ BOMBS = {"png": png_bomb(100000, 100000), "jpeg": jpeg_bomb(), "webp-vp8x": webp
 def test_decompression_bombs_are_refused_from_the_header_without_allocating(name):
     tracemalloc.start()
     try:
-        with pytest.raises(ImageTooLarge, match="the limit is 64.0 MP"):
+        with pytest.raises(ImageTooLarge, match=r"the limit is 64.0 MP"):
             ops.run(BOMBS[name], "grayscale")
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -167,11 +167,11 @@ def test_decompression_bombs_are_refused_from_the_header_without_allocating(name
 
 def test_limits_are_per_call(cat):
     data = encode(cat, ".png")
-    with pytest.raises(ImageTooLarge, match="pixel|MP"):
+    with pytest.raises(ImageTooLarge, match=r"pixel|MP"):
         ops.run(data, "flip", limits=ops.Limits(max_pixels=1000))
-    with pytest.raises(ImageTooLarge, match="bytes"):
+    with pytest.raises(ImageTooLarge, match=r"bytes"):
         ops.run(data, "flip", limits=ops.Limits(max_input_bytes=100))
-    with pytest.raises(ImageTooLarge, match="resize would make"):
+    with pytest.raises(ImageTooLarge, match=r"resize would make"):
         ops.run(data, "resize:width=16000,height=16000,mode=exact")
 
 
@@ -239,7 +239,7 @@ def test_big_endian_exif_is_read(cat):
     app1 = b"Exif\x00\x00" + block
     data = plain[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + plain[2:]
     assert codec.probe(data).orientation == 8
-    out, meta = ops.run(data, "png")
+    _out, meta = ops.run(data, "png")
     assert (meta["width"], meta["height"]) == (cat.shape[0], cat.shape[1])
 
 
@@ -247,7 +247,7 @@ def test_big_endian_exif_is_read(cat):
 def test_the_jpeg_step_encodes_with_the_chroma_subsampling_asked_for(subsampling):
     photo = sample("chelsea.jpg", max_side=400)
     data = encode(photo, ".jpg")
-    out, meta = ops.run(data, f"jpeg:quality=80,subsampling={subsampling}")
+    out, _meta = ops.run(data, f"jpeg:quality=80,subsampling={subsampling}")
     assert simplejpeg.decode_jpeg_header(out)[3] == subsampling
     assert psnr(simplejpeg.decode_jpeg(out, colorspace="BGR"), simplejpeg.decode_jpeg(data, colorspace="BGR")) > 30
     if subsampling == "420":

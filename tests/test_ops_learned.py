@@ -109,8 +109,8 @@ def test_large_images_map_boxes_back_to_their_pixels(cache, astronaut, side_px):
 
 def test_planned_downscaled_decode_finds_the_same_face(cache):
     data = sample_bytes("astronaut.jpg")
-    planned, pmeta = ops.run(data, "resize:width=200|faces:draw=false|json", cache=cache)
-    naive, nmeta = ops.run(data, "resize:width=200|faces:draw=false|json", cache=cache, plan=False)
+    _planned, pmeta = ops.run(data, "resize:width=200|faces:draw=false|json", cache=cache)
+    _naive, nmeta = ops.run(data, "resize:width=200|faces:draw=false|json", cache=cache, plan=False)
     assert any(n.startswith("JPEG decoded scaled") for n in pmeta["plan"])
     assert len(pmeta["faces"]) == len(nmeta["faces"]) == 1
     assert iou(pmeta["faces"][0]["box"], nmeta["faces"][0]["box"]) >= 0.9
@@ -145,7 +145,7 @@ def test_anonymize_keeps_alpha_and_composes_with_other_steps(cache, astronaut):
     rgba = np.dstack([astronaut, np.full(astronaut.shape[:2], 200, np.uint8)])
     out, meta = apply(rgba, "anonymize:method=fill,colour=ff00ff", cache=cache)
     assert out.shape[2] == 4 and (out[:, :, 3] == 200).all() and meta["anonymized"] == 1
-    data, meta = ops.run(sample_bytes("astronaut.jpg"), "resize:width=1280|anonymize|jpeg:quality=85", cache=cache)
+    _data, meta = ops.run(sample_bytes("astronaut.jpg"), "resize:width=1280|anonymize|jpeg:quality=85", cache=cache)
     assert meta["format"] == "jpeg" and meta["width"] == 1280 and meta["anonymized"] == 1
     assert [name for name, _ in meta["op_ms"]] == ["resize", "anonymize", "jpeg"]
 

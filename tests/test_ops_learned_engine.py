@@ -40,5 +40,5 @@ def test_anonymize_through_the_engine_composes_with_resize_and_jpeg(engine):
     assert cat.meta["anonymized"] == 0 and cat.meta["faces"] == []
     image = cv2.imdecode(np.frombuffer(portrait.data, np.uint8), cv2.IMREAD_COLOR)
     assert image.shape[:2] == (1280, 1280)
-    x, y, w, h = portrait.meta["faces"][0]["box"]
+    x, y, w, _h = portrait.meta["faces"][0]["box"]
     assert 350 < x < 550 and 100 < y < 300 and 180 < w < 320  # the face, in the 1280 px image's pixels

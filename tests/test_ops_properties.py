@@ -20,7 +20,8 @@ pytestmark = pytest.mark.timeout(120)
 # Small images and a small pixel limit keep every example fast; going over it is an
 # engine error (ImageTooLarge), which is an allowed outcome.
 LIMITS = ops.Limits(max_pixels=200_000)
-SETTINGS = settings(max_examples=int(__import__("os").environ.get("OPS_EXAMPLES", 60)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=int(__import__("os").environ.get("OPS_EXAMPLES", 60)), deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
 MARK = base64.b64encode(cv2.imencode(".png", np.full((6, 8, 4), 200, np.uint8))[1].tobytes()).decode()
 
 # Fault-injection operations (engine/ops/testing.py, registered only by a worker run with --test-ops)

@@ -37,14 +37,14 @@ def shell_blocks(markdown: str, after_heading: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def user(web):  # noqa: F811
+def user(web):
     made = User(web, "reader")
     yield made
     made.close()
 
 
 @pytest.fixture
-def shell(tmp_path, broker, web, user):  # noqa: F811
+def shell(tmp_path, broker, web, user):
     """Run a documented line in bash, in a folder laid out like a checkout (tests/data), with
     the installed commands on PATH, ENGINE_CLIENT_CONNECT at the test broker and $TOKEN set."""
     (tmp_path / "tests").mkdir()
@@ -92,7 +92,7 @@ def python_blocks(markdown: str, after_heading: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", section, re.S)
 
 
-def test_readme_client_and_async_client_examples_run_as_pasted(shell, broker):  # noqa: F811
+def test_readme_client_and_async_client_examples_run_as_pasted(shell, broker):
     """Each Python example of "Embed the client", pasted into a file and run from a checkout
     (only the documented broker address is this test's own)."""
     blocks = python_blocks((ROOT / "README.md").read_text(), "## Embed the client")
@@ -129,7 +129,7 @@ def test_web_docs_curl_command_works_verbatim_and_fails_loudly(shell):
 
 
 @needs_curl
-def test_tokens_page_curl_example_works(shell, user, web):  # noqa: F811
+def test_tokens_page_curl_example_works(shell, user, web):
     html = user.browser.get("/tokens").text
     example = re.search(r'<code class="pipeline" id="curl-example">(.*?)</code>', html, re.S).group(1)
     command = example.replace("&#34;", '"').replace("&quot;", '"').replace("&amp;", "&")

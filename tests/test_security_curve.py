@@ -121,9 +121,8 @@ def test_a_client_key_cannot_register_as_a_worker(secure_factory, ring, jpegs):
     for refused, why in refusals:  # each says why, once, and keeps trying
         log = refused.stderr_text()
         assert refused.alive() and log.count(why) == 1, log[-2000:]
-    with cluster.client("alice", timeout_s=REFUSED_TIMEOUT_S) as client:
-        with pytest.raises(TaskTimeout):
-            client.process(jpegs["coins.jpg"], "grayscale")
+    with cluster.client("alice", timeout_s=REFUSED_TIMEOUT_S) as client, pytest.raises(TaskTimeout):
+        client.process(jpegs["coins.jpg"], "grayscale")
     cluster.add_worker(1, *ring.worker_flags("edge1"))
     info = cluster.wait_ready(2)
     assert len(info["workers"]) == 1

@@ -29,7 +29,7 @@ def no_engine_env(monkeypatch):
 
 
 def settings_from(module: str, argv: list[str]):
-    cls, build = ROLES[module]
+    _cls, build = ROLES[module]
     main = importlib.import_module(f"{module}.__main__")
     return getattr(main, build)(main.parse_args(argv))
 

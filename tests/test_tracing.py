@@ -39,7 +39,7 @@ def test_a_trace_id_travels_to_every_log_line_and_back(cluster_factory):
     assert "while running task" in worker_log and "[trace trace-crash]" in worker_log  # the supervisor saw it die
 
 
-def test_the_http_api_takes_the_trace_id_of_a_traceparent_header(users):  # noqa: F811
+def test_the_http_api_takes_the_trace_id_of_a_traceparent_header(users):
     import json
 
     header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.timeout(120)
 CURL_FORM = {"Content-Type": "application/x-www-form-urlencoded"}  # what curl --data-binary declares
 
 
-def test_a_raw_image_declared_as_a_form_is_processed(users):  # noqa: F811
+def test_a_raw_image_declared_as_a_form_is_processed(users):
     r = users[0].api.post("/api/v1/process", params={"pipeline": "grayscale|png"}, content=jpeg(), headers=CURL_FORM)
     assert r.status_code == 200, r.text
     got = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_UNCHANGED)
@@ -22,20 +22,20 @@ def test_a_raw_image_declared_as_a_form_is_processed(users):  # noqa: F811
     assert got.shape == want.shape and cv2.PSNR(got, want) > 35
 
 
-def test_a_form_without_an_image_says_how_to_send_one(users):  # noqa: F811
+def test_a_form_without_an_image_says_how_to_send_one(users):
     r = users[0].api.post("/api/v1/process", params={"pipeline": "grayscale"}, content=b"pipeline=grayscale",
                           headers=CURL_FORM)
     assert r.status_code == 415 and r.json()["code"] == "bad_image"
     assert "--data-binary" in r.json()["error"] and "-F image=@" in r.json()["error"]
 
 
-def test_a_typo_gets_a_suggestion(users):  # noqa: F811
+def test_a_typo_gets_a_suggestion(users):
     r = users[0].api.post("/api/v1/process", params={"pipeline": "greyscale|png"}, content=jpeg())
     assert r.status_code == 422 and r.json()["code"] == "unknown_operation"
     assert "did you mean 'grayscale'?" in r.json()["error"]
 
 
-def test_interactive_docs_are_served_from_the_openapi_description(web):  # noqa: F811
+def test_interactive_docs_are_served_from_the_openapi_description(web):
     import httpx
 
     r = httpx.get(f"{web.url}/api/v1/docs", timeout=10)
@@ -54,11 +54,12 @@ def test_every_parameter_of_the_api_is_described():
     assert {"name", "limit", "offset", "history", "job_id", "batch_id", "token_id"} <= set(described)
 
 
-def test_jobs_keep_the_pipeline_as_written_and_a_non_image_is_not_rerun(users):  # noqa: F811
+def test_jobs_keep_the_pipeline_as_written_and_a_non_image_is_not_rerun(users):
     alice = users[0]
     written = "resize:width=64 | png"
     r = alice.api.post("/api/v1/batches", data={"pipeline": written},
-                       files=[("images", ("a.jpg", jpeg(), "image/jpeg")), ("images", ("b.jpg", b"text", "image/jpeg"))])
+                       files=[("images", ("a.jpg", jpeg(), "image/jpeg")), ("images", ("b.jpg", b"text",
+                                                                                       "image/jpeg"))])
     assert r.status_code == 202, r.text
     batch = wait_batch(alice.api, r.json()["id"])
     assert batch["pipeline"] == written

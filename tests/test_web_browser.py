@@ -70,7 +70,8 @@ def test_sign_up_build_pipeline_drop_images_see_results_and_history(chromium, we
     page.wait_for_url("**/batches/*")
     page.wait_for_function("() => document.querySelector('#batch-count').textContent.startsWith('2 of 2')")
     page.wait_for_function("() => [...document.querySelectorAll('figure.output img')].length == 2 && "
-                           "[...document.querySelectorAll('figure.output img')].every(i => i.complete && i.naturalWidth > 0)")
+                           "[...document.querySelectorAll('figure.output img')]"
+                           ".every(i => i.complete && i.naturalWidth > 0)")
     latency_s = time.perf_counter() - started
     print(f"page-to-result latency for 2 images: {latency_s * 1000:.0f} ms")
     assert page.locator("#batch-progress").get_attribute("value") == "2"
@@ -83,7 +84,8 @@ def test_sign_up_build_pipeline_drop_images_see_results_and_history(chromium, we
     page.wait_for_url("**/history")
     rows = page.locator("table.history tbody tr")
     assert rows.count() == 2
-    page.wait_for_function("() => [...document.querySelectorAll('img.thumb')].every(i => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function("() => [...document.querySelectorAll('img.thumb')]"
+                           ".every(i => i.complete && i.naturalWidth > 0)")
     assert "low=40" in page.text_content("table.history")
     page.screenshot(path=str(SHOTS / "3-history.png"), full_page=True)
 

@@ -48,7 +48,8 @@ def disposition(header: str) -> tuple[str, str]:
     params = msg.get_params(header="content-disposition")
     assert params, header
     plain = [v for k, v in params[1:] if k == "filename" and isinstance(v, str)]
-    extended = [email.utils.collapse_rfc2231_value(v) for k, v in params[1:] if k == "filename" and isinstance(v, tuple)]
+    extended = [email.utils.collapse_rfc2231_value(v) for k, v in params[1:] if k == "filename" and isinstance(v,
+                                                                                                               tuple)]
     assert len(plain) == 1 and len(extended) == 1, header
     fallback = plain[0]
     assert fallback.isascii() and not set(fallback) & (BAD_IN_NAMES | set('";%')), header
@@ -57,7 +58,7 @@ def disposition(header: str) -> tuple[str, str]:
 
 
 @pytest.mark.parametrize("sent,kept,stem", NAMES, ids=[ascii(n[0]) for n in NAMES])
-def test_any_file_name_processes_and_downloads(users, sent, kept, stem):  # noqa: F811
+def test_any_file_name_processes_and_downloads(users, sent, kept, stem):
     alice = users[0]
     raw = alice.api.post("/api/v1/process", params={"pipeline": "grayscale|png", "name": sent}, content=jpeg())
     # As a browser sends it: httpx, like browsers, writes " and control characters as %22, %0D..., \ as \\
@@ -78,7 +79,7 @@ def test_any_file_name_processes_and_downloads(users, sent, kept, stem):  # noqa
     assert disposition(raw.headers["content-disposition"]) == ("inline", f"{stem}-{job_id}.png")
 
 
-def test_a_batch_of_odd_names_zips_and_shows_safely(users):  # noqa: F811
+def test_a_batch_of_odd_names_zips_and_shows_safely(users):
     alice = users[0]
     sent = ["照片.jpg", "Ωmega.jpg", "🐱.jpg", "../../evil.jpg", "<img src=x onerror=alert(1)>.jpg"]
     files = [("images", (n, jpeg(), "image/jpeg")) for n in sent]
@@ -103,7 +104,7 @@ def test_a_batch_of_odd_names_zips_and_shows_safely(users):  # noqa: F811
     assert page.status_code == 200 and "<img src=x" not in page.text
 
 
-def test_a_legacy_task_id_that_utf8_cannot_encode_still_names_its_job(users):  # noqa: F811
+def test_a_legacy_task_id_that_utf8_cannot_encode_still_names_its_job(users):
     """The legacy format names a job after its task id, which JSON may make a lone surrogate."""
     alice = users[0]
     body = b'{"task_id": "x\\ud800", "task": "grayscale|png", "image": "' + base64.b64encode(jpeg()) + b'"}'

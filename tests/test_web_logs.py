@@ -17,7 +17,7 @@ ENGINE_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WAR
 START_TIMEOUT_S = 30.0
 
 
-def run_gateway(broker_front: str, data_dir, *extra: str, also: tuple = ()) -> tuple[str, str]:  # noqa: F811
+def run_gateway(broker_front: str, data_dir, *extra: str, also: tuple = ()) -> tuple[str, str]:
     """Start python -m engine.web, visit a page, poll the status like the page does, stop it;
     returns (stdout, stderr)."""
     port = free_port()
@@ -32,7 +32,7 @@ def run_gateway(broker_front: str, data_dir, *extra: str, also: tuple = ()) -> t
                 break
             except OSError:
                 if time.monotonic() > deadline_s or proc.poll() is not None:
-                    raise RuntimeError("the gateway did not start")
+                    raise RuntimeError("the gateway did not start") from None
                 time.sleep(0.1)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
             assert http.get("/login").status_code == 200
@@ -47,7 +47,7 @@ def run_gateway(broker_front: str, data_dir, *extra: str, also: tuple = ()) -> t
     return out, err
 
 
-def test_access_log_is_in_the_engine_format_and_quiet_for_polling(broker, tmp_path):  # noqa: F811
+def test_access_log_is_in_the_engine_format_and_quiet_for_polling(broker, tmp_path):
     out, err = run_gateway(broker.front, tmp_path)
     lines = [x for x in err.splitlines() if x.strip()]
     assert lines and all(ENGINE_LINE.match(x) for x in lines), err
@@ -57,12 +57,12 @@ def test_access_log_is_in_the_engine_format_and_quiet_for_polling(broker, tmp_pa
     assert out == "" and "uvicorn.error" not in err and " engine.web: Started server process" in err
 
 
-def test_access_log_all_shows_the_polling_too(broker, tmp_path):  # noqa: F811
+def test_access_log_all_shows_the_polling_too(broker, tmp_path):
     _out, err = run_gateway(broker.front, tmp_path, "--access-log", "all")
     assert err.count("GET /api/v1/status 401") == 3 and "GET /static/style.css 200" in err
 
 
-def test_a_request_path_cannot_forge_a_log_line(broker, tmp_path):  # noqa: F811
+def test_a_request_path_cannot_forge_a_log_line(broker, tmp_path):
     forged = "2026-01-01 00:00:00,000 WARNING engine.broker: forged"
     _out, err = run_gateway(broker.front, tmp_path,
                             also=("/x%0A" + forged.replace(" ", "%20") + "%0D%1B[31m",))

@@ -21,7 +21,7 @@ def table_with_one(timeout_s=60.0):
 
 
 def test_the_status_board_reports_what_runs_and_counts_what_finished():
-    table, proc, board = table_with_one()
+    _table, _proc, board = table_with_one()
     assert board.read().task_id == "" and board.tally() == NOTHING
     board.hold(3)
     board.start("7@b", started_s=10.0, due_s=None)
@@ -44,7 +44,7 @@ def test_the_status_board_reports_what_runs_and_counts_what_finished():
 
 
 def test_an_idle_table_wants_nothing_and_sleeps_until_told():
-    table, proc, board = table_with_one()
+    table, _proc, _board = table_with_one()
     assert table.watch(100.0, CODE) == [] and table.next_wake_s(100.0) == float("inf")
 
 
@@ -65,7 +65,7 @@ def test_a_running_task_past_its_deadline_is_answered_then_killed_after_the_grac
 
 
 def test_a_process_that_comes_back_within_the_grace_is_kept():
-    table, proc, board = table_with_one()
+    table, _proc, board = table_with_one()
     board.start("7@b", started_s=10.0, due_s=10.5)
     table.watch(10.6, CODE)
     board.finish("done", 0.1, held=0)

@@ -44,7 +44,7 @@ class WebServer:
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="web", daemon=True)
 
-    def start(self) -> "WebServer":
+    def start(self) -> WebServer:
         self.thread.start()
         deadline_s = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline_s:

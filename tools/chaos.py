@@ -30,8 +30,8 @@ import numpy as np
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from engine import Client  # noqa: E402
-from engine.errors import BrokerUnavailable, TaskError, TaskTimeout  # noqa: E402
+from engine import Client
+from engine.errors import BrokerUnavailable, TaskError, TaskTimeout
 
 HEARTBEAT_S = 0.5  # --local: fast failure detection
 

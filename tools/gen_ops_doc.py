@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.ops import describe  # noqa: E402
+from engine.ops import describe
 
 BENCH_START, BENCH_END = "<!-- bench:start -->", "<!-- bench:end -->"
 SIZES = ("640x480", "1080p", "4K")

@@ -22,7 +22,7 @@ import numpy as np
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from engine import Client  # noqa: E402
+from engine import Client
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -59,7 +59,7 @@ class Celery(Peer):
         from .celery_app import TASK_NAME, make_app
 
         self._redis = self._worker = None
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - the worker's log for its life; closed in stop()
         self._redis, url = start_redis()
         env = dict(os.environ, BENCH_REDIS_URL=url,
                    PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))

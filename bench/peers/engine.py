@@ -28,7 +28,8 @@ def data_plane(info: dict) -> dict:
 class EngineDriver:
     """Runs inside each client process."""
 
-    def __init__(self, endpoint: str, share: int, key_file: str | None = None, broker_key_file: str | None = None) -> None:
+    def __init__(self, endpoint: str, share: int, key_file: str | None = None,
+                 broker_key_file: str | None = None) -> None:
         from engine import Client
         from engine.security import PeerKeys
 
@@ -147,8 +148,8 @@ class Engine(Peer):
         return self._gang.measure(images, pipeline, window=window, duration_s=duration_s, min_tasks=min_tasks)
 
     def notes(self) -> list[str]:
-        where = f"existing deployment at {self.broker} ({self.remote_slots} worker slots at start)" if self.broker else \
-            f"python -m engine.broker --local-workers {self.workers}"
+        where = (f"existing deployment at {self.broker} ({self.remote_slots} worker slots at start)" if self.broker
+                 else f"python -m engine.broker --local-workers {self.workers}")
         plane = self.data_plane or {}
         return [f"{where}; {self.clients} client process(es), Client.submit with a bounded window; "
                 f"broker hot path: {plane.get('hot_path', 'unknown')}; same-host shared memory: "

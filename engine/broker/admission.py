@@ -67,14 +67,14 @@ class Check:
 
     options: ClassVar[frozenset[str]] = frozenset()
 
-    def __call__(self, broker: "Broker", a: Admission) -> Verdict | None:
+    def __call__(self, broker: Broker, a: Admission) -> Verdict | None:
         raise NotImplementedError
 
 
 class Resend(Check):
     """A task already held (the client resent it after a timeout or a broker restart)."""
 
-    def __call__(self, broker: "Broker", a: Admission) -> Verdict | None:
+    def __call__(self, broker: Broker, a: Admission) -> Verdict | None:
         return Verdict(DROP) if broker.holds(a.origin, a.request.task_id) else None
 
 
@@ -82,7 +82,7 @@ class Reference(Check):
     """An image by reference (a shared-memory segment's name) only from a client that proved it
     shares the broker's host (``engine.shm``): another's name would be a file of this host."""
 
-    def __call__(self, broker: "Broker", a: Admission) -> Verdict | None:
+    def __call__(self, broker: Broker, a: Admission) -> Verdict | None:
         if not a.request.ref or a.origin.front.by_reference(a.origin):
             return None
         return Verdict(INVALID, ProtocolError.code,
@@ -96,7 +96,7 @@ class Busy(Check):
     client's), or the client not reading its results. A client with nothing waiting may
     always queue one image, so an image of any accepted size can run."""
 
-    def __call__(self, broker: "Broker", a: Admission) -> Verdict | None:
+    def __call__(self, broker: Broker, a: Admission) -> Verdict | None:
         busy = "the broker is shutting down" if broker.stopping() else \
             f"the broker's queue is full ({broker.config.max_queue} tasks waiting)" \
             if broker.queue_depth() >= broker.config.max_queue else self._bytes(broker, a) \
@@ -104,7 +104,7 @@ class Busy(Check):
         return Verdict(REFUSED, BusyError.code, f"{busy}; retry later") if busy is not None else None
 
     @staticmethod
-    def _bytes(broker: "Broker", a: Admission) -> str | None:
+    def _bytes(broker: Broker, a: Admission) -> str | None:
         config, size = broker.config, payload_bytes(a.payload)
         mine = broker.queued_bytes(a.origin)
         if mine and mine + size > config.client_max_queue_bytes:
@@ -122,7 +122,7 @@ def _mib(size_bytes: int) -> str:
 
 
 class Quota(Check):
-    def __call__(self, broker: "Broker", a: Admission) -> Verdict | None:
+    def __call__(self, broker: Broker, a: Admission) -> Verdict | None:
         client = a.origin.client
         refusal = broker.quotas.check(client, broker.dispatcher.per_client.get(client, 0), a.now_s)
         return Verdict(REFUSED, QuotaError.code, refusal) if refusal is not None else None
@@ -131,7 +131,7 @@ class Quota(Check):
 class KnownOptions(Check):
     """Every option is one a check reads."""
 
-    def __call__(self, broker: "Broker", a: Admission) -> Verdict | None:
+    def __call__(self, broker: Broker, a: Admission) -> Verdict | None:
         unknown = sorted(set(a.options) - OPTIONS, key=str)
         if not unknown:
             return None
@@ -143,7 +143,7 @@ class KnownOptions(Check):
 class Deadline(Check):
     options = frozenset({deadlines.KEY})
 
-    def __call__(self, broker: "Broker", a: Admission) -> Verdict | None:
+    def __call__(self, broker: Broker, a: Admission) -> Verdict | None:
         try:
             a.due_s = deadlines.due_s(a.request.options, a.now_s)
         except TaskError as exc:
@@ -154,7 +154,7 @@ class Deadline(Check):
 class Trace(Check):
     options = frozenset({tracing.KEY})
 
-    def __call__(self, broker: "Broker", a: Admission) -> Verdict | None:
+    def __call__(self, broker: Broker, a: Admission) -> Verdict | None:
         try:
             a.trace_id = tracing.trace_id(a.request.options) if a.request.options else None
         except TaskError as exc:
@@ -165,7 +165,7 @@ class Trace(Check):
 class Offered(Check):
     """Some connected worker offers every operation of the pipeline (Majordomo's unknown service)."""
 
-    def __call__(self, broker: "Broker", a: Admission) -> Verdict | None:
+    def __call__(self, broker: Broker, a: Admission) -> Verdict | None:
         a.needs = step_names(a.request.pipeline)
         if a.needs is not None and broker.dispatcher.can_run(a.needs) is False:
             return Verdict(FAILED, UnknownOperation.code, broker.unoffered(a.needs))
@@ -175,7 +175,7 @@ class Offered(Check):
 class Schema(Check):
     """Names and parameters against what the workers declared (memoised per pipeline text)."""
 
-    def __call__(self, broker: "Broker", a: Admission) -> Verdict | None:
+    def __call__(self, broker: Broker, a: Admission) -> Verdict | None:
         checked = broker.pipelines.check(a.request.pipeline)
         if isinstance(checked, TaskError):
             return Verdict(FAILED, checked.code, checked.message)
@@ -188,7 +188,7 @@ class Cache(Check):
 
     options = frozenset({CACHE_KEY})
 
-    def __call__(self, broker: "Broker", a: Admission) -> Verdict | None:
+    def __call__(self, broker: Broker, a: Admission) -> Verdict | None:
         wanted = a.options.get(CACHE_KEY, True)
         if not isinstance(wanted, bool):
             return Verdict(INVALID, BadParameter.code, f"options.{CACHE_KEY} must be true or false, got {wanted!r:.40}")

@@ -23,10 +23,9 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from .. import protocol as P
-from .. import strictjson
+from .. import sockutil, strictjson
 from ..errors import ProtocolError, Unauthorized
 from ..security import CLIENTS
-from .. import sockutil
 from .config import REPLY_PIPE_MESSAGES
 from .front import Front, Origin
 
@@ -132,7 +131,7 @@ class CompatFront(Front):
 
     name = "compat"
 
-    def __init__(self, broker: "Broker") -> None:
+    def __init__(self, broker: Broker) -> None:
         super().__init__(broker.stats, broker.unread_limits)
         self.broker = broker
         config = broker.config

@@ -16,28 +16,26 @@ from typing import Any
 
 import zmq
 
-from .. import __version__
-from .. import fdlimit, logbound, memtrim, shm, tracing
+from .. import __version__, fdlimit, logbound, memtrim, shm, tracing
 from .. import protocol as P
 from ..cache import ResultCache
 from ..errors import ConfigError, TaskCancelled
+from ..metrics import BrokerMetrics, WorkerRow
 from ..pipeline_syntax import suggest
 from ..security import CLIENTS, HOW_TO_MAKE_KEYS, CurveServer
+from ..sockutil import last_endpoint
 from ..wakeup import Wakeup
+from . import admission, fastlane
+from . import config as C
 from . import info as info_
-from . import admission
 from .admission import CHECKS, Admission, Verdict
 from .compat import CompatFront
-from . import fastlane
-from . import config as C
 from .config import BrokerConfig
 from .front import Origin
 from .native import NativeFront
 from .outbox import UnreadLimits
 from .pipelines import PipelineChecker
 from .quota import QuotaLimits, Quotas
-from ..sockutil import last_endpoint
-from ..metrics import BrokerMetrics, WorkerRow
 from .state import Dispatcher, Payload, Task, peer_name
 from .workers import WorkerSide
 
@@ -74,7 +72,7 @@ class Broker:
                                      max_slots_per_host=config.max_slots_per_host,
                                      max_declarations=config.max_declarations)
         self.pipelines = PipelineChecker(self.dispatcher)
-        self.stats: Counter[str] = Counter({name: 0 for name in STAT_NAMES})
+        self.stats: Counter[str] = Counter(dict.fromkeys(STAT_NAMES, 0))
         self.recent_failures: deque[dict] = deque(maxlen=RECENT_FAILURES)  # for the status page (INFO)
         self.metrics = BrokerMetrics()  # the one count of task events: INFO and /metrics read it
         self.unread_limits = UnreadLimits(refuse_bytes=config.unread_refuse_bytes,

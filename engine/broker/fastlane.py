@@ -19,11 +19,12 @@ identity is read per message) and no per-client quotas. Elsewhere the broker is 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from .. import protocol as P
-from ..pipeline_syntax import step_names
 from .. import sockutil
+from ..pipeline_syntax import step_names
 from . import hotpath
 from .front import Origin
 from .state import STRAGGLER_FACTOR, STRAGGLER_MIN_S, STRAGGLER_SCAN_S, Task, WorkerState, peer_name
@@ -38,7 +39,7 @@ MAX_PIPELINE_CHARS = 4096  # longer pipelines stay on the Python path (the hot p
 MAX_PIPELINES = 1024  # distinct pipeline texts registered at once (as the broker's checker memoises)
 
 
-def wanted(broker: "Broker") -> bool:
+def wanted(broker: Broker) -> bool:
     """The hot path can run on this broker: its checks are the whole of admission here."""
     c = broker.config
     return (broker.curve is None and not c.client_max_in_flight and not c.client_rate_per_s
@@ -46,7 +47,7 @@ def wanted(broker: "Broker") -> bool:
 
 
 class FastLane:
-    def __init__(self, broker: "Broker", front: Any, back: Any) -> None:
+    def __init__(self, broker: Broker, front: Any, back: Any) -> None:
         self.broker = broker
         self.d = broker.dispatcher
         config = broker.config

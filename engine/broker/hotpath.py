@@ -83,7 +83,7 @@ class Counts(NamedTuple):
 @dataclass(eq=False, slots=True)
 class _Task:
     jid: int
-    route: "_Route"
+    route: _Route
     task_id: str
     pipeline: str
     cache_off: bool
@@ -92,7 +92,7 @@ class _Task:
     mask: int = 0  # the kinds of worker that may run it
     ref: bool = False
     queued_bytes: int = 0  # its payload's bytes while it waits in the queue (0: not queued)
-    worker: "_Worker | None" = None
+    worker: _Worker | None = None
     dispatched_s: float = 0.0
     lease_due_s: float = float("inf")
 

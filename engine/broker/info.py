@@ -36,7 +36,7 @@ def _worker(row: dict) -> dict:
     return {k: (v[:MAX_TEXT_CHARS] if isinstance(v, str) else v) for k, v in row.items()}
 
 
-def hosts(d: "Dispatcher", now_s: float) -> list[dict]:
+def hosts(d: Dispatcher, now_s: float) -> list[dict]:
     """One row per worker host (its supervisor's control connection, its pool processes
     summed), or per worker that speaks for itself; sorted by host."""
     processes: dict[bytes, list] = {}
@@ -58,7 +58,7 @@ def hosts(d: "Dispatcher", now_s: float) -> list[dict]:
     return rows
 
 
-def bounded(broker: "Broker", you: str = "") -> dict:
+def bounded(broker: Broker, you: str = "") -> dict:
     now_s = time.monotonic()
     d = broker.dispatcher
     config = broker.config
@@ -87,7 +87,7 @@ def bounded(broker: "Broker", you: str = "") -> dict:
     return _fit(out)
 
 
-def _shared_memory(broker: "Broker", workers: list) -> dict | None:
+def _shared_memory(broker: Broker, workers: list) -> dict | None:
     """Same-host payloads: on or off, who proved it, and this host's segments now."""
     if broker.shm_key is None:
         return None

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING
 import zmq
 
 from .. import protocol as P
+from .. import sockutil
 from ..errors import BusyError, ProtocolError, Unauthorized
 from ..security import CLIENTS
-from .. import sockutil
 from .config import DRAIN_BATCH, REPLY_PIPE_MESSAGES
 from .front import Front, Origin
 
@@ -29,7 +29,7 @@ class NativeFront(Front):
     name = "front"
     dedups = True  # clients choose task ids and resend them after a broker restart
 
-    def __init__(self, broker: "Broker") -> None:
+    def __init__(self, broker: Broker) -> None:
         super().__init__(broker.stats, broker.unread_limits)
         self.broker = broker
         self.config = broker.config

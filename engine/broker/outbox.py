@@ -15,8 +15,9 @@ second, not a busy loop.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Any, Hashable
+from typing import Any
 
 # The first retry comes soon: a client that reads, only in bursts (a window of 64 replies
 # against a 32-message pipe), must not wait long. Measured with bench/broker_cpu.py (1 KiB,

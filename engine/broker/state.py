@@ -13,12 +13,19 @@ from __future__ import annotations
 import itertools
 import json
 from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Hashable, Iterator, TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 from ..protocol import Request
-from .config import (MAX_LIVE_DECLARATIONS, MAX_RETRIES, MAX_SLOTS_PER_HOST, MAX_SLOTS_PER_WORKER, MAX_WORKERS,
-                     MAX_WORKERS_PER_HOST)
+from .config import (
+    MAX_LIVE_DECLARATIONS,
+    MAX_RETRIES,
+    MAX_SLOTS_PER_HOST,
+    MAX_SLOTS_PER_WORKER,
+    MAX_WORKERS,
+    MAX_WORKERS_PER_HOST,
+)
 
 if TYPE_CHECKING:
     import zmq
@@ -269,7 +276,8 @@ class Dispatcher:
                 self.on_client_tasks(task, -1)
         return task
 
-    def assignments(self, now_s: float = 0.0, lease_s: float = float("inf"), grace_s: float = 0.0) -> Iterator[tuple[Task, WorkerState]]:
+    def assignments(self, now_s: float = 0.0, lease_s: float = float("inf"),
+                    grace_s: float = 0.0) -> Iterator[tuple[Task, WorkerState]]:
         """Pair queued tasks with free workers that offer their operations, LRU first, until
         one side runs out. A task no free worker can run keeps its place at the front (up to
         ``MAX_SKIPPED`` are stepped over per pass). Each task gets a lease: ``lease_s``, or

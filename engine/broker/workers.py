@@ -14,16 +14,21 @@ from typing import TYPE_CHECKING
 
 import zmq
 
-from .. import deadlines, tracing
+from .. import deadlines, sockutil, tracing
 from .. import protocol as P
-from ..errors import (DeadlineExceeded, ImageError, ProtocolError, TaskFailed, Unauthorized, UnknownOperation,
-                      is_retryable)
+from ..errors import (
+    DeadlineExceeded,
+    ImageError,
+    ProtocolError,
+    TaskFailed,
+    Unauthorized,
+    UnknownOperation,
+    is_retryable,
+)
 from ..logbound import LogBound
 from ..security import WORKERS
 from ..sockutil import NOBLOCK, send_frames
-from .. import sockutil
 from .config import DRAIN_BATCH, LEASE_GRACE_S, WORKER_PIPE_MESSAGES
-
 from .state import BLAME_ALL, Task, WorkerState, peer_name
 
 DISCONNECT_PROBES_S = (0.05, 0.3, 1.0)  # after a closed connection, when to look for unreachable workers
@@ -39,7 +44,7 @@ BAD_WORKER_MESSAGES = LogBound(log, "bad messages from workers", by="worker")  #
 
 
 class WorkerSide:
-    def __init__(self, broker: "Broker") -> None:
+    def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self.config = broker.config
         self.dispatcher = broker.dispatcher
@@ -373,7 +378,8 @@ class WorkerSide:
     def _send_task(self, wid: bytes, task: Task, now_s: float, *, more: bool = False) -> None:
         req = task.request
         options, sent_s = req.options, None
-        if options and deadlines.KEY in options:  # what is left of it, and when it was sent (a busy worker reads it later)
+        # what is left of it, and when it was sent (a busy worker reads it later)
+        if options and deadlines.KEY in options:
             options, sent_s = deadlines.forwarded(options, task.received_s, now_s), time.time()
         if req.ref and not self.dispatcher.workers[wid].shm and not self._inline(wid, task):
             return

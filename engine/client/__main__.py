@@ -55,7 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="*", type=Path, help="image files and folders")
     p.add_argument("-o", "--output", type=Path, help="folder for the results (created if missing)")
-    flag(p, "--connect", env="ENGINE_CLIENT_CONNECT", default="tcp://127.0.0.1:5555", help="the broker's client endpoint")
+    flag(p, "--connect", env="ENGINE_CLIENT_CONNECT", default="tcp://127.0.0.1:5555",
+         help="the broker's client endpoint")
     flag(p, "--pipeline", env="ENGINE_PIPELINE", default="grayscale", help="what to do to each image")
     flag(p, "--window", env="ENGINE_WINDOW", default=16, type=positive_int, help="tasks in flight at once")
     flag(p, "--timeout-s", env="ENGINE_TIMEOUT_S", default=120.0, type=float, help="per image, from sending to result")

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
 
 import zmq
 import zmq.asyncio
@@ -41,7 +42,7 @@ class AsyncClient:
         self._wake = asyncio.Event()
         self._closed = False
 
-    async def start(self) -> "AsyncClient":
+    async def start(self) -> AsyncClient:
         self._open()
         self._core.outbox.append(self._core.greeting())
         self._flush()
@@ -49,7 +50,7 @@ class AsyncClient:
                        asyncio.ensure_future(self._watch())]
         return self
 
-    async def __aenter__(self) -> "AsyncClient":
+    async def __aenter__(self) -> AsyncClient:
         return await self.start()
 
     async def __aexit__(self, *exc: Any) -> None:

@@ -23,8 +23,17 @@ import zmq
 
 from .. import protocol as P
 from .. import shm
-from ..errors import (BrokerUnavailable, ImageTooLarge, InternalError, PipelineError, ProtocolError, TaskTimeout,
-                      Unauthorized, error_from_code, is_retryable)
+from ..errors import (
+    BrokerUnavailable,
+    ImageTooLarge,
+    InternalError,
+    PipelineError,
+    ProtocolError,
+    TaskTimeout,
+    Unauthorized,
+    error_from_code,
+    is_retryable,
+)
 from ..handshake import OK
 from ..pipeline_syntax import check_syntax
 

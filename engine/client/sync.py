@@ -16,7 +16,8 @@ import itertools
 import queue
 import threading
 import time
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import zmq
 
@@ -49,7 +50,7 @@ def _indexed(outcome: Any, index: int) -> Any:
 class _TaskFuture(cf.Future):
     """``submit``'s future: cancelling it tells the broker to drop the task."""
 
-    def __init__(self, client: "Client", task_id: str) -> None:
+    def __init__(self, client: Client, task_id: str) -> None:
         super().__init__()
         self._client = client
         self._task_id = task_id
@@ -66,21 +67,21 @@ class _Sink:
     ``(key, result or exception)`` to ``batch`` and, once per turn of its loop, puts the
     whole list on ``results`` (one hand-over and one wake-up of the caller per turn)."""
 
-    __slots__ = ("results", "batch", "dirty")
+    __slots__ = ("batch", "dirty", "results")
 
     def __init__(self, dirty: list) -> None:
         self.results: queue.SimpleQueue = queue.SimpleQueue()
         self.batch: list = []
         self.dirty = dirty  # the IO thread's list of sinks with something to hand over
 
-    def handle(self, key: int) -> "_SinkHandle":
+    def handle(self, key: int) -> _SinkHandle:
         return _SinkHandle(self, key)
 
 
 class _SinkHandle:
     """The handle ``ClientCore`` completes for one task of a ``_Sink`` (IO thread only)."""
 
-    __slots__ = ("sink", "key", "finished")
+    __slots__ = ("finished", "key", "sink")
 
     def __init__(self, sink: _Sink, key: int) -> None:
         self.sink, self.key, self.finished = sink, key, False
@@ -274,7 +275,7 @@ class Client:
         self._thread.join(10)
         self._wakeup.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: Any) -> None:

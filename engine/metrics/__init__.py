@@ -14,5 +14,16 @@ from .broker import BrokerMetrics, WorkerRow
 from .http import BROKER_PORT, ENV_METRICS_LISTEN, WORKER_PORT, MetricsServer, add_flag, parse_listen, serve, start
 from .worker import WorkerMetrics
 
-__all__ = ["BrokerMetrics", "WorkerRow", "WorkerMetrics", "MetricsServer", "serve", "start", "add_flag",
-           "parse_listen", "ENV_METRICS_LISTEN", "BROKER_PORT", "WORKER_PORT"]
+__all__ = [
+           "BROKER_PORT",
+           "ENV_METRICS_LISTEN",
+           "WORKER_PORT",
+           "BrokerMetrics",
+           "MetricsServer",
+           "WorkerMetrics",
+           "WorkerRow",
+           "add_flag",
+           "parse_listen",
+           "serve",
+           "start",
+]

@@ -7,9 +7,9 @@ import timeit
 from prometheus_client import generate_latest
 
 from ..errors import BusyError, ImageError
+from ..settings import prog
 from .broker import BrokerMetrics, WorkerRow
 from .worker import WorkerMetrics
-from ..settings import prog
 
 
 def sample() -> str:

@@ -19,8 +19,9 @@ stuck loop shows as growing ages and ``engine_broker_state_age_seconds``).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, NamedTuple
+from typing import NamedTuple
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 

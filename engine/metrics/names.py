@@ -11,8 +11,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import (ERRORS_BY_CODE, BusyError, DeadlineExceeded, ProtocolError, QuotaError, ResultTooLarge,
-                      TaskCancelled, Unauthorized, VersionError, WorkerCrashed)
+from ..errors import (
+    ERRORS_BY_CODE,
+    BusyError,
+    DeadlineExceeded,
+    ProtocolError,
+    QuotaError,
+    ResultTooLarge,
+    TaskCancelled,
+    Unauthorized,
+    VersionError,
+    WorkerCrashed,
+)
 
 COUNTER, GAUGE, HISTOGRAM = "counter", "gauge", "histogram"
 

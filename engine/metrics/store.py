@@ -11,7 +11,7 @@ is the library's own.
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
@@ -46,7 +46,7 @@ class Histogram:
 def labelled(values: Iterable[str], *, other: bool = True) -> dict[str, int]:
     """Counts for a fixed set of label values (plus OTHER), all exposed from the start at 0,
     so that ``rate()`` sees the first increase."""
-    counts = {value: 0 for value in values}
+    counts = dict.fromkeys(values, 0)
     if other:
         counts.setdefault(OTHER, 0)
     return counts

@@ -12,7 +12,8 @@ Prometheus labels each scraped target with its own ``instance``.
 from __future__ import annotations
 
 import time
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 

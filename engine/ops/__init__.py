@@ -7,9 +7,27 @@ models into a process's cache before its first task.
 """
 import time
 
-from . import (anonymize, background, colour, edge, effects, faces, filters, formats,  # noqa: F401
-               gradients, grayscale, histogram, litert, morphology, noop, resize, threshold,
-               tone, transform, watermark)
+from . import (  # noqa: F401
+    anonymize,
+    background,
+    colour,
+    edge,
+    effects,
+    faces,
+    filters,
+    formats,
+    gradients,
+    grayscale,
+    histogram,
+    litert,
+    morphology,
+    noop,
+    resize,
+    threshold,
+    tone,
+    transform,
+    watermark,
+)
 from .base import REGISTRY, Context, Operation, Param, register
 from .codec import Limits
 from .pipeline import Step, canonical, parse

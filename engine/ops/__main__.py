@@ -3,8 +3,8 @@ import argparse
 import difflib
 import json
 
-from . import describe
 from ..settings import prog
+from . import describe
 
 PIPELINE_SYNTAX = """\
 A pipeline is one or more steps separated by '|', each an operation name with optional
@@ -56,7 +56,8 @@ def main(argv=None) -> int:
     ops = describe()
     unknown = [n for n in args.names if n not in ops]
     if unknown:
-        hints = [f"{n!r}" + (f" (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(n, ops, 1)) else "")
+        hints = [f"{n!r}" + (f" (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(n, ops,
+                                                                                                     1)) else "")
                  for n in unknown]
         parser.error(f"no operation {', '.join(hints)}; run {parser.prog} without arguments to list them all")
     if args.names:

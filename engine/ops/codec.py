@@ -16,7 +16,6 @@ import struct
 from dataclasses import dataclass
 
 import cv2
-
 import numpy as np
 import simplejpeg
 
@@ -142,7 +141,7 @@ def _decode_jpeg(data, grey: bool, header: Header, min_size: tuple[int, int] | N
     scale = {}
     if min_size is not None:  # DCT scaling: at least min_size (as displayed), at least 2x smaller
         w, h = min_size[::-1] if header.swaps_sides else min_size
-        scale = dict(min_width=w, min_height=h, min_factor=2.0)
+        scale = {"min_width": w, "min_height": h, "min_factor": 2.0}
     try:
         grey = grey or header.grey  # a grey JPEG stays one channel, as grey PNGs do
         image = simplejpeg.decode_jpeg(data, colorspace="GRAY" if grey else "BGR", **scale)

@@ -42,7 +42,7 @@ class Stage:
 
     @classmethod
     def build(cls, threshold: float, rects: np.ndarray, weights: np.ndarray,
-              node_thresholds: np.ndarray, leaves: np.ndarray) -> "Stage":
+              node_thresholds: np.ndarray, leaves: np.ndarray) -> Stage:
         x, y, w, h = (rects[..., i] for i in range(4))
         ys = np.stack([y, y, y + h, y + h], axis=-1).ravel()   # tl, tr, bl, br of each rect
         xs = np.stack([x, x + w, x, x + w], axis=-1).ravel()
@@ -60,7 +60,7 @@ class Cascade:
     stages: tuple[Stage, ...]
 
     @classmethod
-    def load(cls, path: Path = FRONTAL_FACE) -> "Cascade":
+    def load(cls, path: Path = FRONTAL_FACE) -> Cascade:
         """Parse an OpenCV (new-format, stump-based HAAR) cascade file, gzipped or not."""
         raw = path.read_bytes()
         root = ET.fromstring(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)

@@ -8,7 +8,7 @@ the image's size or shape.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import cv2
 import numpy as np

@@ -86,13 +86,13 @@ def scale_image(image, ctx, op: str, sw: int, sh: int, fw: int, fh: int, interpo
               Param("upscale", bool, True, help="allow making the image larger"),
           ])
 def resize(image, ctx, *, width, height, mode, interpolation, upscale):
-    params = dict(width=width, height=height, mode=mode, upscale=upscale)
+    params = {"width": width, "height": height, "mode": mode, "upscale": upscale}
     h, w = image.shape[:2]
     return scale_image(image, ctx, "resize", *target_size(params, w, h), interpolation)
 
 
 def _thumb_params(size: int, square: bool) -> dict:
-    return dict(width=size, height=size, mode="fill" if square else "fit", upscale=False)
+    return {"width": size, "height": size, "mode": "fill" if square else "fit", "upscale": False}
 
 
 def _thumb_size(params: dict, width: int, height: int) -> tuple[int, int]:

@@ -55,7 +55,8 @@ def run(data, pipeline: str | list | list[Step], *, limits: codec.Limits = codec
         ctx.check_memory(f"step {number} ({step.op.name}) on a {w}x{h} image", step.op.need(step.params, image, ctx))
         image = step.op(image, ctx, step.params)
     processed = time.perf_counter()
-    out = b"" if ctx.output_format == "json" else codec.encode(image, ctx.output_format, ctx.quality, ctx.jpeg_subsampling)
+    out = b"" if ctx.output_format == "json" else codec.encode(image, ctx.output_format, ctx.quality,
+                                                               ctx.jpeg_subsampling)
     done = time.perf_counter()
     meta = dict(ctx.meta)
     if chosen.notes:

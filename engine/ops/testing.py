@@ -11,7 +11,8 @@ import os
 import signal
 import time
 
-from .base import REGISTRY, Param, register as register_op
+from .base import REGISTRY, Param
+from .base import register as register_op
 
 HANG_STEP_S = 0.05  # a hang sleeps in short steps, like C code that never returns
 NAMES = ("sleep", "crash", "hang")

@@ -36,7 +36,8 @@ def _brightness_lut(params: dict) -> np.ndarray:
     return _table(params["contrast"] * (_VALUES - 127.5) + 127.5 + params["brightness"])
 
 
-@register("brightness", help="add brightness and scale contrast around mid-grey", lut=_brightness_lut, peak_bytes=lut_bytes,
+@register("brightness", help="add brightness and scale contrast around mid-grey", lut=_brightness_lut,
+          peak_bytes=lut_bytes,
           noop=lambda p: p["brightness"] == 0 and p["contrast"] == 1, params=[
               Param("brightness", float, 0.0, min=-255, max=255, help="added to every value"),
               Param("contrast", float, 1.0, min=0, max=10, help="factor around 127.5 (1: unchanged)"),

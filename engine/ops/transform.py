@@ -63,8 +63,8 @@ def _rotation(angle: float, expand: bool, w: int, h: int) -> tuple[np.ndarray, i
     out_w, out_h = w, h
     if expand:
         cos, sin = abs(matrix[0, 0]), abs(matrix[0, 1])
-        out_w = int(math.ceil(h * sin + w * cos - 1e-6))
-        out_h = int(math.ceil(h * cos + w * sin - 1e-6))
+        out_w = math.ceil(h * sin + w * cos - 1e-6)
+        out_h = math.ceil(h * cos + w * sin - 1e-6)
         matrix[0, 2] += (out_w - w) / 2
         matrix[1, 2] += (out_h - h) / 2
     return matrix, out_w, out_h
@@ -85,7 +85,8 @@ def _rotate_bytes(params: dict, w: int, h: int, channels: int) -> int:
           check=_rotate_check, noop=lambda p: p["angle"] % 360 == 0, peak_bytes=_rotate_bytes, params=[
               Param("angle", float, 90.0, min=-360, max=360, help="degrees counter-clockwise"),
               Param("expand", bool, True, help="grow the canvas to hold the whole rotated image"),
-              Param("background", str, "000000", format="hex_colour", help="hex RRGGBB[AA] colour of uncovered corners"),
+              Param("background", str, "000000", format="hex_colour",
+                    help="hex RRGGBB[AA] colour of uncovered corners"),
               Param("interpolation", str, "linear", choices=tuple(INTERPOLATIONS),
                     help="resampling for angles that are not quarter turns"),
           ])

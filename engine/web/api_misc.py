@@ -10,13 +10,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .. import errors as E
+from ..strictjson import BadJSON, loads
 from .api import require_writer
 from .common import parts, require_user
 from .jobs import Upload
 from .openapi import openapi_document
 from .pages import render
 from .problems import WebError, describe
-from ..strictjson import BadJSON, loads
 from .strict_json import StrictJSONResponse
 
 
@@ -95,7 +95,7 @@ async def legacy(request: Request) -> Response:
     if not data:
         return _legacy_error(task_id, 400, E.NO_IMAGE, "'image' is empty")
     try:
-        job, output = await p.jobs.process_now(user["id"], task, Upload(f"legacy-{task_id}", data))
+        _job, output = await p.jobs.process_now(user["id"], task, Upload(f"legacy-{task_id}", data))
     except Exception as exc:
         status_code, code, message = describe(exc, broker=p.settings.broker)
         return _legacy_error(task_id, status_code, code, message)

@@ -116,7 +116,8 @@ def create_app(settings: WebSettings) -> Starlette:
             store.close()
 
     static = StaticFiles(directory=Path(__file__).with_name("static"))
-    routes = [*pages.routes, *status_events.routes, *api.routes, *api_misc.routes, Mount("/static", static, name="static")]
+    routes = [*pages.routes, *status_events.routes, *api.routes, *api_misc.routes, Mount("/static", static,
+                                                                                         name="static")]
     handlers = {WebError: on_error, EngineError: on_error, HTTPException: on_http_error, Exception: on_crash}
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.add_middleware(BodyLimit, settings=settings)  # per path, while the body streams in

@@ -18,7 +18,8 @@ from .schema import WorkerSchema
 from .settings import WebSettings
 from .status import StatusMonitor
 
-MEDIA_TYPES = {"json": "application/json", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "bmp": "image/bmp",
+MEDIA_TYPES = {"json": "application/json", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp",
+               "bmp": "image/bmp",
                "tiff": "image/tiff"}
 EXTENSIONS = {"json": "json", "jpeg": "jpg", "png": "png", "webp": "webp", "bmp": "bmp", "tiff": "tif"}
 MAX_FORM_FIELDS = 20

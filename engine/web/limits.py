@@ -118,7 +118,7 @@ class LoginLimiter:
         self._fails: OrderedDict[tuple[str, str], tuple[float, int]] = OrderedDict()  # key: (first_at_s, n)
 
     @classmethod
-    def from_settings(cls, settings: WebSettings) -> "LoginLimiter":
+    def from_settings(cls, settings: WebSettings) -> LoginLimiter:
         return cls(per_account=settings.login_fails_per_account, per_address=settings.login_fails_per_address,
                    window_s=settings.login_fail_window_s, max_keys=settings.login_limit_max_keys)
 

@@ -13,8 +13,8 @@ from starlette.routing import Route
 
 from .. import errors as E
 from ..errors import EngineError
-from .api import zip_response
 from . import auth
+from .api import zip_response
 from .auth import CSRF_FIELD, AccountError
 from .common import job_json, parts, read_form
 from .limits import LoginLimited

@@ -47,7 +47,6 @@ from .. import ops
 from .. import pipeline_syntax as syntax
 from .link import EngineLink
 
-
 FRESH_S = 5.0  # a schema this recent is used as it is
 RECHECK_AFTER_S = 0.5  # an unknown operation is checked against a new INFO if the schema is older
 UNSURE_FRESH_S = 1.0  # an answer without a schema (broker down, no worker yet, cut short) is believed

@@ -4,9 +4,10 @@ in a ring (``status_ring``), and hands every new view to the status page's viewe
 
 The sampler starts with the first look at the status (page, event stream or
 ``/api/v1/status``) and runs while someone watches and ``IDLE_STOP_S`` after the last look,
-so the charts have history when someone comes back, and an unwatched gateway asks nothing. Latency percentiles are the end-to-end times of the results that went
-through this gateway (``EngineLink.process``); throughput comes from the broker's
-``completed``/``failed`` counters, so it counts every client's tasks.
+so the charts have history when someone comes back, and an unwatched gateway asks nothing.
+Latency percentiles are the end-to-end times of the results that went through this gateway
+(``EngineLink.process``); throughput comes from the broker's ``completed``/``failed``
+counters, so it counts every client's tasks.
 """
 from __future__ import annotations
 
@@ -90,7 +91,7 @@ class StatusMonitor:
             started_s = time.monotonic()
             try:
                 view = await self.sample()
-            except Exception:  # noqa: BLE001 - the sampler must outlive one bad answer
+            except Exception:
                 log.exception("status sample failed")
             else:
                 for queue in list(self._viewers):

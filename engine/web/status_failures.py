@@ -8,8 +8,9 @@ row with a count, newest first: six images failing the same way are one line, "6
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any
 
 from .. import pipeline_syntax
 from ..errors import EngineError

@@ -3,8 +3,8 @@ page (works without JavaScript) and into every server-sent event. No library, no
 ``style`` (the page's CSP forbids it): presentation attributes and classes only."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from html import escape
-from typing import Sequence
 
 WIDTH_PX, HEIGHT_PX = 520, 150
 LEFT_PX, RIGHT_PX, TOP_PX, BOTTOM_PX = 46, 8, 22, 20  # room for the axis labels and the legend

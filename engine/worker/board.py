@@ -63,7 +63,7 @@ class Tally:
     buckets: tuple[int, ...] = (0,) * (len(BUCKETS_S) + 1)
     seconds: float = 0.0
 
-    def minus(self, before: "Tally") -> "Tally":
+    def minus(self, before: Tally) -> Tally:
         return Tally(tuple(a - b for a, b in zip(self.outcomes, before.outcomes, strict=True)),
                      tuple(a - b for a, b in zip(self.buckets, before.buckets, strict=True)),
                      self.seconds - before.seconds)
@@ -73,7 +73,8 @@ NOTHING = Tally()
 
 
 class StatusBoard:
-    """One process's status board (shared memory, written by the process only); pass it to the process as an argument at start (spawn pickles it)."""
+    """One process's status board (shared memory, written by the process only); pass it to
+    the process as an argument at start (spawn pickles it)."""
 
     def __init__(self, mp: BaseContext) -> None:
         self._shared = mp.RawValue(_Shared)

@@ -32,8 +32,16 @@ import zmq
 
 from .. import deadlines, shm, tracing
 from .. import protocol as P
-from ..errors import (DeadlineExceeded, ImageError, ImageTooLarge, InternalError, ProtocolError, ResultTooLarge,
-                      TaskCancelled, TaskError)
+from ..errors import (
+    DeadlineExceeded,
+    ImageError,
+    ImageTooLarge,
+    InternalError,
+    ProtocolError,
+    ResultTooLarge,
+    TaskCancelled,
+    TaskError,
+)
 from ..settings import setup_logging
 from ..sockutil import drain
 from ..wakeup import Wakeup

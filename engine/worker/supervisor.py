@@ -38,10 +38,10 @@ from ..errors import DeadlineExceeded, ProtocolError, TaskCancelled, WorkerCrash
 from ..metrics import WorkerMetrics
 from ..sockutil import drain
 from ..wakeup import Wakeup
+from .board import NOTHING, StatusBoard, Tally
 from .config import WorkerConfig
 from .link import BrokerLink
 from .pool import learned_operations, pool_main
-from .board import NOTHING, Tally, StatusBoard
 from .table import Answer, Kill, Proc, ProcessTable
 
 log = logging.getLogger("engine.worker")
@@ -90,7 +90,8 @@ class Supervisor:
                 if self._stopping and drain_until_s is None:
                     drain_until_s = now_s + self.config.drain_timeout_s
                     self.link.send(P.encode(P.Disconnect(reason="worker stopping", drain=True)))
-                    log.info("stopping: draining %d pool process(es): each finishes the tasks it holds", len(self.table.procs))
+                    log.info("stopping: draining %d pool process(es): each finishes the tasks it holds",
+                             len(self.table.procs))
                     for proc in self.table.procs.values():
                         _signal(proc, signal.SIGTERM)
                 if drain_until_s is not None and (not self.table.procs or now_s >= drain_until_s):

@@ -40,14 +40,16 @@ PROBE_SECONDS = 3.0
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tools.edgelab", description=__doc__.split("\n\n")[0],
-                                epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+                                epilog=__doc__.split("\n\n",
+                                                     1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="list the scenarios and link profiles")
     r = sub.add_parser("run", help="run scenarios (names, or 'all'); prints the table, saves JSON")
     r.add_argument("names", nargs="+", help=f"scenarios: {', '.join(SCENARIOS)} or all")
     r.add_argument("--tasks", type=int, help="images per batch (default: the scenario's, 200-300)")
     r.add_argument("--long", action="store_true", help=f"{LONG_FACTOR}x the images, for steadier figures")
-    r.add_argument("--no-save", action="store_true", help="do not write bench/results/edge/<scenario>.json (<scenario>-long.json with --long)")
+    r.add_argument("--no-save", action="store_true",
+                   help="do not write bench/results/edge/<scenario>.json (<scenario>-long.json with --long)")
     sub.add_parser("probe", help="measure round trip, jitter, loss and capacity of each link profile")
     u = sub.add_parser("up", help="build a broker host, a client host and workers, and hold them until Ctrl-C")
     u.add_argument("--worker", action="append", default=[], choices=list(PROFILES),

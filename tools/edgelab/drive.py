@@ -39,7 +39,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tasks", type=int, default=300, help="images in the batch (default: 300)")
     p.add_argument("--pipeline", default="grayscale", help="pipeline for every image (default: grayscale)")
     p.add_argument("--window", type=int, default=16, help="tasks in flight at once (default: 16)")
-    p.add_argument("--width-px", type=int, default=320, help="width of the first image; each next is 1 px wider (300 widths, then again 1 px taller)")
+    p.add_argument("--width-px", type=int, default=320,
+                   help="width of the first image; each next is 1 px wider (300 widths, then again 1 px taller)")
     p.add_argument("--wait-workers", type=int, default=1, help="start once the broker lists this many workers")
     p.add_argument("--timeout-s", type=float, default=120.0, help="per task; unanswered by then: lost")
     return p.parse_args(argv)
@@ -49,7 +50,7 @@ def images(count: int, width_px: int) -> list[bytes]:
     src = cv2.imread(str(SOURCE))
     out = []
     for i in range(count):
-        ok, buf = cv2.imencode(".jpg", cv2.resize(src, size_of(i, width_px)), [cv2.IMWRITE_JPEG_QUALITY, 85])
+        _ok, buf = cv2.imencode(".jpg", cv2.resize(src, size_of(i, width_px)), [cv2.IMWRITE_JPEG_QUALITY, 85])
         out.append(buf.tobytes())
     return out
 
@@ -78,7 +79,7 @@ def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     s = sorted(values)
-    return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]
+    return s[min(len(s) - 1, round(q / 100 * (len(s) - 1)))]
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -154,7 +154,7 @@ class Lab:
 
     def _popen(self, ns: str, argv: list[str], label: str, *, env: dict | None = None, stdout=None,
                cgroup: Path | None = None) -> subprocess.Popen:
-        log = open(self.log_dir / f"{label}.log", "ab")
+        log = open(self.log_dir / f"{label}.log", "ab")  # noqa: SIM115 - the child's; closed when it is reaped
         cmd = [*DIE_WITH_PARENT, "ip", "netns", "exec", ns, *argv]
         if cgroup is not None:  # join the cgroup, then exec: every child inherits it
             cmd = ["sh", "-c", f'echo $$ > {cgroup}/cgroup.procs && exec "$@"', "sh", *cmd]
@@ -223,7 +223,7 @@ class Lab:
         self.close()
         raise SystemExit(128 + signum)
 
-    def __enter__(self) -> "Lab":
+    def __enter__(self) -> Lab:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -31,7 +31,8 @@ class LinkSpec:
         if not self.needs_shim and not self.rate_mbit:
             return f"{self.name}: unshaped veth"
         rate = f"{self.rate_mbit:g} Mbit/s" if self.rate_mbit else "no rate cap"
-        return f"{self.name}: {rate}, +{self.delay_ms:g} ms +- {self.jitter_ms:g} ms round trip, {self.loss_pct:g} % loss"
+        return (f"{self.name}: {rate}, +{self.delay_ms:g} ms +- {self.jitter_ms:g} ms round trip, "
+                f"{self.loss_pct:g} % loss")
 
 
 PROFILES = {

@@ -6,9 +6,9 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import select
 import subprocess
 import sys
-import select
 import time
 from pathlib import Path
 

@@ -105,7 +105,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.append(1))
     hub, host = open_tap(args.hub_tap), open_tap(args.host_tap)
     rng = random.Random(args.seed)
-    spec = dict(delay_s=args.delay_ms / 1000, jitter_s=args.jitter_ms / 1000, loss=args.loss_pct / 100, rng=rng)
+    spec = {"delay_s": args.delay_ms / 1000, "jitter_s": args.jitter_ms / 1000, "loss": args.loss_pct / 100, "rng": rng}
     dirs = (Direction(host, hub, **spec), Direction(hub, host, **spec))
     print("ready", flush=True)
     while not stop:

@@ -9,7 +9,7 @@ import tempfile
 
 from .. import fdlimit, metrics
 from ..errors import ConfigError
-from ..security import CLIENTS, ENV_BROKER_KEY, ENV_CLIENT_KEY, ENV_WORKER_KEY, WORKERS
+from ..security import CLIENTS, ENV_BROKER_KEY, ENV_CLIENT_KEY, ENV_WORKER_KEY, WORKERS, CurveServer
 from ..settings import add_flags, flag, from_args, prog, setup_logging
 from . import config as C
 from .core import Broker
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
         signal.signal(sig, lambda *_: broker.stop())
     _warn_if_open(broker)
     front = connect_endpoint(broker.endpoints["front"])
-    companion_keys, envs = _companion_keys(broker) if broker.curve and (args.local_workers > 0 or args.web) \
+    companion_keys, envs = _companion_keys(broker.curve) if broker.curve and (args.local_workers > 0 or args.web) \
         else (None, {WORKERS: {}, CLIENTS: {}})
     for env in envs.values():  # the broker's metrics port is its own: companions must not try to bind it
         env[metrics.ENV_METRICS_LISTEN] = None
@@ -106,14 +106,14 @@ def _warn_if_open(broker: Broker) -> None:
                         "send tasks and read their results" if name == "front" else "pose as a worker")
 
 
-def _companion_keys(broker: Broker) -> tuple[str, dict[str, dict[str, str | None]]]:
+def _companion_keys(curve: CurveServer) -> tuple[str, dict[str, dict[str, str | None]]]:
     """With CURVE, local workers and the web gateway get fresh keys, allowed in memory only,
     each through the environment of its own process only (in a private folder removed at exit):
     the workers a worker key, the web gateway a client key, neither the other's."""
     folder = tempfile.mkdtemp(prefix="engine-companion-keys-")  # mode 0700
     envs: dict[str, dict[str, str | None]] = {}
     for role, name, env in ((WORKERS, "local-workers", ENV_WORKER_KEY), (CLIENTS, "local-web", ENV_CLIENT_KEY)):
-        secret_file, broker_file = broker.curve.grant_companion(role, name, folder)
+        secret_file, broker_file = curve.grant_companion(role, name, folder)
         envs[role] = {env: str(secret_file), ENV_BROKER_KEY: str(broker_file)}
     envs[CLIENTS][ENV_WORKER_KEY] = None  # the web gateway is a client: no worker key, even one set outside
     envs[WORKERS][ENV_CLIENT_KEY] = None

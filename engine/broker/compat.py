@@ -137,13 +137,12 @@ class CompatFront(Front):
         config = broker.config
         self.token = config.compat_token
         ctx, curve = broker.ctx, broker.curve
-        limits = {"max_message_bytes": config.max_message_bytes, "sndhwm": REPLY_PIPE_MESSAGES}
-        self.pull = sockutil.bind(ctx, zmq.PULL, config.compat_pull, name="compat PULL", curve=curve,
-                                  role=CLIENTS, **limits)
-        self.push = sockutil.bind(ctx, zmq.PUSH, config.compat_push, name="compat PUSH", curve=curve,
-                                  role=CLIENTS, **limits)
-        self.router = sockutil.bind(ctx, zmq.ROUTER, config.compat_router, name="compat ROUTER",
-                                    curve=curve, role=CLIENTS, **limits)
+        def bound(kind: int, endpoint: str, name: str) -> zmq.Socket:
+            return sockutil.bind(ctx, kind, endpoint, name=name, curve=curve, role=CLIENTS,
+                                 max_message_bytes=config.max_message_bytes, sndhwm=REPLY_PIPE_MESSAGES)
+        self.pull = bound(zmq.PULL, config.compat_pull, "compat PULL")
+        self.push = bound(zmq.PUSH, config.compat_push, "compat PUSH")
+        self.router = bound(zmq.ROUTER, config.compat_router, "compat ROUTER")
         self._seq = 0
         log.info("compat JSON sockets: PULL %s, PUSH %s, ROUTER %s", config.compat_pull,
                  config.compat_push, config.compat_router)

@@ -369,6 +369,9 @@ class Broker:
 
     def _keep(self, task: Task, meta: dict, payload: Payload) -> None:
         """A result into the cache (one by reference is read here; its client unlinks it)."""
+        cache, key = self.cache, task.cache_key
+        if cache is None or key is None:  # no cache, or a task that is not to be kept
+            return
         kept = {k: v for k, v in meta.items() if k != "shm"}
         data = payload.bytes if isinstance(payload, zmq.Frame) else payload
         if meta.get("shm") is True:
@@ -378,7 +381,7 @@ class Broker:
             except shm.ShmError as exc:
                 log.debug("task %s: result not cached (%s)", task.jid, exc)
                 return
-        self.cache.put(task.cache_key, data, dict(kept, cache="miss"))
+        cache.put(key, data, dict(kept, cache="miss"))
 
     def finish_error(self, task: Task, code: str, message: str, meta: dict | None = None) -> None:
         self.metrics.failed(code)

@@ -332,13 +332,13 @@ class Dispatcher:
         ready[wid] = next(self._used)
 
     def _unset_ready(self, wid: bytes) -> None:
-        kind = self._ready_kind.pop(wid, ...)
-        if kind is ...:
+        if wid not in self._ready_kind:
             return
-        ready = self._ready[kind]  # type: ignore[index]
+        kind = self._ready_kind.pop(wid)
+        ready = self._ready[kind]
         del ready[wid]
         if not ready:
-            del self._ready[kind]  # type: ignore[arg-type]
+            del self._ready[kind]
 
     def can_run(self, needs: frozenset | None) -> bool | None:
         """Whether some connected worker offers every operation in ``needs``; None when no
@@ -446,7 +446,7 @@ class Dispatcher:
         if task is None and worker is not None and jid in worker.taken_back:
             worker.taken_back.discard(jid)  # late, after its lease: the slot comes back, the answer is late
             self._add_slots(worker, 1)
-        if task is not None:
+        if task is not None and worker is not None:
             others = self.holding(task)
             task.worker = others[0] if others else None  # a copy may still run elsewhere
             worker.tasks_done += 1
@@ -550,12 +550,14 @@ class Dispatcher:
               control: bool = False) -> bool:
         """READY from a worker (a pool process, with its host's ``group``) or a host's
         control connection (``control``: no slots); returns True if it is new."""
-        worker = self.workers.get(wid)
-        new = worker is None
-        if new:
+        found = self.workers.get(wid)
+        new = found is None
+        if found is None:
             worker = self.workers[wid] = WorkerState(wid=wid, free=0, expiry_s=now_s + self.liveness_s,
                                                      joined_s=now_s, group=group, control=control, host=host)
             self._host_workers[host] += 1
+        else:
+            worker = found
         worker.pid = pid or worker.pid
         if ops is not None:
             if not new:

@@ -232,9 +232,10 @@ class WorkerSide:
 
     def _for_pool_process(self, control: bytes, msg: P.Reply | P.Error) -> None:
         """A host's supervisor answers for one of its pool processes (deadline, task timeout)."""
-        process = self.dispatcher.pool_process(control, msg.worker or "")
-        if process is None or not isinstance(msg, P.Error):
-            log.debug("worker %s answered for %r, not one of its processes: dropped", peer_name(control), msg.worker)
+        named = msg.worker if isinstance(msg, P.Error) else None  # only an ERROR may speak for a process
+        process = self.dispatcher.pool_process(control, named) if named is not None else None
+        if process is None:
+            log.debug("worker %s answered for %r, not one of its processes: dropped", peer_name(control), named)
             return
         self._on_result(process.wid, msg, [])
 
@@ -329,7 +330,7 @@ class WorkerSide:
         late = [t for t in d.unrunnable() if now_s - t.received_s >= d.liveness_s]
         d.drop_queued(late)
         for task in late:
-            self.broker.finish_error(task, UnknownOperation.code, self.broker.unoffered(task.needs))
+            self.broker.finish_error(task, UnknownOperation.code, self.broker.unoffered(task.needs or frozenset()))
 
     def expire_leases(self, now_s: float) -> None:
         d = self.dispatcher

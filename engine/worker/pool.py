@@ -62,7 +62,7 @@ class Pending:
 
     task_id: str
     request: P.Request
-    payload: object
+    payload: zmq.Frame  # the image, or the name of its shared-memory segment (``ref``)
     epoch: int  # registration it arrived under: answers of older ones free no broker slot
     due_s: float | None
     trace: str | None = None  # the client's trace id, for log lines
@@ -193,10 +193,10 @@ class PoolProcess:
         link.connect()
         poller = zmq.Poller()
         poller.register(self._wakeup.fd, zmq.POLLIN)
-        sock = None
+        sock: zmq.Socket | None = None
         try:
             while True:
-                if link.sock is not sock:  # (re)connected: poll the new socket
+                if link.sock is not None and link.sock is not sock:  # (re)connected: poll the new socket
                     if sock is not None:
                         poller.unregister(sock)
                     sock = link.sock
@@ -208,7 +208,7 @@ class PoolProcess:
                 if self._wakeup.fd in events:
                     self._wakeup.drain()
                 self._ran = False
-                if sock in events:
+                if sock is not None and sock in events:
                     self._receive(sock, fresh)
                 if os.getppid() != self.parent:
                     log.warning("pool process %d: its supervisor is gone; stopping", os.getpid())

@@ -262,10 +262,11 @@ class Supervisor:
         events = dict(poller.poll(timeout_ms))
         if self._wakeup.fd in events:
             self._wakeup.drain()
-        if self.link.sock in events:
-            drain(self.link.sock, self._on_broker, self.stats, log, name="broker")
-        if self.link.monitor in events:
-            drain(self.link.monitor, self.link.on_handshake, self.stats, log, name="monitor")
+        sock, monitor = self.link.sock, self.link.monitor
+        if sock is not None and sock in events:
+            drain(sock, self._on_broker, self.stats, log, name="broker")
+        if monitor is not None and monitor in events:
+            drain(monitor, self.link.on_handshake, self.stats, log, name="monitor")
         for fd, proc in sentinels.items():
             if fd in events:
                 self._on_death(proc)

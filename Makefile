@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 WORKERS ?= 2
 WEB ?= 127.0.0.1:8080
 
-.PHONY: setup setup-test run test test-pure bench clean
+.PHONY: setup setup-test run test test-pure lint bench clean
 
 $(VENV)/.installed-run: setup.cfg setup.py pyproject.toml engine/broker/_hotpath.pyx engine/broker/_hotpath_core.h
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ test: setup-test
 PURE_TESTS = tests/test_broker_hotpath.py tests/test_core_*.py tests/test_faults_*.py tests/test_hardening_*.py
 test-pure: setup-test
 	ENGINE_NO_EXTENSIONS=1 $(PY) -m pytest -q $(PURE_TESTS)
+
+# ruff (lint) and mypy (types), configured in pyproject.toml; CI runs both and both must be clean.
+lint: setup-test
+	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 bench: setup-test
 	$(PY) bench/run.py --quick

@@ -16,6 +16,7 @@ no success between them, count as a verdict.
 from __future__ import annotations
 
 import uuid
+from typing import TypeVar
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
@@ -25,8 +26,10 @@ EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
 NO_DETAIL_REPEATS = 3
 OK = "ok"  # the verdict of a handshake that succeeded
 
+SocketT = TypeVar("SocketT", bound=zmq.Socket)  # zmq.Socket or zmq.asyncio.Socket
 
-def monitor(sock: zmq.Socket) -> zmq.Socket:
+
+def monitor(sock: SocketT) -> SocketT:
     """A PAIR socket (same class as ``sock``) that receives ``sock``'s handshake events.
     Owned by the thread that owns ``sock``; ``stop`` it before closing ``sock``."""
     return sock.get_monitor_socket(EVENTS, addr=f"inproc://engine-handshake-{uuid.uuid4().hex}")

@@ -150,10 +150,10 @@ def coerce(op: str, param: Mapping[str, Any], value: Any) -> Any:
     try:
         if kind == "bool":
             if isinstance(value, str):
-                low = value.strip().lower()
-                if low not in _TRUE + _FALSE:
+                word = value.strip().lower()
+                if word not in _TRUE + _FALSE:
                     raise ValueError(value)
-                value = low in _TRUE
+                value = word in _TRUE
             elif not isinstance(value, (bool, int)):
                 raise ValueError(value)
             value = bool(value)

@@ -252,7 +252,7 @@ def decode(frames: Sequence[Any]) -> tuple[Message, list]:
     if len(frames) - 1 != payloads:
         raise ProtocolError(f"{name} must carry {payloads} payload frame(s), got {len(frames) - 1}",
                             data=bytes(raw[:64]))
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     for attr, key, types, required, bool_ok in fields:
         value = head.get(key)
         if value is None:

@@ -91,12 +91,12 @@ def setting(default: T, *, env: str, help: str, flag: str = "", scale: int = 1,
             choices: tuple[str, ...] | None = None) -> T:
     """A dataclass field that ``flag`` sets (by default ``--`` and the field's name with dashes)."""
     spec = Flag(flag, env, help, scale, type, flag_default, choices)
-    return dataclasses.field(default=default, metadata={FLAG: spec})  # type: ignore[return-value]
+    return dataclasses.field(default=default, metadata={FLAG: spec})
 
 
 def fixed(default: T, *, why: str) -> T:
     """A dataclass field that no flag sets; ``why`` says so in the code (and to the test)."""
-    return dataclasses.field(default=default, metadata={FLAG: NoFlag(why)})  # type: ignore[return-value]
+    return dataclasses.field(default=default, metadata={FLAG: NoFlag(why)})
 
 
 def field_flags(cls: type) -> dict[str, Flag | NoFlag | None]:

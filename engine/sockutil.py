@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import zmq
 
@@ -30,6 +30,9 @@ DRAIN_BATCH = 256  # messages read from one socket before looking at the others
 # A connection that has not finished the ZMTP handshake (greeting, and CURVE's) by then is closed:
 # idle TCP connections cannot hold the broker's descriptors for long (libzmq's default is 30 s).
 HANDSHAKE_TIMEOUT_MS = 10_000
+
+# The socket class of a context: zmq.Socket, or zmq.asyncio.Socket for an asyncio context.
+SocketT = TypeVar("SocketT", bound=zmq.Socket)
 
 
 def recv_frames(sock: zmq.Socket, flags: int = NOBLOCK) -> list:
@@ -93,8 +96,8 @@ def handle(handler: Callable[[list], None], frames: list, stats: dict, log: logg
         log.exception("a message on the %s socket could not be handled; dropped it (a bug: please report)", name)
 
 
-def dealer(ctx: zmq.Context, address: str, routing_id: bytes, *, keys: Any = None, sndhwm: int | None = None,
-           monitor: bool = False) -> tuple[zmq.Socket, zmq.Socket | None]:
+def dealer(ctx: zmq.Context[SocketT], address: str, routing_id: bytes, *, keys: Any = None,
+           sndhwm: int | None = None, monitor: bool = False) -> tuple[SocketT, SocketT | None]:
     """A DEALER connected to a broker, as every peer opens one, and (``monitor``) the socket that
     reports its handshakes (``engine.handshake``; attached before connecting, so none is missed).
     No linger; a routing id that stays the same across reconnects (the broker knows the peer's

@@ -100,7 +100,7 @@ def broker_info(client: Client, timeout_s: float, consequence: str = "") -> dict
         return None
 
 
-def show_info(args: argparse.Namespace, keys: PeerKeys) -> int:
+def show_info(args: argparse.Namespace, keys: PeerKeys | None) -> int:
     with Client(args.connect, timeout_s=args.timeout_s, keys=keys) as client:
         info = broker_info(client, args.connect_timeout_s)
     if info is None:

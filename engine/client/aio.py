@@ -56,7 +56,7 @@ class AsyncClient:
     async def __aexit__(self, *exc: Any) -> None:
         await self.close()
 
-    def submit(self, data: bytes, pipeline: str | list, *, options: dict | None = None,
+    def submit(self, data: bytes | bytearray, pipeline: str | list, *, options: dict | None = None,
                timeout_s: float | None = None) -> asyncio.Future:
         """Send one image; await the future for a ``Result`` (or the task's error)."""
         if self._closed or self._sock is None:
@@ -68,7 +68,12 @@ class AsyncClient:
         except EngineError as exc:  # a bad pipeline or input fails its future, as in Client
             future.set_exception(exc)
             return future
-        future.add_done_callback(lambda f: f.cancelled() and self._cancel(task_id))
+
+        def cancelled(f: asyncio.Future) -> None:
+            if f.cancelled():
+                self._cancel(task_id)
+
+        future.add_done_callback(cancelled)
         if timeout_s is not None and timeout_s < self._core.interval_s:
             self._wake.set()  # the timer may sleep past this deadline
         self._flush()
@@ -120,15 +125,22 @@ class AsyncClient:
         complete(self._core.fail_all(lambda: BrokerUnavailable("the client was closed")))
         self._core.close_segments()
         if self._sock is not None:
-            self._sock.send_multipart(self._core.goodbye())
-            handshake.stop(self._sock, self._mon)
-            self._sock.close(linger=100)
+            sock, mon = self._opened()
+            sock.send_multipart(self._core.goodbye())
+            handshake.stop(sock, mon)
+            sock.close(linger=100)
             self._sock = None
 
     # ---- internals -------------------------------------------------------------------
     def _open(self) -> None:
         self._sock, self._mon = dealer(self._ctx, self.address, self._routing_id, keys=self._keys, sndhwm=0,
                                        monitor=True)
+
+    def _opened(self) -> tuple[zmq.asyncio.Socket, zmq.asyncio.Socket]:
+        """The socket and its monitor, which ``_open`` sets together; the reader, watcher and timer
+        tasks run only between ``start`` (which opens them) and ``close`` (which cancels the tasks first)."""
+        assert self._sock is not None and self._mon is not None, "used only between start() and close()"
+        return self._sock, self._mon
 
     def _cancel(self, task_id: str) -> None:
         self._core.cancel(task_id)
@@ -141,7 +153,7 @@ class AsyncClient:
 
     async def _read(self) -> None:
         while True:
-            sock = self._sock
+            sock = self._opened()[0]
             try:
                 frames = await sock.recv_multipart(copy=False)
             except zmq.ZMQError:
@@ -157,7 +169,7 @@ class AsyncClient:
     async def _watch(self) -> None:
         """Handshake verdicts: a refused key fails the outstanding tasks at once, with the reason."""
         while True:
-            frames = await self._mon.recv_multipart()
+            frames = await self._opened()[1].recv_multipart()
             complete(self._core.on_handshake(self._handshakes.feed(frames)))
 
     async def _timer(self) -> None:
@@ -173,8 +185,9 @@ class AsyncClient:
             if core.take_reconnect():
                 for i in (0, 2):  # the reader and the watcher wait on the sockets being replaced
                     self._tasks[i].cancel()
-                handshake.stop(self._sock, self._mon)
-                self._sock.close(linger=0)
+                sock, mon = self._opened()
+                handshake.stop(sock, mon)
+                sock.close(linger=0)
                 self._open()
                 self._tasks[0] = asyncio.ensure_future(self._read())
                 self._tasks[2] = asyncio.ensure_future(self._watch())

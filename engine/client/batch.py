@@ -95,7 +95,8 @@ def _send_all(client: Client, items: list[Item], pipeline: str, window: int, ove
         done, _ = cf.wait(inflight, return_when=cf.FIRST_COMPLETED)
         for future in done:
             item = inflight.pop(future)
-            meta, error = None, None
+            meta: dict | None = None
+            error: EngineError | str | None = None  # a str: the result came but could not be written
             try:
                 result = future.result()
                 meta = result.meta

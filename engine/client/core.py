@@ -176,7 +176,7 @@ class ClientCore:
         return f"{self._id_prefix}{next(self._ids)}"
 
     # ---- requests --------------------------------------------------------------------
-    def submit(self, task_id: str, data: bytes, pipeline: str | list, handle: Any, *,
+    def submit(self, task_id: str, data: bytes | bytearray, pipeline: str | list, handle: Any, *,
                options: dict | None = None, timeout_s: float | None = None) -> None:
         """Queue a task; its answer comes back as a completion for ``handle``."""
         if not isinstance(pipeline, (str, list)):
@@ -205,7 +205,7 @@ class ClientCore:
         if self.connected:
             self._send(pending)
 
-    def _put(self, data: bytes) -> tuple[str | None, str | None]:
+    def _put(self, data: bytes | bytearray) -> tuple[str | None, str | None]:
         """The image into a shared-memory segment (the broker proved we share its host): its
         name travels instead of the bytes, with a spare file of ours for the result when one is
         kept. (None, None): shared memory refused it, it goes inline."""
@@ -309,13 +309,13 @@ class ClientCore:
                 self.connected = True
                 self.broker_id = msg.sender
                 self._offered(msg.shm)  # our proof goes out before any task sent by reference
-                for pending in self.pending.values():  # everything: a new broker knows nothing
-                    if pending.seg is not None and self._shm_key is None:
-                        self._inline(pending)
-                    elif pending.seg is None and self._shm_key is not None and not pending.sent:
-                        self._by_reference(pending)  # submitted before the broker answered
-                    if pending.retry_at_s is None:
-                        self._send(pending)
+                for queued in self.pending.values():  # everything: a new broker knows nothing
+                    if queued.seg is not None and self._shm_key is None:
+                        self._inline(queued)
+                    elif queued.seg is None and self._shm_key is not None and not queued.sent:
+                        self._by_reference(queued)  # submitted before the broker answered
+                    if queued.retry_at_s is None:
+                        self._send(queued)
             elif msg.shm != self._shm_key:
                 self._offered(msg.shm)
         elif isinstance(msg, P.Reply):
@@ -372,8 +372,9 @@ class ClientCore:
             self.segments.close()
 
     def _on_error(self, msg: P.Error, now_s: float) -> list[Completion]:
-        pending = self.pending.get(msg.task_id) if msg.task_id else None
-        if pending is None:
+        task_id = msg.task_id
+        pending = self.pending.get(task_id) if task_id else None
+        if task_id is None or pending is None:
             return []
         if self.retry_busy and is_retryable(msg.code):  # busy: the broker's own rule (errors.py), read the same
             delay_s = min(BUSY_RETRY_S * 2 ** pending.busy_retries, BUSY_RETRY_MAX_S)
@@ -381,7 +382,7 @@ class ClientCore:
             pending.retry_at_s = now_s + delay_s
             heapq.heappush(self._retries, (pending.retry_at_s, next(self._seq), pending.task_id))
             return []
-        del self.pending[msg.task_id]
+        del self.pending[task_id]
         self._ended(pending)
         self.stats["failed"] += 1
         return [(pending.handle, error_from_code(msg.code, msg.message, task_id=msg.task_id,

@@ -158,7 +158,7 @@ class Client:
         """
         _check_window(window)
         sink = _Sink(self._dirty)
-        source = iter(items)
+        source: Iterator[bytes] | None = iter(items)  # None once it has run out
         answered: dict[int, Any] = {}
         submitted = yielded = 0
         try:
@@ -190,7 +190,7 @@ class Client:
         error is yielded (``return_exceptions``) or raised."""
         _check_window(window)
         sink = _Sink(self._dirty)
-        source = iter(items)
+        source: Iterator[bytes] | None = iter(items)  # None once it has run out
         waiting: set[int] = set()
         submitted = 0
         try:

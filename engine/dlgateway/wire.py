@@ -129,7 +129,8 @@ def parse_large(raw: bytes | memoryview, *, max_bytes: int = MAX_REQUEST_BYTES) 
         try:
             if at + STEP_BYTES < end and chunk[-1:] == b"=":  # padding before more data
                 raise binascii.Error
-            image += binascii.a2b_base64(chunk, strict_mode=True)
+            # strict_mode is Python 3.11+ (mypy checks for 3.10); on 3.10 this call raises TypeError
+            image += binascii.a2b_base64(chunk, strict_mode=True)  # type: ignore[call-arg]
         except (binascii.Error, ValueError):
             if b"\\" in bytes(chunk):  # an escape: some writers send "/" as "\/"
                 raise RequestError(rid, _CANONICAL) from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import threading
 from dataclasses import dataclass
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, start_http_server
 
@@ -28,7 +29,7 @@ ENV_METRICS_LISTEN = "ENGINE_METRICS_LISTEN"
 class MetricsServer:
     host: str
     port: int
-    _server: object
+    _server: WSGIServer
     _thread: threading.Thread
 
     @property

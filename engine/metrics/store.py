@@ -78,7 +78,7 @@ def histogram_family(spec: Spec, hist: Histogram):
 
 def described(specs: Iterable[Spec]) -> list:
     """Empty families, for the registry's check that no two collectors export one name."""
-    out = []
+    out: list[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily] = []
     for spec in specs:
         if spec.kind == HISTOGRAM:
             out.append(HistogramMetricFamily(spec.name, spec.help, labels=spec.labels or None))

@@ -126,7 +126,8 @@ class StatusMonitor:
 
     def _view_of(self, info: dict) -> dict:
         sample = self.ring.add_info(info, self.latency.percentiles())
-        declared = info.get("ops") if isinstance(info.get("ops"), dict) else {}
+        ops = info.get("ops")
+        declared = ops if isinstance(ops, dict) else {}
         failures = grouped(info.get("recent_failures") or [], declared)
         cache = info.get("cache") if isinstance(info.get("cache"), dict) else None
         done = info.get("completed", info.get("tasks_done", 0))

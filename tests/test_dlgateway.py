@@ -256,3 +256,23 @@ def test_a_large_frame_is_read_in_steps_with_the_same_answer(text):
 def test_a_large_frame_in_another_shape_is_refused_saying_which_shape(text):
     refused = _parsed(text.encode(), large=True)
     assert refused[0] == "error" and '{"payload": "<base64>", "_rid": "<id>"}' in refused[2], refused
+
+
+STRICT_BASE64_CASES = [b"", b"aGk=", b"aGVsbG8h", b"aGk", b"aGk==", b"a=Gk", b"aG k=", b"aGk=\n", b"aGk=aGk=",
+                       b"aG-k", b"aG_k", b"////", b"++==", b"=aGk", base64.b64encode(bytes(range(256)))]
+
+
+@pytest.mark.parametrize("chunk", STRICT_BASE64_CASES, ids=repr)
+def test_the_python_3_10_base64_check_refuses_what_strict_mode_refuses(chunk):
+    """Python 3.10 has no ``strict_mode``: there the gateway checks first; both ways agree."""
+    import binascii
+
+    try:
+        expected = binascii.a2b_base64(chunk, strict_mode=True)
+    except binascii.Error:
+        expected = None
+    try:
+        got = wire.checked_base64(chunk)
+    except binascii.Error:
+        got = None
+    assert got == expected

@@ -17,6 +17,7 @@ import base64
 import binascii
 import json
 import re
+import sys
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
@@ -105,6 +106,25 @@ _CANONICAL = (f'a request over {LARGE_BYTES} bytes must be exactly {{"payload": 
               "(either order, no other keys, no escapes in the payload)")
 
 
+_BASE64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
+
+
+def _strict_base64(chunk) -> bytes:
+    """``binascii.a2b_base64(chunk, strict_mode=True)``; Python 3.10 has no ``strict_mode``
+    (a TypeError there), so it gets the same refusals by a check first: only the alphabet,
+    whole quanta, padding only at the end."""
+    if sys.version_info >= (3, 11):
+        return binascii.a2b_base64(chunk, strict_mode=True)
+    return checked_base64(chunk)
+
+
+def checked_base64(chunk) -> bytes:
+    """Strict base64 without ``strict_mode`` (Python 3.10): the check, then the plain decode."""
+    if len(chunk) % 4 or not _BASE64.fullmatch(chunk):
+        raise binascii.Error("not strict base64")
+    return binascii.a2b_base64(chunk)
+
+
 def parse_large(raw: bytes | memoryview, *, max_bytes: int = MAX_REQUEST_BYTES) -> Generator[None, None, Request]:
     """``parse_request`` for a large frame, in steps: a generator that yields after reading
     at most ``STEP_BYTES`` of the payload and returns the Request (or raises RequestError).
@@ -129,8 +149,7 @@ def parse_large(raw: bytes | memoryview, *, max_bytes: int = MAX_REQUEST_BYTES) 
         try:
             if at + STEP_BYTES < end and chunk[-1:] == b"=":  # padding before more data
                 raise binascii.Error
-            # strict_mode is Python 3.11+ (mypy checks for 3.10); on 3.10 this call raises TypeError
-            image += binascii.a2b_base64(chunk, strict_mode=True)  # type: ignore[call-arg]
+            image += _strict_base64(chunk)
         except (binascii.Error, ValueError):
             if b"\\" in bytes(chunk):  # an escape: some writers send "/" as "\/"
                 raise RequestError(rid, _CANONICAL) from None

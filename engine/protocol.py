@@ -131,13 +131,20 @@ class Heartbeat(Message):
     TYPE: ClassVar[int] = HEARTBEAT
     FIELDS: ClassVar = {"sender": ("sid", (str,), False), "max_message_bytes": ("maxmsg", (int,), False),
                         "clock_s": ("clk", (float,), False), "shm": ("shm", (str,), False),
-                        "interval_s": ("ivl", (float, int), False), "liveness": ("live", (int,), False)}
+                        "interval_s": ("ivl", (float, int), False), "liveness": ("live", (int,), False),
+                        "cpu_percent": ("cpu", (float, int), False), "mem_used_bytes": ("memu", (int,), False),
+                        "mem_total_bytes": ("memt", (int,), False)}
     sender: str | None = None  # the sender's instance id (a broker restart changes it)
     max_message_bytes: int | None = None  # broker -> worker: the largest message it accepts (check results)
     clock_s: float | None = None  # broker -> worker: its wall clock, so a worker can age a task's ``sent_s``
     shm: str | None = None  # broker -> peer: its shared-memory key's name; peer -> broker: the proof it read it
     interval_s: float | None = None  # broker -> peer: its heartbeat interval, which the peer follows
     liveness: int | None = None  # broker -> peer: intervals of silence before either side counts the other dead
+    # A worker host's supervisor -> broker, with its heartbeats (older workers send none): the host's CPU busy
+    # over the last interval, all cores together (0-100), and its memory in use (total less available) and in all.
+    cpu_percent: float | None = None
+    mem_used_bytes: int | None = None
+    mem_total_bytes: int | None = None
 
 
 @dataclass(slots=True)

@@ -32,6 +32,7 @@ from .admission import CHECKS, Admission, Verdict
 from .compat import CompatFront
 from .config import BrokerConfig
 from .front import Origin
+from .history import History
 from .native import NativeFront
 from .outbox import UnreadLimits
 from .pipelines import PipelineChecker
@@ -75,6 +76,7 @@ class Broker:
         self.stats: Counter[str] = Counter(dict.fromkeys(STAT_NAMES, 0))
         self.recent_failures: deque[dict] = deque(maxlen=RECENT_FAILURES)  # for the status page (INFO)
         self.metrics = BrokerMetrics()  # the one count of task events: INFO and /metrics read it
+        self.history = History()  # the last minutes of those counts and the queue, for the status page (INFO)
         self.unread_limits = UnreadLimits(refuse_bytes=config.unread_refuse_bytes,
                                           drop_bytes=config.unread_drop_bytes,
                                           refuse_tasks=config.unread_refuse_tasks, drop_tasks=config.unread_drop_tasks)
@@ -252,6 +254,7 @@ class Broker:
         try:
             if self.lane is not None:
                 self.lane.sync()
+            self._sample_history(now_s)
             self.workers.beat(now_s)
             self.native.expire(now_s)
             self.quotas.forget_idle(now_s, self.dispatcher.per_client)
@@ -267,6 +270,11 @@ class Broker:
         except Exception:  # a bug must not stop the broker: log it, try again next beat
             self.stats["internal_errors"] += 1
             log.exception("the periodic checks failed (a bug: please report); trying again at the next beat")
+
+    def _sample_history(self, now_s: float) -> None:
+        counts = self.metrics.counts()
+        queued = self.queue_depth()
+        self.history.sample(now_s, counts["completed"], counts["failed"], queued, self.task_count() - queued)
 
     def _publish_metrics(self, now_s: float) -> None:
         d = self.dispatcher
@@ -424,7 +432,8 @@ class Broker:
             return self.curve.identity(frame, CLIENTS)
         return peer_name(route)
 
-    def info(self, you: str = "") -> dict:
+    def info(self, you: str = "", *, history: bool = False) -> dict:
+        """INFO's answer; with ``history``, the last minutes of samples too (``history.History``)."""
         if self.lane is not None:
             self.lane.sync()
-        return info_.bounded(self, you)
+        return info_.bounded(self, you, history=history)

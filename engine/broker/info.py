@@ -4,7 +4,8 @@ Long lists become summaries plus the top entries (``*_total`` says how many ther
 strings a peer chose are cut, and a last check against the header limit drops detail
 until the answer fits, so an INFO always reaches the asker. Without CURVE a client's
 identity is its routing id, which would let another plaintext client claim its replies:
-INFO shows those only as a hash.
+INFO shows those only as a hash. Asked with ``{"history": true}``, INFO adds the broker's
+recent samples (``history.History``), the oldest dropped first if the answer would not fit.
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def hosts(d: Dispatcher, now_s: float) -> list[dict]:
     return rows
 
 
-def bounded(broker: Broker, you: str = "") -> dict:
+def bounded(broker: Broker, you: str = "", *, history: bool = False) -> dict:
     now_s = time.monotonic()
     d = broker.dispatcher
     config = broker.config
@@ -84,6 +85,8 @@ def bounded(broker: Broker, you: str = "") -> dict:
            "shared_memory": _shared_memory(broker, workers),
            "recent_failures": list(broker.recent_failures), "you": you[:P.MAX_TASK_ID_CHARS], **broker.stats,
            **broker.metrics.counts()}
+    if history:
+        out["history"] = broker.history.describe(now_s)
     return _fit(out)
 
 
@@ -103,6 +106,11 @@ def _fit(out: dict) -> dict:
     def size() -> int:
         return len(msgpack.packb(out, use_bin_type=True))
 
+    if size() <= BUDGET_BYTES:
+        return out
+    rows = out["history"]["rows"] if out.get("history") else []
+    while rows and size() > BUDGET_BYTES:  # the oldest samples go first
+        del rows[:max(1, len(rows) // 2)]
     if size() <= BUDGET_BYTES:
         return out
     out["ops"] = {name[:MAX_TEXT_CHARS]: {} for name in list(out["ops"])[:256]}  # names only

@@ -97,7 +97,8 @@ class NativeFront(Front):
         elif isinstance(msg, P.Cancel):
             broker.cancel(origin, msg.task_id)
         elif isinstance(msg, P.Info):
-            self._send(route, P.encode(P.Info(data=broker.info(you=origin.client))))
+            history = (msg.data or {}).get("history") is True  # the one option INFO takes
+            self._send(route, P.encode(P.Info(data=broker.info(you=origin.client, history=history))))
         elif isinstance(msg, P.Disconnect):
             self.forget(route)
         else:

@@ -127,6 +127,11 @@ class WorkerState:
     declaration: int | None = None  # which distinct declaration of the operations it sent (ids: Dispatcher)
     shm: bool = False  # it proved it shares the broker's host: tasks by reference reach it as they are
     slots: int = 0  # what its READYs announced in all (bounded per worker and per host: ``Dispatcher._claim``)
+    # A host's control connection: its host's CPU (% busy, all cores) and memory, from its latest heartbeat
+    # that carried them (None: an older worker, or a host without /proc).
+    cpu_percent: float | None = None
+    mem_used_bytes: int | None = None
+    mem_total_bytes: int | None = None
 
     def can_run(self, needs: frozenset | None) -> bool:
         return needs is None or self.offers is None or needs <= self.offers
@@ -137,6 +142,14 @@ class WorkerState:
         return self.can_run(task.needs) and (accepted is None or self.declaration is None
                                              or self.declaration in accepted)
 
+    def report_load(self, cpu_percent: float | None, mem_used_bytes: int | None,
+                    mem_total_bytes: int | None) -> None:
+        """Keep the host's load a heartbeat reported; values out of range are dropped."""
+        if cpu_percent is not None and 0 <= cpu_percent <= 100:
+            self.cpu_percent = round(float(cpu_percent), 1)
+        if mem_total_bytes is not None and mem_used_bytes is not None and 0 <= mem_used_bytes <= mem_total_bytes:
+            self.mem_used_bytes, self.mem_total_bytes = mem_used_bytes, mem_total_bytes
+
     def describe(self, now_s: float, lent: tuple[int, int] = (0, 0)) -> dict:
         """Its row in INFO; ``lent``: (idle, running) slots it has lent to the hot path."""
         in_flight = len(self.tasks) + lent[1]
@@ -145,7 +158,8 @@ class WorkerState:
                 "in_flight": in_flight, "busy": bool(in_flight), "tasks_done": self.tasks_done,
                 "draining": self.draining, "lease_expiries": self.lease_expiries,
                 "last_heartbeat_s_ago": round(now_s - self.last_seen_s, 3),
-                "joined_s_ago": round(now_s - self.joined_s, 3)}
+                "joined_s_ago": round(now_s - self.joined_s, 3), "cpu_percent": self.cpu_percent,
+                "mem_used_bytes": self.mem_used_bytes, "mem_total_bytes": self.mem_total_bytes}
 
 
 class Dispatcher:

@@ -167,6 +167,8 @@ class WorkerSide:
         elif isinstance(msg, P.Heartbeat):
             if msg.shm is not None and known:
                 self._proved(d.workers[wid], msg.shm)
+            if known and (msg.cpu_percent is not None or msg.mem_total_bytes is not None):
+                d.workers[wid].report_load(msg.cpu_percent, msg.mem_used_bytes, msg.mem_total_bytes)
         else:
             BAD_WORKER_MESSAGES.log(wid, "worker %s sent %s, which workers may not send", peer_name(wid),
                                     P.TYPE_NAMES[msg.TYPE])

@@ -97,9 +97,10 @@ class AsyncClient:
             for future in inflight:
                 future.cancel()
 
-    async def info(self, timeout_s: float = 5.0) -> dict:
+    async def info(self, timeout_s: float = 5.0, *, history: bool = False) -> dict:
+        """The broker's INFO; with ``history``, its last minutes of samples too (``history`` key)."""
         future = asyncio.get_running_loop().create_future()
-        self._core.request_info(future)
+        self._core.request_info(future, {"history": True} if history else None)
         self._flush()
         try:
             return await asyncio.wait_for(future, timeout_s)

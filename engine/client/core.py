@@ -257,11 +257,13 @@ class ClientCore:
         if pending is not None and pending.sent and self.connected:
             self.outbox.append(P.encode(P.Cancel(task_id=pending.task_id)))
 
-    def request_info(self, handle: Any) -> None:
+    def request_info(self, handle: Any, options: dict | None = None) -> None:
+        """Ask for INFO; ``options`` travel in the request (``{"history": True}``: with the broker's
+        recent samples; an older broker ignores them)."""
         if self.refused:
             raise Unauthorized(self.refused)
         self._info_waiters.append(handle)
-        self.outbox.append(P.encode(P.Info()))
+        self.outbox.append(P.encode(P.Info(data=options or None)))
 
     def greeting(self) -> list:
         """First frames to send: a heartbeat, so the broker answers and we know it is there."""

@@ -243,10 +243,11 @@ class Client:
         if any(key not in answered for key in keys) and not self._closed:
             self._command(("cancel_sink", sink))
 
-    def info(self, timeout_s: float = 5.0) -> dict:
-        """The broker's view: workers, queue depth, counters, operations offered."""
+    def info(self, timeout_s: float = 5.0, *, history: bool = False) -> dict:
+        """The broker's view: workers, queue depth, counters, operations offered; with ``history``,
+        its last minutes of samples of the counters and the queue too (``history`` key)."""
         future: cf.Future = cf.Future()
-        self._command(("info", future))
+        self._command(("info", future, {"history": True} if history else None))
         try:
             return future.result(timeout_s)
         except cf.TimeoutError:
@@ -382,7 +383,7 @@ class Client:
                     core.cancel(pending.task_id)
             elif kind == "info":
                 try:
-                    core.request_info(cmd[1])
+                    core.request_info(cmd[1], cmd[2])
                 except Exception as exc:  # refused by the broker: say so now
                     cmd[1].set_exception(exc)
             elif kind == "close":

@@ -46,11 +46,11 @@ class EngineLink:
             raise BrokerUnavailable("the gateway has no engine client (not started, or shutting down)")
         return self._client
 
-    async def info(self) -> dict:
-        """The broker's INFO answer, within ``broker_check_timeout_s``."""
+    async def info(self, *, history: bool = False) -> dict:
+        """The broker's INFO answer, within ``broker_check_timeout_s`` (``history``: with its recent samples)."""
         client = self._require()
         try:
-            answer = await client.info(timeout_s=self.settings.broker_check_timeout_s)
+            answer = await client.info(timeout_s=self.settings.broker_check_timeout_s, history=history)
         except TaskTimeout:
             raise BrokerUnavailable(f"no answer from the broker at {self.settings.broker} within "
                                     f"{self.settings.broker_check_timeout_s:g} s") from None

@@ -7,7 +7,9 @@ The sampler starts with the first look at the status (page, event stream or
 so the charts have history when someone comes back, and an unwatched gateway asks nothing.
 Latency percentiles are the end-to-end times of the results that went through this gateway
 (``EngineLink.process``); throughput comes from the broker's ``completed``/``failed``
-counters, so it counts every client's tasks.
+counters, so it counts every client's tasks. The first INFO of a sampler run asks for the
+broker's history too, which seeds the ring (``Ring.seed``): a batch run before the page was
+opened is on its charts.
 """
 from __future__ import annotations
 
@@ -30,8 +32,11 @@ WINDOW_S = 30.0  # the headline throughput is averaged over this many seconds of
 MAX_VIEWERS = 32  # open event streams; one more is refused with 503
 IDLE_STOP_S = 600.0  # the sampler stops this long after the last look (no viewer, no request)
 VIEWER_BACKLOG = 4  # views queued for a slow viewer before its oldest is dropped
-HOST_RESOURCES_NOTE = ("CPU and memory per host are not shown: the broker's INFO does not report them "
-                       "(workers announce processes and slots only).")
+HOST_RESOURCES_NOTE = ("CPU and memory are each worker host's own, from its latest heartbeat: CPU busy over the "
+                       "last heartbeat interval, all cores together; memory in use (total less available) of its "
+                       "total. \"—\" means the worker does not report them (an older version, or a host "
+                       "without /proc).")
+GIB = 1024 ** 3
 # What the "broker down" banner says to do, under the error.
 BROKER_DOWN_ADVICE = ("Start the broker with its workers: engine-broker --local-workers 2 (or python -m engine.broker "
                       "--local-workers 2); make run starts a broker, two workers and these pages together. This "
@@ -50,7 +55,20 @@ def _worker(w: dict) -> dict:
             "processes": w.get("processes"),
             "free": free, "in_flight": in_flight, "state": "draining" if w.get("draining") else
             ("busy" if busy else "idle"),
-            "last_heartbeat_s_ago": heartbeat, "tasks_done": w.get("tasks_done", w.get("completed"))}
+            "last_heartbeat_s_ago": heartbeat, "tasks_done": w.get("tasks_done", w.get("completed")),
+            **_resources(w)}
+
+
+def _resources(w: dict) -> dict:
+    """A host's CPU and memory as INFO reports them, and as the page shows them ("—": not reported)."""
+    cpu, used, total = w.get("cpu_percent"), w.get("mem_used_bytes"), w.get("mem_total_bytes")
+    cpu = cpu if isinstance(cpu, (int, float)) and not isinstance(cpu, bool) else None
+    if not (isinstance(used, int) and isinstance(total, int) and 0 <= used <= total and total > 0):
+        used = total = None
+    return {"cpu_percent": cpu, "mem_used_bytes": used, "mem_total_bytes": total,
+            "cpu": "—" if cpu is None else f"{cpu:.0f} %",
+            "memory": "—" if used is None or total is None
+            else f"{used / GIB:.1f} / {total / GIB:.1f} GiB ({100 * used / total:.0f} %)"}
 
 
 class StatusMonitor:
@@ -68,6 +86,7 @@ class StatusMonitor:
         self._sampler: asyncio.Task | None = None
         self._pending: asyncio.Future | None = None  # the INFO request under way, shared
         self._last_look_s = time.monotonic()
+        self._seed = True  # the next INFO asks for the broker's history, to fill the ring's gap (``Ring.seed``)
         self.idle_stop_s = IDLE_STOP_S
         self._viewers: set[asyncio.Queue] = set()
 
@@ -75,6 +94,7 @@ class StatusMonitor:
     def start(self) -> None:
         self._last_look_s = time.monotonic()
         if self._sampler is None or self._sampler.done():
+            self._seed = self._seed or self._sampler is not None  # it stopped idle: fill the gap since
             self._sampler = asyncio.ensure_future(self._run())
 
     async def close(self) -> None:
@@ -107,8 +127,9 @@ class StatusMonitor:
 
     async def _sample(self) -> dict:
         try:
-            info = await self.link.info()
+            info = await self.link.info(history=self._seed)
         except EngineError as exc:
+            self._seed = True  # the broker's history covers what this ring misses while it is away
             self.ring.add_gap()
             _status, code, message = describe(exc, broker=self.link.settings.broker)
             view = {"up": False, "code": code, "error": message, "broker": self.link.settings.broker,
@@ -125,6 +146,9 @@ class StatusMonitor:
         return view
 
     def _view_of(self, info: dict) -> dict:
+        if self._seed:
+            self._seed = False
+            self.ring.seed(info.get("history"))
         sample = self.ring.add_info(info, self.latency.percentiles())
         ops = info.get("ops")
         declared = ops if isinstance(ops, dict) else {}

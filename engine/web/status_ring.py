@@ -4,7 +4,9 @@ the results this gateway saw (the broker's INFO has counters, not timings).
 A sample is what the charts plot: tasks completed and failed per second (deltas of the
 broker's ``completed`` and ``failed`` counters between two INFO answers), queue depth and
 tasks in flight, and latency percentiles over the last ``LATENCY_WINDOW_S`` of results that
-went through this gateway (a client talking to the broker directly is not in them).
+went through this gateway (a client talking to the broker directly is not in them). When the
+sampler starts, the ring is seeded from the broker's own history (``seed``): the minutes before
+anyone looked are charted too (without latencies, which only this gateway measures).
 """
 from __future__ import annotations
 
@@ -83,6 +85,41 @@ class Ring:
         self.samples.append(sample)
         return sample
 
+    def seed(self, history: object) -> int:
+        """Samples from the broker's own history (INFO's ``history``: rows of ``age_s``, counters and
+        queue), for the time this ring has none of: a batch run before anyone looked is charted.
+        Returns how many were added; the next ``add_info`` computes its rates from the newest row."""
+        if not isinstance(history, dict) or not isinstance(history.get("columns"), list):
+            return 0
+        columns = {name: i for i, name in enumerate(history["columns"]) if isinstance(name, str)}
+        if not {"age_s", "completed", "failed"} <= columns.keys() or not isinstance(history.get("rows"), list):
+            return 0
+        now_unix_s, now_s = time.time(), time.monotonic()
+        since_unix_s = self.samples[-1].at_unix_s if self.samples else float("-inf")
+        added, last = 0, None
+        for row in history["rows"]:
+            if not isinstance(row, list) or len(row) < len(columns):
+                continue
+            age_s, done, failed = row[columns["age_s"]], _int(row[columns["completed"]]), _int(row[columns["failed"]])
+            if not isinstance(age_s, (int, float)) or age_s < 0 or done is None or failed is None:
+                continue
+            at_unix_s = now_unix_s - age_s
+            rates: dict[str, float | None] = {"done_per_s": None, "failed_per_s": None}
+            if last is not None and age_s < last[0] and done >= last[1] and failed >= last[2]:
+                dt_s = last[0] - age_s
+                rates = {"done_per_s": round((done - last[1]) / dt_s, 3),
+                         "failed_per_s": round((failed - last[2]) / dt_s, 3)}
+            last = (age_s, done, failed)
+            if at_unix_s <= since_unix_s:
+                continue
+            self.samples.append(Sample(at_unix_s=round(at_unix_s, 3), up=True, **rates,
+                                       queue_depth=_int(_at(row, columns.get("queue_depth"))),
+                                       in_flight=_int(_at(row, columns.get("in_flight")))))
+            added += 1
+        if last is not None:
+            self._last = (now_s - last[0], last[1], last[2])
+        return added
+
     def add_gap(self) -> Sample:
         """The broker did not answer: a hole in every chart, and fresh counters next time."""
         self._last = None
@@ -97,6 +134,10 @@ class Ring:
         since = self.samples[-1].at_unix_s - last_s
         values = [v for s in self.samples if s.at_unix_s >= since and (v := getattr(s, field)) is not None]
         return round(sum(values) / len(values), 3) if values else None
+
+
+def _at(row: list, index: int | None) -> object:
+    return row[index] if index is not None and index < len(row) else None
 
 
 def _int(value: object) -> int | None:

@@ -3,11 +3,12 @@
 Both kinds of worker peer use it: each pool process (its tasks and answers) and the
 supervisor (the host's control connection). The owner passes ``register`` (it sends READY),
 which ``connect`` calls after every (re)connection; it calls ``tick`` when ``next_due_s``
-comes (a heartbeat out, or a new socket when the broker has been silent), ``heard`` for each
-message received (the broker is alive; its heartbeats carry its pace, limit and clock), and
-``on_handshake`` for the supervisor's handshake events. A broker silent for ``liveness``
-intervals means a new socket, with back-off, until it answers. The interval and liveness are
-the broker's, from its heartbeats (``protocol.Pace``); the worker's own are used until it speaks.
+comes (a heartbeat out, with what ``beat_fields`` adds, or a new socket when the broker has
+been silent), ``heard`` for each message received (the broker is alive; its heartbeats carry
+its pace, limit and clock), and ``on_handshake`` for the supervisor's handshake events. A
+broker silent for ``liveness`` intervals means a new socket, with back-off, until it answers.
+The interval and liveness are the broker's, from its heartbeats (``protocol.Pace``); the
+worker's own are used until it speaks.
 """
 from __future__ import annotations
 
@@ -27,13 +28,15 @@ log = logging.getLogger("engine.worker")
 
 class BrokerLink:
     def __init__(self, ctx: zmq.Context, config: WorkerConfig, routing_id: bytes, *, name: str,
-                 register: Callable[[], None], watch_handshakes: bool = False) -> None:
+                 register: Callable[[], None], watch_handshakes: bool = False,
+                 beat_fields: Callable[[], dict] | None = None) -> None:
         self.ctx = ctx
         self.config = config
         self.routing_id = routing_id
         self.name = name
         self._register = register
         self._watch = watch_handshakes
+        self._beat_fields = beat_fields  # what each heartbeat carries besides the sender (the supervisor's host load)
         self.sock: zmq.Socket | None = None
         self.monitor: zmq.Socket | None = None  # handshake events (the supervisor's link only)
         self._handshakes = handshake.HandshakeWatch(role="worker", curve=config.curve is not None,
@@ -105,7 +108,8 @@ class BrokerLink:
                         self.config.connect)
             self.connect()
         elif now_s >= self.next_beat_s:
-            self.send(P.encode(P.Heartbeat(sender=sender)))
+            extra = self._beat_fields() if self._beat_fields is not None else {}
+            self.send(P.encode(P.Heartbeat(sender=sender, **extra)))
             self.next_beat_s = now_s + self.pace.interval_s
 
     def next_due_s(self) -> float:

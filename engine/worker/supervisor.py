@@ -40,6 +40,7 @@ from ..sockutil import drain
 from ..wakeup import Wakeup
 from .board import NOTHING, StatusBoard, Tally
 from .config import WorkerConfig
+from .hostload import HostLoad
 from .link import BrokerLink
 from .pool import learned_operations, pool_main
 from .table import Answer, Kill, Proc, ProcessTable
@@ -59,7 +60,7 @@ class Supervisor:
         self._mp = multiprocessing.get_context("spawn")
         self.table = ProcessTable(task_timeout_s=config.task_timeout_s)
         self.link = BrokerLink(self.ctx, config, self.name.encode(), name=f"worker {self.name}",
-                               register=self._register, watch_handshakes=True)
+                               register=self._register, watch_handshakes=True, beat_fields=HostLoad().fields)
         self._generation = 0
         self._startup_deaths = 0  # pool processes that died before they were ready (loading models)
         self._wakeup = Wakeup()

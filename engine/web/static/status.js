@@ -50,10 +50,12 @@
     $("#tasks-done").textContent = dash(s.tasks_done);
     $("#tasks-failed").textContent = dash(s.failed);
     $("#throughput").textContent = dash(s.throughput_per_s, " /s");
+    $("#host-resources").textContent = s.host_resources || "";
     $("#cache").textContent = s.cache ? `${s.cache.hits} hits, ${s.cache.misses} misses` : "–";
     $("#workers").replaceChildren(...(s.workers || []).map((w) => row([
       [w.id, { code: true, label: "Worker" }], [w.host || "", { label: "Host" }],
       [[node("span", w.state, `status ${w.state}`)], { label: "State" }], [dash(w.processes), { label: "Processes" }],
+      [w.cpu || "—", { label: "CPU", class: "cpu" }], [w.memory || "—", { label: "Memory", class: "memory" }],
       [`${w.free} / ${w.capacity}`, { label: "Slots free" }], [dash(w.in_flight), { label: "Running" }],
       [dash(w.tasks_done), { label: "Tasks done" }], [`${dash(w.last_heartbeat_s_ago)} s ago`, { label: "Last heartbeat" }],
     ])));

@@ -15,6 +15,7 @@ os.environ.setdefault("ENGINE_SHM_MIN_BYTES", "0")
 
 import pytest
 import zmq
+from browser_helpers import launched
 from cluster_helpers import Cluster, sample_jpegs
 from security_helpers import KeyRing, SecureCluster
 from web_helpers import User, WebServer
@@ -108,3 +109,25 @@ def secure_factory(ring):
     yield make
     for c in made:
         c.stop()
+
+
+# The browser tests: one Chromium per module; screenshots go to the module's SHOTS folder.
+@pytest.fixture(scope="module")
+def chromium(request):
+    with launched(request.module.SHOTS) as browser:
+        yield browser
+
+
+@pytest.fixture(scope="module")
+def cached_web(tmp_path_factory):
+    """A broker with its result cache on and a gateway (pages that show where a result came from)."""
+    cluster = Cluster(local_workers=2, cache=True)
+    server = None
+    try:
+        cluster.start_broker()
+        server = WebServer(tmp_path_factory.mktemp("web"), cluster.front).start()
+        yield server
+    finally:
+        if server is not None:
+            server.stop()
+        cluster.stop()

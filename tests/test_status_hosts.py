@@ -12,7 +12,7 @@ from pathlib import Path
 import msgpack
 import pytest
 import zmq
-from browser_helpers import NEEDS_CHROMIUM, launched, logged_in
+from browser_helpers import NEEDS_CHROMIUM, logged_in
 from cluster_helpers import Cluster, recv_within
 from web_helpers import User, WebServer, jpeg
 
@@ -153,12 +153,6 @@ def test_a_batch_before_anyone_looked_is_on_the_status_charts(quiet_cluster, tmp
 
 
 # ---- the workers table in a real browser -------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def chromium():
-    with launched(SHOTS) as browser:
-        yield browser
-
 
 @NEEDS_CHROMIUM
 @pytest.mark.parametrize("width_px", WIDTHS_PX)

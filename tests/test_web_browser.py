@@ -6,18 +6,12 @@ import time
 from pathlib import Path
 
 import pytest
-from browser_helpers import NEEDS_CHROMIUM, launched
+from browser_helpers import NEEDS_CHROMIUM
 from web_helpers import DATA, PASSWORD
 
 SHOTS = Path("/tmp/engine-web-screens")
 
 pytestmark = [pytest.mark.timeout(120), NEEDS_CHROMIUM]
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    with launched(SHOTS) as browser:
-        yield browser
 
 
 def new_page(chromium, web):

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from browser_helpers import NEEDS_CHROMIUM, launched, logged_in
-from cluster_helpers import DATA, Cluster
-from web_helpers import User, WebServer, jpeg, wait_batch
+from browser_helpers import NEEDS_CHROMIUM, logged_in
+from cluster_helpers import DATA
+from web_helpers import User, jpeg, wait_batch
 
 SHOTS = Path("/tmp/shots")
 LONG_PIPELINE = "|".join(["blur:sigma=0.5", "sharpen:amount=0.5"] * 8) + "|png"
@@ -20,18 +20,9 @@ pytestmark = [pytest.mark.timeout(120), NEEDS_CHROMIUM]
 
 
 @pytest.fixture(scope="module")
-def web(tmp_path_factory):
+def web(cached_web):
     """A broker with its result cache on (one test is about it) and the gateway."""
-    cluster = Cluster(local_workers=2, cache=True)
-    server = None
-    try:
-        cluster.start_broker()
-        server = WebServer(tmp_path_factory.mktemp("web"), cluster.front).start()
-        yield server
-    finally:
-        if server is not None:
-            server.stop()
-        cluster.stop()
+    return cached_web
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +30,6 @@ def carol(web):
     user = User(web, "carol")
     yield user
     user.close()
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    with launched(SHOTS) as browser:
-        yield browser
 
 
 def page_width_px(page) -> int:

@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from browser_helpers import NEEDS_CHROMIUM, launched, logged_in
-from cluster_helpers import Cluster, free_port
+from browser_helpers import NEEDS_CHROMIUM, logged_in
+from cluster_helpers import free_port
 from web_helpers import DATA, User, WebServer, jpeg, wait_batch
 
 from engine.web import auth
@@ -23,24 +23,9 @@ pytestmark = [pytest.mark.timeout(150), NEEDS_CHROMIUM]
 
 
 @pytest.fixture(scope="module")
-def web(tmp_path_factory):
+def web(cached_web):
     """A broker with its result cache on (the job page's "who made it" is about it) and the gateway."""
-    cluster = Cluster(local_workers=2, cache=True)
-    server = None
-    try:
-        cluster.start_broker()
-        server = WebServer(tmp_path_factory.mktemp("web"), cluster.front).start()
-        yield server
-    finally:
-        if server is not None:
-            server.stop()
-        cluster.stop()
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    with launched(SHOTS) as browser:
-        yield browser
+    return cached_web
 
 
 @pytest.fixture(scope="module")

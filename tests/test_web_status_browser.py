@@ -6,19 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from browser_helpers import NEEDS_CHROMIUM, launched, logged_in
+from browser_helpers import NEEDS_CHROMIUM, logged_in
 from web_helpers import User, jpeg, wait_batch
 
 SHOTS = Path("/tmp/shots")
 BROKEN_JPEG = b"\xff\xd8\xff not a jpeg"
 
 pytestmark = [pytest.mark.timeout(90), NEEDS_CHROMIUM]
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    with launched(SHOTS) as browser:
-        yield browser
 
 
 @pytest.fixture(scope="module")

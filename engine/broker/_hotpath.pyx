@@ -89,7 +89,7 @@ cdef extern from "errno.h":
     int EHOSTUNREACH
 
 DEF MAXF = 8
-DEF DRAIN_BATCH = 512
+DEF DRAIN_BATCH = 512  # the same as broker/config.py's DRAIN_BATCH (a compile-time DEF cannot import it)
 DEF MAX_SKIPPED = 64
 DEF MAX_TID = 128
 DEF MAX_HEADER = 65536

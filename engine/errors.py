@@ -108,7 +108,8 @@ class TaskTimeout(TransientError, builtins.TimeoutError):
 
 
 class BrokerUnavailable(TransientError):
-    """The client is closed, or could not reach a broker: nothing was processed."""
+    """The client is closed, or could not reach a broker (none answered in time, or nothing listens
+    at its loopback address: ``engine.client.core``): nothing was processed."""
 
     code = "broker_unavailable"  # HTTP only (web gateway, 503)
 

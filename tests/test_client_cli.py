@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -104,7 +105,7 @@ def test_a_syntax_error_needs_no_broker_and_without_one_nothing_is_checked_again
     assert syntax.returncode == 2 and "expected key=value" in syntax.stderr and "no broker" not in syntax.stderr
     down = client("--pipeline", "greyscale|png", str(tmp_path), "-o", str(tmp_path / "out"))
     assert down.returncode == 2 and down.stdout == ""
-    assert "no broker answered" in down.stderr and "nothing was sent" in down.stderr, down.stderr
+    assert "no broker listens" in down.stderr and "nothing was sent" in down.stderr, down.stderr
     assert "unknown operation" not in down.stderr  # the workers' operations decide, not this command line's
     assert not (tmp_path / "out").exists()
 
@@ -174,7 +175,32 @@ def test_info_is_a_short_summary_and_json_on_request(broker):
 def test_info_with_the_broker_down_says_so_on_stderr_only():
     done = client("--info", "--connect-timeout-s", "1")
     assert done.returncode == 2
-    assert done.stdout == "" and "no broker answered" in done.stderr
+    assert done.stdout == "" and "no broker listens" in done.stderr
+
+
+def test_with_nothing_listening_on_loopback_info_and_a_batch_say_so_long_before_the_connect_timeout(tmp_path):
+    """Issue 25: a refused connection on loopback is known at once (libzmq's monitor says so);
+    both used to wait the whole --connect-timeout-s (10 s by default) first."""
+    shutil.copy(DATA / "coins.jpg", tmp_path / "coins.jpg")
+    port = free_port()  # bound and closed: nothing listens there
+    for args in (["--info"], [str(tmp_path), "-o", str(tmp_path / "out")]):
+        started_s = time.monotonic()
+        done = client(*args, "--connect", f"tcp://127.0.0.1:{port}", "--connect-timeout-s", "10")
+        waited_s = time.monotonic() - started_s
+        assert done.returncode == 2 and done.stdout == "", done.stderr
+        assert (f"no broker listens on tcp://127.0.0.1:{port} (connection refused): start one with engine-broker "
+                "(or make run), or give --connect") in done.stderr, done.stderr
+        assert "waiting up to" not in done.stderr  # nothing is waited for on loopback
+        assert waited_s < 5, f"{args}: answered after {waited_s:.1f} s, as if it waited for the 10 s timeout"
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_remote_broker_is_waited_for_and_the_wait_said_up_front():
+    done = client("--info", "--connect", "tcp://192.0.2.1:5555", "--connect-timeout-s", "1")  # TEST-NET-1: nobody
+    assert done.returncode == 2 and done.stdout == ""
+    first, *rest = done.stderr.splitlines()
+    assert first == "waiting up to 1 s for the broker at tcp://192.0.2.1:5555 (--connect-timeout-s)", done.stderr
+    assert "no broker answered at tcp://192.0.2.1:5555 within 1 s" in done.stderr and "waiting" not in "".join(rest)
 
 
 def test_help_explains_pipelines_and_the_no_overwrite_rule():

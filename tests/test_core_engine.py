@@ -216,7 +216,7 @@ def test_command_line_says_so_at_once_when_no_broker_answers(jpegs, tmp_path):
                            "--connect-timeout-s", "1", "--quiet", str(tmp_path / "a.jpg"), "-o", str(tmp_path / "o")],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
-    assert "no broker answered" in done.stderr and "engine.broker" in done.stderr
+    assert "no broker listens" in done.stderr and "engine-broker" in done.stderr
     assert not (tmp_path / "o").exists()
 
 

@@ -1,6 +1,7 @@
 """Issue 2's fault cases: a pool process killed, the broker restarted; nothing lost."""
 import concurrent.futures as cf
 import os
+import re
 import signal
 import time
 
@@ -76,11 +77,11 @@ def test_info_works_again_after_asking_while_no_broker_was_there(cluster_factory
     import pytest
 
     from engine import AsyncClient
-    from engine.errors import TaskTimeout
+    from engine.errors import BrokerUnavailable, TaskTimeout
 
     cluster = cluster_factory(local_workers=0)
     with cluster.client() as client:
-        with pytest.raises(TaskTimeout):
+        with pytest.raises((TaskTimeout, BrokerUnavailable)):  # the second when the caller wakes late
             client.info(timeout_s=0.5)  # nobody there yet
         cluster.start_broker(wait_slots=0)
         assert client.info(timeout_s=10)["queue_depth"] == 0
@@ -94,3 +95,59 @@ def test_info_works_again_after_asking_while_no_broker_was_there(cluster_factory
             return await client.info(timeout_s=10)
 
     assert asyncio.run(main())["queue_depth"] == 0
+
+
+def test_with_nothing_listening_on_loopback_info_and_tasks_fail_early_saying_so(jpegs):
+    """Issue 25: a refused connection on loopback means no broker: INFO and tasks answer
+    BrokerUnavailable (core.REFUSED_INFO_S, REFUSED_TASK_S) long before their own timeouts."""
+    import asyncio
+
+    import pytest
+    from cluster_helpers import free_port
+
+    from engine import AsyncClient, Client
+    from engine.errors import BrokerUnavailable
+
+    address = f"tcp://127.0.0.1:{free_port()}"  # bound and closed: nothing listens
+    why = re.escape(f"no broker listens on {address} (connection refused)")
+    with Client(address, timeout_s=60) as client:
+        started_s = time.monotonic()
+        with pytest.raises(BrokerUnavailable, match=why):
+            client.info(timeout_s=10)
+        assert time.monotonic() - started_s < 5, "INFO waited as if for its 10 s timeout"
+        started_s = time.monotonic()
+        with pytest.raises(BrokerUnavailable, match=why):
+            client.process(jpegs["coins.jpg"], "grayscale")
+        assert time.monotonic() - started_s < 30, "the task waited as if for its 60 s timeout"
+        assert client.stats["failed"] == 1
+
+    async def main() -> float:
+        async with AsyncClient(address, timeout_s=60) as client:
+            started_s = time.monotonic()
+            with pytest.raises(BrokerUnavailable, match=why):
+                await client.info(timeout_s=10)
+            return time.monotonic() - started_s
+
+    assert asyncio.run(main()) < 5, "the asyncio client's INFO waited as if for its 10 s timeout"
+
+
+def test_a_client_started_before_its_broker_gets_its_tasks_done(cluster_factory, jpegs):
+    """The early answer is for whoever asks while nothing listens; the connection is retried all
+    the while, so a window of tasks sent before the broker starts is done once it does."""
+    import pytest
+
+    from engine.errors import BrokerUnavailable
+
+    cluster = cluster_factory(local_workers=1)
+    photos = list(jpegs.values())[:8]
+    with cluster.client() as client:
+        futures = [client.submit(d, "grayscale") for d in photos]
+        with pytest.raises(BrokerUnavailable, match="no broker listens"):
+            client.info(timeout_s=10)  # nothing listens yet: said within a second ...
+        assert not any(f.done() for f in futures)  # ... while the tasks wait on
+        cluster.start_broker()
+        results = _wait(futures)
+        assert client.info(timeout_s=10)["completed"] == len(photos)
+        stats = client.stats
+    assert [(r.width, r.height) for r in results] == [_size(d) for d in photos]
+    assert stats["completed"] == len(photos) and stats["failed"] == 0

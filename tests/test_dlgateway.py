@@ -7,6 +7,7 @@ import base64
 import itertools
 import json
 import re
+import time
 import uuid
 
 import pytest
@@ -128,6 +129,31 @@ def test_size_and_in_flight_limits_answer_with_errors(zctx, engine):
         assert any(r.get("code") == "busy" for r in replies)  # 8 at once with room for 1
     finally:
         assert proc.stop() == 0, proc.stderr_text()[-2000:]
+
+
+def test_with_its_broker_down_the_gateway_logs_it_and_answers_broker_unavailable_at_once(zctx):
+    """Issue 25: it used to log nothing and answer ``busy`` after its whole --timeout-s (30 s)."""
+    from faults_helpers import wait_until
+
+    cluster = Cluster(local_workers=0)  # its ports, nothing started: nothing listens at its front yet
+    proc, endpoint = _gateway(cluster)
+    try:
+        wait_until(lambda: "broker is unavailable" in proc.stderr_text(), 30, "the gateway to log its broker down")
+        log = proc.stderr_text()
+        assert f"no broker listens on {cluster.front} (connection refused)" in log, log
+        started_s = time.monotonic()
+        reply = ask(zctx, endpoint, request(sample_bytes("astronaut.jpg"), "down"), "down")
+        waited_s = time.monotonic() - started_s
+        assert reply["code"] == "broker_unavailable" and reply["_rid"] == "down" and "preds" not in reply, reply
+        assert "no broker listens" in reply["error"], reply
+        assert waited_s < 10, f"answered after {waited_s:.1f} s, as if it waited for its {REPLY_TIMEOUT_S} s timeout"
+        cluster.start_broker(wait_slots=0)
+        wait_until(lambda: "is back" in proc.stderr_text(), 30, "the gateway to log its broker back")
+        log = proc.stderr_text()
+        assert log.count("broker is unavailable") == 1, log  # once, however many requests it refused
+    finally:
+        assert proc.stop() == 0, proc.stderr_text()[-2000:]
+        cluster.stop()
 
 
 def test_gateway_help_explains_the_exchange():

@@ -9,7 +9,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from ..errors import ConfigError, PipelineError, TaskTimeout
+from ..errors import BrokerUnavailable, ConfigError, PipelineError, TaskTimeout
+from ..handshake import local
 from ..pipeline_syntax import check_syntax
 from ..security import ENV_BROKER_KEY, ENV_CLIENT_KEY, PeerKeys
 from ..settings import flag, positive_int, prog
@@ -72,7 +73,8 @@ def parse_args(argv=None) -> argparse.Namespace:
          help="write one JSON line per image: input, output, and the result's metadata (format, sizes, "
               "timings, worker, detections) or its error")
     flag(p, "--connect-timeout-s", env="ENGINE_CONNECT_TIMEOUT_S", default=10.0, type=float,
-         help="give up at once if no broker answers within this")
+         help="give up at once if no broker answers within this (on a loopback address nothing listening "
+              "is known at once: said within a second)")
     flag(p, "--key", env=ENV_CLIENT_KEY, default="",
          help="CURVE: this client's secret key file (python -m engine.keys new NAME) (empty: plaintext)")
     flag(p, "--broker-key", env=ENV_BROKER_KEY, default="", help="CURVE: the broker's public key file (broker.key)")
@@ -90,9 +92,16 @@ def fail(message: str) -> int:
 
 def broker_info(client: Client, timeout_s: float, consequence: str = "") -> dict | None:
     """The broker's INFO, or None after saying on stderr that nobody answered (and
-    ``consequence``)."""
+    ``consequence``). On a local address a refused connection is known at once: that is said
+    within a second (``core.REFUSED_INFO_S``). A remote broker gets ``timeout_s``, said up front."""
+    if not local(client.address):
+        print(f"waiting up to {timeout_s:g} s for the broker at {client.address} (--connect-timeout-s)",
+              file=sys.stderr)
     try:
         return client.info(timeout_s)
+    except BrokerUnavailable as exc:  # nothing listens at a local address
+        fail(f"{exc}, or give --connect" + consequence)
+        return None
     except TaskTimeout:
         fail(f"no broker answered at {client.address} within {timeout_s:g} s; is one running? "
              "(start one with: engine-broker --local-workers 2, which is python -m engine.broker, or make run)"

@@ -74,8 +74,8 @@ class AsyncClient:
                 self._cancel(task_id)
 
         future.add_done_callback(cancelled)
-        if timeout_s is not None and timeout_s < self._core.interval_s:
-            self._wake.set()  # the timer may sleep past this deadline
+        if (timeout_s is not None and timeout_s < self._core.interval_s) or self._core.unreachable:
+            self._wake.set()  # the timer may sleep past this deadline (or its early answer)
         self._flush()
         return future
 
@@ -98,9 +98,11 @@ class AsyncClient:
                 future.cancel()
 
     async def info(self, timeout_s: float = 5.0, *, history: bool = False) -> dict:
-        """The broker's INFO; with ``history``, its last minutes of samples too (``history`` key)."""
+        """The broker's INFO; with ``history``, its last minutes of samples too (``history`` key).
+        Raises as ``Client.info``: ``TaskTimeout``, or ``BrokerUnavailable`` sooner when nothing listens."""
         future = asyncio.get_running_loop().create_future()
         self._core.request_info(future, {"history": True} if history else None)
+        self._wake.set()  # the timer answers it early if nothing listens
         self._flush()
         try:
             return await asyncio.wait_for(future, timeout_s)
@@ -115,6 +117,11 @@ class AsyncClient:
     def shared_memory(self) -> bool:
         """As ``Client.shared_memory``."""
         return self._core.shared_memory
+
+    @property
+    def unavailable(self) -> str | None:
+        """Why no broker can take a request now, when that is known, else None (``ClientCore.unavailable``)."""
+        return self._core.unavailable()
 
     async def close(self) -> None:
         if self._closed:
@@ -172,6 +179,9 @@ class AsyncClient:
         while True:
             frames = await self._opened()[1].recv_multipart()
             complete(self._core.on_handshake(self._handshakes.feed(frames)))
+            if self._handshakes.unreachable != self._core.unreachable:
+                self._core.on_connection(self._handshakes.unreachable)
+                self._wake.set()  # the timer may answer waiting requests early
 
     async def _timer(self) -> None:
         core = self._core

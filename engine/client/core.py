@@ -6,6 +6,15 @@ within ``liveness`` intervals); when one answers after a silence, or a different
 instance answers, every outstanding task is sent again. The broker ignores a task id it
 already holds, and a second answer for the same task id is dropped here, so each task
 completes exactly once.
+
+A broker that is not there at all is told apart where that can be known at once. While the
+client has never reached a broker and its address is local (loopback TCP, ``ipc://``), a
+refused connection (``handshake.HandshakeWatch.unreachable``) means nothing listens there: an
+INFO request that has waited ``REFUSED_INFO_S`` and a task that has waited ``REFUSED_TASK_S``
+fail with ``BrokerUnavailable`` saying so, rather than waiting out their timeouts. The socket
+keeps retrying all the while, so a request made once a broker listens goes through, and so does
+every task still waiting when it starts. A client that reached a broker once (it restarts) and a
+remote address wait as before: each request until its own timeout.
 """
 from __future__ import annotations
 
@@ -44,6 +53,12 @@ TIMEOUT_S = 120.0  # per task, from submit to answer
 BUSY_RETRY_S = 0.25  # first wait before resending a task the broker refused as retryable (busy)
 BUSY_RETRY_MAX_S = 4.0
 MAX_RESULT_BYTES = 4 * 1024 * 1024 * 1024  # a result read from shared memory (a worker's, bounded by its own checks)
+# Nothing listens at a local address and no broker was ever reached (see above): an INFO request
+# fails after this long (several refused attempts, libzmq retries every 0.1 s) ...
+REFUSED_INFO_S = 0.75
+# ... and a task after this long: a client and its broker started together (a script, a test)
+# leave the broker time to bind on a loaded machine. As long as the command line waits for a broker.
+REFUSED_TASK_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -141,7 +156,10 @@ class ClientCore:
         self._retries: list[tuple[float, int, str]] = []  # heap of (at, seq, task id)
         self._deadlines: list[tuple[float, int, str]] = []  # heap of (deadline, seq, task id)
         self._seq = itertools.count()
-        self._info_waiters: deque[Any] = deque()
+        self._info_waiters: deque[tuple[Any, float]] = deque()  # (handle, when asked)
+        self.unreachable: str | None = None  # nothing listens at our local address (HandshakeWatch), until one does
+        self.reached = False  # a broker answered once
+        self._started_s = time.monotonic()
         self._reconnect = False
         self.refused: str | None = None  # why the broker refused our handshake, until one succeeds
         self._handshake_retry_s = float("inf")
@@ -262,7 +280,7 @@ class ClientCore:
         recent samples; an older broker ignores them)."""
         if self.refused:
             raise Unauthorized(self.refused)
-        self._info_waiters.append(handle)
+        self._info_waiters.append((handle, time.monotonic()))
         self.outbox.append(P.encode(P.Info(data=options or None)))
 
     def greeting(self) -> list:
@@ -294,6 +312,26 @@ class ClientCore:
         self.stats["failed"] += len(self.pending)
         return self.fail_all(lambda: Unauthorized(verdict))
 
+    def on_connection(self, unreachable: str | None) -> None:
+        """A ``HandshakeWatch``'s ``unreachable`` after each event: why nothing listens at our
+        (local) address, or None once a connection is made. ``on_tick`` answers early from it."""
+        self.unreachable = unreachable
+
+    def unavailable(self) -> str | None:
+        """Why no broker can take a request now, when that is known (None: one is there, or it is
+        too early to tell): nothing listens at our local address, or no broker has answered for
+        longer than its liveness (at all since we started, or since it last did)."""
+        if self.unreachable:
+            return self.unreachable
+        if self.connected:
+            return None
+        silent_s = time.monotonic() - (self._heard_s if self.reached else self._started_s)
+        if silent_s <= self.liveness_s:
+            return None
+        if self.reached:
+            return f"the broker at {self.address} has not answered for {silent_s:.0f} s"
+        return f"no broker has answered at {self.address} in {silent_s:.0f} s"
+
     def on_message(self, frames: list) -> list[Completion]:
         try:
             msg, payloads = P.decode(frames)
@@ -308,7 +346,7 @@ class ClientCore:
                 self.pace = pace
                 self._next_beat_s = min(self._next_beat_s, now_s + pace.interval_s)
             if not self.connected or (msg.sender and msg.sender != self.broker_id):
-                self.connected = True
+                self.connected = self.reached = True
                 self.broker_id = msg.sender
                 self._offered(msg.shm)  # our proof goes out before any task sent by reference
                 for queued in self.pending.values():  # everything: a new broker knows nothing
@@ -345,7 +383,7 @@ class ClientCore:
             done.extend(self._on_error(msg, now_s))
         elif isinstance(msg, P.Info):
             while self._info_waiters:  # skip askers that gave up (timed out, cancelled)
-                handle = self._info_waiters.popleft()
+                handle, _ = self._info_waiters.popleft()
                 if not handle.done():
                     done.append((handle, msg.data or {}))
                     break
@@ -413,6 +451,8 @@ class ClientCore:
                     self._send(pending)
                 else:
                     pending.sent = False
+        if self.unreachable and not self.reached:
+            done.extend(self._refused(now_s))
         while self._deadlines and self._deadlines[0][0] <= now_s:
             _, _, task_id = heapq.heappop(self._deadlines)
             pending = self.pending.pop(task_id, None)
@@ -425,6 +465,36 @@ class ClientCore:
             self._next_sweep_s = now_s + shm.SWEEP_INTERVAL_S
             self.segments.sweep(name for p in self.pending.values() for name in (p.seg, p.spare) if name is not None)
         return done
+
+    def _refused(self, now_s: float) -> list[Completion]:
+        """Nothing listens at our local address and never did: the requests that have waited long
+        enough are answered now (see the module's docstring). Both lists are in the order asked."""
+        done: list[Completion] = []
+        while self._info_waiters and self._info_waiters[0][1] + REFUSED_INFO_S <= now_s:
+            handle, _ = self._info_waiters.popleft()
+            if not handle.done():
+                done.append((handle, BrokerUnavailable(self._refused_message())))
+        while self.pending:
+            pending = next(iter(self.pending.values()))
+            if pending.submitted_s + REFUSED_TASK_S > now_s:
+                break
+            del self.pending[pending.task_id]
+            self._ended(pending)
+            self.stats["failed"] += 1
+            done.append((pending.handle, BrokerUnavailable(self._refused_message())))
+        return done
+
+    def _refused_message(self) -> str:
+        return f"{self.unreachable}: start one with engine-broker (or make run)"
+
+    def _refused_wakeup_s(self) -> float:
+        """When ``_refused`` next has a request to answer."""
+        wake = float("inf")
+        if self._info_waiters:
+            wake = self._info_waiters[0][1] + REFUSED_INFO_S
+        if self.pending:
+            wake = min(wake, next(iter(self.pending.values())).submitted_s + REFUSED_TASK_S)
+        return wake
 
     def _timeout_error(self, pending: Pending, now_s: float) -> Exception:
         waited_s = now_s - pending.submitted_s
@@ -440,6 +510,8 @@ class ClientCore:
             wake = min(wake, self._next_sweep_s)
         if self.refused:
             wake = min(wake, self._handshake_retry_s)
+        if self.unreachable and not self.reached:
+            wake = min(wake, self._refused_wakeup_s())
         if self._retries:
             wake = min(wake, self._retries[0][0])
         while self._deadlines and self._deadlines[0][2] not in self.pending:
@@ -450,7 +522,7 @@ class ClientCore:
 
     def fail_all(self, exc_factory) -> list[Completion]:
         done = [(p.handle, exc_factory()) for p in self.pending.values()]
-        done += [(h, exc_factory()) for h in self._info_waiters]
+        done += [(h, exc_factory()) for h, _ in self._info_waiters]
         for pending in self.pending.values():
             self._ended(pending)
         self.pending.clear()

@@ -245,7 +245,11 @@ class Client:
 
     def info(self, timeout_s: float = 5.0, *, history: bool = False) -> dict:
         """The broker's view: workers, queue depth, counters, operations offered; with ``history``,
-        its last minutes of samples of the counters and the queue too (``history`` key)."""
+        its last minutes of samples of the counters and the queue too (``history`` key).
+
+        Raises ``TaskTimeout`` when no answer came within ``timeout_s``, and ``BrokerUnavailable``
+        sooner (``core.REFUSED_INFO_S``) when nothing listens at a local address and this client
+        never reached a broker (the module docstring of ``engine.client.core`` has the rule)."""
         future: cf.Future = cf.Future()
         self._command(("info", future, {"history": True} if history else None))
         try:
@@ -328,6 +332,7 @@ class Client:
                 if mon in events:
                     while mon.poll(0):
                         complete(core.on_handshake(watch.feed(mon.recv_multipart())))
+                        core.on_connection(watch.unreachable)
                 if sock in events:
                     for frames in waiting(sock, RECV_BATCH):
                         complete(core.on_message(frames))

@@ -5,6 +5,9 @@ each socket has one thread. Each request frame is checked (``wire.parse_request`
 submitted to the broker with the detection pipeline, and answered with one JSON frame on
 the same route; every request gets an answer, a bad one an ``{"error": ...}``. At most
 ``max_in_flight`` requests wait on the engine at once; more are answered ``busy`` at once.
+While no broker can take them (``AsyncClient.unavailable``: nothing listens at a local
+address, or none has answered for longer than its liveness) requests are answered
+``broker_unavailable`` at once, and the gateway logs when that starts and when it ends.
 
 What a flood of large frames can make it hold or cost is bounded. libzmq drops a connection
 whose frame is over ``frame_limit`` (ZMQ_MAXMSGSIZE) before reading it, and queues at most
@@ -56,11 +59,12 @@ class GatewaySettings:
 class Gateway:
     def __init__(self, settings: GatewaySettings = GatewaySettings()) -> None:
         self.settings = settings
-        self.stats = {"requests": 0, "answered": 0, "refused": 0, "failed": 0, "busy": 0}
+        self.stats = {"requests": 0, "answered": 0, "refused": 0, "failed": 0, "busy": 0, "unavailable": 0}
         self._in_flight: set[asyncio.Task] = set()  # requests waiting on the engine
         self._decodes: set[asyncio.Task] = set()  # large frames being read a step per turn
         self._decoding_bytes = 0
         self._out: zmq.Socket | None = None  # the ROUTER, for plain sends (a ROUTER never blocks)
+        self._down: str | None = None  # why no broker can take requests, as last logged
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set; then answer what is in flight and close."""
@@ -76,6 +80,7 @@ class Gateway:
             log.info("deep-learning gateway on %s, engine broker at %s", s.bind, s.connect)
             async with AsyncClient(s.connect, timeout_s=s.timeout_s) as client:
                 while not stop.is_set():
+                    self._watch_broker(client)
                     if not await router.poll(POLL_MS):
                         continue
                     frames = await router.recv_multipart(copy=False)
@@ -89,6 +94,18 @@ class Gateway:
             router.close(linger=0)
             ctx.term()
             log.info("gateway stopped: %s", self.stats)
+
+    def _watch_broker(self, client: AsyncClient) -> str | None:
+        """Why no broker can take requests now (None: it can, or it is too early to tell); its
+        loss and its return are logged once each."""
+        down = client.unavailable
+        if down and not self._down:
+            log.warning("the engine broker is unavailable (%s): answering %s at once until it is back", down,
+                        BrokerUnavailable.code)
+        elif self._down and not down:
+            log.info("the engine broker at %s is back", self.settings.connect)
+        self._down = down
+        return down
 
     def _on_frame(self, client: AsyncClient, route: list[bytes], body: zmq.Frame) -> None:
         """Decode a small frame now (one over the limit is refused unread), start reading a
@@ -132,6 +149,12 @@ class Gateway:
             self.stats["refused"] += 1
             self._send(route, wire.error_json(parsed.rid, parsed.code, str(parsed)))
             return
+        down = self._watch_broker(client)
+        if down:
+            self.stats["unavailable"] += 1
+            self._send(route, wire.error_json(parsed.rid, BrokerUnavailable.code,
+                                              f"the engine is unavailable ({down}); try again later"))
+            return
         if len(self._in_flight) >= self.settings.max_in_flight:
             self.stats["busy"] += 1
             self._send(route, wire.error_json(parsed.rid, BusyError.code,
@@ -155,7 +178,7 @@ class Gateway:
             body = wire.error_json(request.rid, DeadlineExceeded.code,
                                    f"the engine did not answer within {self.settings.timeout_s} s; try again")
         except BrokerUnavailable as exc:
-            body = wire.error_json(request.rid, BusyError.code, f"the engine is unavailable ({exc}); try again")
+            body = wire.error_json(request.rid, BrokerUnavailable.code, f"the engine is unavailable ({exc}); try again")
         else:
             self.stats["answered"] += 1
             self._send(route, wire.reply_json(request.rid, result.meta))

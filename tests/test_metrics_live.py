@@ -37,9 +37,16 @@ def test_broker_and_worker_metrics_move_as_tasks_run(cluster_factory):
         bad = client.submit(b"\xff\xd8 not a jpeg", "grayscale").exception(30)
         assert bad is not None and bad.code == "bad_image"
         image_bytes = sum(len(tiny_jpeg(s)) for s in (16, 24, 32)) + len(b"\xff\xd8 not a jpeg")
-        # Gauges come from the state published once per heartbeat.
-        wait_until(lambda: value(scrape(broker_port), "engine_broker_worker_slots", host=client.info()["workers"][0]
-                                 ["host"]) == 4, 10 * FAST_HEARTBEAT_S + 5, "the worker host's slots in the gauges")
+        # Gauges come from the state published once per heartbeat: wait for the one after the last
+        # answer (all slots back, nothing in flight), not for a time.
+        host = client.info()["workers"][0]["host"]
+
+        def settled() -> bool:
+            now = scrape(broker_port)
+            return (value(now, "engine_broker_worker_slots", host=host) == 4
+                    and value(now, "engine_broker_tasks_in_flight") == 0
+                    and value(now, "engine_broker_queue_depth") == 0)
+        wait_until(settled, 10 * FAST_HEARTBEAT_S + 5, "the gauges to show every slot back and nothing in flight")
         after = scrape(broker_port)
     assert value(after, "engine_broker_tasks_received_total") == 4
     assert value(after, "engine_broker_tasks_completed_total") == 3

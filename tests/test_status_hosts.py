@@ -108,17 +108,8 @@ def test_an_older_worker_shows_a_dash_and_nonsense_is_not_kept(cluster, zctx):
 
 # ---- the broker's history, and a gateway that starts after the batch ---------------------------
 
-@pytest.fixture(scope="module")
-def quiet_cluster():
-    cluster = Cluster(local_workers=2)
-    try:
-        yield cluster.start_broker()
-    finally:
-        cluster.stop()
-
-
-def test_a_batch_before_anyone_looked_is_on_the_status_charts(quiet_cluster, tmp_path):
-    cluster = quiet_cluster
+def test_a_batch_before_anyone_looked_is_on_the_status_charts(broker, tmp_path):
+    cluster = broker  # conftest's module broker: no gateway has looked at it yet
     images = [jpeg("coffee.jpg"), jpeg("rocket.jpg")] * 20
     with cluster.client() as client:
         before = client.info()["completed"]
@@ -156,8 +147,8 @@ def test_a_batch_before_anyone_looked_is_on_the_status_charts(quiet_cluster, tmp
 
 @NEEDS_CHROMIUM
 @pytest.mark.parametrize("width_px", WIDTHS_PX)
-def test_the_workers_table_shows_cpu_and_memory_without_overflow(chromium, quiet_cluster, tmp_path, width_px):
-    server = WebServer(tmp_path, quiet_cluster.front).start()
+def test_the_workers_table_shows_cpu_and_memory_without_overflow(chromium, broker, tmp_path, width_px):
+    server = WebServer(tmp_path, broker.front).start()
     user = User(server, "pavel")
     try:
         page = logged_in(chromium, server, user, width=width_px)

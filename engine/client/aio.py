@@ -14,6 +14,7 @@ import zmq
 import zmq.asyncio
 
 from .. import handshake
+from ..aiowait import within
 from ..errors import BrokerUnavailable, EngineError, TaskTimeout
 from ..handshake import HandshakeWatch
 from ..security import PeerKeys, client_keys
@@ -105,7 +106,7 @@ class AsyncClient:
         self._wake.set()  # the timer answers it early if nothing listens
         self._flush()
         try:
-            return await asyncio.wait_for(future, timeout_s)
+            return await within(future, timeout_s)
         except asyncio.TimeoutError:
             raise TaskTimeout(f"the broker at {self.address} did not answer INFO within {timeout_s} s") from None
 
@@ -188,7 +189,7 @@ class AsyncClient:
         while True:
             delay_s = max(0.0, core.next_wakeup_s() - time.monotonic())
             try:
-                await asyncio.wait_for(self._wake.wait(), delay_s + 0.001)
+                await within(self._wake.wait(), delay_s + 0.001)
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from ..aiowait import within
 from .common import parts, require_user
 from .status import StatusMonitor
 
@@ -36,7 +37,7 @@ async def _stream(monitor: StatusMonitor, first: dict) -> AsyncIterator[str]:
         yield frame(first, monitor.charts(), event_id)
         while True:
             try:
-                view = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
+                view = await within(queue.get(), HEARTBEAT_S)
             except asyncio.TimeoutError:
                 yield ": heartbeat\n\n"
                 continue

@@ -172,6 +172,40 @@ def test_info_is_a_short_summary_and_json_on_request(broker):
     assert len(full["workers"]) == 1 and "ops" in full
 
 
+def test_info_history_counts_the_tasks_of_the_last_minutes(broker):
+    from faults_helpers import wait_until
+
+    from engine import Client
+    from engine.client.summary import history_lines
+
+    with Client(broker.front) as c:
+        def last_row() -> list:
+            rows = c.info(history=True)["history"]["rows"]
+            return rows[-1] if len(rows) >= 2 else [None, -1]
+
+        wait_until(lambda: last_row()[1] >= 0, timeout_s=30)  # two samples: the tasks land after the first
+        before = last_row()[1]
+        for r in c.map([(DATA / "coins.jpg").read_bytes()] * 3, "grayscale"):
+            assert r.width > 0
+        wait_until(lambda: last_row()[1] >= before + 3, timeout_s=30)  # a sample taken after them
+    done = client("--info", "--history", broker=broker)
+    assert done.returncode == 0, done.stderr
+    minutes = [line for line in done.stdout.splitlines() if " min ago: " in line]
+    assert "last minutes (oldest first):" in done.stdout and 1 <= len(minutes) <= 10
+    assert sum(int(line.split(": ")[1].split(" completed")[0]) for line in minutes) >= 3
+    full = json.loads(client("--info", "--json", "--history", broker=broker).stdout)
+    assert full["history"]["columns"][:2] == ["age_s", "completed"]
+    # the arithmetic on a known table: minutes 2, 1 and 0 ago, one sample before them
+    table = {"step_s": 2.0, "columns": ["age_s", "completed", "failed", "queue_depth", "in_flight"],
+             "rows": [[130.0, 5, 0, 0, 0], [125.0, 9, 1, 4, 2], [70.0, 20, 1, 7, 2], [10.0, 21, 3, 0, 0]]}
+    assert history_lines(table) == ["last minutes (oldest first):",
+                                    "   2-3 min ago: 4 completed, 1 failed, queue up to 4",
+                                    "   1-2 min ago: 11 completed, 0 failed, queue up to 7",
+                                    "   0-1 min ago: 1 completed, 2 failed, queue up to 0"]
+    assert history_lines(table, minutes=1)[1:] == ["   0-1 min ago: 1 completed, 2 failed, queue up to 0"]
+    assert "not enough samples" in history_lines({**table, "rows": table["rows"][:1]})[0]
+
+
 def test_info_with_the_broker_down_says_so_on_stderr_only():
     done = client("--info", "--connect-timeout-s", "1")
     assert done.returncode == 2

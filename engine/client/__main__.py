@@ -15,7 +15,7 @@ from ..pipeline_syntax import check_syntax
 from ..security import ENV_BROKER_KEY, ENV_CLIENT_KEY, PeerKeys
 from ..settings import flag, positive_int, prog
 from . import batch, outputs
-from .summary import summary
+from .summary import history_lines, summary
 from .sync import Client
 
 DESCRIPTION = """\
@@ -81,6 +81,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--info", action="store_true", help="print a summary of the broker's workers, queue and "
                                                        "throughput, then exit")
     p.add_argument("--json", action="store_true", help="with --info: print the broker's whole answer as JSON")
+    p.add_argument("--history", action="store_true",
+                   help="with --info: also the broker's last ten minutes, a line a minute (tasks completed and "
+                        "failed, the longest queue); with --json, its samples under \"history\"")
     flag(p, "--quiet", env="ENGINE_QUIET", default=False, help="no progress bar")
     return p.parse_args(argv)
 
@@ -90,7 +93,7 @@ def fail(message: str) -> int:
     return 2
 
 
-def broker_info(client: Client, timeout_s: float, consequence: str = "") -> dict | None:
+def broker_info(client: Client, timeout_s: float, consequence: str = "", *, history: bool = False) -> dict | None:
     """The broker's INFO, or None after saying on stderr that nobody answered (and
     ``consequence``). On a local address a refused connection is known at once: that is said
     within a second (``core.REFUSED_INFO_S``). A remote broker gets ``timeout_s``, said up front."""
@@ -98,7 +101,7 @@ def broker_info(client: Client, timeout_s: float, consequence: str = "") -> dict
         print(f"waiting up to {timeout_s:g} s for the broker at {client.address} (--connect-timeout-s)",
               file=sys.stderr)
     try:
-        return client.info(timeout_s)
+        return client.info(timeout_s, history=history)
     except BrokerUnavailable as exc:  # nothing listens at a local address
         fail(f"{exc}, or give --connect" + consequence)
         return None
@@ -111,10 +114,17 @@ def broker_info(client: Client, timeout_s: float, consequence: str = "") -> dict
 
 def show_info(args: argparse.Namespace, keys: PeerKeys | None) -> int:
     with Client(args.connect, timeout_s=args.timeout_s, keys=keys) as client:
-        info = broker_info(client, args.connect_timeout_s)
+        info = broker_info(client, args.connect_timeout_s, history=args.history)
     if info is None:
         return 2
-    print(json.dumps(info, indent=2) if args.json else summary(info, args.connect))
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(summary(info, args.connect))
+        if args.history:
+            history = info.get("history")
+            print("\n".join(history_lines(history) if isinstance(history, dict)
+                            else ["history: this broker keeps none (an older version?)"]))
     return 0
 
 

@@ -40,3 +40,31 @@ def summary(info: dict, address: str) -> str:
     ops = info.get("ops") or {}
     lines.append(f"operations offered: {len(ops)} (python -m engine.ops describes them; --json prints everything)")
     return "\n".join(lines)
+
+
+def history_lines(history: dict, minutes: int = 10) -> list[str]:
+    """The broker's recent samples (INFO's ``history``) as one line a minute, oldest first: tasks
+    completed and failed in that minute, and the most that waited in the queue."""
+    columns = history.get("columns") or []
+    try:
+        age, done, failed, queue = (columns.index(c) for c in ("age_s", "completed", "failed", "queue_depth"))
+    except ValueError:
+        return ["history: not understood (an older or newer broker?); --json prints it"]
+    rows = [r for r in history.get("rows") or [] if isinstance(r, list) and len(r) == len(columns)]
+    if len(rows) < 2:
+        return ["history: not enough samples yet (the broker samples every "
+                f"{history.get('step_s', '?')} s; ask again in a minute)"]
+    buckets: dict[int, list[list]] = {}  # whole minutes of age -> its rows, oldest first
+    for row in rows:
+        buckets.setdefault(int(row[age] // 60), []).append(row)
+    ages = sorted(buckets, reverse=True)  # oldest minute first
+    shown = ages[-minutes:]
+    before = buckets[ages[-minutes - 1]][-1] if len(ages) > minutes else buckets[shown[0]][0]
+    lines = ["last minutes (oldest first):"]
+    for minute in shown:
+        group = buckets[minute]
+        last = group[-1]
+        lines.append(f"  {minute:>2}-{minute + 1} min ago: {last[done] - before[done]} completed, "
+                     f"{last[failed] - before[failed]} failed, queue up to {max(r[queue] for r in group)}")
+        before = last
+    return lines

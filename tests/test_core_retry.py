@@ -100,3 +100,15 @@ def test_the_client_resends_exactly_the_retryable_codes_of_its_broker(zctx):
     assert {c for c, o in outcomes.items() if o == "retried"} == RETRYABLE
     assert all(outcomes[c] == c for c in set(WIRE_CODES) - RETRYABLE), outcomes  # raised as it came
     assert all(broker.seen[c] == (2 if c in RETRYABLE else 1) for c in WIRE_CODES), broker.seen
+
+
+def test_busy_resends_back_off_doubling_and_spread_out():
+    """The client's wait before resending a busy task: between half and all of a ceiling that doubles
+    from BUSY_RETRY_S to BUSY_RETRY_MAX_S, and drawn, so tasks refused together do not return together."""
+    from engine.client.core import BUSY_RETRY_MAX_S, BUSY_RETRY_S, busy_retry_delay_s
+
+    for retries in range(8):
+        ceiling_s = min(BUSY_RETRY_S * 2 ** retries, BUSY_RETRY_MAX_S)
+        delays = [busy_retry_delay_s(retries) for _ in range(200)]
+        assert all(ceiling_s / 2 <= d <= ceiling_s for d in delays), (retries, min(delays), max(delays))
+        assert len(set(delays)) > 150 and max(delays) - min(delays) > ceiling_s / 4  # spread, not one wave

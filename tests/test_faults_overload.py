@@ -4,7 +4,7 @@ import time
 
 import psutil
 import pytest
-from faults_helpers import Batch, start, tally, tiny_jpeg
+from faults_helpers import Batch, add_worker, start, tally, tiny_jpeg, wait_until
 
 
 def test_overload_answers_busy_keeps_the_queue_bounded_and_drops_nothing(cluster_factory):
@@ -85,3 +85,20 @@ def test_a_broker_sigterm_drains_and_loses_nothing(cluster_factory, drain_s):
         assert done_at_exit == 16 and "unfinished" not in stopped.stderr_text()
     else:
         assert done_at_exit < 16 and "unfinished; clients will resend them" in stopped.stderr_text()
+
+
+def test_a_broker_sigterm_with_no_worker_left_exits_at_once_and_its_tasks_are_resent(cluster_factory):
+    """Draining waits for tasks that a worker may finish; with none connected nothing can, so the
+    broker exits without its (here 120 s) drain, and the client resends to the next broker."""
+    cluster = start(cluster_factory, (), extra=["--drain-timeout-s", "120"])
+    with cluster.client() as client:
+        batch = Batch.submit(client, 4)
+        wait_until(lambda: client.info()["queue_depth"] == 4, timeout_s=30)
+        stopped = cluster.broker
+        stopped.signal(signal.SIGTERM)
+        assert stopped.popen.wait(60) == 0  # well within the drain's 120 s: it did not wait for it
+        assert "4 task(s) unfinished; clients will resend them" in stopped.stderr_text()
+        cluster.start_broker(wait_slots=0)
+        add_worker(cluster, 1)
+        t = tally(client, batch, "broker SIGTERM with no worker")
+    t.assert_exactly_once(4)

@@ -123,7 +123,7 @@ class BrokerConfig:
         help="largest message frame accepted, in MiB; a peer that sends more is disconnected")
     drain_timeout_s: float = setting(
         DRAIN_TIMEOUT_S, env="ENGINE_DRAIN_TIMEOUT_S",
-        help="on SIGTERM, seconds to wait for tasks in flight before exiting")
+        help="on SIGTERM, seconds to wait for tasks in flight before exiting (none once no worker is connected)")
     cache_bytes: int = setting(
         CACHE_BYTES, flag="--cache-mb", scale=MIB, env="ENGINE_CACHE_MB",
         help="result cache size in MiB: a repeated image and pipeline is answered without a worker "

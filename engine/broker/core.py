@@ -204,7 +204,8 @@ class Broker:
 
     # ---- the loop ----------------------------------------------------------------
     def run(self) -> None:
-        """Route until ``stop``; then drain in-flight work for up to ``drain_timeout_s``."""
+        """Route until ``stop``; then drain in-flight work for up to ``drain_timeout_s`` (not at all
+        once no worker is connected)."""
         poller = zmq.Poller()
         for part in (*self.fronts, self.workers):
             part.register(poller)
@@ -222,7 +223,8 @@ class Broker:
                 drain_until_s = time.monotonic() + self.config.drain_timeout_s
                 log.info("broker stopping: draining %d task(s) for up to %.1f s",
                          self.task_count(), self.config.drain_timeout_s)
-            if drain_until_s is not None and (not self.task_count() or time.monotonic() >= drain_until_s):
+            if drain_until_s is not None and (not self.task_count() or time.monotonic() >= drain_until_s
+                                              or not self._has_workers()):
                 break
             wake_s = min(next_beat_s, self.workers.next_probe_s(), *(f.next_flush_s() for f in self.fronts))
             timeout_ms = poll_timeout_ms(wake_s, time.monotonic())
@@ -249,6 +251,11 @@ class Broker:
         left = self.task_count()
         if left:
             log.warning("broker stopped with %d task(s) unfinished; clients will resend them", left)
+
+    def _has_workers(self) -> bool:
+        """Whether any worker could still finish a task: draining waits for no one when none is connected
+        (the tasks are left to their clients to resend, as after the drain's timeout)."""
+        return any(not w.control for w in self.dispatcher.workers.values())
 
     def _beat(self, now_s: float) -> None:
         try:

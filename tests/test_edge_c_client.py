@@ -4,7 +4,9 @@ buffer and writes the result file, which matches a direct OpenCV call."""
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
+import threading
 from pathlib import Path
 
 import cv2
@@ -57,6 +59,39 @@ def test_c_client_reports_a_refused_token_with_the_servers_error(edge_client, we
     done = run_client(edge_client, web, "not-a-token", "grayscale", src, tmp_path / "out.jpg")
     assert done.returncode == 1
     assert "HTTP 401" in done.stderr
+    assert not (tmp_path / "out.jpg").exists()
+
+
+def test_c_client_reads_an_answer_sent_before_its_upload_ended(edge_client, tmp_path):
+    """A server may refuse from the request head alone and close while the image is still being
+    sent (the gateway did, under load, for a bad token): the client reports that answer, not the
+    broken pipe. A peer here answers 401 after the head and closes with 8 MiB still coming."""
+    answer = b'{"error":{"code":"unauthorized","message":"refused before the body"}}'
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            conn.settimeout(RUN_TIMEOUT_S)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(answer), answer))
+
+    server = threading.Thread(target=serve)
+    server.start()
+    src = tmp_path / "big.jpg"
+    src.write_bytes(bytes(8 << 20))  # far more than the socket buffers hold: the close cuts the upload
+    try:
+        done = subprocess.run([str(edge_client), "127.0.0.1", str(srv.getsockname()[1]), "t", "grayscale",
+                               str(src), str(tmp_path / "out.jpg")], capture_output=True, text=True,
+                              timeout=RUN_TIMEOUT_S)
+    finally:
+        server.join(RUN_TIMEOUT_S)
+        srv.close()
+    assert done.returncode == 1, done.stderr  # was 3: "sending the image: Broken pipe"
+    assert "HTTP 401" in done.stderr and "refused before the body" in done.stderr
     assert not (tmp_path / "out.jpg").exists()
 
 

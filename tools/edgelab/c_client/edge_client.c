@@ -146,7 +146,7 @@ int main(int argc, char **argv) {
     struct stat st;
     struct reader r = {0};
     long long length = -1;
-    int chunked = 0, status = 0, in, fd, rc;
+    int chunked = 0, status = 0, in, fd, rc, cut_off = 0;
     FILE *out;
     ssize_t k;
 
@@ -170,14 +170,28 @@ int main(int argc, char **argv) {
     if (k < 0 || k >= BUF_BYTES) return fail(2, "request head does not fit the buffer");
     if (send_all(fd, buf, (size_t)k) != 0) return fail(3, "sending the request head");
     while ((k = read(in, buf, BUF_BYTES)) > 0)
-        if (send_all(fd, buf, (size_t)k) != 0) return fail(3, "sending the image");
+        if (send_all(fd, buf, (size_t)k) != 0) {
+            /* A server may answer from the head alone (a refused token) and close: the answer
+               is waiting to be read, so read it rather than report the broken pipe. */
+            if (errno != EPIPE && errno != ECONNRESET) return fail(3, "sending the image");
+            cut_off = errno;
+            errno = 0;
+            k = 0;
+            break;
+        }
     close(in);
     if (k < 0) return fail(2, "reading the input image");
 
     /* Status line and headers, one line at a time. */
     r.fd = fd;
-    if (read_line(&r, line, sizeof line) != 0 || sscanf(line, "HTTP/%*s %d", &status) != 1)
-        return fail(3, "no HTTP answer");
+    if (read_line(&r, line, sizeof line) != 0 || sscanf(line, "HTTP/%*s %d", &status) != 1) {
+        if (cut_off) errno = cut_off;
+        return fail(3, cut_off ? "sending the image" : "no HTTP answer");
+    }
+    if (cut_off && status == 200) {
+        errno = cut_off;
+        return fail(3, "sending the image");  /* an answer to a request it never got whole */
+    }
     for (;;) {
         if (read_line(&r, line, sizeof line) != 0) return fail(3, "the answer's headers were cut off");
         if (!line[0]) break;
